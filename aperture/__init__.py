@@ -1,0 +1,3 @@
+"""Aperture: an imaging server that frees medical images from silos."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,36 @@
+"""The sole producer of `AccessScope` values.
+
+Until SMART authorization lands, the only policy is `allow_everything`, used by
+`aperture serve --auth none` (which logs a warning at startup). The restricted constructor exists
+so the store's filtering is exercised by tests now and the SMART policy only has to decide *which*
+patients and studies, not how to filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aperture.store.scope import _ISSUER, AccessScope
+
+
+def allow_everything(*, may_delete: bool = True) -> AccessScope:
+    """Every study, read and write: `--auth none`."""
+    return AccessScope(None, None, frozenset(), True, may_delete, _ISSUER)
+
+
+def restricted(
+    *,
+    patient_keys: Iterable[str] | None = None,
+    study_uids: Iterable[str] | None = None,
+    withheld_study_uids: Iterable[str] = (),
+    may_write: bool = False,
+) -> AccessScope:
+    """Reads limited to the given issuer-qualified patients and/or studies."""
+    return AccessScope(
+        None if patient_keys is None else frozenset(patient_keys),
+        None if study_uids is None else frozenset(study_uids),
+        frozenset(withheld_study_uids),
+        may_write,
+        False,
+        _ISSUER,
+    )

@@ -1,0 +1,1 @@
+"""The `aperture` command: thin shells over the packages (after pynetdicom's apps)."""

@@ -1,0 +1,103 @@
+"""Typed settings for the imaging server, read from a TOML file.
+
+Every setting has a default so that `aperture serve --data DIR` works with no file at all. Errors
+name the key and the file, because a wrong config is found by the person reading the message.
+Command-line flags override the file (see `aperture.cli.serve`). See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+DuplicatePolicy = Literal["reject", "overwrite"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message names the key and the file."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path = Path("aperture-data")
+    database_url: str = ""  # empty: SQLite file `index.sqlite3` inside `path`
+    duplicate_policy: DuplicatePolicy = "reject"
+    max_upload_bytes: int = 8 * 1024**3
+
+
+@dataclass(frozen=True)
+class DicomwebConfig:
+    allow_delete: bool = False
+    default_limit: int = 1000
+    max_limit: int = 10000
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""  # e.g. https://pacs.example.org/imaging ; empty: derived from each request
+    auth: Literal["none", "smart"] = "smart"
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
+
+    @property
+    def database_url(self) -> str:
+        return self.store.database_url or f"sqlite:///{self.store.path / 'index.sqlite3'}"
+
+
+_SECTIONS: dict[str, type] = {"server": ServerConfig, "store": StoreConfig, "dicomweb": DicomwebConfig}
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("store", "duplicate_policy"): ("reject", "overwrite"),
+    ("server", "auth"): ("none", "smart"),
+}
+
+
+def load_config(path: Path | None = None, **overrides: dict[str, Any]) -> Config:
+    """Read `path` (if given), then apply `overrides` such as `server={"port": 9000}`."""
+    raw: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"Config file {path} does not exist.") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"Unknown section [{name}] in {source}; known: {', '.join(_SECTIONS)}.")
+        sections[name] = _build(_SECTIONS[name], name, value, source)
+    return Config(**sections)
+
+
+def _build(cls: type, section: str, values: dict[str, Any], source: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"Unknown key '{section}.{key}' in {source}; known: {', '.join(known)}.")
+        default = getattr(cls(), key)
+        if isinstance(default, Path):
+            value = Path(value)
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"'{section}.{key}' in {source} must be true or false, not {value!r}.")
+        elif isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
+            raise ConfigError(f"'{section}.{key}' in {source} must be an integer, not {value!r}.")
+        choices = _CHOICES.get((section, key))
+        if choices and value not in choices:
+            raise ConfigError(f"'{section}.{key}' in {source} must be one of {', '.join(choices)}, not {value!r}.")
+        kwargs[key] = value
+    return replace(cls(), **kwargs)

@@ -1,0 +1,254 @@
+"""The DICOM JSON model (PS3.18 Annex F), computed once when an instance is stored.
+
+`instance_json` turns a parsed dataset into the JSON object that `/metadata` serves. Values are
+converted straight from the raw bytes for the common VRs and character sets, because pydicom's
+general conversion costs several milliseconds per instance and every stored instance pays it;
+anything unusual (other character sets, private or ambiguous VRs, odd numbers) goes through pydicom
+itself, so the fast path never decides a hard case.
+
+Bulk data (binary values longer than `BULK_THRESHOLD`, and Pixel Data always) becomes a
+`BulkDataURI`. The URI is written relative to a placeholder (`BASE_PLACEHOLDER`) that the HTTP layer
+replaces with the public base URL when it answers, so stored JSON stays right behind any proxy.
+Each bulk element's location in the file is recorded so `/bulkdata` can read it by seek.
+
+This module does not read files from disk or know about HTTP: it works on a `Dataset`.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.filewriter import correct_ambiguous_vr_element
+from pydicom.sequence import Sequence
+
+BASE_PLACEHOLDER = "@@APERTURE-BASE@@"
+BULK_THRESHOLD = 1024
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+_TEXT_SINGLE = frozenset({"LT", "ST", "UT", "UR"})
+_TEXT_MULTI = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI", "PN"})
+_BINARY_NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
+_FAST_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+
+
+@dataclass(frozen=True)
+class BulkRef:
+    """Where one bulk value lives in the stored file (offset None: only reachable by parsing)."""
+
+    path: str  # e.g. "7FE00010" or "00540016/0/00181072"
+    vr: str
+    offset: int | None
+    length: int | None
+
+
+class _Slow(Exception):
+    """The fast path declines this element; pydicom converts it."""
+
+
+def instance_json(
+    ds: Dataset, bulk_prefix: str, *, bulk: list[BulkRef], offsets_are_file_positions: bool = True
+) -> dict[str, Any]:
+    """DICOM JSON of `ds` with BulkDataURIs `{bulk_prefix}/{path}`; appends to `bulk`."""
+    return _dataset(ds, "", bulk_prefix, bulk, offsets_are_file_positions, _charset(ds, "ascii"))
+
+
+def _charset(ds: Dataset, inherited: str) -> str | None:
+    raw = ds.get_item(0x00080005)
+    if raw is None:
+        return inherited
+    value = raw.value if isinstance(raw, RawDataElement) else raw.value
+    if isinstance(value, bytes):
+        text = value.decode("ascii", "replace").strip(" \x00")
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        text = "\\".join(str(v) for v in value) if value else ""
+    return _FAST_CHARSETS.get(text)
+
+
+def _dataset(
+    ds: Dataset, path: str, prefix: str, bulk: list[BulkRef], file_offsets: bool, encoding: str | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tag in sorted(ds.keys()):
+        tag = int(tag)
+        if tag >> 16 == 0x0002 or tag & 0xFFFF == 0 or tag in (0xFFFCFFFC,):
+            continue  # file meta, group lengths, padding are not part of the JSON model
+        key = f"{tag:08X}"
+        elem_path = f"{path}/{key}" if path else key
+        raw = ds.get_item(tag)
+        try:
+            if encoding is None:
+                raise _Slow
+            out[key] = _fast(raw, tag, elem_path, prefix, bulk, file_offsets, encoding, ds)
+        except _Slow:
+            out[key] = _slow(ds, tag, elem_path, prefix, bulk, encoding)
+    return out
+
+
+def _fast(
+    raw: RawDataElement | DataElement,
+    tag: int,
+    path: str,
+    prefix: str,
+    bulk: list[BulkRef],
+    file_offsets: bool,
+    encoding: str,
+    ds: Dataset,
+) -> dict[str, Any]:
+    if not isinstance(raw, RawDataElement):
+        if raw.VR == "SQ":
+            return _sequence(raw.value, path, prefix, bulk, file_offsets, encoding)
+        raise _Slow
+    vr = raw.VR or dictionary_VR_or_none(tag)
+    if vr is None or " or " in vr:
+        raise _Slow
+    value = raw.value
+    length = raw.length
+    if vr in BULK_VRS:
+        if value is None or length > BULK_THRESHOLD or tag in PIXEL_TAGS:
+            offset = raw.value_tell if file_offsets else None
+            bulk.append(BulkRef(path, vr, offset, length))
+            return {"vr": vr, "BulkDataURI": f"{prefix}/{path}"}
+        if not value:
+            return {"vr": vr}
+        return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
+    if value is None:
+        raise _Slow  # a long text value deferred by the reader
+    if vr == "SQ":
+        raise _Slow
+    if not value:
+        return {"vr": vr}
+    if vr in _BINARY_NUMBERS:
+        code = _BINARY_NUMBERS[vr]
+        size = struct.calcsize(code)
+        if len(value) % size:
+            raise _Slow
+        endian = "<" if raw.is_little_endian else ">"
+        numbers = list(struct.unpack(f"{endian}{len(value) // size}{code}", value))
+        if code in "fd" and any(math.isnan(n) or math.isinf(n) for n in numbers):
+            raise _Slow
+        return {"vr": vr, "Value": numbers}
+    if vr == "AT":
+        endian = "<" if raw.is_little_endian else ">"
+        count = len(value) // 4
+        pairs = struct.unpack(f"{endian}{count * 2}H", value[: count * 4])
+        return {"vr": vr, "Value": [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)]}
+    text = value.decode("ascii" if vr in ("UI", "CS", "DA", "TM", "DT", "AS", "IS", "DS") else encoding)
+    if vr in _TEXT_SINGLE:
+        text = text.rstrip(" \x00")
+        return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+    parts = text.split("\\")
+    if vr == "UI":
+        items: list[Any] = [p.strip(" \x00") or None for p in parts]
+    elif vr == "PN":
+        items = [_person_name(p.strip(" \x00")) for p in parts]
+    elif vr == "IS":
+        items = [_number(p, int) for p in parts]
+    elif vr == "DS":
+        items = [_number(p, float) for p in parts]
+    elif vr in _TEXT_MULTI:
+        items = [p.strip(" \x00") or None for p in parts]
+    else:
+        raise _Slow
+    if all(i is None for i in items):
+        return {"vr": vr}
+    return {"vr": vr, "Value": items}
+
+
+def dictionary_VR_or_none(tag: int) -> str | None:
+    if tag >> 16 & 1:  # private group: the VR depends on the private creator
+        return None
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _number(text: str, kind: Callable[[str], Any]) -> Any:
+    text = text.strip(" \x00")
+    if not text:
+        return None
+    try:
+        number = kind(text)
+    except ValueError:
+        if kind is int:
+            try:
+                as_float = float(text)
+            except ValueError as exc:
+                raise _Slow from exc
+            if as_float.is_integer():
+                return int(as_float)
+        raise _Slow from None
+    if isinstance(number, float) and (math.isnan(number) or math.isinf(number)):
+        raise _Slow
+    if isinstance(number, float) and number.is_integer() and "." not in text and "e" not in text.lower():
+        return int(number)
+    return number
+
+
+def _person_name(text: str) -> dict[str, str] | None:
+    if not text:
+        return None
+    groups = text.split("=")
+    names = ("Alphabetic", "Ideographic", "Phonetic")
+    return {names[i]: g for i, g in enumerate(groups[:3]) if g}
+
+
+def _sequence(
+    seq: Sequence, path: str, prefix: str, bulk: list[BulkRef], file_offsets: bool, encoding: str | None
+) -> dict[str, Any]:
+    items = []
+    for index, item in enumerate(seq):
+        items.append(_dataset(item, f"{path}/{index}", prefix, bulk, file_offsets, _charset(item, encoding)))
+    return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+
+
+def _slow(ds: Dataset, tag: int, path: str, prefix: str, bulk: list[BulkRef], encoding: str | None) -> dict:
+    """Convert through pydicom: exotic character sets, private tags, ambiguous VRs, odd values."""
+    raw = ds.get_item(tag)
+    length = getattr(raw, "length", None)
+    offset = getattr(raw, "value_tell", None)
+    try:
+        elem = ds[tag]
+    except Exception:
+        vr = (raw.VR if isinstance(raw, RawDataElement) else None) or "UN"
+        bulk.append(BulkRef(path, "UN", offset, length))
+        return {"vr": "UN" if vr not in BULK_VRS else vr, "BulkDataURI": f"{prefix}/{path}"}
+    if " or " in elem.VR:
+        elem = correct_ambiguous_vr_element(elem, ds, ds.is_little_endian if ds.is_little_endian is not None else True)
+        if " or " in elem.VR:
+            elem.VR = elem.VR.split(" or ")[0]
+    if elem.VR == "SQ":
+        return _sequence(elem.value, path, prefix, bulk, False, encoding)
+    if elem.VR in BULK_VRS:
+        value = elem.value
+        size = len(value) if value is not None else 0
+        if value is None or size > BULK_THRESHOLD or tag in PIXEL_TAGS:
+            bulk.append(BulkRef(path, elem.VR, offset, length))
+            return {"vr": elem.VR, "BulkDataURI": f"{prefix}/{path}"}
+    try:
+        result = elem.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=1 << 62)
+    except Exception:
+        bulk.append(BulkRef(path, elem.VR, offset, length))
+        return {"vr": elem.VR, "BulkDataURI": f"{prefix}/{path}"}
+    return _clean(result)
+
+
+def _clean(result: dict[str, Any]) -> dict[str, Any]:
+    """JSON cannot carry NaN/Infinity; such values become null so the document stays valid."""
+    values = result.get("Value")
+    if values:
+        result["Value"] = [
+            None if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) else v for v in values
+        ]
+    return result

@@ -1,0 +1,89 @@
+"""DICOM identifiers: UID syntax and issuer-qualified patient identity.
+
+UIDs reach us in URLs and inside uploaded files. Both are checked against PS3.5 §9.1 before they
+are used for anything, so a UID can never be a path, a wildcard or an SQL fragment.
+
+A PatientID alone does not identify a patient: two hospitals may both have an MRN "12345". A
+patient is (IssuerOfPatientID, Issuer of Patient ID Qualifiers, PatientID), per PS3.3 C.7.1.1;
+`PatientKey` is that triple, and `PatientKey.text` is its canonical form for indexing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+# Tolerant on read: files in the wild carry UIDs with leading zeros or even hex digests. Anything
+# that starts with a letter or digit and stays in [A-Za-z0-9._-] is safe in a URL and is never a
+# path (blob names are hashes), so it is stored and served as sent.
+_UID_LENIENT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
+
+
+def uid_problem(value: str, *, strict: bool = False) -> str | None:
+    """Why `value` is not a usable UID, or None when it is.
+
+    Stored files are read leniently (leading zeros in a component happen in the wild and the
+    bytes are kept as sent); only the characters that would make a UID unsafe are always refused.
+    """
+    if not value:
+        return "it is empty"
+    if len(value) > 64:
+        return f"it is {len(value)} characters long (at most 64)"
+    if strict and not _UID.match(value):
+        return "it must be digits separated by single dots"
+    if not _UID_LENIENT.match(value):
+        return "it must be digits separated by dots (letters, '-' and '_' are tolerated; nothing else)"
+    return None
+
+
+def is_valid_uid(value: str) -> bool:
+    return uid_problem(value) is None
+
+
+@dataclass(frozen=True)
+class PatientKey:
+    """Issuer-qualified patient identity."""
+
+    patient_id: str
+    issuer: str = ""
+    qualifiers: str = ""  # canonical text of the Issuer of Patient ID Qualifiers Sequence
+
+    @property
+    def text(self) -> str:
+        """Canonical, unambiguous form used as the index key (issuer and qualifiers first)."""
+        return f"{_escape(self.issuer)}|{_escape(self.qualifiers)}|{_escape(self.patient_id)}"
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> PatientKey:
+        qualifiers = ""
+        seq = ds.get("IssuerOfPatientIDQualifiersSequence")
+        if seq:
+            item = seq[0]
+            parts = []
+            for keyword in (
+                "UniversalEntityID",
+                "UniversalEntityIDType",
+                "IdentifierTypeCode",
+                "AssigningFacilitySequence",
+                "AssigningJurisdictionCodeSequence",
+                "AssigningAgencyOrDepartmentCodeSequence",
+            ):
+                value = item.get(keyword)
+                if value is None or value == "":
+                    continue
+                if hasattr(value, "__iter__") and not isinstance(value, str):
+                    value = ";".join(str(v) for v in value)
+                parts.append(f"{keyword}={value}")
+            qualifiers = "&".join(parts)
+        return cls(
+            patient_id=str(ds.get("PatientID", "") or "").strip(),
+            issuer=str(ds.get("IssuerOfPatientID", "") or "").strip(),
+            qualifiers=qualifiers,
+        )
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|")

@@ -1,0 +1,256 @@
+"""Read one uploaded Part-10 file into everything the index keeps about it.
+
+`read_instance` is called once per stored instance (STOW-RS, later C-STORE). It refuses what cannot
+be stored faithfully (not Part-10, truncated, identifiers missing or unsafe) with a PS3.18
+FailureReason and a message naming the problem, and otherwise returns the DICOM JSON with
+BulkDataURIs, where each bulk value sits in the file, and the level attributes QIDO answers from.
+Pixel Data is never loaded: the header is parsed up to it, its extent is found by walking item
+headers, and anything after it (trailing padding, signatures) is parsed on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+
+from aperture.dicom.attributes import Level, level_of
+from aperture.dicom.dicomjson import BASE_PLACEHOLDER, BULK_THRESHOLD, PIXEL_TAGS, BulkRef, instance_json
+from aperture.dicom.identifiers import PatientKey, uid_problem
+
+# PS3.18 Table 10.5.3-2 FailureReason values used by Aperture (see docs/dicomweb.md).
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+STUDY_UID_MISMATCH = 0xC409  # the instance's StudyInstanceUID is not the study in the URL
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+_IMPLICIT = "1.2.840.10008.1.2"
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+
+
+class InvalidInstance(ValueError):
+    """This upload cannot be stored; `reason` is the FailureReason to report."""
+
+    def __init__(self, reason: int, message: str, sop_class_uid: str = "", sop_instance_uid: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+
+
+@dataclass
+class InstanceRecord:
+    """What the index stores for one instance, all computed at ingest."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    patient: PatientKey
+    metadata: dict[str, Any]
+    bulk: list[BulkRef]
+    study_attrs: dict[str, Any]
+    series_attrs: dict[str, Any]
+    instance_attrs: dict[str, Any]
+    num_frames: int
+    size: int
+    values: dict[str, str] = field(default_factory=dict)  # plain text of the indexed matching keys
+
+
+def read_instance(path: Path) -> InstanceRecord:
+    """Parse the file at `path`; raises InvalidInstance with the FailureReason when it cannot be stored."""
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as fp:
+            ds = pydicom.dcmread(fp, defer_size=BULK_THRESHOLD, stop_before_pixels=True)
+            pixel_start = fp.tell()
+            transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
+            if not transfer_syntax:
+                raise InvalidInstance(CANNOT_UNDERSTAND, "The file meta information has no TransferSyntaxUID.")
+            extra: list[tuple[int, str, int, int]] = []
+            if transfer_syntax == DEFLATED:
+                ds = pydicom.dcmread(path)  # offsets inside a deflated stream mean nothing: parse it all
+                offsets_known = False
+            else:
+                offsets_known = True
+                if pixel_start < size:
+                    extra = _pixel_and_trailing(fp, ds, pixel_start, size, transfer_syntax)
+    except InvalidInstance:
+        raise
+    except InvalidDicomError as exc:
+        raise InvalidInstance(
+            CANNOT_UNDERSTAND, "Not a DICOM Part-10 file: the 'DICM' prefix after the 128-byte preamble is missing."
+        ) from exc
+    except (EOFError, struct.error, OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise InvalidInstance(CANNOT_UNDERSTAND, f"The DICOM data set cannot be parsed: {exc}") from exc
+
+    sop_class = _text(ds, "SOPClassUID")
+    sop_uid = _text(ds, "SOPInstanceUID")
+    study_uid = _text(ds, "StudyInstanceUID")
+    series_uid = _text(ds, "SeriesInstanceUID")
+    for name, value in (
+        ("SOPInstanceUID", sop_uid),
+        ("SOPClassUID", sop_class),
+        ("StudyInstanceUID", study_uid),
+        ("SeriesInstanceUID", series_uid),
+    ):
+        problem = uid_problem(value)
+        if problem:
+            raise InvalidInstance(
+                DATASET_DOES_NOT_MATCH_SOP_CLASS, f"{name} {value!r} cannot be stored: {problem}.", sop_class, sop_uid
+            )
+
+    prefix = f"{BASE_PLACEHOLDER}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata"
+    bulk: list[BulkRef] = []
+    try:
+        metadata = instance_json(ds, prefix, bulk=bulk, offsets_are_file_positions=offsets_known)
+    except Exception as exc:
+        raise InvalidInstance(CANNOT_UNDERSTAND, f"The data set cannot be converted to DICOM JSON: {exc}") from exc
+    for tag, vr, offset, length in extra:
+        key = f"{tag:08X}"
+        bulk.append(BulkRef(key, vr, offset, length))
+        metadata[key] = {"vr": vr, "BulkDataURI": f"{prefix}/{key}"}
+    metadata["00083002"] = {"vr": "UI", "Value": [transfer_syntax]}  # AvailableTransferSyntaxUID
+    metadata = dict(sorted(metadata.items()))
+
+    study_attrs: dict[str, Any] = {}
+    series_attrs: dict[str, Any] = {}
+    for key, element in metadata.items():
+        if "BulkDataURI" in element or "InlineBinary" in element:
+            continue
+        level = level_of(int(key, 16))
+        if level is Level.STUDY:
+            study_attrs[key] = element
+        elif level is Level.SERIES:
+            series_attrs[key] = element
+    if "00080005" in metadata:
+        series_attrs["00080005"] = metadata["00080005"]
+    instance_attrs = {
+        key: metadata[key]
+        for key in ("00080005", "00080008", "00080016", "00080018", "00080023", "00080033", "00200013",
+                    "00280008", "00280010", "00280011", "00280100", "00200012")  # fmt: skip
+        if key in metadata
+    }
+    frames = ds.get("NumberOfFrames")
+    try:
+        num_frames = int(frames) if frames not in (None, "") else (1 if _has_pixels(metadata) else 0)
+    except (TypeError, ValueError):
+        num_frames = 1
+    return InstanceRecord(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        sop_class_uid=sop_class,
+        transfer_syntax=transfer_syntax,
+        patient=PatientKey.from_dataset(ds),
+        metadata=metadata,
+        bulk=bulk,
+        study_attrs=study_attrs,
+        series_attrs=series_attrs,
+        instance_attrs=instance_attrs,
+        num_frames=num_frames,
+        size=size,
+    )
+
+
+def _has_pixels(metadata: dict[str, Any]) -> bool:
+    return any(f"{t:08X}" in metadata for t in PIXEL_TAGS)
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return ""
+    return str(value).strip(" \x00") if value is not None else ""
+
+
+def _pixel_and_trailing(
+    fp: Any, ds: Dataset, start: int, size: int, transfer_syntax: str
+) -> list[tuple[int, str, int, int]]:
+    """Locate the pixel element (offset, length) and parse any elements that follow it into `ds`."""
+    little = transfer_syntax != _BIG_ENDIAN
+    implicit = transfer_syntax == _IMPLICIT
+    endian = "<" if little else ">"
+    fp.seek(start)
+    header = fp.read(8)
+    if len(header) < 8:
+        raise InvalidInstance(CANNOT_UNDERSTAND, f"The file is truncated inside the element header at byte {start}.")
+    group, element = struct.unpack(f"{endian}HH", header[:4])
+    tag = group << 16 | element
+    if implicit:
+        (length,) = struct.unpack(f"{endian}I", header[4:8])
+        vr = "OW"
+        value_offset = start + 8
+    else:
+        vr_bytes = header[4:6]
+        vr = vr_bytes.decode("ascii", "replace")
+        if vr_bytes in _LONG_VRS:
+            more = fp.read(4)
+            if len(more) < 4:
+                raise InvalidInstance(CANNOT_UNDERSTAND, "The file is truncated inside the Pixel Data header.")
+            (length,) = struct.unpack(f"{endian}I", more)
+            value_offset = start + 12
+        else:
+            (length,) = struct.unpack(f"{endian}H", header[6:8])
+            value_offset = start + 8
+    if tag not in PIXEL_TAGS:
+        raise InvalidInstance(CANNOT_UNDERSTAND, f"Unexpected element ({group:04X},{element:04X}) at byte {start}.")
+    if length == 0xFFFFFFFF:
+        end = _end_of_encapsulated(fp, value_offset, size, endian)
+        value_length = end - value_offset
+    else:
+        end = value_offset + length
+        value_length = length
+        if end > size:
+            raise InvalidInstance(
+                CANNOT_UNDERSTAND,
+                f"The file is truncated: Pixel Data declares {length} bytes but only {size - value_offset} follow.",
+            )
+    found = [(tag, vr, value_offset, value_length)]
+    if end < size:
+        fp.seek(end)
+        trailing = read_dataset(fp, implicit, little, defer_size=BULK_THRESHOLD)
+        for trailing_tag in list(trailing.keys()):
+            raw = trailing.get_item(trailing_tag)
+            if int(trailing_tag) in PIXEL_TAGS:
+                found.append((int(trailing_tag), (getattr(raw, "VR", None) or "OB"), raw.value_tell, raw.length))
+            else:
+                ds[trailing_tag] = trailing[trailing_tag]
+    return found
+
+
+def _end_of_encapsulated(fp: Any, offset: int, size: int, endian: str) -> int:
+    """Walk (FFFE,E000) items to the sequence delimiter; the offset just past it."""
+    position = offset
+    while True:
+        fp.seek(position)
+        header = fp.read(8)
+        if len(header) < 8:
+            raise InvalidInstance(
+                CANNOT_UNDERSTAND, "The file is truncated: encapsulated Pixel Data has no sequence delimiter."
+            )
+        group, element, length = struct.unpack(f"{endian}HHI", header)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return position + 8
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            raise InvalidInstance(
+                CANNOT_UNDERSTAND,
+                f"Encapsulated Pixel Data is malformed at byte {position}: expected an item, found "
+                f"({group:04X},{element:04X}).",
+            )
+        position += 8 + length
+        if position > size:
+            raise InvalidInstance(CANNOT_UNDERSTAND, "The file is truncated inside an encapsulated Pixel Data item.")

@@ -1,0 +1,343 @@
+"""Render one frame of a DICOM image to JPEG / PNG / GIF for WADO-RS /rendered and /thumbnail.
+
+Implements the parts of PS3.18 §8.3.5 a browser-facing server needs: the grayscale pipeline of
+PS3.4 N.2 (Modality LUT or Rescale, then VOI LUT or window, MONOCHROME1 inverted), true color
+(YBR decoded to RGB by pydicom) and palette color, the `window`, `viewport` and `quality` query
+parameters, and thumbnails. Enhanced multi-frame objects get their per-frame rescale and window
+from the functional group sequences.
+
+Deliberately not done here: burned-in annotations, presentation states, ICC profile colour
+management, overlays, non-square pixel aspect ratios, rendering of video, SR or encapsulated
+documents, and parsing HTTP requests (the caller hands us parsed values; `parse_window` and
+`parse_viewport` turn query-parameter text into them).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
+
+__all__ = [
+    "RENDERED_MEDIA_TYPES",
+    "RenderError",
+    "Viewport",
+    "Window",
+    "parse_viewport",
+    "parse_window",
+    "render",
+    "thumbnail",
+]
+
+RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
+DEFAULT_JPEG_QUALITY = 90
+_PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
+_WINDOW_FUNCTIONS = {
+    "LINEAR": "LINEAR",
+    "LINEAR_EXACT": "LINEAR_EXACT",
+    "LINEAR-EXACT": "LINEAR_EXACT",  # PS3.18 query-parameter spelling
+    "SIGMOID": "SIGMOID",
+}
+# Attributes the grayscale pipeline reads; copied into a per-frame view of the dataset.
+_PIPELINE_KEYWORDS = (
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "PhotometricInterpretation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "ModalityLUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
+)
+
+
+class RenderError(ValueError):
+    """The rendering request cannot be honoured as asked (maps to HTTP 4xx)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A VOI window: center/width in modality units, and a PS3.3 C.11.2.1.3 VOI LUT Function."""
+
+    center: float
+    width: float
+    function: str = "LINEAR"
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """Output box vw x vh, optionally showing only the source region (sx, sy, sw, sh)."""
+
+    vw: int
+    vh: int
+    sx: float | None = None
+    sy: float | None = None
+    sw: float | None = None
+    sh: float | None = None
+
+
+def parse_window(text: str) -> Window:
+    """Parse the `window` query parameter "center,width[,function]" (PS3.18 §8.3.5.1)."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise RenderError(f"window must be 'center,width,function', got {text!r}")
+    center = _finite(parts[0], "window center")
+    width = _finite(parts[1], "window width")
+    name = parts[2].upper() if len(parts) == 3 and parts[2] else "LINEAR"
+    function = _WINDOW_FUNCTIONS.get(name)
+    if function is None:
+        raise RenderError(f"window function must be linear, linear-exact or sigmoid, got {parts[2]!r}")
+    if width <= 0 or (function == "LINEAR" and width < 1):
+        raise RenderError(f"window width must be {'>= 1' if function == 'LINEAR' else '> 0'}, got {width:g}")
+    return Window(center=center, width=width, function=function)
+
+
+def parse_viewport(text: str) -> Viewport:
+    """Parse the `viewport` query parameter "vw,vh" or "vw,vh,sx,sy,sw,sh" (empty = default)."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) not in (2, 6):
+        raise RenderError(f"viewport must be 'vw,vh' or 'vw,vh,sx,sy,sw,sh', got {text!r}")
+    sizes = []
+    for label, part in zip(("vw", "vh"), parts[:2], strict=True):
+        if not part.isdigit() or int(part) < 1:
+            raise RenderError(f"viewport {label} must be a positive integer, got {part!r}")
+        sizes.append(int(part))
+    region = [None if not part else _finite(part, f"viewport {label}") for label, part in
+              zip(("sx", "sy", "sw", "sh"), parts[2:], strict=True)]
+    sx, sy, sw, sh = region if region else (None, None, None, None)
+    if (sx is not None and sx < 0) or (sy is not None and sy < 0):
+        raise RenderError("viewport sx and sy must not be negative")
+    if sw == 0 or sh == 0:
+        raise RenderError("viewport sw and sh must not be zero")
+    return Viewport(vw=sizes[0], vh=sizes[1], sx=sx, sy=sy, sw=sw, sh=sh)
+
+
+def render(
+    ds: Dataset,
+    *,
+    frame: int = 1,
+    media_type: str = "image/jpeg",
+    quality: int | None = None,
+    window: Window | None = None,
+    viewport: Viewport | None = None,
+) -> bytes:
+    """Render 1-based `frame` of `ds` as an 8-bit image in `media_type`."""
+    fmt = _pil_format(media_type)
+    if quality is not None and (isinstance(quality, bool) or not 1 <= int(quality) <= 100):
+        raise RenderError(f"quality must be an integer from 1 to 100, got {quality!r}")
+    image = _to_pil(ds, frame, window)
+    if viewport is not None:
+        image = _apply_viewport(image, viewport)
+    return _encode(image, fmt, quality)
+
+
+def thumbnail(ds: Dataset, *, frame: int = 1, media_type: str = "image/jpeg", size: int = 128) -> bytes:
+    """A small rendering that fits in size x size, keeping the aspect ratio; never enlarged."""
+    fmt = _pil_format(media_type)
+    if size < 1:
+        raise RenderError(f"thumbnail size must be positive, got {size}")
+    image = _to_pil(ds, frame, None)
+    scale = min(1.0, size / max(image.width, image.height))
+    if scale < 1.0:
+        image = image.resize(_scaled(image.width, image.height, scale), Image.Resampling.LANCZOS)
+    return _encode(image, fmt, None)
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+
+
+def _to_pil(ds: Dataset, frame: int, window: Window | None) -> Image.Image:
+    arr = _frame_array(ds, frame)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        view = _frame_view(ds, frame)
+        gray = _grayscale(arr, view, window)
+        if photometric == "MONOCHROME1":
+            gray = 1.0 - gray
+        return Image.fromarray(np.rint(gray * 255.0).astype(np.uint8), mode="L")
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)[..., :3]
+        lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2]) if "RedPaletteColorLookupTableDescriptor" in ds else 8
+        if rgb.dtype != np.uint8:
+            rgb = (rgb.astype(np.float64) * (255.0 / (2**lut_bits - 1))).round()
+        return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+    if arr.ndim == 3 and arr.shape[-1] >= 3:  # RGB (pydicom has already converted YBR to RGB)
+        bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
+        rgb = arr[..., :3]
+        if rgb.dtype != np.uint8 or bits > 8:
+            rgb = np.clip(rgb.astype(np.float64) * (255.0 / (2**bits - 1)), 0, 255).round()
+        return Image.fromarray(rgb.astype(np.uint8), mode="RGB")
+    raise RenderError(f"Cannot render Photometric Interpretation {photometric!r}")
+
+
+def _frame_array(ds: Dataset, frame: int) -> np.ndarray:
+    """Decode only the requested frame (pydicom decodes one frame when given an index)."""
+    if "PixelData" not in ds:
+        raise RenderError("The instance has no (7FE0,0010) Pixel Data to render")
+    total = _number_of_frames(ds)
+    if isinstance(frame, bool) or not isinstance(frame, int) or not 1 <= frame <= total:
+        raise RenderError(f"Frame {frame} does not exist: this instance has {total} frame(s)")
+    try:
+        return pydicom.pixels.pixel_array(ds, index=frame - 1)
+    except (NotImplementedError, RuntimeError) as exc:
+        ts = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
+        raise RenderError(f"Cannot decode pixel data in transfer syntax {ts}: {exc}") from exc
+
+
+def _number_of_frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _frame_view(ds: Dataset, frame: int) -> Dataset:
+    """The pipeline attributes for one frame, with functional-group values taking precedence."""
+    view = Dataset()
+    if hasattr(ds, "file_meta"):
+        view.file_meta = ds.file_meta  # pydicom needs the endianness to read OW LUT Data
+    view.set_original_encoding(*ds.original_encoding[:2])
+    for keyword in _PIPELINE_KEYWORDS:
+        if keyword in ds:
+            view.add(ds[keyword])
+    groups = []
+    if ds.get("SharedFunctionalGroupsSequence"):
+        groups.append(ds.SharedFunctionalGroupsSequence[0])
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame and len(per_frame) >= frame:
+        groups.append(per_frame[frame - 1])
+    for group in groups:  # shared first, so per-frame values override them
+        for sequence, keywords in (
+            ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
+            ("FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction")),
+        ):
+            if group.get(sequence):
+                item = group[sequence][0]
+                for keyword in keywords:
+                    if keyword in item:
+                        setattr(view, keyword, item[keyword].value)
+    return view
+
+
+def _grayscale(arr: np.ndarray, view: Dataset, window: Window | None) -> np.ndarray:
+    """Modality LUT, then VOI, as floats in [0, 1] (0 = black before MONOCHROME1 inversion)."""
+    values = apply_modality_lut(arr, view).astype(np.float64)
+    if window is not None:
+        return _apply_window(values, window)
+    if view.get("VOILUTSequence"):
+        item = view.VOILUTSequence[0]
+        if item.get("LUTDescriptor") and item.get("LUTData") is not None:
+            bits = int(item.LUTDescriptor[2])
+            mapped = apply_voi(np.floor(values).astype(np.int64), view).astype(np.float64)
+            return np.clip(mapped / (2**bits - 1), 0.0, 1.0)
+    header = _header_window(view)
+    if header is not None:
+        return _apply_window(values, header)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+def _header_window(view: Dataset) -> Window | None:
+    center, width = view.get("WindowCenter"), view.get("WindowWidth")
+    if center is None or width is None or center == "" or width == "":
+        return None
+    center = center[0] if isinstance(center, pydicom.multival.MultiValue) else center
+    width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
+    function = _WINDOW_FUNCTIONS.get(str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").upper(), "LINEAR")
+    try:
+        center, width = float(center), float(width)
+    except (TypeError, ValueError):
+        return None
+    if width <= 0 or (function == "LINEAR" and width < 1):
+        return None
+    return Window(center=center, width=width, function=function)
+
+
+def _apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 / C.11.2.1.3, with an output range of [0, 1]."""
+    c, w = window.center, window.width
+    if window.function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - c) / w, -700, 700)))
+    if window.function == "LINEAR_EXACT":
+        return np.clip((values - c) / w + 0.5, 0.0, 1.0)
+    if w == 1:
+        return (values > c - 0.5).astype(np.float64)
+    return np.clip((values - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+
+
+# --- geometry and encoding ---------------------------------------------------------------------
+
+
+def _apply_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
+    """Crop to the source region (negative sw/sh flip it) and scale it to fit in vw x vh."""
+    sx = viewport.sx or 0.0
+    sy = viewport.sy or 0.0
+    sw = viewport.sw if viewport.sw is not None else image.width - sx
+    sh = viewport.sh if viewport.sh is not None else image.height - sy
+    left, right = sorted((sx, sx + sw))
+    top, bottom = sorted((sy, sy + sh))
+    box = (
+        max(0, math.floor(left)),
+        max(0, math.floor(top)),
+        min(image.width, math.ceil(right)),
+        min(image.height, math.ceil(bottom)),
+    )
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise RenderError(
+            f"viewport source region ({sx:g},{sy:g},{sw:g},{sh:g}) lies outside the "
+            f"{image.width}x{image.height} image"
+        )
+    region = image.crop(box)
+    if sw < 0:
+        region = region.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if sh < 0:
+        region = region.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    scale = min(viewport.vw / region.width, viewport.vh / region.height)
+    size = _scaled(region.width, region.height, scale)
+    if size != region.size:
+        region = region.resize(size, Image.Resampling.LANCZOS)
+    return region
+
+
+def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _pil_format(media_type: str) -> str:
+    key = media_type.split(";", 1)[0].strip().lower()
+    if key not in _PIL_FORMATS:
+        raise RenderError(f"Cannot render to {media_type!r}; supported: {', '.join(RENDERED_MEDIA_TYPES)}")
+    return _PIL_FORMATS[key]
+
+
+def _encode(image: Image.Image, fmt: str, quality: int | None) -> bytes:
+    out = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(out, format="JPEG", quality=int(quality or DEFAULT_JPEG_QUALITY))
+    elif fmt == "GIF" and image.mode == "RGB":
+        image.quantize(colors=256).save(out, format="GIF")
+    else:
+        image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def _finite(text: str, label: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise RenderError(f"{label} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise RenderError(f"{label} must be a finite number, got {text!r}")
+    return value

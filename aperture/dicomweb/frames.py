@@ -1,0 +1,183 @@
+"""WADO-RS frames and bulk data (PS3.18 §10.4.1.1.6, §8.7.3.3).
+
+Frames are read by seek from the stored file using the frame index computed at ingest. With
+`transfer-syntax=*` (or a compressed media type such as image/jpeg) each frame goes out as stored,
+labelled with its media type and transfer syntax on every part (cornerstone reads the syntax from
+the part header). `application/octet-stream` without a syntax means uncompressed: compressed frames
+are decoded to Explicit VR Little Endian. Bulk data is read by offset where the file allows it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pydicom
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aperture.dicom.frames import FrameError, FrameIndex, read_frames
+from aperture.dicom.transcode import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_SYNTAXES,
+    TranscodeError,
+    can_transcode,
+    frame_media_type,
+    transcode_frame,
+)
+from aperture.dicomweb import multipart
+from aperture.dicomweb.wado import accept_ranges, resolve
+from aperture.errors import InvalidRequest, NotAcceptable, NotFound
+from aperture.store.index import InstanceRef
+
+_OCTET = "application/octet-stream"
+_FRAME_LIST = re.compile(r"^\d+(,\d+)*$")
+_NATIVE_LE = ("1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN)
+
+
+def parse_frame_list(text: str) -> list[int]:
+    if not _FRAME_LIST.match(text):
+        raise InvalidRequest(f"Frame list {text[:60]!r} is not valid: use 1-based numbers separated by commas.")
+    numbers = [int(n) for n in text.split(",")]
+    if any(n < 1 for n in numbers):
+        raise InvalidRequest("Frame numbers start at 1.")
+    return numbers
+
+
+def negotiate_frames(request: Request, stored_ts: str) -> tuple[bool, str, str]:
+    """(multipart, media type, transfer syntax to send) for frames stored as `stored_ts`."""
+    native_media = frame_media_type(stored_ts) if stored_ts not in NATIVE_SYNTAXES else _OCTET
+    for media in accept_ranges(request):
+        multipart_ok = media.type == "multipart/related"
+        part = (media.part_type or _OCTET) if multipart_ok else media.type
+        ts = media.transfer_syntax
+        if part in ("*/*", "*") or media.type in ("*/*", "*"):
+            return True, native_media, stored_ts
+        if part == _OCTET:
+            if ts == "*":  # the stored bytes, whatever their encoding; the part header names it
+                return multipart_ok, _OCTET, stored_ts
+            wanted = ts or EXPLICIT_VR_LITTLE_ENDIAN
+            if wanted in _NATIVE_LE and (stored_ts in _NATIVE_LE or can_transcode(stored_ts, EXPLICIT_VR_LITTLE_ENDIAN)):
+                return multipart_ok, _OCTET, wanted
+            if wanted == stored_ts:
+                return multipart_ok, _OCTET, stored_ts
+            continue
+        if part == native_media and (ts in (None, "*", stored_ts)):
+            return multipart_ok, native_media, stored_ts
+    raise NotAcceptable(
+        f"Frames of this instance are stored as {stored_ts} and available as "
+        f'multipart/related; type="{native_media}"; transfer-syntax={stored_ts}'
+        + (
+            f' or multipart/related; type="{_OCTET}"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}'
+            if can_transcode(stored_ts, EXPLICIT_VR_LITTLE_ENDIAN)
+            else ""
+        )
+        + ' (or type="application/octet-stream"; transfer-syntax=* for the stored bytes).'
+    )
+
+
+def _frames(ref: InstanceRef, path: Any, numbers: list[int], target: str) -> list[bytes]:
+    if ref.frames is None:
+        return _frames_by_decoding(ref, path, numbers, target)
+    index = FrameIndex.from_json(ref.frames)
+    try:
+        frames = read_frames(path, index, numbers)
+    except FrameError as exc:
+        raise NotFound(str(exc)) from exc
+    if target == ref.transfer_syntax or (target in _NATIVE_LE and ref.transfer_syntax in _NATIVE_LE):
+        return frames
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    try:
+        return [transcode_frame(f, source_ts=ref.transfer_syntax, target_ts=target, dataset=header) for f in frames]
+    except TranscodeError as exc:
+        raise NotAcceptable(str(exc)) from exc
+
+
+def _frames_by_decoding(ref: InstanceRef, path: Any, numbers: list[int], target: str) -> list[bytes]:
+    """Slow path for files whose frames cannot be located by offset (deflated, bit-packed)."""
+    if target not in _NATIVE_LE:
+        raise NotAcceptable(
+            f"Frames of this instance ({ref.transfer_syntax}) can only be sent decoded: ask for "
+            f'multipart/related; type="{_OCTET}"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}.'
+        )
+    ds = pydicom.dcmread(path)
+    if "PixelData" not in ds:
+        raise NotFound(f"Instance {ref.sop_uid} has no pixel data.")
+    total = int(ds.get("NumberOfFrames", 1) or 1)
+    out = []
+    for number in numbers:
+        if number > total:
+            raise NotFound(f"Frame {number} does not exist: this instance has {total} frame(s).")
+        array = pydicom.pixels.pixel_array(ds, index=number - 1, raw=True)
+        out.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    return out
+
+
+async def retrieve_frames(request: Request) -> Response:
+    numbers = parse_frame_list(request.path_params["frames"])
+    refs, *_ = await resolve(request)
+    ref = refs[0]
+    if ref.num_frames == 0:
+        raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")
+    is_multipart, media, ts = negotiate_frames(request, ref.transfer_syntax)
+    path = request.app.state.blobs.path(ref.blob)
+    frames = await run_in_threadpool(_frames, ref, path, numbers, ts)
+    part_type = f"{media}; transfer-syntax={ts}"
+    if not is_multipart:
+        if len(frames) != 1:
+            raise NotAcceptable("Several frames need a multipart/related Accept; a single part holds one frame.")
+        return Response(frames[0], media_type=part_type)
+    return multipart_response(frames, media, part_type, ts)
+
+
+def multipart_response(bodies: list[bytes], media: str, part_type: str, ts: str | None) -> Response:
+    boundary = multipart.new_boundary()
+    chunks: list[bytes] = []
+    for number, body in enumerate(bodies):
+        chunks.append(multipart.part_header(boundary, part_type, first=number == 0))
+        chunks.append(body)
+    chunks.append(multipart.closing(boundary))
+    return Response(b"".join(chunks), headers={"Content-Type": multipart.content_type(boundary, media, ts)})
+
+
+async def retrieve_bulkdata(request: Request) -> Response:
+    refs, *_ = await resolve(request)
+    ref = refs[0]
+    path_text = request.path_params["path"].strip("/").upper()
+    bulk = json.loads(ref.bulk)
+    if path_text not in bulk:
+        raise NotFound(f"Instance {ref.sop_uid} has no bulk data element {path_text!r}.")
+    vr, offset, length = bulk[path_text]
+    file_path = request.app.state.blobs.path(ref.blob)
+    if path_text == "7FE00010" and ref.frames is not None and FrameIndex.from_json(ref.frames).encapsulated:
+        index = FrameIndex.from_json(ref.frames)
+        frames = await run_in_threadpool(read_frames, file_path, index, list(range(1, len(index.frames) + 1)))
+        media = frame_media_type(ref.transfer_syntax)
+        return multipart_response(frames, media, f"{media}; transfer-syntax={ref.transfer_syntax}", ref.transfer_syntax)
+    if offset is not None and length is not None and length != 0xFFFFFFFF:
+        data = await run_in_threadpool(_read_slice, file_path, offset, length)
+    else:
+        data = await run_in_threadpool(_read_by_parsing, file_path, path_text)
+    single = any(m.type == _OCTET for m in accept_ranges(request)[:1])
+    if single:
+        return Response(data, media_type=_OCTET)
+    return multipart_response([data], _OCTET, _OCTET, None)
+
+
+def _read_slice(path: Any, offset: int, length: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
+def _read_by_parsing(path: Any, path_text: str) -> bytes:
+    node: Any = pydicom.dcmread(path)
+    parts = path_text.split("/")
+    for position, part in enumerate(parts):
+        if position % 2 == 0:
+            node = node[int(part, 16)].value
+        else:
+            node = node[int(part)]
+    return bytes(node) if not isinstance(node, bytes) else node

@@ -1,0 +1,130 @@
+"""Accept negotiation for DICOMweb (PS3.18 §8.7): media ranges, q-values, transfer-syntax.
+
+Parameters are parsed per RFC 9110, quoted or not (`type=application/dicom` and
+`type="application/dicom"` mean the same; OHIF sends the first). The `accept` query parameter,
+when present, replaces the Accept header (PS3.18 §8.3.3.1). A missing `transfer-syntax` means
+"as stored", like `*`: bytes are only ever changed when a client names another syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from aperture.errors import NotAcceptable
+
+_TOKEN = re.compile(r'\s*([^\s;,=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,]*)')
+
+
+@dataclass(frozen=True)
+class MediaRange:
+    type: str  # lower-case "type/subtype", possibly "*/*" or "image/*"
+    params: dict[str, str] = field(default_factory=dict)
+    q: float = 1.0
+
+    @property
+    def part_type(self) -> str | None:
+        """For multipart/related, the `type` parameter (lower-case), else None."""
+        value = self.params.get("type")
+        return value.lower() if value else None
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        value = self.params.get("transfer-syntax")
+        return value.strip() if value else None
+
+    def covers(self, media_type: str) -> bool:
+        if self.type in ("*/*", "*"):
+            return True
+        if self.type.endswith("/*"):
+            return media_type.startswith(self.type[:-1])
+        return self.type == media_type
+
+
+def _split_ranges(header: str) -> list[str]:
+    """Split on commas that are not inside quotes."""
+    parts, current, quoted = [], [], False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_accept(header: str | None) -> list[MediaRange]:
+    """Media ranges by preference (q descending, header order kept for ties); empty header is */*."""
+    if not header or not header.strip():
+        return [MediaRange("*/*")]
+    ranges: list[tuple[float, int, MediaRange]] = []
+    for position, text in enumerate(_split_ranges(header)):
+        media, _, rest = text.partition(";")
+        params: dict[str, str] = {}
+        q = 1.0
+        for match in _TOKEN.finditer(rest):
+            name, value = match.group(1).lower(), match.group(2).strip()
+            if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+            else:
+                params[name] = value
+        if q > 0:
+            ranges.append((q, position, MediaRange(media.strip().lower(), params, q)))
+    ranges.sort(key=lambda item: (-item[0], item[1]))
+    return [r for _, _, r in ranges]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The representation to send: multipart or single part, the part's media type, the syntax."""
+
+    multipart: bool
+    media_type: str
+    transfer_syntax: str | None  # None: as stored
+
+
+def choose(
+    ranges: list[MediaRange],
+    *,
+    part_types: tuple[str, ...],
+    multipart: bool = True,
+    single: bool = False,
+    what: str,
+) -> Choice:
+    """First acceptable of: multipart/related with a part type in `part_types`, or one of them single.
+
+    `part_types[0]` is the default when the client accepts anything.
+    """
+    for media in ranges:
+        if media.type == "multipart/related" and multipart:
+            part = media.part_type or part_types[0]
+            if part in part_types:
+                return Choice(True, part, _ts(media))
+            continue
+        if media.type in ("*/*", "*", "multipart/*"):
+            return Choice(multipart, part_types[0], _ts(media))
+        if single:
+            for part in part_types:
+                if media.covers(part):
+                    return Choice(False, part, _ts(media))
+    offered = [f'multipart/related; type="{p}"' for p in part_types] if multipart else []
+    if single:
+        offered += list(part_types)
+    raise NotAcceptable(f"{what} is available as: {', '.join(offered)}. The Accept header asked for none of these.")
+
+
+def _ts(media: MediaRange) -> str | None:
+    ts = media.transfer_syntax
+    return None if ts in (None, "", "*") else ts
+
+
+def accepts(ranges: list[MediaRange], media_type: str) -> bool:
+    return any(r.covers(media_type) for r in ranges)

@@ -1,0 +1,64 @@
+"""QIDO-RS: Search for Studies, Series and Instances (PS3.18 §10.6).
+
+Route → policy → index → DICOM JSON. When a page is cut by `limit`, the answer carries the
+`Warning: 299` header PS3.18 §8.3.4.4 defines, so clients know to ask for the next page.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aperture.auth.requirements import READ_IMAGING, authorize
+from aperture.dicom.attributes import Level
+from aperture.dicom.query import QueryError, parse_query
+from aperture.dicomweb.media import accepts, parse_accept
+from aperture.dicomweb.urls import optional_uid, with_base
+from aperture.errors import InvalidQuery, NotAcceptable, NotFound
+
+DICOM_JSON = "application/dicom+json"
+
+
+async def search(request: Request, level: Level) -> Response:
+    study_uid = optional_uid(request, "study")
+    series_uid = optional_uid(request, "series")
+    _check_accept(request)
+    scope = await authorize(request, READ_IMAGING)
+    config = request.app.state.config.dicomweb
+    try:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "accept"]
+        query = parse_query(params, level, default_limit=config.default_limit, max_limit=config.max_limit)
+    except QueryError as exc:
+        raise InvalidQuery(str(exc)) from exc
+    index = request.app.state.index
+    result = await run_in_threadpool(index.search, query, scope, study_uid=study_uid, series_uid=series_uid)
+    if not result.datasets and study_uid is not None:
+        exists = await run_in_threadpool(index.etag_basis, scope, study_uid)
+        if exists is None:
+            raise NotFound(f"Study {study_uid} is not on this server.")
+    body = with_base(json.dumps(result.datasets, separators=(",", ":"), ensure_ascii=False).encode(), request)
+    headers = {}
+    if result.more:
+        headers["Warning"] = '299 aperture "There are additional results that can be requested"'
+    return Response(body, media_type=DICOM_JSON, headers=headers)
+
+
+def _check_accept(request: Request) -> None:
+    ranges = parse_accept(request.query_params.get("accept") or request.headers.get("accept"))
+    if not (accepts(ranges, DICOM_JSON) or accepts(ranges, "application/json")):
+        raise NotAcceptable("Search results are available as application/dicom+json only.")
+
+
+async def search_studies(request: Request) -> Response:
+    return await search(request, Level.STUDY)
+
+
+async def search_series(request: Request) -> Response:
+    return await search(request, Level.SERIES)
+
+
+async def search_instances(request: Request) -> Response:
+    return await search(request, Level.INSTANCE)

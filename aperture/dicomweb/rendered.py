@@ -1,0 +1,81 @@
+"""Rendered and thumbnail resources (PS3.18 §10.4.1.1.3, §8.3.5): consumer images from DICOM.
+
+The stored file is decoded with pydicom and rendered by `aperture.dicom.render`, honouring
+`window`, `viewport` and `quality` query parameters and the header's rescale and VOI LUT. Series
+and study thumbnails use the middle instance, which is more representative than the first.
+"""
+
+from __future__ import annotations
+
+import pydicom
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aperture.dicom.render import RenderError, parse_viewport, parse_window, render, thumbnail
+from aperture.dicomweb.media import parse_accept
+from aperture.dicomweb.wado import resolve
+from aperture.errors import InvalidRequest, NotAcceptable, NotFound
+
+_RENDERED = ("image/jpeg", "image/png", "image/gif")
+
+
+def _media_type(request: Request) -> str:
+    for media in parse_accept(request.query_params.get("accept") or request.headers.get("accept")):
+        for candidate in _RENDERED:
+            if media.covers(candidate):
+                return candidate
+    raise NotAcceptable(f"Rendered images are available as {', '.join(_RENDERED)}.")
+
+
+def _render(path: object, frame: int, media_type: str, params: dict[str, str], as_thumbnail: bool) -> bytes:
+    ds = pydicom.dcmread(path)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise NotFound("This instance has no pixel data to render.")
+    try:
+        if as_thumbnail and "viewport" not in params:
+            return thumbnail(ds, frame=frame, media_type=media_type)
+        quality = params.get("quality")
+        if quality is not None and (not quality.isdigit() or not 1 <= int(quality) <= 100):
+            raise InvalidRequest(f"quality must be an integer from 1 to 100, not {quality!r}.")
+        return render(
+            ds,
+            frame=frame,
+            media_type=media_type,
+            quality=int(quality) if quality else None,
+            window=parse_window(params["window"]) if params.get("window") else None,
+            viewport=parse_viewport(params["viewport"]) if params.get("viewport") else None,
+        )
+    except RenderError as exc:
+        message = str(exc)
+        if "frame" in message.lower() and "exist" in message.lower():
+            raise NotFound(message) from exc
+        raise InvalidRequest(message) from exc
+
+
+async def _respond(request: Request, as_thumbnail: bool) -> Response:
+    media_type = _media_type(request)
+    refs, *_ = await resolve(request)
+    ref = refs[len(refs) // 2]
+    frame = 1
+    if "frames" in request.path_params:
+        text = request.path_params["frames"]
+        if not text.isdigit() or int(text) < 1:
+            raise InvalidRequest(f"Rendered frames take one 1-based frame number, not {text[:40]!r}.")
+        frame = int(text)
+    if ref.num_frames == 0:
+        raise NotFound(f"Instance {ref.sop_uid} has no pixel data to render.")
+    if frame > ref.num_frames:
+        raise NotFound(f"Frame {frame} does not exist: instance {ref.sop_uid} has {ref.num_frames} frame(s).")
+    params = dict(request.query_params)
+    path = request.app.state.blobs.path(ref.blob)
+    body = await run_in_threadpool(_render, path, frame, media_type, params, as_thumbnail)
+    return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def rendered(request: Request) -> Response:
+    return await _respond(request, as_thumbnail=False)
+
+
+async def thumbnail_route(request: Request) -> Response:
+    return await _respond(request, as_thumbnail=True)

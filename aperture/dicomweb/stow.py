@@ -1,0 +1,195 @@
+"""STOW-RS: Store Instances (PS3.18 §10.5).
+
+The body streams to temporary files (never held in memory), then each part is parsed, checked and
+handed to the store's single write path as one batch. The answer follows PS3.18 Table 10.5.3-1:
+200 when everything was stored, 202 when some parts failed, 409 when none was stored, with a
+ReferencedSOPSequence and a FailedSOPSequence whose items carry a FailureReason and a readable
+ErrorComment. A body that is not well-formed multipart is a 400 and nothing from it is stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aperture.auth.requirements import WRITE_IMAGING, authorize
+from aperture.dicom.instance import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    InstanceRecord,
+    InvalidInstance,
+    read_instance,
+)
+from aperture.dicomweb.media import parse_accept
+from aperture.dicomweb.multipart import Part, read_parts
+from aperture.dicomweb.urls import optional_uid, public_base
+from aperture.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
+from aperture.store.ingest import Outcome
+
+_DICOM = "application/dicom"
+
+
+def _media(content_type: str) -> tuple[str, dict[str, str]]:
+    ranges = parse_accept(content_type)
+    if not ranges:
+        return "", {}
+    return ranges[0].type, ranges[0].params
+
+
+class _TempSink:
+    def __init__(self, path: Path, handle: BinaryIO) -> None:
+        self.path = path
+        self.handle = handle
+
+    def write(self, data: bytes | memoryview) -> object:
+        return self.handle.write(data)
+
+
+async def store_instances(request: Request) -> Response:
+    study_uid = optional_uid(request, "study")
+    accept = parse_accept(request.query_params.get("accept") or request.headers.get("accept"))
+    if not any(r.covers("application/dicom+json") or r.covers("application/json") for r in accept):
+        raise NotAcceptable("The STOW-RS response is available as application/dicom+json only.")
+    scope = await authorize(request, WRITE_IMAGING)
+    state = request.app.state
+    media, params = _media(request.headers.get("content-type", ""))
+    sinks: list[_TempSink] = []
+    parts: list[tuple[Part, _TempSink]] = []
+
+    def open_sink(_part: Part) -> _TempSink:
+        path, handle = state.blobs.new_temp()
+        sink = _TempSink(path, handle)
+        sinks.append(sink)
+        return sink
+
+    def close_sink(part: Part, sink: Any) -> None:
+        sink.handle.close()
+        parts.append((part, sink))
+
+    try:
+        if media == "multipart/related":
+            part_type = (params.get("type") or _DICOM).lower()
+            if part_type != _DICOM:
+                raise UnsupportedMediaType(
+                    f'Parts of type "{part_type}" are not accepted; send multipart/related; type="application/dicom" '
+                    "(Part-10 files). The metadata-and-bulk-data form of STOW-RS is not supported."
+                )
+            boundary = params.get("boundary", "")
+            await read_parts(
+                request.stream(), boundary, open_sink, close_sink, max_bytes=state.config.store.max_upload_bytes
+            )
+        elif media == _DICOM:  # a single Part-10 body: accepted for convenience
+            part = Part({"content-type": _DICOM})
+            sink = open_sink(part)
+            total = 0
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > state.config.store.max_upload_bytes:
+                    sink.handle.close()
+                    from aperture.errors import PayloadTooLarge  # noqa: PLC0415
+
+                    raise PayloadTooLarge(
+                        f"The upload exceeds the limit of {state.config.store.max_upload_bytes} bytes."
+                    )
+                sink.write(chunk)
+            part.size = total
+            close_sink(part, sink)
+        else:
+            raise UnsupportedMediaType(
+                f"Content-Type {media or '(none)'} cannot be stored; send "
+                'multipart/related; type="application/dicom"; boundary=... with one Part-10 file per part.'
+            )
+        if not parts:
+            raise InvalidRequest("The multipart body holds no parts; send at least one DICOM Part-10 file.")
+        results = await run_in_threadpool(_store, state, parts, study_uid, scope)
+    finally:
+        for sink in sinks:
+            with contextlib.suppress(OSError):
+                sink.handle.close()
+            sink.path.unlink(missing_ok=True)  # placed blobs were renamed away; the rest is discarded
+    return _response(request, results, study_uid)
+
+
+def _store(state: Any, parts: list[tuple[Part, _TempSink]], study_uid: str | None, scope: Any) -> list[Outcome]:
+    batch: list[tuple[Path, InstanceRecord]] = []
+    results: list[Outcome | None] = []
+    for number, (part, sink) in enumerate(parts, start=1):
+        declared = _media(part.content_type)[0] if part.content_type else _DICOM
+        try:
+            if declared not in (_DICOM, "application/octet-stream"):
+                raise InvalidInstance(CANNOT_UNDERSTAND, f"Part {number} is {declared}, not application/dicom.")
+            if part.size == 0:
+                raise InvalidInstance(CANNOT_UNDERSTAND, f"Part {number} is empty.")
+            record = read_instance(sink.path)
+        except InvalidInstance as exc:
+            results.append(_failure(exc, number))
+            continue
+        if study_uid is not None and record.study_uid != study_uid:
+            results.append(
+                Outcome(
+                    record,
+                    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                    f"Part {number} belongs to study {record.study_uid}, not to {study_uid} named in the URL.",
+                )
+            )
+            continue
+        batch.append((sink.path, record))
+        results.append(None)
+    stored = iter(state.ingest.ingest(batch, scope) if batch else [])
+    return [r if r is not None else next(stored) for r in results]
+
+
+def _failure(exc: InvalidInstance, number: int) -> Outcome:
+    placeholder = InstanceRecord.__new__(InstanceRecord)
+    placeholder.sop_uid = exc.sop_instance_uid
+    placeholder.sop_class_uid = exc.sop_class_uid
+    placeholder.study_uid = ""
+    placeholder.series_uid = ""
+    return Outcome(placeholder, exc.reason, f"Part {number}: {exc}")
+
+
+def _response(request: Request, results: list[Outcome], study_uid: str | None) -> Response:
+    base = public_base(request)
+    referenced: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for outcome in results:
+        record = outcome.record
+        item: dict[str, Any] = {
+            "00081150": _ui(record.sop_class_uid),
+            "00081155": _ui(record.sop_uid),
+        }
+        if outcome.reason is None:
+            item["00081190"] = {
+                "vr": "UR",
+                "Value": [f"{base}/studies/{record.study_uid}/series/{record.series_uid}/instances/{record.sop_uid}"],
+            }
+            referenced.append(dict(sorted(item.items())))
+        else:
+            item["00081197"] = {"vr": "US", "Value": [outcome.reason]}
+            item["00000902"] = {"vr": "LO", "Value": [outcome.message[:1024]]}  # ErrorComment, for people
+            failed.append(dict(sorted(item.items())))
+    body: dict[str, Any] = {}
+    studies = {o.record.study_uid for o in results if o.reason is None}
+    target = study_uid or (next(iter(studies)) if len(studies) == 1 else None)
+    if target and referenced:
+        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{target}"]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    if referenced:
+        body["00081199"] = {"vr": "SQ", "Value": referenced}
+    status = 200 if not failed else 202 if referenced else 409
+    return Response(
+        json.dumps(dict(sorted(body.items())), separators=(",", ":")),
+        status_code=status,
+        media_type="application/dicom+json",
+    )
+
+
+def _ui(value: str) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}

@@ -1,0 +1,43 @@
+"""URLs Aperture writes and UIDs it reads from paths.
+
+Every URL in a response (RetrieveURL, BulkDataURI) is built from `public_base`: the configured
+`server.public_url` when set, else the URL the request came in on (scheme, host, root path).
+Stored JSON carries `BASE_PLACEHOLDER` in their place; `with_base` swaps it in one pass.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from aperture.dicom.dicomjson import BASE_PLACEHOLDER
+from aperture.dicom.identifiers import uid_problem
+from aperture.errors import InvalidUID
+
+_PLACEHOLDER = BASE_PLACEHOLDER.encode("ascii")
+
+
+def public_base(request: Request) -> str:
+    """The DICOMweb base URL as the client sees it, without a trailing slash."""
+    configured = request.app.state.config.server.public_url
+    if configured:
+        return configured.rstrip("/") + "/dicom-web"
+    root = request.scope.get("root_path", "")  # the /dicom-web mount (and any proxy prefix) is in it
+    return f"{request.url.scheme}://{request.url.netloc}{root}"
+
+
+def with_base(body: bytes, request: Request) -> bytes:
+    return body.replace(_PLACEHOLDER, public_base(request).encode("utf-8"))
+
+
+def path_uid(request: Request, name: str) -> str:
+    """A UID from the URL path, validated before anything uses it (400 otherwise)."""
+    value = request.path_params[name]
+    problem = uid_problem(value)
+    if problem:
+        label = {"study": "Study", "series": "Series", "instance": "SOP Instance"}.get(name, name)
+        raise InvalidUID(f"{label} Instance UID {value[:80]!r} in the URL is not valid: {problem}.")
+    return value
+
+
+def optional_uid(request: Request, name: str) -> str | None:
+    return path_uid(request, name) if name in request.path_params else None

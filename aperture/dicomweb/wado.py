@@ -1,0 +1,179 @@
+"""WADO-RS: Retrieve Study / Series / Instance, their metadata, and study zips (PS3.18 §10.4).
+
+Instances stream from their stored files in large chunks, so a 150 MB study never sits in memory;
+with no transfer syntax asked for (or `*`), the stored bytes are sent untouched. `/metadata` is
+answered from the DICOM JSON computed at ingest: the database rows are joined into one array and
+the public base URL is put in, no DICOM file is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from aperture.auth.requirements import READ_IMAGING, authorize
+from aperture.dicom.transcode import available_targets, can_transcode, transcode_file
+from aperture.dicomweb import multipart
+from aperture.dicomweb.media import Choice, MediaRange, accepts, choose, parse_accept
+from aperture.dicomweb.urls import optional_uid, path_uid, with_base
+from aperture.errors import NotAcceptable, NotFound
+from aperture.store.index import InstanceRef
+
+CHUNK = 1 << 20
+_DICOM = "application/dicom"
+_ZIP = "application/zip"
+
+
+def accept_ranges(request: Request) -> list[MediaRange]:
+    return parse_accept(request.query_params.get("accept") or request.headers.get("accept"))
+
+
+def not_found(study: str, series: str | None, instance: str | None) -> NotFound:
+    if instance:
+        return NotFound(f"Instance {instance} of series {series} in study {study} is not on this server.")
+    if series:
+        return NotFound(f"Series {series} in study {study} is not on this server.")
+    return NotFound(f"Study {study} is not on this server.")
+
+
+async def resolve(request: Request) -> tuple[list[InstanceRef], str, str | None, str | None]:
+    """Authorize, then look up the instances the URL names; 404 when there are none."""
+    study = path_uid(request, "study")
+    series = optional_uid(request, "series")
+    instance = optional_uid(request, "instance")
+    scope = await authorize(request, READ_IMAGING)
+    refs = await run_in_threadpool(request.app.state.index.instance_refs, scope, study, series, instance)
+    if not refs:
+        raise not_found(study, series, instance)
+    return refs, study, series, instance
+
+
+async def retrieve(request: Request) -> Response:
+    ranges = accept_ranges(request)
+    single_instance = "instance" in request.path_params
+    wants_zip = any(r.type == _ZIP for r in ranges[:1]) or (
+        not any(r.type == "multipart/related" or r.type == _DICOM for r in ranges) and accepts(ranges, _ZIP)
+        and not any(r.type in ("*/*", "*") for r in ranges)
+    )
+    refs, study, series, instance = await resolve(request)
+    blobs = request.app.state.blobs
+    if wants_zip:
+        name = (instance or series or study) + ".zip"
+        return StreamingResponse(
+            _zip_stream(refs, blobs),
+            media_type=_ZIP,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    choice = choose(ranges, part_types=(_DICOM,), single=single_instance, what="This resource")
+    target = choice.transfer_syntax
+    if target is not None:
+        missing = [r for r in refs if not can_transcode(r.transfer_syntax, target)]
+        if missing:
+            available = sorted(set.intersection(*(set(available_targets(r.transfer_syntax)) for r in refs)))
+            raise NotAcceptable(
+                f"Transfer syntax {target} cannot be produced for {len(missing)} of {len(refs)} instance(s) "
+                f"(stored as {missing[0].transfer_syntax}). Available for all: {', '.join(available) or 'none'}; "
+                "or ask for transfer-syntax=* to get the stored bytes."
+            )
+    if not choice.multipart:
+        ref = refs[0]
+        media = f"{_DICOM}; transfer-syntax={target or ref.transfer_syntax}"
+        if target is None or target == ref.transfer_syntax:
+            return StreamingResponse(
+                _file_chunks(blobs.path(ref.blob)), media_type=media, headers={"Content-Length": str(ref.size)}
+            )
+        data = await run_in_threadpool(transcode_file, blobs.path(ref.blob), target)
+        return Response(data, media_type=media)
+    boundary = multipart.new_boundary()
+    untouched = target is None or all(r.transfer_syntax == target for r in refs)
+    headers: dict[str, str] = {}
+    if untouched:
+        length = sum(len(_dicom_part_header(boundary, r, target, i == 0)) + r.size for i, r in enumerate(refs))
+        headers["Content-Length"] = str(length + len(multipart.closing(boundary)))
+    return StreamingResponse(
+        _multipart_stream(refs, blobs, boundary, target),
+        media_type=None,
+        headers={"Content-Type": multipart.content_type(boundary, _DICOM, target), **headers},
+    )
+
+
+def _dicom_part_header(boundary: str, ref: InstanceRef, target: str | None, first: bool) -> bytes:
+    ts = target or ref.transfer_syntax
+    return multipart.part_header(boundary, f"{_DICOM}; transfer-syntax={ts}", first=first)
+
+
+async def _file_chunks(path: os.PathLike[str]) -> AsyncIterator[bytes]:
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(CHUNK * 4):
+            yield chunk
+
+
+async def _multipart_stream(refs: list[InstanceRef], blobs: Any, boundary: str, target: str | None) -> AsyncIterator[bytes]:
+    for number, ref in enumerate(refs):
+        yield _dicom_part_header(boundary, ref, target, number == 0)
+        if target is None or target == ref.transfer_syntax:
+            with open(blobs.path(ref.blob), "rb", buffering=0) as handle:
+                while chunk := handle.read(CHUNK * 4):
+                    yield chunk
+        else:
+            yield await run_in_threadpool(transcode_file, blobs.path(ref.blob), target)
+    yield multipart.closing(boundary)
+
+
+class _ZipSink:
+    """A write-only file for zipfile: collects what it writes so the generator can yield it."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.pieces.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self.pieces)
+        self.pieces.clear()
+        return data
+
+
+def _zip_stream(refs: list[InstanceRef], blobs: Any) -> Iterator[bytes]:
+    sink = _ZipSink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
+        for ref in refs:
+            name = f"{ref.study_uid}/{ref.series_uid}/{ref.sop_uid}.dcm"
+            with archive.open(name, "w", force_zip64=ref.size > 0xFFFF0000) as member, open(
+                blobs.path(ref.blob), "rb"
+            ) as source:
+                while chunk := source.read(CHUNK):
+                    member.write(chunk)
+                    yield sink.take()
+            yield sink.take()
+    yield sink.take()
+
+
+async def metadata(request: Request) -> Response:
+    study = path_uid(request, "study")
+    series = optional_uid(request, "series")
+    instance = optional_uid(request, "instance")
+    ranges = accept_ranges(request)
+    if not (accepts(ranges, "application/dicom+json") or accepts(ranges, "application/json")):
+        raise NotAcceptable("Metadata is available as application/dicom+json only (not XML).")
+    scope = await authorize(request, READ_IMAGING)
+    documents = await run_in_threadpool(request.app.state.index.metadata, scope, study, series, instance)
+    if not documents:
+        raise not_found(study, series, instance)
+    body = with_base(b"[" + b",".join(documents) + b"]", request)
+    return Response(body, media_type="application/dicom+json")
+
+
+def choice_label(choice: Choice) -> str:
+    return choice.media_type

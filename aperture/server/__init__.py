@@ -1,0 +1,1 @@
+"""Composition root: builds the imaging server's ASGI application."""

@@ -1,0 +1,60 @@
+"""create_app(config): the imaging server's ASGI application.
+
+Mounts DICOMweb at /dicom-web and health at /healthz; the lifespan opens the store (engine with
+migrations, blob folder with crash leftovers cleaned) and closes it. Nothing here handles a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from aperture import __version__
+from aperture.config import Config
+from aperture.dicomweb.routes import routes as dicomweb_routes
+from aperture.server.handlers import EXCEPTION_HANDLERS
+from aperture.store.blobs import BlobStore
+from aperture.store.engine import open_engine
+from aperture.store.index import Index
+from aperture.store.ingest import Ingest
+
+log = logging.getLogger("aperture.server")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+def create_app(config: Config) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        config.store.path.mkdir(parents=True, exist_ok=True)
+        blobs = BlobStore(config.store.path)
+        leftovers = blobs.clean_temp()
+        if leftovers:
+            log.warning("removed %d partial upload(s) left by an earlier crash", leftovers)
+        engine = open_engine(config.database_url)
+        app.state.engine = engine
+        app.state.blobs = blobs
+        app.state.index = Index(engine)
+        app.state.ingest = Ingest(engine, blobs, config.store.duplicate_policy)
+        if config.server.auth == "none":
+            log.warning("--auth none: every request is allowed, with no authorization. Never expose this server.")
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Mount("/dicom-web", routes=dicomweb_routes)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    return app

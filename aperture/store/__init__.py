@@ -1,0 +1,1 @@
+"""Where images are: the only code that touches blob files or the SQL index."""

@@ -1,0 +1,403 @@
+"""Reads of the index. Every function takes the request's `AccessScope` and filters in SQL.
+
+QIDO-RS matching on the common keys (PS3.18 Table 10.6.1-5 and a few more) is translated to SQL on
+indexed columns; any other key is evaluated on the stored JSON with `aperture.dicom.matching`, in
+which case limit/offset are applied after that filter so pages stay exact. Results are ordered by
+insertion (studies) or by number then insertion (series, instances): stable, so paging is too.
+A study outside the scope is indistinguishable from a missing one (404, never 403), so the index
+never tells a client that something it may not see exists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, Row, Select, and_, false, func, or_, select
+
+from aperture.dicom import attributes as A
+from aperture.dicom.attributes import Level, level_of
+from aperture.dicom.matching import matches
+from aperture.dicom.query import Condition, Match, Query
+from aperture.store.schema import instances, series, studies
+from aperture.store.scope import AccessScope
+
+# tag → (column, kind); kind: "text" (exact), "upper" (PN, case-insensitive), "int", "date", "time", "list"
+_COLUMNS: dict[int, tuple[Any, str]] = {
+    0x0020000D: (studies.c.study_uid, "text"),
+    0x00100020: (studies.c.patient_id, "text"),
+    0x00100021: (studies.c.issuer, "text"),
+    0x00100010: (studies.c.patient_name_upper, "upper"),
+    0x00100030: (studies.c.patient_birth_date, "date"),
+    0x00100040: (studies.c.patient_sex, "text"),
+    0x00080020: (studies.c.study_date, "date"),
+    0x00080030: (studies.c.study_time, "time"),
+    0x00080050: (studies.c.accession_number, "text"),
+    0x00200010: (studies.c.study_id, "text"),
+    0x00081030: (studies.c.study_description, "text"),
+    0x00080090: (studies.c.referring_physician_upper, "upper"),
+    0x00080061: (studies.c.modalities, "list"),
+    0x0020000E: (series.c.series_uid, "text"),
+    0x00080060: (series.c.modality, "text"),
+    0x00200011: (series.c.series_number, "int"),
+    0x0008103E: (series.c.series_description, "text"),
+    0x00400244: (series.c.pps_start_date, "date"),
+    0x00400245: (series.c.pps_start_time, "time"),
+    0x00080018: (instances.c.sop_uid, "text"),
+    0x00080016: (instances.c.sop_class_uid, "text"),
+    0x00200013: (instances.c.instance_number, "int"),
+}
+_SERIES_TAGS = {0x0020000E, 0x00080060, 0x00200011, 0x0008103E, 0x00400244, 0x00400245}
+_INSTANCE_TAGS = {0x00080018, 0x00080016, 0x00200013}
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """Enough to serve an instance's bytes, frames and bulk data without touching its JSON."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    blob: str
+    size: int
+    num_frames: int
+    frames: str | None
+    bulk: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    datasets: list[dict[str, Any]]
+    more: bool  # more matches exist past this page (PS3.18 §8.3.4.4: send a Warning)
+
+
+def scope_clause(scope: AccessScope) -> ColumnElement[bool]:
+    """The WHERE clause that confines a query joined to `studies` to what `scope` permits."""
+    clauses: list[ColumnElement[bool]] = []
+    if scope.patient_keys is not None:
+        clauses.append(studies.c.patient_key.in_(scope.patient_keys) if scope.patient_keys else false())
+    if scope.study_uids is not None:
+        clauses.append(studies.c.study_uid.in_(scope.study_uids) if scope.study_uids else false())
+    if scope.withheld_study_uids:
+        clauses.append(studies.c.study_uid.not_in(scope.withheld_study_uids))
+    return and_(*clauses) if clauses else and_(True)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _condition_sql(cond: Condition, fuzzy: bool) -> ColumnElement[bool] | None:
+    column, kind = _COLUMNS[cond.tag]
+    if cond.match is Match.UNIVERSAL:
+        return None
+    if kind == "list":  # ModalitiesInStudy: any listed modality is in the study
+        wanted = cond.values or tuple(v for v in cond.value.replace(",", "\\").split("\\") if v)
+        if cond.match is Match.WILDCARD:
+            pattern = _like_escape(cond.value).replace("*", "%").replace("?", "_")
+            return column.like(f"%\\\\{pattern}\\\\%", escape="\\")
+        return or_(*(column.like(f"%\\\\{_like_escape(m)}\\\\%", escape="\\") for m in wanted))
+    if cond.match is Match.LIST:
+        return column.in_(cond.values)
+    if cond.match is Match.RANGE:
+        parts = []
+        if cond.low:
+            low = cond.low.replace(":", "")
+            parts.append(func.substr(column, 1, len(low)) >= low if kind == "time" else column >= low)
+        if cond.high:
+            high = cond.high.replace(":", "")
+            parts.append(func.substr(column, 1, len(high)) <= high if kind == "time" else column <= high)
+        return and_(column != "", *parts)
+    if kind == "int":
+        return column == int(cond.value)
+    value = cond.value.upper() if kind == "upper" else cond.value
+    if cond.match is Match.WILDCARD:
+        pattern = _like_escape(value).replace("*", "%").replace("?", "_")
+        clause = column.like(pattern, escape="\\")
+    else:
+        clause = column == value
+    if kind == "upper" and fuzzy:
+        words = [w for w in value.replace("*", " ").replace("?", " ").replace("^", " ").split() if w]
+        if words:
+            clause = or_(
+                clause,
+                and_(*(or_(column.like(f"{_like_escape(w)}%", escape="\\"),
+                           column.like(f"%^{_like_escape(w)}%", escape="\\"),
+                           column.like(f"% {_like_escape(w)}%", escape="\\")) for w in words)),
+            )  # fmt: skip
+    return clause
+
+
+class Index:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- QIDO-RS ---------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: Query,
+        scope: AccessScope,
+        *,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+    ) -> SearchResult:
+        level = query.level
+        if level is Level.STUDY:
+            stmt: Select[Any] = select(studies).select_from(studies)
+        elif level is Level.SERIES:
+            stmt = select(series, studies.c.study_uid, studies.c.attrs.label("study_attrs"), studies.c.pk.label("study_pk_"))
+            stmt = stmt.select_from(series.join(studies, series.c.study_pk == studies.c.pk))
+        else:
+            stmt = select(
+                instances.c.sop_uid,
+                instances.c.attrs,
+                instances.c.metadata,
+                instances.c.num_frames,
+                series.c.series_uid,
+                series.c.attrs.label("series_attrs"),
+                series.c.num_instances.label("series_count"),
+                studies.c.study_uid,
+                studies.c.attrs.label("study_attrs"),
+            ).select_from(
+                instances.join(series, instances.c.series_pk == series.c.pk).join(
+                    studies, instances.c.study_pk == studies.c.pk
+                )
+            )
+        stmt = stmt.where(scope_clause(scope))
+        if study_uid is not None:
+            stmt = stmt.where(studies.c.study_uid == study_uid)
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        leftovers: list[Condition] = []
+        series_clauses: list[ColumnElement[bool]] = []
+        instance_clauses: list[ColumnElement[bool]] = []
+        for cond in query.conditions:
+            if cond.tag not in _COLUMNS or cond.sequence_path:
+                if cond.match is not Match.UNIVERSAL:
+                    leftovers.append(cond)
+                continue
+            clause = _condition_sql(cond, query.fuzzy)
+            if clause is None:
+                continue
+            if level is Level.STUDY and cond.tag in _SERIES_TAGS:
+                series_clauses.append(clause)
+            elif level is not Level.INSTANCE and cond.tag in _INSTANCE_TAGS:
+                instance_clauses.append(clause)
+            else:
+                stmt = stmt.where(clause)
+        # a study (series) matches when one of its series (instances) does; EXISTS keeps one row each
+        if series_clauses:
+            stmt = stmt.where(select(series.c.pk).where(series.c.study_pk == studies.c.pk, *series_clauses).exists())
+        if instance_clauses:
+            link = instances.c.study_pk == studies.c.pk if level is Level.STUDY else instances.c.series_pk == series.c.pk
+            stmt = stmt.where(select(instances.c.pk).where(link, *instance_clauses).exists())
+        stmt = stmt.order_by(*self._order(level))
+        limit = query.limit
+        with self.engine.connect() as conn:
+            if not leftovers:
+                if limit is not None:
+                    stmt = stmt.limit(limit + 1)
+                if query.offset:
+                    stmt = stmt.offset(query.offset)
+                rows = list(conn.execute(stmt))
+                more = limit is not None and len(rows) > limit
+                rows = rows[:limit] if limit is not None else rows
+            else:
+                rows = [r for r in conn.execute(stmt) if self._post_match(r, level, leftovers, query.fuzzy)]
+                end = None if limit is None else query.offset + limit
+                more = end is not None and len(rows) > end
+                rows = rows[query.offset : end]
+        return SearchResult([self._dataset(r, query, study_uid is None, series_uid is None) for r in rows], more)
+
+    @staticmethod
+    def _order(level: Level) -> list[Any]:
+        if level is Level.STUDY:
+            return [studies.c.pk]
+        if level is Level.SERIES:
+            return [series.c.series_number.is_(None), series.c.series_number, series.c.pk]
+        return [
+            series.c.series_number.is_(None),
+            series.c.series_number,
+            series.c.pk,
+            instances.c.instance_number.is_(None),
+            instances.c.instance_number,
+            instances.c.pk,
+        ]
+
+    @staticmethod
+    def _post_match(row: Row[Any], level: Level, leftovers: list[Condition], fuzzy: bool) -> bool:
+        cache: dict[str, dict[str, Any]] = {}
+
+        def source(which: Level) -> dict[str, Any]:
+            name = {Level.STUDY: "study_attrs", Level.SERIES: "series_attrs", Level.INSTANCE: "metadata"}[which]
+            if level is Level.STUDY and which is Level.STUDY:
+                name = "attrs"
+            if level is Level.SERIES and which is Level.SERIES:
+                name = "attrs"
+            if name not in cache:
+                raw = getattr(row, name, None)
+                cache[name] = json.loads(raw) if raw else {}
+            return cache[name]
+
+        for cond in leftovers:
+            which = level_of(cond.sequence_path[0] if cond.sequence_path else cond.tag)
+            if which is Level.INSTANCE and level is not Level.INSTANCE:
+                which = level  # an instance attribute at a higher level: match what the level carries
+            if which is Level.SERIES and level is Level.STUDY:
+                which = Level.STUDY
+            if not matches(cond, source(which), fuzzy=fuzzy):
+                return False
+        return True
+
+    def _dataset(self, row: Row[Any], query: Query, with_study: bool, with_series: bool) -> dict[str, Any]:
+        level = query.level
+        out: dict[str, Any] = {}
+        if level is Level.STUDY:
+            attrs = json.loads(row.attrs)
+            computed = {
+                "00080061": _multi("CS", [m for m in row.modalities.split("\\") if m]),
+                "00080062": _multi("UI", [c for c in row.sop_classes.split("\\") if c]),
+                "00201206": {"vr": "IS", "Value": [row.num_series]},
+                "00201208": {"vr": "IS", "Value": [row.num_instances]},
+                "00080056": {"vr": "CS", "Value": ["ONLINE"]},
+                "00081190": {"vr": "UR", "Value": [f"@@APERTURE-BASE@@/studies/{row.study_uid}"]},
+            }
+            _select(out, attrs, computed, A.STUDY_RETURN, query)
+            return dict(sorted(out.items()))
+        study_attrs = json.loads(row.study_attrs)
+        if level is Level.SERIES:
+            attrs = json.loads(row.attrs)
+            computed = {
+                "00201209": {"vr": "IS", "Value": [row.num_instances]},
+                "00080056": {"vr": "CS", "Value": ["ONLINE"]},
+                "0020000D": {"vr": "UI", "Value": [row.study_uid]},
+                "00081190": {
+                    "vr": "UR",
+                    "Value": [f"@@APERTURE-BASE@@/studies/{row.study_uid}/series/{row.series_uid}"],
+                },
+            }
+            _select(out, attrs, computed, A.SERIES_RETURN, query)
+            if with_study:
+                _select(out, study_attrs, {}, A.STUDY_RETURN, query, default_only=True)
+            return dict(sorted(out.items()))
+        attrs = json.loads(row.attrs)
+        computed = {
+            "00080056": {"vr": "CS", "Value": ["ONLINE"]},
+            "0020000D": {"vr": "UI", "Value": [row.study_uid]},
+            "0020000E": {"vr": "UI", "Value": [row.series_uid]},
+            "00081190": {
+                "vr": "UR",
+                "Value": [
+                    f"@@APERTURE-BASE@@/studies/{row.study_uid}/series/{row.series_uid}/instances/{row.sop_uid}"
+                ],
+            },
+        }
+        if query.include_all or any(level_of(t) is Level.INSTANCE and f"{t:08X}" not in attrs for t in query.include):
+            full = json.loads(row.metadata)
+            attrs = {k: v for k, v in full.items() if "BulkDataURI" not in v and "InlineBinary" not in v}
+        _select(out, attrs, computed, A.INSTANCE_RETURN, query)
+        if with_series:
+            _select(out, json.loads(row.series_attrs), {}, A.SERIES_RETURN, query, default_only=True)
+        if with_study:
+            _select(out, study_attrs, {}, A.STUDY_RETURN, query, default_only=True)
+        return dict(sorted(out.items()))
+
+    # -- WADO-RS ---------------------------------------------------------------------------------
+
+    def instance_refs(
+        self, scope: AccessScope, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[InstanceRef]:
+        stmt = (
+            select(
+                studies.c.study_uid,
+                series.c.series_uid,
+                instances.c.sop_uid,
+                instances.c.sop_class_uid,
+                instances.c.transfer_syntax,
+                instances.c.blob,
+                instances.c.size,
+                instances.c.num_frames,
+                instances.c.frames,
+                instances.c.bulk,
+            )
+            .select_from(
+                instances.join(series, instances.c.series_pk == series.c.pk).join(
+                    studies, instances.c.study_pk == studies.c.pk
+                )
+            )
+            .where(scope_clause(scope), studies.c.study_uid == study_uid)
+        )
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        if sop_uid is not None:
+            stmt = stmt.where(instances.c.sop_uid == sop_uid)
+        stmt = stmt.order_by(*self._order(Level.INSTANCE))
+        with self.engine.connect() as conn:
+            return [InstanceRef(*row) for row in conn.execute(stmt)]
+
+    def metadata(
+        self, scope: AccessScope, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[bytes]:
+        """Stored DICOM JSON documents (with the base placeholder) in series/instance order."""
+        stmt = (
+            select(instances.c.metadata)
+            .select_from(
+                instances.join(series, instances.c.series_pk == series.c.pk).join(
+                    studies, instances.c.study_pk == studies.c.pk
+                )
+            )
+            .where(scope_clause(scope), studies.c.study_uid == study_uid)
+        )
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        if sop_uid is not None:
+            stmt = stmt.where(instances.c.sop_uid == sop_uid)
+        stmt = stmt.order_by(*self._order(Level.INSTANCE))
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(stmt)]
+
+    def etag_basis(self, scope: AccessScope, study_uid: str) -> tuple[int, int] | None:
+        """(last update, instance count) of a permitted study; None when it is not found."""
+        stmt = select(studies.c.updated, studies.c.num_instances).where(
+            scope_clause(scope), studies.c.study_uid == study_uid
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def iter_study_uids(self, scope: AccessScope) -> Iterator[str]:
+        with self.engine.connect() as conn:
+            for (uid,) in conn.execute(select(studies.c.study_uid).where(scope_clause(scope))):
+                yield uid
+
+
+def _multi(vr: str, values: list[str]) -> dict[str, Any]:
+    return {"vr": vr, "Value": values} if values else {"vr": vr}
+
+
+def _select(
+    out: dict[str, Any],
+    attrs: dict[str, Any],
+    computed: dict[str, Any],
+    defaults: tuple[int, ...],
+    query: Query,
+    *,
+    default_only: bool = False,
+) -> None:
+    wanted = {f"{t:08X}" for t in defaults}
+    if not default_only:
+        wanted |= {f"{t:08X}" for t in query.include}
+        wanted |= {f"{c.tag:08X}" for c in query.conditions if not c.sequence_path}
+        wanted |= {f"{c.sequence_path[0]:08X}" for c in query.conditions if c.sequence_path}
+    if query.include_all and not default_only:
+        wanted |= set(attrs) | set(computed)
+    for key in wanted:
+        if key in computed:
+            out[key] = computed[key]
+        elif key in attrs:
+            out[key] = attrs[key]

@@ -1,0 +1,311 @@
+"""The single write path: parsed uploads → durable blobs → index rows, all or nothing per batch.
+
+STOW-RS (and later C-STORE) hands over files that already sit in the store's `tmp/` folder together
+with their `InstanceRecord`. For the whole batch: blobs are fsync'ed and renamed into place, their
+directories fsync'ed, and only then is one index transaction committed. A crash before the commit
+leaves no index row (so nothing half-stored is ever visible); the caller acknowledges only after
+`ingest` returns. Aggregates (counts, modalities) are recomputed from rows, never kept by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from aperture.config import DuplicatePolicy
+from aperture.dicom.instance import DATASET_DOES_NOT_MATCH_SOP_CLASS, DUPLICATE_SOP_INSTANCE, InstanceRecord
+from aperture.store.blobs import BlobStore
+from aperture.store.schema import instances, patients, series, studies
+from aperture.store.scope import AccessScope
+
+log = logging.getLogger("aperture.store")
+
+
+@dataclass
+class Outcome:
+    """What happened to one instance of a batch (reason None: stored or already identical)."""
+
+    record: InstanceRecord
+    reason: int | None = None
+    message: str = ""
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _first(element: dict[str, Any] | None) -> str:
+    if not element or not element.get("Value"):
+        return ""
+    value = element["Value"][0]
+    if isinstance(value, dict):
+        return str(value.get("Alphabetic", ""))
+    return "" if value is None else str(value)
+
+
+def _int_or_none(element: dict[str, Any] | None) -> int | None:
+    text = _first(element)
+    try:
+        return int(float(text)) if text else None
+    except ValueError:
+        return None
+
+
+class Ingest:
+    def __init__(self, engine: Engine, blobs: BlobStore, policy: DuplicatePolicy) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.policy = policy
+        self._lock = threading.Lock()  # one writer per process; SQLite serialises across processes
+
+    def ingest(self, batch: list[tuple[Path, InstanceRecord]], scope: AccessScope) -> list[Outcome]:
+        """Store every (temp file, record) pair; returns one Outcome per pair, in order."""
+        if not scope.may_write:
+            raise PermissionError("This authorization does not allow storing instances.")
+        outcomes = [Outcome(record) for _, record in batch]
+        with self._lock:
+            for attempt in range(3):
+                try:
+                    return self._ingest_once(batch, outcomes, scope)
+                except (IntegrityError, OperationalError) as exc:  # a concurrent writer won a race: redo
+                    if attempt == 2:
+                        raise
+                    log.warning("index write conflict, retrying: %s", exc)
+                    for outcome in outcomes:
+                        outcome.reason, outcome.message = None, ""
+        return outcomes
+
+    def _ingest_once(
+        self, batch: list[tuple[Path, InstanceRecord]], outcomes: list[Outcome], scope: AccessScope
+    ) -> list[Outcome]:
+        sop_uids = [record.sop_uid for _, record in batch]
+        with self.engine.connect() as conn:
+            existing = {
+                row.sop_uid: row
+                for row in conn.execute(
+                    select(instances.c.sop_uid, instances.c.blob, instances.c.size, instances.c.study_pk)
+                    .where(instances.c.sop_uid.in_(sop_uids))
+                )
+            }
+        placed: list[tuple[int, str]] = []
+        seen: set[str] = set()
+        replaced: list[str] = []
+        for index, (temp, record) in enumerate(batch):
+            old = existing.get(record.sop_uid)
+            if record.sop_uid in seen:
+                outcomes[index].reason = DUPLICATE_SOP_INSTANCE
+                outcomes[index].message = f"SOP Instance {record.sop_uid} appears twice in this request."
+                continue
+            seen.add(record.sop_uid)
+            if old is not None:
+                if old.size == record.size and self._same_bytes(temp, old.blob):
+                    continue  # a retry of an upload already stored: success, nothing to do
+                if self.policy == "reject":
+                    outcomes[index].reason = DUPLICATE_SOP_INSTANCE
+                    outcomes[index].message = (
+                        f"SOP Instance {record.sop_uid} is already stored with different content; "
+                        "delete it first or set store.duplicate_policy = \"overwrite\"."
+                    )
+                    continue
+                replaced.append(old.blob)
+            placed.append((index, self.blobs.place(temp, record.sop_uid)))
+        self.blobs.sync_dirs([relative for _, relative in placed])
+        now = int(time.time())
+        touched_series: set[int] = set()
+        touched_studies: set[int] = set()
+        with self.engine.begin() as conn:
+            for index, relative in placed:
+                record = batch[index][1]
+                problem = self._write_rows(conn, record, relative, now, scope, touched_series, touched_studies)
+                if problem:
+                    outcomes[index].reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
+                    outcomes[index].message = problem
+                    replaced.append(relative)  # its blob will never be referenced
+            self._refresh_aggregates(conn, touched_series, touched_studies, now)
+        for relative in replaced:
+            self.blobs.remove(relative)
+        return outcomes
+
+    def _same_bytes(self, temp: Path, relative: str) -> bool:
+        with open(temp, "rb") as a, open(self.blobs.path(relative), "rb") as b:
+            while True:
+                chunk_a, chunk_b = a.read(1 << 20), b.read(1 << 20)
+                if chunk_a != chunk_b:
+                    return False
+                if not chunk_a:
+                    return True
+
+    def _write_rows(
+        self,
+        conn: Connection,
+        record: InstanceRecord,
+        relative: str,
+        now: int,
+        scope: AccessScope,
+        touched_series: set[int],
+        touched_studies: set[int],
+    ) -> str | None:
+        patient_key = record.patient.text
+        study = conn.execute(
+            select(studies.c.pk, studies.c.patient_key).where(studies.c.study_uid == record.study_uid)
+        ).first()
+        if study is not None and study.patient_key != patient_key:
+            return (
+                f"Study {record.study_uid} is stored for another patient (PatientID/IssuerOfPatientID differ); "
+                "reconcile the patient before storing more instances in it."
+            )
+        if study is None and not scope.unrestricted and not scope.permits_study(record.study_uid, patient_key):
+            return "This authorization does not allow creating studies for this patient."
+        old = conn.execute(
+            select(instances.c.pk, instances.c.series_pk, instances.c.study_pk).where(
+                instances.c.sop_uid == record.sop_uid
+            )
+        ).first()
+        if old is not None:
+            conn.execute(delete(instances).where(instances.c.pk == old.pk))
+            touched_series.add(old.series_pk)
+            touched_studies.add(old.study_pk)
+        if study is None:
+            patient_pk = self._patient_pk(conn, record)
+            attrs = record.study_attrs
+            study_pk = conn.execute(
+                insert(studies).values(
+                    study_uid=record.study_uid,
+                    patient_pk=patient_pk,
+                    patient_key=patient_key,
+                    patient_id=record.patient.patient_id,
+                    issuer=record.patient.issuer,
+                    patient_name_upper=_first(attrs.get("00100010")).upper(),
+                    patient_birth_date=_first(attrs.get("00100030")),
+                    patient_sex=_first(attrs.get("00100040")),
+                    study_date=_first(attrs.get("00080020")),
+                    study_time=_first(attrs.get("00080030")).replace(":", ""),
+                    accession_number=_first(attrs.get("00080050")),
+                    study_id=_first(attrs.get("00200010")),
+                    study_description=_first(attrs.get("00081030")),
+                    referring_physician_upper=_first(attrs.get("00080090")).upper(),
+                    modalities="",
+                    sop_classes="",
+                    num_series=0,
+                    num_instances=0,
+                    attrs=_dumps(attrs),
+                    updated=now,
+                )
+            ).inserted_primary_key[0]
+        else:
+            study_pk = study.pk
+        series_row = conn.execute(
+            select(series.c.pk, series.c.study_pk).where(series.c.series_uid == record.series_uid)
+        ).first()
+        if series_row is not None and series_row.study_pk != study_pk:
+            return f"Series {record.series_uid} already belongs to another study."
+        if series_row is None:
+            attrs = record.series_attrs
+            series_pk = conn.execute(
+                insert(series).values(
+                    series_uid=record.series_uid,
+                    study_pk=study_pk,
+                    modality=_first(attrs.get("00080060")),
+                    series_number=_int_or_none(attrs.get("00200011")),
+                    series_description=_first(attrs.get("0008103E")),
+                    pps_start_date=_first(attrs.get("00400244")),
+                    pps_start_time=_first(attrs.get("00400245")).replace(":", ""),
+                    num_instances=0,
+                    attrs=_dumps(attrs),
+                    updated=now,
+                )
+            ).inserted_primary_key[0]
+        else:
+            series_pk = series_row.pk
+        from aperture.dicom.frames import build_frame_index
+
+        frame_index = build_frame_index(self.blobs.path(relative)) if record.num_frames else None
+        conn.execute(
+            insert(instances).values(
+                sop_uid=record.sop_uid,
+                series_pk=series_pk,
+                study_pk=study_pk,
+                sop_class_uid=record.sop_class_uid,
+                instance_number=_int_or_none(record.metadata.get("00200013")),
+                transfer_syntax=record.transfer_syntax,
+                blob=relative,
+                size=record.size,
+                num_frames=record.num_frames,
+                metadata=_dumps(record.metadata),
+                attrs=_dumps(record.instance_attrs),
+                frames=frame_index.to_json() if frame_index is not None else None,
+                bulk=json.dumps({b.path: [b.vr, b.offset, b.length] for b in record.bulk}),
+                created=now,
+            )
+        )
+        touched_series.add(series_pk)
+        touched_studies.add(study_pk)
+        return None
+
+    def _patient_pk(self, conn: Connection, record: InstanceRecord) -> int:
+        key = record.patient.text
+        row = conn.execute(select(patients.c.pk).where(patients.c.patient_key == key)).first()
+        if row is not None:
+            return int(row.pk)
+        return int(
+            conn.execute(
+                insert(patients).values(
+                    patient_key=key,
+                    patient_id=record.patient.patient_id,
+                    issuer=record.patient.issuer,
+                    qualifiers=record.patient.qualifiers,
+                )
+            ).inserted_primary_key[0]
+        )
+
+    def _refresh_aggregates(self, conn: Connection, series_pks: set[int], study_pks: set[int], now: int) -> None:
+        refresh_aggregates(conn, series_pks, study_pks, now)
+
+
+def refresh_aggregates(conn: Connection, series_pks: set[int], study_pks: set[int], now: int) -> None:
+    """Recount series and studies from their rows; drop the ones left empty."""
+    for series_pk in series_pks:
+        count = conn.execute(select(func.count()).where(instances.c.series_pk == series_pk)).scalar_one()
+        if count:
+            conn.execute(update(series).where(series.c.pk == series_pk).values(num_instances=count, updated=now))
+        else:
+            conn.execute(delete(series).where(series.c.pk == series_pk))
+    for study_pk in study_pks:
+        n_instances = conn.execute(select(func.count()).where(instances.c.study_pk == study_pk)).scalar_one()
+        if not n_instances:
+            conn.execute(delete(series).where(series.c.study_pk == study_pk))
+            conn.execute(delete(studies).where(studies.c.pk == study_pk))
+            continue
+        modalities = sorted(
+            {m for (m,) in conn.execute(select(series.c.modality).where(series.c.study_pk == study_pk)) if m}
+        )
+        sop_classes = sorted(
+            {
+                c
+                for (c,) in conn.execute(
+                    select(instances.c.sop_class_uid).where(instances.c.study_pk == study_pk).distinct()
+                )
+            }
+        )
+        n_series = conn.execute(
+            select(func.count()).select_from(series).where(and_(series.c.study_pk == study_pk))
+        ).scalar_one()
+        conn.execute(
+            update(studies)
+            .where(studies.c.pk == study_pk)
+            .values(
+                num_series=n_series,
+                num_instances=n_instances,
+                modalities="\\" + "\\".join(modalities) + "\\" if modalities else "",
+                sop_classes="\\".join(sop_classes),
+                updated=now,
+            )
+        )

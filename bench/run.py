@@ -1,0 +1,811 @@
+"""`make bench`: Aperture's DICOMweb numbers beside Orthanc's (and nginx's), measured in the same run.
+
+This is a benchmark, not a test: it never runs in CI and a missed goal does not fail it. It exits
+non-zero only when the harness itself fails (a peer does not start or rejects the data, a bug here);
+Aperture failing to start or to answer is reported as "n/a (error: ...)" in its column.
+
+Steps (see bench/README.md for how to read the output):
+
+1. Generate a 300-slice 512x512 CT study and 2,000 one-instance studies (aperture.dicom.synthetic).
+2. Start Aperture and Orthanc 1.10 + DICOMweb plugin on free 127.0.0.1 ports, in a temp directory.
+3. STOW-RS the CT study into each (batches of 50 instances per request, timed), then the small
+   studies (batches of 100, timed).
+4. Time QIDO-RS, WADO-RS metadata / study / instance / frame / rendered on both with the same
+   client, checking every answer; then serve Aperture's full-study response bytes from nginx
+   (sendfile) as a ceiling for the retrieve throughput.
+5. Print a Markdown table (and with --json FILE, save the numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+
+try:
+    from aperture.dicom import synthetic
+except ModuleNotFoundError:  # the package is not installed in this interpreter: use the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from aperture.dicom import synthetic
+
+from peers import PeerError, Server, start_aperture, start_nginx, start_orthanc
+
+ACCEPT_JSON = "application/dicom+json"
+ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+ACCEPT_FRAME = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+ACCEPT_JPEG = "image/jpeg"
+QIDO_LIMIT = 100
+DATE_RANGE = ("20180101", "20181231")
+MB = 1_000_000  # throughput is reported in MB/s with MB = 10^6 bytes
+
+_T0 = time.monotonic()
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr so that stdout carries only the table."""
+    print(f"[{time.monotonic() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class BenchData:
+    """The generated files and what the checks expect of the servers that store them."""
+
+    ct: list[bytes]
+    small: list[bytes]
+    study_uid: str
+    series_uid: str
+    sop_uid: str  # the middle slice: instance, frame and rendered probes use it
+    sop_bytes: bytes  # that slice's Part-10 file
+    frame_bytes: bytes  # that slice's pixel data
+    rows: int
+    cols: int
+    patient_id: str  # the one the QIDO-by-PatientID probe asks for
+    n_in_range: int  # small studies whose StudyDate is in DATE_RANGE
+
+    @property
+    def ct_bytes(self) -> int:
+        return sum(map(len, self.ct))
+
+    @property
+    def n_studies(self) -> int:
+        return len(self.small) + 1
+
+
+def _size(files: Sequence[bytes]) -> str:
+    return f"{sum(map(len, files)) / MB:.1f} MB"
+
+
+def generate(n_slices: int, n_small: int) -> BenchData:
+    t = time.perf_counter()
+    ct = list(synthetic.ct_study(n_slices))
+    log(f"generated CT study: {len(ct)} slices, {_size(ct)}, {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    small = [synthetic.small_study(i) for i in range(n_small)]
+    log(f"generated {len(small)} small studies, {_size(small)}, {time.perf_counter() - t:.1f} s")
+    middle = dcmread(io.BytesIO(ct[len(ct) // 2]))
+    dates = [str(dcmread(io.BytesIO(f), stop_before_pixels=True, specific_tags=["StudyDate"]).StudyDate) for f in small]
+    return BenchData(
+        ct=ct,
+        small=small,
+        study_uid=str(middle.StudyInstanceUID),
+        series_uid=str(middle.SeriesInstanceUID),
+        sop_uid=str(middle.SOPInstanceUID),
+        sop_bytes=ct[len(ct) // 2],
+        frame_bytes=bytes(middle.PixelData),
+        rows=int(middle.Rows),
+        cols=int(middle.Columns),
+        patient_id=f"PAT{min(1234, n_small - 1):05d}",
+        n_in_range=sum(DATE_RANGE[0] <= d <= DATE_RANGE[1] for d in dates),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP
+
+
+def make_client() -> httpx.Client:
+    """The one client configuration used against every server: HTTP/1.1 keep-alive, no compression."""
+    return httpx.Client(
+        timeout=httpx.Timeout(600.0, connect=10.0),
+        headers={"Accept-Encoding": "identity", "User-Agent": "aperture-bench"},
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+    )
+
+
+def multipart_body(parts: Sequence[bytes], part_type: str = "application/dicom") -> tuple[bytes, str]:
+    """A multipart/related body of ``parts`` and its Content-Type header."""
+    boundary = f"bench-{uuid.uuid4().hex}"
+    chunks: list[bytes] = []
+    for part in parts:
+        chunks += [f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode(), part, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f'multipart/related; type="{part_type}"; boundary={boundary}'
+
+
+def multipart_parts(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
+    """Split a multipart body into (headers, payload) pairs; used to verify warm-up responses."""
+    boundary = ""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip('"')
+    if not boundary:
+        raise ValueError(f"no boundary in Content-Type {content_type!r}")
+    delimiter = b"--" + boundary.encode()
+    start = body.find(delimiter)  # anything before the first delimiter is preamble
+    if start < 0:
+        return []
+    parts = []
+    # Each chunk is: transport padding, CRLF, headers, CRLF CRLF, payload; the last one starts "--".
+    for chunk in body[start + len(delimiter) :].split(b"\r\n" + delimiter):
+        if chunk.startswith(b"--"):
+            break
+        _, _, chunk = chunk.partition(b"\r\n")
+        if chunk.startswith(b"\r\n"):  # no headers
+            parts.append(({}, chunk[2:]))
+            continue
+        head, sep, payload = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            raise ValueError("a part has no end of headers")
+        headers = {}
+        for line in head.split(b"\r\n"):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        parts.append((headers, payload))
+    return parts
+
+
+@dataclass
+class Reply:
+    status: int
+    content_type: str
+    nbytes: int
+    seconds: float
+    body: bytes | None  # None when streamed (the full-study retrieve)
+
+
+def fetch(
+    client: httpx.Client, url: str, accept: str | None, *, stream: bool = False, sink: Path | None = None
+) -> Reply:
+    """GET ``url`` and read the whole body; the time covers request to last byte."""
+    headers = {"Accept": accept} if accept else {}
+    if not stream:
+        start = time.perf_counter()
+        resp = client.get(url, headers=headers)
+        body = resp.content
+        seconds = time.perf_counter() - start
+        return Reply(resp.status_code, resp.headers.get("content-type", ""), len(body), seconds, body)
+    out = sink.open("wb") if sink is not None else None
+    try:
+        nbytes = 0
+        start = time.perf_counter()
+        with client.stream("GET", url, headers=headers) as resp:
+            for chunk in resp.iter_raw():
+                nbytes += len(chunk)
+                if out is not None:
+                    out.write(chunk)
+        seconds = time.perf_counter() - start
+    finally:
+        if out is not None:
+            out.close()
+    return Reply(resp.status_code, resp.headers.get("content-type", ""), nbytes, seconds, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Timing:
+    """One server's numbers for one measurement."""
+
+    seconds: list[float] = field(default_factory=list)
+    nbytes: int = 0
+    error: str | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def p95(self) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+    def cell(self, *, throughput: bool = False) -> str:
+        if self.error is not None:
+            return f"n/a (error: {self.error})"
+        if not self.seconds:
+            return "n/a"
+        text = f"{_ms(self.median)} (p95 {_ms(self.p95)})"
+        if throughput:
+            text += f" · {self.nbytes / self.median / MB:,.0f} MB/s"
+        return text
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.error, "samples_ms": [round(s * 1000, 3) for s in self.seconds]}
+        if self.ok:
+            out |= {"median_ms": round(self.median * 1000, 3), "p95_ms": round(self.p95 * 1000, 3)}
+            out |= {"bytes": self.nbytes, "mb_per_s": round(self.nbytes / self.median / MB, 1)}
+        return out
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
+
+
+@dataclass
+class Row:
+    """A line of the table: Aperture against one peer."""
+
+    label: str
+    aperture: str
+    peer: str
+    ratio: float | None  # > 1 is better for Aperture
+    goal: float | None
+    ratio_text: str = ""
+    goal_text: str = "—"
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def result(self) -> str:
+        if self.goal is None:
+            return "info"
+        if self.ratio is None:
+            return "n/a"
+        return "PASS" if self.ratio >= self.goal else "FAIL"
+
+
+def timing_row(label: str, ap: Timing, peer: Timing, goal: float | None, *, throughput: bool = False) -> Row:
+    ratio = peer.median / ap.median if ap.ok and peer.ok else None
+    return Row(
+        label=label,
+        aperture=ap.cell(throughput=throughput),
+        peer=peer.cell(throughput=throughput),
+        ratio=ratio,
+        goal=goal,
+        ratio_text="n/a" if ratio is None else f"{ratio:.2f}×",
+        goal_text="—" if goal is None else f"≥{goal:g}×",
+        data={"aperture": ap.as_json(), "peer": peer.as_json()},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Load (STOW-RS)
+
+
+@dataclass
+class Stow:
+    seconds: float = 0.0
+    instances: int = 0
+    nbytes: int = 0
+    requests: int = 0
+    error: str | None = None
+
+    def cell(self) -> str:
+        if self.error is not None:
+            return f"n/a (error: {self.error})"
+        rate = self.instances / self.seconds
+        return f"{self.seconds:.2f} s · {rate:,.0f} inst/s · {self.nbytes / self.seconds / MB:,.1f} MB/s"
+
+
+def stow(client: httpx.Client, base: str, files: Sequence[bytes], batch: int) -> Stow:
+    """POST ``files`` to ``{base}/studies`` in batches; time only the requests; check each answer."""
+    bodies = [multipart_body(files[i : i + batch]) for i in range(0, len(files), batch)]
+    result = Stow(instances=len(files), nbytes=sum(map(len, files)), requests=len(bodies))
+    sent = 0
+    for body, content_type in bodies:
+        n = min(batch, len(files) - sent)
+        sent += n
+        start = time.perf_counter()
+        resp = client.post(
+            f"{base}/studies", content=body, headers={"Content-Type": content_type, "Accept": ACCEPT_JSON}
+        )
+        result.seconds += time.perf_counter() - start
+        problem = _stow_problem(resp, n)
+        if problem:
+            result.error = problem
+            return result
+    return result
+
+
+def _stow_problem(resp: httpx.Response, expected: int) -> str | None:
+    if resp.status_code != 200:
+        return f"HTTP {resp.status_code}: {resp.text[:200]!r}"
+    try:
+        answer = resp.json()
+    except ValueError:
+        return f"STOW answer is not JSON: {resp.text[:200]!r}"
+    failed = answer.get("00081198", {}).get("Value") or []
+    stored = answer.get("00081199", {}).get("Value") or []
+    if failed:
+        return f"{len(failed)} instance(s) in FailedSOPSequence"
+    if len(stored) != expected:
+        return f"ReferencedSOPSequence has {len(stored)} items, expected {expected}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Probes (timed GETs)
+
+Check = Callable[[Reply], str | None]
+
+
+@dataclass
+class Probe:
+    key: str
+    label: str
+    path: str  # after the DICOMweb root, starting with "/"
+    accept: str | None
+    goal: float
+    check: Check  # every answer (cheap)
+    deep_check: Check | None = None  # the warm-up answer (may parse it)
+    large: bool = False  # stream the body, fewer repeats, report MB/s
+
+
+def _basic(reply: Reply, *, content_type: str | None = None, min_bytes: int = 1) -> str | None:
+    if reply.status != 200:
+        detail = reply.body[:120].decode("utf-8", "replace") if reply.body else ""
+        return f"HTTP {reply.status} {detail}".strip()
+    if reply.nbytes < min_bytes:
+        return f"body is {reply.nbytes:,} bytes, expected at least {min_bytes:,}"
+    if content_type and not reply.content_type.lower().startswith(content_type):
+        return f"Content-Type {reply.content_type!r}, expected {content_type}"
+    return None
+
+
+def _json_list(reply: Reply, count: int | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    problem = _basic(reply, content_type="application/dicom+json" if count != 0 else None)
+    if problem and not (count == 0 and reply.status == 204):
+        return [], problem
+    if reply.status == 204:
+        return [], None
+    try:
+        items = json.loads(reply.body or b"")
+    except ValueError:
+        return [], "answer is not JSON"
+    if not isinstance(items, list):
+        return [], "answer is not a JSON array"
+    if count is not None and len(items) != count:
+        return items, f"{len(items)} results, expected {count}"
+    return items, None
+
+
+def _value(item: dict[str, Any], tag: str) -> str:
+    values = item.get(tag, {}).get("Value") or [""]
+    return str(values[0])
+
+
+def probes(data: BenchData) -> list[Probe]:
+    st, se, sop = data.study_uid, data.series_uid, data.sop_uid
+    n_slices = len(data.ct)
+
+    def qido_count(count: int) -> Check:
+        return lambda r: _json_list(r, count)[1]
+
+    def by_patient(r: Reply) -> str | None:
+        items, problem = _json_list(r, 1)
+        if problem:
+            return problem
+        got = _value(items[0], "00100020")
+        return None if got == data.patient_id else f"PatientID {got!r}, expected {data.patient_id}"
+
+    def date_range(r: Reply) -> str | None:
+        items, problem = _json_list(r, min(QIDO_LIMIT, data.n_in_range))
+        if problem:
+            return problem
+        outside = [d for d in (_value(i, "00080020") for i in items) if not DATE_RANGE[0] <= d <= DATE_RANGE[1]]
+        return f"StudyDate {outside[0]!r} outside the range" if outside else None
+
+    def metadata(r: Reply) -> str | None:
+        items, problem = _json_list(r, n_slices)
+        if problem:
+            return problem
+        uids = {_value(i, "00080018") for i in items}
+        return None if len(uids) == n_slices else f"{len(uids)} distinct SOPInstanceUIDs, expected {n_slices}"
+
+    def study(r: Reply) -> str | None:
+        return _basic(r, content_type="multipart/related", min_bytes=int(data.ct_bytes * 0.98))
+
+    def instance(r: Reply) -> str | None:
+        return _basic(r, content_type="multipart/related", min_bytes=int(len(data.sop_bytes) * 0.98))
+
+    def instance_deep(r: Reply) -> str | None:
+        parts = multipart_parts(r.body or b"", r.content_type)
+        if len(parts) != 1:
+            return f"{len(parts)} parts, expected 1"
+        ds = dcmread(io.BytesIO(parts[0][1]))
+        if str(ds.SOPInstanceUID) != sop or not np.array_equal(
+            ds.pixel_array, dcmread(io.BytesIO(data.sop_bytes)).pixel_array
+        ):
+            return "the instance returned is not the one stored"
+        return None
+
+    def frame(r: Reply) -> str | None:
+        return _basic(r, content_type="multipart/related", min_bytes=len(data.frame_bytes))
+
+    def frame_deep(r: Reply) -> str | None:
+        parts = multipart_parts(r.body or b"", r.content_type)
+        if len(parts) != 1:
+            return f"{len(parts)} parts, expected 1"
+        payload = parts[0][1]
+        return None if payload == data.frame_bytes else f"frame is {len(payload):,} bytes, not the stored pixels"
+
+    def rendered(r: Reply) -> str | None:
+        problem = _basic(r, content_type="image/jpeg", min_bytes=100)
+        if problem:
+            return problem
+        return None if (r.body or b"").startswith(b"\xff\xd8") else "body is not a JPEG"
+
+    def rendered_deep(r: Reply) -> str | None:
+        with Image.open(io.BytesIO(r.body or b"")) as img:
+            size = img.size
+        return None if size == (data.cols, data.rows) else f"JPEG is {size}, expected {(data.cols, data.rows)}"
+
+    lo, hi = DATE_RANGE
+    dates = f"StudyDate={lo}-{hi}&limit={QIDO_LIMIT}"
+    inst = f"/studies/{st}/series/{se}/instances/{sop}"
+    return [
+        Probe("qido_all", f"QIDO `/studies?limit={QIDO_LIMIT}`", f"/studies?limit={QIDO_LIMIT}", ACCEPT_JSON,
+              5, qido_count(min(QIDO_LIMIT, data.n_studies))),
+        Probe("qido_patient", f"QIDO `/studies?PatientID={data.patient_id}`",
+              f"/studies?PatientID={data.patient_id}", ACCEPT_JSON, 5, by_patient),
+        Probe("qido_dates", f"QIDO `/studies?{dates}`", f"/studies?{dates}", ACCEPT_JSON, 5, date_range),
+        Probe("qido_instances", f"QIDO `/studies/{{ct}}/instances` ({n_slices} results)",
+              f"/studies/{st}/instances", ACCEPT_JSON, 5, qido_count(n_slices)),
+        Probe("metadata", f"WADO study `/metadata`, warm ({n_slices} instances)", f"/studies/{st}/metadata",
+              ACCEPT_JSON, 10, metadata),
+        Probe("study", f"WADO full study ({n_slices} instances)", f"/studies/{st}", ACCEPT_DICOM, 2, study,
+              large=True),
+        Probe("instance", "WADO one instance", inst, ACCEPT_DICOM, 1.5, instance, instance_deep),
+        Probe("frame", "WADO one frame (`/frames/1`)", f"{inst}/frames/1", ACCEPT_FRAME, 1.5, frame,
+              frame_deep),
+        Probe("rendered", "WADO rendered JPEG (instance)", f"{inst}/rendered", ACCEPT_JPEG, 1.5, rendered,
+              rendered_deep),
+    ]  # fmt: skip
+
+
+@dataclass
+class Target:
+    """A server under measurement: its client and DICOMweb root URL."""
+
+    name: str
+    client: httpx.Client
+    base: str
+
+
+def measure(
+    probe: Probe, targets: Sequence[Target], repeat: int, *, sink: dict[str, Path] | None = None
+) -> dict[str, Timing]:
+    """Warm up every target (checking deeply), then time ``repeat`` rounds, interleaving the targets."""
+    timings = {t.name: Timing() for t in targets}
+    live: list[Target] = []
+    for target in targets:
+        timing = timings[target.name]
+        try:
+            path = (sink or {}).get(target.name)
+            reply = fetch(target.client, target.base + probe.path, probe.accept, stream=probe.large, sink=path)
+            timing.error = probe.check(reply) or (probe.deep_check(reply) if probe.deep_check else None)
+            timing.nbytes = reply.nbytes
+            timing.note = reply.content_type
+        except Exception as exc:  # a server's error becomes a table cell
+            timing.error = f"{type(exc).__name__}: {exc}"[:200]
+        if timing.error is None:
+            live.append(target)
+    for _ in range(repeat):
+        for target in list(live):
+            timing = timings[target.name]
+            try:
+                reply = fetch(target.client, target.base + probe.path, probe.accept, stream=probe.large)
+                problem = probe.check(reply)
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"[:200]
+            if problem:
+                timing.error = f"repeat {len(timing.seconds) + 1}: {problem}"
+                live.remove(target)
+                continue
+            timing.seconds.append(reply.seconds)
+            timing.nbytes = reply.nbytes
+    return timings
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+
+
+def environment(servers: dict[str, Server | None]) -> dict[str, str]:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    env = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "host": f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs",
+        "python": platform.python_version(),
+        "client": f"httpx {httpx.__version__}, HTTP/1.1 keep-alive, Accept-Encoding: identity, sequential",
+    }
+    for name, server in servers.items():
+        env[name] = server.version if server else "not running"
+    return env
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def render_table(rows: Iterable[Row]) -> str:
+    lines = [
+        "| Measurement | Aperture | Peer | Peer ÷ Aperture time | Goal | Result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = (row.label, row.aperture, row.peer, row.ratio_text, row.goal_text, row.result)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--slices", type=int, default=300, help="CT slices (512x512, 16-bit); default 300")
+    parser.add_argument("--small", type=int, default=2000, help="one-instance studies to load; default 2000")
+    parser.add_argument("--repeat", type=int, default=20, help="timed repeats of the fast calls; default 20")
+    parser.add_argument(
+        "--repeat-large", type=int, default=5, help="timed repeats of the full-study retrieve; default 5"
+    )
+    parser.add_argument("--stow-batch", type=int, default=50, help="CT instances per STOW-RS request; default 50")
+    parser.add_argument("--small-batch", type=int, default=100, help="small studies per STOW-RS request; default 100")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (data, configs, logs)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument(
+        "--aperture-arg", action="append", default=[], metavar="ARG",
+        help="extra argument for `aperture serve` (repeatable), e.g. --aperture-arg=--workers=2",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.slices < 1 or args.small < 1 or args.repeat < 1 or args.repeat_large < 1:
+        parser.error("--slices, --small, --repeat and --repeat-large must be at least 1")
+    if args.stow_batch < 1 or args.small_batch < 1:
+        parser.error("batch sizes must be at least 1")
+    return args
+
+
+def _requests(n: int, batch: int) -> str:
+    return f"{n} request of ≤{batch}" if n == 1 else f"{n} requests of ≤{batch}"
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # even if started with SIGINT ignored
+        signal.signal(signum, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="aperture-bench-"))
+    log(f"work directory {workdir}")
+    servers: dict[str, Server | None] = {"Aperture": None, "Orthanc": None, "nginx": None}
+    clients: list[httpx.Client] = []
+    try:
+        return run(args, workdir, servers, clients)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    except PeerError as exc:
+        log(f"harness failure: {exc}\n{exc.detail}")
+        return 1
+    finally:
+        for client in clients:
+            client.close()
+        for name, server in servers.items():
+            if server is not None:
+                log(f"stopping {name} (pid {server.proc.pid})")
+                server.stop()
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | None], clients: list[httpx.Client]) -> int:
+    data = generate(args.slices, args.small)
+    harness_problems: list[str] = []
+
+    servers["Orthanc"] = orthanc = start_orthanc(workdir)
+    log(f"Orthanc {orthanc.version} at {orthanc.url} (pid {orthanc.proc.pid})")
+    if not orthanc.version.startswith("1.10"):
+        log(f"WARNING: expected the packaged Orthanc 1.10, got {orthanc.version}")
+    aperture_error: str | None = None
+    try:
+        servers["Aperture"] = aperture = start_aperture(workdir, args.aperture_arg)
+        log(f"Aperture {aperture.version} at {aperture.url} (pid {aperture.proc.pid})")
+    except PeerError as exc:
+        aperture_error = str(exc)
+        log(f"Aperture is not available, its column will read n/a: {exc}\n{exc.detail}")
+
+    targets: list[Target] = []
+    for name in ("Aperture", "Orthanc"):
+        server = servers[name]
+        if server is not None:
+            client = make_client()
+            clients.append(client)
+            targets.append(Target(name, client, server.url + "/dicom-web"))
+
+    # Load.
+    n_ct_req = math.ceil(len(data.ct) / args.stow_batch)
+    n_small_req = math.ceil(len(data.small) / args.small_batch)
+    stows: dict[str, dict[str, Stow]] = {"ct": {}, "small": {}}
+    for target in targets:
+        log(f"STOW-RS CT study into {target.name}: {len(data.ct)} instances in {n_ct_req} requests")
+        stows["ct"][target.name] = result = stow(target.client, target.base, data.ct, args.stow_batch)
+        if result.error is None:
+            log(f"STOW-RS small studies into {target.name}: {len(data.small)} in {n_small_req} requests")
+            stows["small"][target.name] = stow(target.client, target.base, data.small, args.small_batch)
+        for kind in ("ct", "small"):
+            error = stows[kind].get(target.name, Stow(error="not loaded")).error
+            if error is not None:
+                log(f"{target.name} STOW-RS ({kind}) failed: {error}")
+                if target.name == "Orthanc":
+                    harness_problems.append(f"Orthanc rejected the {kind} STOW-RS: {error}")
+    live = [t for t in targets if all(t.name in s and s[t.name].error is None for s in stows.values())]
+    # What Aperture's cells say when it could not be measured; the reason is printed below the table.
+    absent = "not running, see below"
+    if aperture_error is None and "Aperture" not in {t.name for t in live}:
+        aperture_error = "STOW-RS of the benchmark data failed (see the STOW rows)"
+        absent = "data not loaded, see the STOW rows"
+
+    rows: list[Row] = []
+    stow_labels = {
+        "ct": f"STOW-RS CT study, {len(data.ct)} instances, {data.ct_bytes / MB:.0f} MB "
+        f"({_requests(n_ct_req, args.stow_batch)})",
+        "small": f"STOW-RS {len(data.small)} one-instance studies ({_requests(n_small_req, args.small_batch)})",
+    }
+    for kind, label in stow_labels.items():
+        ap_stow = stows[kind].get("Aperture") or Stow(error=absent)
+        peer_stow = stows[kind].get("Orthanc") or Stow(error="not loaded")
+        ratio = peer_stow.seconds / ap_stow.seconds if ap_stow.error is None and peer_stow.error is None else None
+        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}×"
+        data_json = {"aperture": vars(ap_stow), "peer": vars(peer_stow)}
+        rows.append(Row(label, ap_stow.cell(), peer_stow.cell(), ratio, None, ratio_text, data=data_json))
+
+    # Measure. The first full-study answer (Aperture's, or Orthanc's if Aperture is out) is saved
+    # for nginx to serve.
+    live_names = {t.name for t in live}
+    study_source = "Aperture" if "Aperture" in live_names else "Orthanc"
+    study_file = workdir / "www" / "study.multipart"
+    study_file.parent.mkdir(parents=True, exist_ok=True)
+    study_timings: dict[str, Timing] = {}
+    for probe in probes(data):
+        repeat = args.repeat_large if probe.large else args.repeat
+        log(f"{probe.label}: warm-up + {repeat} repeats")
+        timings = measure(probe, live, repeat, sink={study_source: study_file} if probe.large else None)
+        ap = timings.get("Aperture") or Timing(error=absent)
+        peer = timings.get("Orthanc") or Timing(error="not running")
+        if peer.error:
+            harness_problems.append(f"Orthanc failed '{probe.label}': {peer.error}")
+        row = timing_row(probe.label, ap, peer, probe.goal, throughput=probe.large)
+        row.data["accept"] = probe.accept
+        rows.append(row)
+        if probe.large:
+            study_timings = {"Aperture": ap, "Orthanc": peer}
+
+    # nginx: the same bytes as a static file (sendfile), the ceiling for the full-study retrieve.
+    label = "Full study: Aperture vs nginx (same bytes, static file)"
+    if study_source != "Aperture":
+        label += " — nginx serves Orthanc's answer"
+    served = study_timings.get(study_source)
+    if served is not None and served.error is None and study_file.stat().st_size > 0:
+        size = study_file.stat().st_size
+        servers["nginx"] = nginx = start_nginx(workdir, study_file, served.note or "application/octet-stream")
+        log(f"nginx {nginx.version} at {nginx.url} (pid {nginx.proc.pid}) serves {study_source}'s answer")
+        client = make_client()
+        clients.append(client)
+        nginx_probe = Probe(
+            "nginx",
+            label,
+            "/" + study_file.name,
+            ACCEPT_DICOM,
+            0.75,
+            lambda r: _basic(r, min_bytes=size),
+            large=True,
+        )
+        log(f"{label}: warm-up + {args.repeat_large} repeats")
+        ng = measure(nginx_probe, [Target("nginx", client, nginx.url)], args.repeat_large)["nginx"]
+        if ng.error:
+            harness_problems.append(f"nginx failed: {ng.error}")
+        ap = study_timings["Aperture"]
+        row = timing_row(label, ap, ng, 0.75, throughput=True)
+        row.peer = f"nginx: {row.peer}"
+        row.ratio_text = "n/a" if row.ratio is None else f"{row.ratio:.0%} of nginx throughput"
+        row.goal_text = "≥75%"
+        rows.append(row)
+    else:
+        harness_problems.append("no full-study answer to serve from nginx")
+        rows.append(Row(label, "n/a", "n/a", None, 0.75, "n/a", "≥75%"))
+
+    # Report.
+    env = environment(servers)
+    env["dataset"] = (
+        f"CT {len(data.ct)} × {data.rows}×{data.cols} 16-bit ({data.ct_bytes / MB:.1f} MB), "
+        f"{len(data.small)} one-instance studies; {data.n_studies} studies in total"
+    )
+    env["timing"] = (
+        f"median and p95 of {args.repeat} repeats ({args.repeat_large} for full-study retrieves) "
+        "after one warm-up request per server; servers measured alternately"
+    )
+    print(f"\n## Aperture vs Orthanc {servers['Orthanc'].version if servers['Orthanc'] else ''}\n")
+    for key, value in env.items():
+        print(f"- {key}: {value}")
+    print()
+    print(render_table(rows))
+    goals = [r for r in rows if r.goal is not None]
+    met = sum(r.result == "PASS" for r in goals)
+    unmeasured = sum(r.result == "n/a" for r in goals)
+    summary = f"{met} of {len(goals)} goals met" + (f" ({unmeasured} not measured)" if unmeasured else "")
+    print(f"\n{summary}. Peer = Orthanc unless stated; a ratio above 1 means Aperture is faster.")
+    if aperture_error:
+        print(f"\nAperture was not measured: {aperture_error}")
+    for problem in harness_problems:
+        print(f"\nHARNESS PROBLEM: {problem}")
+    if args.json:
+        payload = {
+            "environment": env,
+            "rows": [
+                {
+                    "measurement": r.label,
+                    "aperture": r.aperture,
+                    "peer": r.peer,
+                    "ratio": r.ratio,
+                    "goal": r.goal,
+                    "result": r.result,
+                    **r.data,
+                }
+                for r in rows
+            ],  # fmt: skip
+            "aperture_error": aperture_error,
+            "harness_problems": harness_problems,
+        }
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
+        log(f"wrote {args.json}")
+    return 1 if harness_problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

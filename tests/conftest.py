@@ -1,0 +1,96 @@
+"""Real servers on 127.0.0.1 in fixtures: `aperture serve` runs as a subprocess on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ApertureServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    data: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def dicomweb(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(data: Path, *, config: str | None = None, log_name: str = "server.log") -> ApertureServer:
+    """Start `aperture serve --auth none` on a free port and wait until /healthz answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "aperture", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--data", str(data), "--auth", "none"]  # fmt: skip
+    if config is not None:
+        config_path = data.parent / f"{data.name}-config.toml"
+        config_path.write_text(config)
+        command += ["--config", str(config_path)]
+    log = data.parent / f"{data.name}-{log_name}"
+    handle = open(log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+    server = ApertureServer(process, port, data, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"aperture serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"aperture serve did not answer /healthz in 30 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApertureServer]:
+    """One shared server for tests that only add their own studies and read them back."""
+    data = tmp_path_factory.mktemp("shared") / "data"
+    srv = start_server(data, config="[dicomweb]\nallow_delete = true\n")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[ApertureServer]:
+    """A server of its own, for tests that need an empty store or change configuration."""
+    srv = start_server(tmp_path / "data")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server: ApertureServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.dicomweb, timeout=60) as http:
+        yield http

@@ -1,0 +1,96 @@
+"""Small helpers shared by tests: multipart bodies and synthetic instances with chosen UIDs."""
+
+from __future__ import annotations
+
+import io
+import secrets
+from collections.abc import Iterable
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+
+def multipart_body(parts: Iterable[bytes], *, content_type: str = "application/dicom") -> tuple[bytes, str]:
+    """(body, Content-Type header) for a STOW-RS request."""
+    boundary = secrets.token_hex(8)
+    chunks = []
+    for data in parts:
+        chunks.append(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def make_instance(
+    *,
+    study: str | None = None,
+    series: str | None = None,
+    sop: str | None = None,
+    patient_id: str = "PAT-1",
+    issuer: str | None = "urn:oid:2.16.840.1.113883.3.1",
+    patient_name: str = "Doe^Jane",
+    study_date: str = "20240105",
+    modality: str = "OT",
+    accession: str = "ACC-1",
+    instance_number: int = 1,
+    series_number: int = 1,
+    frames: int = 1,
+    rows: int = 16,
+    columns: int = 16,
+    extra: dict[str, object] | None = None,
+) -> bytes:
+    """A small, valid Secondary Capture Part-10 file (16-bit MONOCHROME2)."""
+    ds = Dataset()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = sop or generate_uid()
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
+    ds.PatientID = patient_id
+    if issuer is not None:
+        ds.IssuerOfPatientID = issuer
+    ds.PatientName = patient_name
+    ds.PatientBirthDate = "19800101"
+    ds.PatientSex = "F"
+    ds.StudyDate = study_date
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = accession
+    ds.StudyID = "1"
+    ds.StudyDescription = "Test study"
+    ds.ReferringPhysicianName = "Smith^John"
+    ds.Modality = modality
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = "Test series"
+    ds.InstanceNumber = instance_number
+    ds.ConversionType = "WSD"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    pixels = (np.arange(frames * rows * columns, dtype=np.uint16) % 4096).reshape(frames, rows, columns)
+    ds.PixelData = pixels.tobytes()
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def stow(client, parts: Iterable[bytes], path: str = "/studies"):  # type: ignore[no-untyped-def]
+    body, ctype = multipart_body(parts)
+    return client.post(path, content=body, headers={"Content-Type": ctype, "Accept": "application/dicom+json"})
+
+
+def sequence_items(answer: dict, tag: str) -> list[dict]:  # type: ignore[type-arg]
+    return (answer.get(tag) or {}).get("Value", [])
