@@ -38,13 +38,20 @@ class ApertureServer:
         return f"{self.url}/dicom-web"
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the whole process group: granian's worker processes die with the server."""
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            os.killpg(self.process.pid, sig)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        if sig == signal.SIGKILL:
+            return
+        try:  # workers left behind by an unclean exit
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def start_server(data: Path, *, config: str | None = None, log_name: str = "server.log") -> ApertureServer:
@@ -58,7 +65,9 @@ def start_server(data: Path, *, config: str | None = None, log_name: str = "serv
         command += ["--config", str(config_path)]
     log = data.parent / f"{data.name}-{log_name}"
     handle = open(log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+    process = subprocess.Popen(
+        command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
+    )
     server = ApertureServer(process, port, data, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

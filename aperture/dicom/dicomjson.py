@@ -143,7 +143,10 @@ def _fast(
         count = len(value) // 4
         pairs = struct.unpack(f"{endian}{count * 2}H", value[: count * 4])
         return {"vr": vr, "Value": [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)]}
-    text = value.decode("ascii" if vr in ("UI", "CS", "DA", "TM", "DT", "AS", "IS", "DS") else encoding)
+    try:
+        text = value.decode("ascii" if vr in ("UI", "CS", "DA", "TM", "DT", "AS", "IS", "DS") else encoding)
+    except UnicodeDecodeError:
+        raise _Slow from None  # bytes outside the declared character set: pydicom's lenient decoding
     if vr in _TEXT_SINGLE:
         text = text.rstrip(" \x00")
         return {"vr": vr, "Value": [text]} if text else {"vr": vr}

@@ -24,6 +24,7 @@ back to decoding the whole file.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import struct
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_NATIVE = frozenset({_IMPLICIT_LE, _EXPLICIT_LE, _BIG_ENDIAN})
 
 _PIXEL_DATA = 0x7FE00010
 _EXTENDED_OFFSET_TABLE = Tag(0x7FE0, 0x0001)
@@ -50,9 +52,7 @@ _LONG_LENGTH_VRS = {b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN", b"SQ", b"UC
 
 # Transfer syntaxes whose frames are JPEG-family codestreams, so that a fragment beginning with
 # SOI (JPEG, JPEG-LS) or SOC+SIZ (JPEG 2000, HTJ2K) marks the start of a new frame.
-_JPEG_FAMILY = frozenset(
-    {f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, 90, 91, 92, 93, 201, 202, 203)}
-)
+_JPEG_FAMILY = frozenset({f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, 90, 91, 92, 93, 201, 202, 203)})
 _FRAME_START_MARKERS = (b"\xff\xd8", b"\xff\x4f\xff\x51")
 
 
@@ -92,9 +92,7 @@ class FrameIndex:
             data = json.loads(text)
             encapsulated = data["encapsulated"]
             transfer_syntax = data["transfer_syntax"]
-            frames = tuple(
-                tuple((int(offset), int(length)) for offset, length in runs) for runs in data["frames"]
-            )
+            frames = tuple(tuple((int(offset), int(length)) for offset, length in runs) for runs in data["frames"])
         except (TypeError, KeyError, ValueError) as exc:
             raise ValueError(f"Stored frame index is not valid JSON of the expected shape: {exc}") from exc
         if not isinstance(encapsulated, bool) or not isinstance(transfer_syntax, str):
@@ -110,7 +108,7 @@ def build_frame_index(path: str | os.PathLike[str]) -> FrameIndex | None:
     Returns None when there is no Pixel Data, or when frames cannot be located by offset
     (Deflated transfer syntax, Float/Double Float Pixel Data, bit-packed frames not on a byte
     boundary, pixel data shorter than its attributes promise, or fragments that cannot be
-    assigned to frames unambiguously).
+    assigned to frames unambiguously). Files that are not DICOM raise pydicom's InvalidDicomError.
     """
     meta = read_file_meta_info(path)
     transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
@@ -140,6 +138,8 @@ def build_frame_index(path: str | os.PathLike[str]) -> FrameIndex | None:
         n_frames = _number_of_frames(ds)
         if n_frames is None:
             return None
+        if (value_length == _UNDEFINED_LENGTH) != (transfer_syntax not in _NATIVE):
+            return None  # encoding contradicts the transfer syntax: do not guess
         if value_length == _UNDEFINED_LENGTH:
             runs = _encapsulated_runs(fp, ds, transfer_syntax, n_frames, value_offset, file_size)
             if runs is None:
@@ -155,23 +155,27 @@ def build_frame_index(path: str | os.PathLike[str]) -> FrameIndex | None:
     return FrameIndex(encapsulated=False, transfer_syntax=transfer_syntax, frames=frames)
 
 
-def read_frames(
-    path: str | os.PathLike[str], index: FrameIndex, numbers: Sequence[int]
-) -> list[bytes]:
+def read_frames(path: str | os.PathLike[str], index: FrameIndex, numbers: Sequence[int]) -> list[bytes]:
     """Read the stored bytes of the given 1-based frame numbers, in the order asked for.
 
     Raises FrameError naming the first frame number that the instance does not have.
     """
     total = len(index.frames)
+    wanted = []
     for number in numbers:
-        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= total:
+        try:
+            valid = not isinstance(number, bool) and 1 <= operator.index(number) <= total
+        except TypeError:
+            valid = False
+        if not valid:
             raise FrameError(
                 f"Frame {number} does not exist: frame numbers start at 1 and this instance has "
                 f"{total} frame{'s' if total != 1 else ''}"
             )
+        wanted.append(operator.index(number))
     out: list[bytes] = []
     with open(path, "rb") as fp:
-        for number in numbers:
+        for number in wanted:
             parts = []
             for offset, length in index.frames[number - 1]:
                 fp.seek(offset)
@@ -189,9 +193,7 @@ def read_frames(
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _read_element_header(
-    fp: BinaryIO, *, little_endian: bool, implicit_vr: bool
-) -> tuple[int, bytes, int] | None:
+def _read_element_header(fp: BinaryIO, *, little_endian: bool, implicit_vr: bool) -> tuple[int, bytes, int] | None:
     """Read a top-level element header at the current position: (tag, VR or b"", value length)."""
     endian = "<" if little_endian else ">"
     raw = fp.read(8)

@@ -117,7 +117,9 @@ def read_instance(path: Path) -> InstanceRecord:
     try:
         metadata = instance_json(ds, prefix, bulk=bulk, offsets_are_file_positions=offsets_known)
     except Exception as exc:
-        raise InvalidInstance(CANNOT_UNDERSTAND, f"The data set cannot be converted to DICOM JSON: {exc}") from exc
+        raise InvalidInstance(
+            CANNOT_UNDERSTAND, f"The data set cannot be converted to DICOM JSON: {exc}", sop_class, sop_uid
+        ) from exc
     for tag, vr, offset, length in extra:
         key = f"{tag:08X}"
         bulk.append(BulkRef(key, vr, offset, length))

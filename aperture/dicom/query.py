@@ -145,8 +145,8 @@ def _condition(key: str, value: str, level: Level) -> Condition:
     if vr == "UI" and ("\\" in value or "," in value):
         values = tuple(v for v in re.split(r"[\\,]", value) if v)
         return Condition(match=Match.LIST, values=values, **common)
-    if vr in _RANGE_VRS and "-" in value.lstrip("+-")[0:] and _is_range(value, vr):
-        low, _, high = _split_range(value, vr)
+    if vr in _RANGE_VRS and _is_range(value, vr):
+        low, _, high = value.partition("-")
         _check_temporal(key, low, vr)
         _check_temporal(key, high, vr)
         if not low and not high:
@@ -163,14 +163,10 @@ def _condition(key: str, value: str, level: Level) -> Condition:
 
 
 def _is_range(value: str, vr: str) -> bool:
-    if vr == "DT":
-        # a DT may carry a UTC offset ("-0500"); a range has a '-' outside such an offset
-        return bool(re.fullmatch(r"[0-9.+]*-[0-9.+-]*", value)) and (value.count("-") >= 1) and not _DT.match(value)
-    return "-" in value
-
-
-def _split_range(value: str, vr: str) -> tuple[str, str, str]:
-    return value.partition("-")
+    """A '-' makes a range, except inside a DT's UTC offset ("20240101120000-0500" is one value)."""
+    if "-" not in value:
+        return False
+    return vr != "DT" or not _DT.fullmatch(value)
 
 
 def _check_temporal(key: str, text: str, vr: str) -> None:

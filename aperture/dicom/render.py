@@ -112,9 +112,12 @@ def parse_viewport(text: str) -> Viewport:
         if not part.isdigit() or int(part) < 1:
             raise RenderError(f"viewport {label} must be a positive integer, got {part!r}")
         sizes.append(int(part))
-    region = [None if not part else _finite(part, f"viewport {label}") for label, part in
-              zip(("sx", "sy", "sw", "sh"), parts[2:], strict=True)]
-    sx, sy, sw, sh = region if region else (None, None, None, None)
+    sx = sy = sw = sh = None
+    if len(parts) == 6:
+        sx, sy, sw, sh = (
+            _finite(part, f"viewport {label}") if part else None
+            for label, part in zip(("sx", "sy", "sw", "sh"), parts[2:], strict=True)
+        )
     if (sx is not None and sx < 0) or (sy is not None and sy < 0):
         raise RenderError("viewport sx and sy must not be negative")
     if sw == 0 or sh == 0:
@@ -166,10 +169,9 @@ def _to_pil(ds: Dataset, frame: int, window: Window | None) -> Image.Image:
             gray = 1.0 - gray
         return Image.fromarray(np.rint(gray * 255.0).astype(np.uint8), mode="L")
     if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(arr, ds)[..., :3]
-        lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2]) if "RedPaletteColorLookupTableDescriptor" in ds else 8
+        rgb = apply_color_lut(arr, ds)[..., :3]  # uint8 or uint16, as the LUT entries are
         if rgb.dtype != np.uint8:
-            rgb = (rgb.astype(np.float64) * (255.0 / (2**lut_bits - 1))).round()
+            rgb = (rgb.astype(np.float64) * (255.0 / 65535.0)).round()
         return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
     if arr.ndim == 3 and arr.shape[-1] >= 3:  # RGB (pydicom has already converted YBR to RGB)
         bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
@@ -296,8 +298,7 @@ def _apply_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
     )
     if box[2] <= box[0] or box[3] <= box[1]:
         raise RenderError(
-            f"viewport source region ({sx:g},{sy:g},{sw:g},{sh:g}) lies outside the "
-            f"{image.width}x{image.height} image"
+            f"viewport source region ({sx:g},{sy:g},{sw:g},{sh:g}) lies outside the {image.width}x{image.height} image"
         )
     region = image.crop(box)
     if sw < 0:

@@ -30,11 +30,12 @@ from pydicom.pixels.utils import as_pixel_options, pack_bits
 from pydicom.uid import UID
 
 __all__ = [
+    "DECODABLE_SYNTAXES",
     "EXPLICIT_VR_LITTLE_ENDIAN",
     "FRAME_MEDIA_TYPES",
     "IMPLICIT_VR_LITTLE_ENDIAN",
+    "MEDIA_TYPE_ALIASES",
     "NATIVE_SYNTAXES",
-    "RLE_LOSSLESS",
     "TranscodeError",
     "available_targets",
     "can_transcode",
@@ -141,7 +142,8 @@ def transcode_file(path: str | os.PathLike[str], target_ts: str) -> bytes:
     Same syntax: the stored bytes, untouched. Otherwise every attribute is kept (including the
     SOP Instance UID: this is the same instance in another encoding) except what the new encoding
     forces: Pixel Data, Photometric Interpretation (YBR_* decoded to RGB, as pydicom does),
-    Planar Configuration, the Extended Offset Table, and the file meta Transfer Syntax UID.
+    Planar Configuration, the Extended Offset Table, the file meta Transfer Syntax UID, and
+    retired group length elements (dropped). The whole file is decoded in memory.
     """
     source_ts = _stored_transfer_syntax(path)
     if target_ts == source_ts:
@@ -161,9 +163,7 @@ def transcode_file(path: str | os.PathLike[str], target_ts: str) -> bytes:
         # dcmwrite (unlike save_as) allows the big -> little endian change; values were swapped above
         dcmwrite(out, ds, enforce_file_format=True)
     except Exception as exc:  # decoder / encoder failures: say which conversion failed and why
-        raise TranscodeError(
-            f"Could not convert from {_name(source_ts)} to {_name(target_ts)}: {exc}"
-        ) from exc
+        raise TranscodeError(f"Could not convert from {_name(source_ts)} to {_name(target_ts)}: {exc}") from exc
     return out.getvalue()
 
 
@@ -180,14 +180,15 @@ def transcode_frame(frame: bytes, *, source_ts: str, target_ts: str, dataset: Da
         return frame
     if target_ts not in _LITTLE_ENDIAN_NATIVE:
         raise TranscodeError(
-            f"Single frames can only be converted to {_name(EXPLICIT_VR_LITTLE_ENDIAN)}, "
-            f"not {_name(target_ts)}"
+            f"Single frames can only be converted to {_name(EXPLICIT_VR_LITTLE_ENDIAN)}, not {_name(target_ts)}"
         )
     if source_ts in _LITTLE_ENDIAN_NATIVE:
         return frame
-    bits = int(dataset.BitsAllocated)
+    bits = int(dataset.get("BitsAllocated", 0) or 0)
+    if bits < 1:
+        raise TranscodeError("Cannot convert a frame: the dataset has no (0028,0100) Bits Allocated")
     if source_ts == EXPLICIT_VR_BIG_ENDIAN:
-        return _big_to_little_frame(frame, bits, dataset)
+        return _big_to_little_frame(frame, bits)
     if source_ts not in DECODABLE_SYNTAXES:
         raise TranscodeError(
             f"Frames stored as {_name(source_ts)} cannot be decoded here; "
@@ -290,15 +291,16 @@ def _swap_binary_values(ds: Dataset, *, skip_pixel_data: bool) -> None:
             elem.value = np.frombuffer(elem.value, dtype=f">u{width}").astype(f"<u{width}").tobytes()
 
 
-def _big_to_little_frame(frame: bytes, bits: int, dataset: Dataset) -> bytes:
-    """Reorder one big-endian native frame's bytes into little-endian order."""
+def _big_to_little_frame(frame: bytes, bits: int) -> bytes:
+    """Reorder one big-endian native frame's bytes into little-endian order.
+
+    Byte-sized pixels need nothing. (8-bit pixels stored as OW words never get here:
+    `aperture.dicom.frames` does not index such files, so they are served by `transcode_file`.)
+    """
+    if bits in (1, 8):
+        return frame
     width = {16: 2, 32: 4, 64: 8}.get(bits)
-    pixel_vr = dataset["PixelData"].VR if "PixelData" in dataset else None
-    if width is None and bits <= 8 and pixel_vr == "OW":
-        width = 2  # 8-bit pixels written as 16-bit words (PS3.5 A.3): undo the word swap
     if width is None:
-        if bits in (1, 8):
-            return frame
         raise TranscodeError(f"Cannot convert big-endian frames with Bits Allocated {bits}")
     usable = len(frame) - len(frame) % width
     swapped = np.frombuffer(frame[:usable], dtype=f">u{width}").astype(f"<u{width}").tobytes()

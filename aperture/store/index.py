@@ -150,7 +150,7 @@ class Index:
         if level is Level.STUDY:
             stmt: Select[Any] = select(studies).select_from(studies)
         elif level is Level.SERIES:
-            stmt = select(series, studies.c.study_uid, studies.c.attrs.label("study_attrs"), studies.c.pk.label("study_pk_"))
+            stmt = select(series, studies.c.study_uid, studies.c.attrs.label("study_attrs"))
             stmt = stmt.select_from(series.join(studies, series.c.study_pk == studies.c.pk))
         else:
             stmt = select(
@@ -208,7 +208,7 @@ class Index:
                 more = limit is not None and len(rows) > limit
                 rows = rows[:limit] if limit is not None else rows
             else:
-                rows = [r for r in conn.execute(stmt) if self._post_match(r, level, leftovers, query.fuzzy)]
+                rows = [r for r in conn.execute(stmt) if self._post_match(conn, r, level, leftovers, query.fuzzy)]
                 end = None if limit is None else query.offset + limit
                 more = end is not None and len(rows) > end
                 rows = rows[query.offset : end]
@@ -230,27 +230,31 @@ class Index:
         ]
 
     @staticmethod
-    def _post_match(row: Row[Any], level: Level, leftovers: list[Condition], fuzzy: bool) -> bool:
-        cache: dict[str, dict[str, Any]] = {}
+    def _post_match(conn: Any, row: Row[Any], level: Level, leftovers: list[Condition], fuzzy: bool) -> bool:
+        """Match keys SQL did not answer against stored JSON; a lower-level key matches if any child does."""
+        cache: dict[Level, list[dict[str, Any]]] = {}
 
-        def source(which: Level) -> dict[str, Any]:
-            name = {Level.STUDY: "study_attrs", Level.SERIES: "series_attrs", Level.INSTANCE: "metadata"}[which]
-            if level is Level.STUDY and which is Level.STUDY:
-                name = "attrs"
-            if level is Level.SERIES and which is Level.SERIES:
-                name = "attrs"
-            if name not in cache:
-                raw = getattr(row, name, None)
-                cache[name] = json.loads(raw) if raw else {}
-            return cache[name]
+        def documents(which: Level) -> list[dict[str, Any]]:
+            if which not in cache:
+                if which is level:
+                    raw = row.metadata if level is Level.INSTANCE else row.attrs
+                    cache[which] = [json.loads(raw)]
+                elif which is Level.STUDY:
+                    cache[which] = [json.loads(row.study_attrs)]
+                elif which is Level.SERIES and level is Level.INSTANCE:
+                    cache[which] = [json.loads(row.series_attrs)]
+                elif which is Level.SERIES:  # a study's series
+                    stmt = select(series.c.attrs).where(series.c.study_pk == row.pk)
+                    cache[which] = [json.loads(r[0]) for r in conn.execute(stmt)]
+                else:  # a study's or series' instances
+                    link = instances.c.study_pk if level is Level.STUDY else instances.c.series_pk
+                    stmt = select(instances.c.metadata).where(link == row.pk)
+                    cache[which] = [json.loads(r[0]) for r in conn.execute(stmt)]
+            return cache[which]
 
         for cond in leftovers:
             which = level_of(cond.sequence_path[0] if cond.sequence_path else cond.tag)
-            if which is Level.INSTANCE and level is not Level.INSTANCE:
-                which = level  # an instance attribute at a higher level: match what the level carries
-            if which is Level.SERIES and level is Level.STUDY:
-                which = Level.STUDY
-            if not matches(cond, source(which), fuzzy=fuzzy):
+            if not any(matches(cond, doc, fuzzy=fuzzy) for doc in documents(which)):
                 return False
         return True
 

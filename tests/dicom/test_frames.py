@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import struct
+import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
@@ -280,3 +283,30 @@ def test_large_extended_offset_table_is_read_from_the_file(tmp_path: Path) -> No
     index = build_frame_index(path)
     assert index is not None
     assert read_frames(path, index, [1, 600]) == [frames[0], frames[599]]
+
+
+def test_numpy_integers_are_frame_numbers_and_junk_is_not() -> None:
+    path = get_testdata_file("emri_small.dcm")
+    index = build_frame_index(path)
+    assert index is not None
+    assert read_frames(path, index, [np.int64(2)]) == read_frames(path, index, [2])
+    for junk in ("2", 2.0, True, None):
+        with pytest.raises(FrameError, match="does not exist"):
+            read_frames(path, index, [junk])  # type: ignore[list-item]
+
+
+ALLOWED_IMPORTS = {"pydicom", "numpy", "PIL", "aperture"} | set(sys.stdlib_module_names)
+FORBIDDEN = {"socket", "http", "urllib", "asyncio", "ssl"}
+
+
+@pytest.mark.parametrize("module", ["frames", "transcode", "render"])
+def test_modules_import_only_stdlib_pydicom_numpy_and_pil(module: str) -> None:
+    source = Path(__file__).parents[2] / "aperture" / "dicom" / f"{module}.py"
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split(".")[0])
+    assert imported <= ALLOWED_IMPORTS
+    assert not imported & FORBIDDEN

@@ -89,9 +89,9 @@ def _assert_same_attributes(before: Dataset, after: Dataset, *, big_endian: bool
                 _assert_same_attributes(item_before, item_after, big_endian=big_endian, top=False)
         elif big_endian and elem.VR in _SWAPPED and isinstance(elem.value, bytes):
             width = _SWAPPED[elem.VR]
-            assert np.array_equal(
-                np.frombuffer(elem.value, f">u{width}"), np.frombuffer(other.value, f"<u{width}")
-            ), elem.tag
+            assert np.array_equal(np.frombuffer(elem.value, f">u{width}"), np.frombuffer(other.value, f"<u{width}")), (
+                elem.tag
+            )
         else:
             assert elem.value == other.value, elem.tag
 
@@ -222,11 +222,7 @@ def _little_endian_frame(ds: Dataset, arr: np.ndarray, index: int) -> bytes:
     return frame.astype(frame.dtype.newbyteorder("<")).tobytes()
 
 
-FRAME_FILES = [
-    p
-    for p in DECODABLE_FILES
-    if _read(p).file_meta.TransferSyntaxUID != DEFLATED
-]
+FRAME_FILES = [p for p in DECODABLE_FILES if _read(p).file_meta.TransferSyntaxUID != DEFLATED]
 
 
 @pytest.mark.parametrize("path", FRAME_FILES, ids=[os.path.basename(p) for p in FRAME_FILES])

@@ -1,0 +1,263 @@
+"""Rendering frames to JPEG / PNG / GIF, windowing, viewports and thumbnails over pydicom-data."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
+
+from aperture.dicom.render import (
+    RENDERED_MEDIA_TYPES,
+    RenderError,
+    Viewport,
+    Window,
+    parse_viewport,
+    parse_window,
+    render,
+    thumbnail,
+)
+
+
+def _ds(name: str) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(get_testdata_file(name))
+
+
+def _png(ds: Dataset, **kwargs: object) -> np.ndarray:
+    image = Image.open(io.BytesIO(render(ds, media_type="image/png", **kwargs)))
+    assert image.format == "PNG"
+    return np.asarray(image)
+
+
+def _linear(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """PS3.3 C.11.2.1.2.1 with an 8-bit output range."""
+    scaled = np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0, 1)
+    return np.rint(scaled * 255).astype(np.uint8)
+
+
+# --- grayscale pipeline ------------------------------------------------------------------------
+
+
+def test_ct_without_window_uses_min_max_of_rescaled_values() -> None:
+    ds = _ds("CT_small.dcm")
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    expected = np.rint((hu - hu.min()) / (hu.max() - hu.min()) * 255).astype(np.uint8)
+    out = _png(ds)
+    assert out.shape == (128, 128)
+    assert np.array_equal(out, expected)
+    assert out[64, 64] == expected[64, 64] and out.min() == 0 and out.max() == 255
+
+
+def test_ct_window_is_applied_in_hounsfield_units() -> None:
+    ds = _ds("CT_small.dcm")
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    out = _png(ds, window=parse_window("40,400,LINEAR"))
+    assert np.array_equal(out, _linear(hu, 40, 400))
+    for row, col in ((10, 10), (64, 64), (100, 30)):
+        assert out[row, col] == _linear(np.array([hu[row, col]]), 40, 400)[0]
+    assert not np.array_equal(out, _png(ds))  # the window changes the output
+    assert not np.array_equal(out, _png(ds, window=Window(center=300, width=1500)))
+
+
+def test_linear_exact_and_sigmoid_follow_ps3_3() -> None:
+    ds = _ds("CT_small.dcm")
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    exact = _png(ds, window=parse_window("40,400,linear-exact"))
+    sigmoid = _png(ds, window=parse_window("40,400,SIGMOID"))
+    assert np.array_equal(exact, np.rint(np.clip((hu - 40) / 400 + 0.5, 0, 1) * 255).astype(np.uint8))
+    assert np.array_equal(sigmoid, np.rint(255 / (1 + np.exp(-4 * (hu - 40) / 400))).astype(np.uint8))
+    assert not np.array_equal(exact, sigmoid)
+
+
+def test_header_window_is_used_when_none_is_given() -> None:
+    ds = _ds("6154")  # MONOCHROME1 CR with Window Center/Width and Rescale
+    values = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    expected = 255 - _linear(values, float(ds.WindowCenter), float(ds.WindowWidth))
+    assert np.array_equal(_png(ds), expected)
+
+
+@pytest.mark.parametrize("name", ["6154", "RG3_UNCI.dcm"])
+def test_monochrome1_is_inverted(name: str) -> None:
+    ds = _ds(name)
+    assert ds.PhotometricInterpretation == "MONOCHROME1"
+    inverted = _png(ds)
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    plain = _png(ds)
+    assert np.array_equal(inverted.astype(int), 255 - plain.astype(int))
+
+
+def test_voi_lut_sequence() -> None:
+    ds = _ds("vlut_04.dcm")
+    bits = ds.VOILUTSequence[0].LUTDescriptor[2]
+    expected = np.rint(apply_voi(ds.pixel_array, ds) / (2**bits - 1) * 255).astype(np.uint8)
+    assert np.array_equal(_png(ds), expected)
+
+
+def test_modality_lut_sequence() -> None:
+    ds = _ds("mlut_18.dcm")
+    values = apply_modality_lut(ds.pixel_array, ds).astype(float)
+    expected = np.rint((values - values.min()) / (values.max() - values.min()) * 255).astype(np.uint8)
+    assert np.array_equal(_png(ds), expected)
+
+
+def test_enhanced_multiframe_uses_functional_group_window() -> None:
+    ds = _ds("eCT_Supplemental.dcm")
+    assert "WindowCenter" not in ds and "RescaleIntercept" not in ds
+    out = _png(ds, frame=2)
+    assert np.array_equal(out, _png(ds, frame=2, window=Window(49, 102)))
+    # Pixel Value Transformation: intercept -1024, slope 1
+    assert np.array_equal(out, _linear(ds.pixel_array[1].astype(float) - 1024, 49, 102))
+
+
+# --- colour --------------------------------------------------------------------------------------
+
+
+def test_jpeg_baseline_ybr_renders_as_rgb() -> None:
+    ds = _ds("SC_rgb_dcmtk_+eb+cy+np.dcm")  # YBR_FULL_422 JPEG baseline
+    assert ds.PhotometricInterpretation == "YBR_FULL_422"
+    out = _png(ds)
+    assert out.shape == (100, 100, 3)
+    assert np.array_equal(out, ds.pixel_array)  # pydicom converts YBR to RGB
+    reference = _ds("SC_rgb.dcm").pixel_array.astype(int)  # the uncompressed original
+    assert np.abs(out.astype(int) - reference).mean() < 8
+
+
+def test_palette_color() -> None:
+    ds = _ds("OBXXXX1A.dcm")
+    rgb = apply_color_lut(ds.pixel_array, ds).astype(float)  # 16-bit LUT entries
+    expected = np.rint(rgb * 255 / 65535).astype(np.uint8)
+    out = _png(ds)
+    assert out.shape == (600, 800, 3)
+    assert np.array_equal(out, expected)
+
+
+def test_sixteen_bit_rgb_is_scaled_to_eight_bits() -> None:
+    ds = _ds("SC_rgb_16bit.dcm")
+    expected = np.rint(ds.pixel_array.astype(float) * 255 / 65535).astype(np.uint8)
+    assert np.array_equal(_png(ds), expected)
+
+
+# --- frames --------------------------------------------------------------------------------------
+
+
+def test_multiframe_frames_differ() -> None:
+    ds = _ds("emri_small.dcm")
+    first, second = _png(ds, frame=1), _png(ds, frame=2)
+    assert first.shape == second.shape == (64, 64)
+    assert not np.array_equal(first, second)
+
+
+def test_compressed_multiframe_frame_matches_native_twin() -> None:
+    native = _ds("emri_small.dcm")
+    jpeg2000 = _ds("emri_small_jpeg_2k_lossless.dcm")
+    assert np.array_equal(_png(native, frame=7), _png(jpeg2000, frame=7))
+
+
+@pytest.mark.parametrize("frame", [0, 11, -3])
+def test_frame_out_of_range(frame: int) -> None:
+    with pytest.raises(RenderError, match=rf"Frame {frame} does not exist.* 10 frame"):
+        render(_ds("emri_small.dcm"), frame=frame)
+
+
+# --- viewport and output formats -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("viewport", "size"),
+    [("64,32", (32, 32)), ("300,200", (200, 200)), ("128,128,0,0,64,32", (128, 64)), ("50,100,0,0,128,64", (50, 25))],
+)
+def test_viewport_fits_preserving_aspect(viewport: str, size: tuple[int, int]) -> None:
+    rendered = render(_ds("CT_small.dcm"), media_type="image/png", viewport=parse_viewport(viewport))
+    image = Image.open(io.BytesIO(rendered))
+    assert image.size == size
+
+
+def test_viewport_region_crops_and_negative_width_flips() -> None:
+    ds = _ds("CT_small.dcm")
+    full = _png(ds)
+    assert np.array_equal(_png(ds, viewport=parse_viewport("32,32,10,20,32,32")), full[20:52, 10:42])
+    assert np.array_equal(_png(ds, viewport=parse_viewport("128,128,128,0,-128,128")), full[:, ::-1])
+    assert np.array_equal(_png(ds, viewport=parse_viewport("128,128,,,,")), full)
+    with pytest.raises(RenderError, match="outside"):
+        render(ds, viewport=parse_viewport("10,10,500,500,10,10"))
+
+
+def test_output_formats_decode_with_pil() -> None:
+    ds = _ds("SC_rgb_rle_2frame.dcm")
+    for media_type, fmt in zip(RENDERED_MEDIA_TYPES, ("JPEG", "PNG", "GIF"), strict=True):
+        image = Image.open(io.BytesIO(render(ds, frame=2, media_type=media_type)))
+        assert (image.format, image.size) == (fmt, (100, 100))
+    gray = Image.open(io.BytesIO(render(_ds("CT_small.dcm"), media_type="image/jpeg")))
+    assert gray.mode == "L"
+
+
+def test_jpeg_quality() -> None:
+    ds = _ds("CT_small.dcm")
+    assert len(render(ds, quality=10)) < len(render(ds)) < len(render(ds, quality=100))
+    for bad in (0, 101):
+        with pytest.raises(RenderError, match="quality"):
+            render(ds, quality=bad)
+
+
+def test_unsupported_media_type_names_the_supported_ones() -> None:
+    with pytest.raises(RenderError, match="image/png"):
+        render(_ds("CT_small.dcm"), media_type="image/webp")
+
+
+def test_thumbnail_keeps_aspect_and_never_enlarges() -> None:
+    tall = Image.open(io.BytesIO(thumbnail(_ds("JPEG2000.dcm"))))  # 256 columns x 1024 rows
+    assert tall.size == (32, 128)
+    small = Image.open(io.BytesIO(thumbnail(_ds("MR_small.dcm"), media_type="image/png")))
+    assert small.size == (64, 64)
+    assert Image.open(io.BytesIO(thumbnail(_ds("emri_small.dcm"), frame=3, size=32))).size == (32, 32)
+
+
+def test_instance_without_pixel_data() -> None:
+    with pytest.raises(RenderError, match="Pixel Data"):
+        render(_ds("rtplan.dcm"))
+
+
+# --- query parameter parsing ---------------------------------------------------------------------
+
+
+def test_parse_window() -> None:
+    assert parse_window("40,400,LINEAR") == Window(40.0, 400.0, "LINEAR")
+    assert parse_window(" -600 , 1500 , linear-exact ") == Window(-600.0, 1500.0, "LINEAR_EXACT")
+    assert parse_window("40,0.5,sigmoid") == Window(40.0, 0.5, "SIGMOID")
+    assert parse_window("40,400") == Window(40.0, 400.0, "LINEAR")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("abc,400,LINEAR", "window center"),
+        ("40,wide,LINEAR", "window width"),
+        ("40", "center,width,function"),
+        ("40,400,LINEAR,1", "center,width,function"),
+        ("40,0,LINEAR", "window width must be >= 1"),
+        ("40,-3,SIGMOID", "window width must be > 0"),
+        ("40,400,CUBIC", "linear, linear-exact or sigmoid"),
+        ("nan,400,LINEAR", "finite"),
+    ],
+)
+def test_parse_window_rejects_bad_input(text: str, problem: str) -> None:
+    with pytest.raises(RenderError, match=problem):
+        parse_window(text)
+
+
+def test_parse_viewport() -> None:
+    assert parse_viewport("512,256") == Viewport(512, 256)
+    assert parse_viewport("100,100,10,20,30.5,-40") == Viewport(100, 100, 10.0, 20.0, 30.5, -40.0)
+    assert parse_viewport("100,100,,,50,50") == Viewport(100, 100, None, None, 50.0, 50.0)
+    for bad, problem in (("0,10", "vw"), ("10", "vw,vh"), ("a,b", "vw"), ("10,10,1,2,3", "vw,vh"),
+                         ("10,10,-1,0,5,5", "sx and sy"), ("10,10,0,0,0,5", "sw and sh")):  # fmt: skip
+        with pytest.raises(RenderError, match=problem):
+            parse_viewport(bad)

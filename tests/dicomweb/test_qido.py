@@ -1,0 +1,172 @@
+"""QIDO-RS (PS3.18 §10.6, PS3.4 C.2.2.2): matching, includefield, paging, and the study aggregates."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from pydicom.uid import generate_uid
+
+from tests.helpers import make_instance, stow
+
+
+@pytest.fixture(scope="module")
+def corpus(server) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Three studies of one tagged patient set, stored once for this module."""
+    tag = generate_uid()[-10:]
+    ids = {"tag": tag, "a": generate_uid(), "b": generate_uid(), "c": generate_uid(), "series_a2": generate_uid()}
+    parts = [
+        make_instance(study=ids["a"], patient_id=f"Q{tag}-1", patient_name="Müller^Anna", study_date="20180315",
+                      modality="CT", accession=f"A{tag}", series_number=1, instance_number=1,
+                      extra={"StudyDescription": "CT Chest", "BodyPartExamined": "CHEST"}),
+        make_instance(study=ids["a"], series=ids["series_a2"], patient_id=f"Q{tag}-1", patient_name="Müller^Anna",
+                      study_date="20180315", modality="SR", accession=f"A{tag}", series_number=2, instance_number=1),
+        make_instance(study=ids["a"], series=ids["series_a2"], patient_id=f"Q{tag}-1", patient_name="Müller^Anna",
+                      study_date="20180315", modality="SR", accession=f"A{tag}", series_number=2, instance_number=2),
+        make_instance(study=ids["b"], patient_id=f"Q{tag}-2", patient_name="Smith^Bob", study_date="20190701",
+                      modality="MR", accession=f"B{tag}"),
+        make_instance(study=ids["c"], patient_id=f"Q{tag}-3", patient_name="SMITHERS^Carl", study_date="20200102",
+                      modality="CR", accession=f"C{tag}"),
+    ]  # fmt: skip
+    with httpx.Client(base_url=server.dicomweb, timeout=30) as http:
+        assert stow(http, parts).status_code == 200
+    return ids
+
+
+def uids(datasets: list[dict]) -> set[str]:  # type: ignore[type-arg]
+    return {d["0020000D"]["Value"][0] for d in datasets}
+
+
+def search(client: httpx.Client, path: str = "/studies", **params: str) -> list[dict]:  # type: ignore[type-arg]
+    response = client.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_study_answer_has_the_required_attributes(client: httpx.Client, corpus: dict[str, str]) -> None:
+    (study,) = search(client, StudyInstanceUID=corpus["a"])
+    for tag in ("00080020", "00080030", "00080050", "00080056", "00080061", "00080090", "00081190",
+                "00100010", "00100020", "00100030", "00100040", "0020000D", "00200010", "00201206", "00201208"):  # fmt: skip
+        assert tag in study, tag
+    assert sorted(study["00080061"]["Value"]) == ["CT", "SR"]
+    assert study["00201206"]["Value"] == [2]
+    assert study["00201208"]["Value"] == [3]
+    assert study["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{corpus['a']}")
+
+
+def test_single_value_and_uid_list(client: httpx.Client, corpus: dict[str, str]) -> None:
+    tag = corpus["tag"]
+    assert uids(search(client, PatientID=f"Q{tag}-2")) == {corpus["b"]}
+    both = search(client, StudyInstanceUID=f"{corpus['a']},{corpus['c']}")
+    assert uids(both) == {corpus["a"], corpus["c"]}
+    both = search(client, StudyInstanceUID=f"{corpus['a']}\\{corpus['b']}")
+    assert uids(both) == {corpus["a"], corpus["b"]}
+
+
+def test_person_names_match_case_insensitively_with_wildcards(client: httpx.Client, corpus: dict[str, str]) -> None:
+    tag = corpus["tag"]
+    assert uids(search(client, PatientName="smith^bob", PatientID=f"Q{tag}-*")) == {corpus["b"]}
+    assert uids(search(client, PatientName="SMITH*", PatientID=f"Q{tag}-*")) == {corpus["b"], corpus["c"]}
+    assert uids(search(client, PatientName="m?ller*", PatientID=f"Q{tag}-*")) == {corpus["a"]}
+    assert search(client, PatientName="smith", PatientID=f"Q{tag}-*") == []  # single value is the whole name
+
+
+def test_fuzzy_matching_widens_to_name_components(client: httpx.Client, corpus: dict[str, str]) -> None:
+    tag = corpus["tag"]
+    fuzzy = search(client, PatientName="bob", PatientID=f"Q{tag}-*", fuzzymatching="true")
+    assert uids(fuzzy) == {corpus["b"]}
+    assert search(client, PatientName="bob", PatientID=f"Q{tag}-*", fuzzymatching="false") == []
+
+
+def test_wildcards_on_other_strings_are_case_sensitive(client: httpx.Client, corpus: dict[str, str]) -> None:
+    tag = corpus["tag"]
+    assert uids(search(client, AccessionNumber=f"?{tag}")) == {corpus["a"], corpus["b"], corpus["c"]}
+    assert search(client, PatientID=f"q{tag}-*") == []
+
+
+def test_date_ranges(client: httpx.Client, corpus: dict[str, str]) -> None:
+    tag = corpus["tag"]
+    mine = {"PatientID": f"Q{tag}-*"}
+    assert uids(search(client, StudyDate="20190101-20191231", **mine)) == {corpus["b"]}
+    assert uids(search(client, StudyDate="-20190101", **mine)) == {corpus["a"]}
+    assert uids(search(client, StudyDate="20190101-", **mine)) == {corpus["b"], corpus["c"]}
+    assert uids(search(client, StudyDate="20200102", **mine)) == {corpus["c"]}
+
+
+def test_modalities_in_study_and_study_level_modality(client: httpx.Client, corpus: dict[str, str]) -> None:
+    tag = corpus["tag"]
+    assert uids(search(client, ModalitiesInStudy="SR", PatientID=f"Q{tag}-*")) == {corpus["a"]}
+    assert uids(search(client, ModalitiesInStudy="MR,CR", PatientID=f"Q{tag}-*")) == {corpus["b"], corpus["c"]}
+    # OHIF sends Modality at study level: it means ModalitiesInStudy, never an error
+    assert uids(search(client, Modality="CT", PatientID=f"Q{tag}-*")) == {corpus["a"]}
+    answer = search(client, includefield="00080060", PatientID=f"Q{tag}-1")
+    assert sorted(answer[0]["00080061"]["Value"]) == ["CT", "SR"]
+
+
+def test_includefield_named_and_all(client: httpx.Client, corpus: dict[str, str]) -> None:
+    (plain,) = search(client, StudyInstanceUID=corpus["a"])
+    assert "00081030" in plain  # StudyDescription is a default return key
+    assert "00100021" in plain
+    (named,) = search(client, StudyInstanceUID=corpus["a"], includefield="PatientBirthDate,00080062")
+    assert named["00100030"]["Value"] == ["19800101"]
+    assert "00080062" in named
+    (everything,) = search(client, StudyInstanceUID=corpus["a"], includefield="all")
+    assert everything["00081030"]["Value"] == ["CT Chest"]
+
+
+def test_limit_offset_are_exact_and_stable_with_a_warning(client: httpx.Client, corpus: dict[str, str]) -> None:
+    mine = {"PatientID": f"Q{corpus['tag']}-*"}
+    everything = [d["0020000D"]["Value"][0] for d in search(client, **mine)]
+    assert len(everything) == 3
+    page1 = client.get("/studies", params={**mine, "limit": "2"})
+    assert "additional results" in page1.headers["warning"]
+    page2 = client.get("/studies", params={**mine, "limit": "2", "offset": "2"})
+    assert "warning" not in page2.headers
+    pages = [d["0020000D"]["Value"][0] for d in page1.json() + page2.json()]
+    assert pages == everything
+
+
+def test_series_and_instance_levels(client: httpx.Client, corpus: dict[str, str]) -> None:
+    series = search(client, f"/studies/{corpus['a']}/series")
+    assert [s["00080060"]["Value"][0] for s in series] == ["CT", "SR"]
+    assert series[1]["00201209"]["Value"] == [2]
+    sr_only = search(client, f"/studies/{corpus['a']}/series", Modality="SR")
+    assert [s["0020000E"]["Value"][0] for s in sr_only] == [corpus["series_a2"]]
+    instances = search(client, f"/studies/{corpus['a']}/instances")
+    assert len(instances) == 3
+    in_series = search(client, f"/studies/{corpus['a']}/series/{corpus['series_a2']}/instances")
+    assert [i["00200013"]["Value"][0] for i in in_series] == [1, 2]
+    one = search(client, f"/studies/{corpus['a']}/series/{corpus['series_a2']}/instances", InstanceNumber="2")
+    assert len(one) == 1
+    all_series = search(client, "/series", PatientID=f"Q{corpus['tag']}-1")
+    assert len(all_series) == 2 and all("00100020" in s for s in all_series)
+    all_instances = search(client, "/instances", PatientID=f"Q{corpus['tag']}-1", Modality="SR")
+    assert len(all_instances) == 2
+
+
+def test_study_level_match_on_series_attribute_returns_each_study_once(
+    client: httpx.Client, corpus: dict[str, str]
+) -> None:
+    found = search(client, PatientID=f"Q{corpus['tag']}-1", SeriesDescription="Test*")
+    assert len(found) == 1
+    found = search(client, PatientID=f"Q{corpus['tag']}-1", BodyPartExamined="CHEST")
+    assert uids(found) == {corpus["a"]}
+
+
+def test_unknown_keys_and_bad_values_are_400_naming_the_key(client: httpx.Client) -> None:
+    for params, needle in (
+        ({"PatientNam": "x"}, "PatientNam"),
+        ({"StudyDate": "2018-01-01"}, "StudyDate"),
+        ({"limit": "ten"}, "limit"),
+        ({"offset": "-1"}, "offset"),
+        ({"fuzzymatching": "maybe"}, "fuzzymatching"),
+        ({"includefield": "NoSuchAttribute"}, "NoSuchAttribute"),
+    ):
+        response = client.get("/studies", params=params)
+        assert response.status_code == 400, params
+        assert needle in response.json()["message"]
+
+
+def test_unknown_study_in_path_is_404_and_json_only(client: httpx.Client) -> None:
+    assert client.get(f"/studies/{generate_uid()}/series").status_code == 404
+    response = client.get("/studies", headers={"Accept": "application/dicom+xml"})
+    assert response.status_code == 406

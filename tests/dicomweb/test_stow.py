@@ -1,0 +1,197 @@
+"""STOW-RS (PS3.18 §10.5): statuses, per-instance failures, policies, and bad input that stores nothing."""
+
+from __future__ import annotations
+
+import httpx
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from tests.conftest import ApertureServer, start_server
+from tests.helpers import make_instance, multipart_body, sequence_items, stow
+
+
+def _count(client: httpx.Client, study: str) -> int:
+    response = client.get(f"/studies/{study}/instances")
+    return len(response.json()) if response.status_code == 200 else 0
+
+
+def test_all_stored_is_200_with_referenced_sop_and_retrieve_urls(client: httpx.Client) -> None:
+    study = generate_uid()
+    parts = [make_instance(study=study, instance_number=n) for n in (1, 2, 3)]
+    response = stow(client, parts)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/dicom+json")
+    answer = response.json()
+    referenced = sequence_items(answer, "00081199")
+    assert len(referenced) == 3
+    assert answer["00081190"]["Value"][0].endswith(f"/dicom-web/studies/{study}")
+    for item in referenced:
+        url = item["00081190"]["Value"][0]
+        assert client.get(url, headers={"Accept": "application/dicom"}).status_code == 200
+    assert "00081198" not in answer
+    assert _count(client, study) == 3
+
+
+def test_some_failed_is_202_and_names_each_failure(client: httpx.Client) -> None:
+    study = generate_uid()
+    good = make_instance(study=study)
+    response = stow(client, [good, b"this is not DICOM at all" * 10])
+    assert response.status_code == 202
+    answer = response.json()
+    assert len(sequence_items(answer, "00081199")) == 1
+    failed = sequence_items(answer, "00081198")
+    assert len(failed) == 1
+    assert failed[0]["00081197"]["Value"] == [0xC000]
+    assert "Part 2" in failed[0]["00000902"]["Value"][0]
+    assert _count(client, study) == 1
+
+
+def test_none_stored_is_409(client: httpx.Client) -> None:
+    response = stow(client, [b"\x00" * 300])
+    assert response.status_code == 409
+    assert len(sequence_items(response.json(), "00081198")) == 1
+
+
+def test_instance_from_another_study_is_refused_when_posting_to_a_study(client: httpx.Client) -> None:
+    url_study, other_study = generate_uid(), generate_uid()
+    mine = make_instance(study=url_study)
+    stranger = make_instance(study=other_study)
+    response = stow(client, [mine, stranger], path=f"/studies/{url_study}")
+    assert response.status_code == 202
+    failed = sequence_items(response.json(), "00081198")
+    assert len(failed) == 1 and other_study in failed[0]["00000902"]["Value"][0]
+    assert _count(client, url_study) == 1
+    assert client.get(f"/studies/{other_study}/metadata").status_code == 404
+
+
+def test_identical_resend_succeeds_and_different_content_is_rejected_by_default(client: httpx.Client) -> None:
+    sop, study = generate_uid(), generate_uid()
+    first = make_instance(study=study, sop=sop, patient_name="First^Version")
+    assert stow(client, [first]).status_code == 200
+    assert stow(client, [first]).status_code == 200  # a retry after a lost answer must not fail
+    changed = make_instance(study=study, sop=sop, patient_name="Second^Version")
+    response = stow(client, [changed])
+    assert response.status_code == 409
+    failed = sequence_items(response.json(), "00081198")
+    assert failed[0]["00081197"]["Value"] == [0x0111]
+    metadata = client.get(f"/studies/{study}/metadata").json()
+    assert metadata[0]["00100010"]["Value"][0]["Alphabetic"] == "First^Version"
+
+
+def test_overwrite_policy_replaces_the_instance(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    srv = start_server(tmp_path / "data", config='[store]\nduplicate_policy = "overwrite"\n')
+    try:
+        with httpx.Client(base_url=srv.dicomweb, timeout=30) as http:
+            sop, study = generate_uid(), generate_uid()
+            assert stow(http, [make_instance(study=study, sop=sop, patient_name="Old^Name")]).status_code == 200
+            replacement = make_instance(study=study, sop=sop, patient_name="New^Name")
+            assert stow(http, [replacement]).status_code == 200
+            metadata = http.get(f"/studies/{study}/metadata").json()
+            assert len(metadata) == 1
+            assert metadata[0]["00100010"]["Value"][0]["Alphabetic"] == "New^Name"
+            series = metadata[0]["0020000E"]["Value"][0]
+            served = http.get(f"/studies/{study}/series/{series}/instances/{sop}", headers={"Accept": "application/dicom"})
+            assert served.content == replacement
+            blobs = list((srv.data / "blobs").rglob("*.dcm"))
+            assert len(blobs) == 1, "the replaced file must be removed"
+    finally:
+        srv.stop()
+
+
+def test_same_mrn_from_two_issuers_are_two_patients_and_a_study_cannot_change_patient(client: httpx.Client) -> None:
+    mrn = f"MRN-{generate_uid()[-8:]}"
+    a = make_instance(patient_id=mrn, issuer="urn:oid:1.2.3.100")
+    b = make_instance(patient_id=mrn, issuer="urn:oid:1.2.3.200")
+    assert stow(client, [a, b]).status_code == 200
+    found = client.get("/studies", params={"PatientID": mrn}).json()
+    assert sorted(s["00100021"]["Value"][0] for s in found) == ["urn:oid:1.2.3.100", "urn:oid:1.2.3.200"]
+    only_one = client.get("/studies", params={"PatientID": mrn, "IssuerOfPatientID": "urn:oid:1.2.3.200"}).json()
+    assert len(only_one) == 1
+    study = only_one[0]["0020000D"]["Value"][0]
+    intruder = make_instance(study=study, patient_id=mrn, issuer="urn:oid:1.2.3.100")
+    response = stow(client, [intruder])
+    assert response.status_code == 409
+    assert "another patient" in sequence_items(response.json(), "00081198")[0]["00000902"]["Value"][0]
+
+
+def test_single_part_application_dicom_body_is_accepted(client: httpx.Client) -> None:
+    data = make_instance()
+    response = client.post("/studies", content=data, headers={"Content-Type": "application/dicom"})
+    assert response.status_code == 200
+
+
+def test_unquoted_type_parameter_is_accepted(client: httpx.Client) -> None:
+    body, _ = multipart_body([make_instance()])
+    boundary = body.split(b"\r\n", 1)[0][2:].decode()
+    response = client.post(
+        "/studies", content=body, headers={"Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"}
+    )
+    assert response.status_code == 200
+
+
+def test_malformed_multipart_is_400_and_stores_nothing(client: httpx.Client) -> None:
+    study = generate_uid()
+    body, ctype = multipart_body([make_instance(study=study), make_instance(study=study)])
+    truncated = body[: len(body) - 200]  # the second part never ends
+    response = client.post("/studies", content=truncated, headers={"Content-Type": ctype})
+    assert response.status_code == 400
+    assert "closing" in response.json()["message"]
+    assert client.get(f"/studies/{study}/metadata").status_code == 404
+
+
+def test_missing_boundary_and_wrong_content_type_are_clear_errors(client: httpx.Client) -> None:
+    response = client.post("/studies", content=b"x", headers={"Content-Type": 'multipart/related; type="application/dicom"'})
+    assert response.status_code == 400 and "boundary" in response.json()["message"]
+    response = client.post("/studies", content=b"{}", headers={"Content-Type": "application/json"})
+    assert response.status_code == 415 and "multipart/related" in response.json()["message"]
+    body, _ = multipart_body([b"{}"])
+    boundary = body.split(b"\r\n", 1)[0][2:].decode()
+    response = client.post(
+        "/studies",
+        content=body,
+        headers={"Content-Type": f'multipart/related; type="application/dicom+json"; boundary={boundary}'},
+    )
+    assert response.status_code == 415
+
+
+def test_truncated_dicom_is_refused_with_a_reason(client: httpx.Client) -> None:
+    data = make_instance(rows=64, columns=64)
+    response = stow(client, [data[:-1000]])
+    assert response.status_code == 409
+    failed = sequence_items(response.json(), "00081198")
+    assert failed[0]["00081197"]["Value"] == [0xC000]
+    assert "truncated" in failed[0]["00000902"]["Value"][0]
+
+
+def test_real_broken_files_are_refused(client: httpx.Client) -> None:
+    for name in ("MR_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm"):
+        response = stow(client, [open(get_testdata_file(name), "rb").read()])
+        assert response.status_code == 409, name
+
+
+def test_upload_over_the_limit_is_413_and_stores_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    srv: ApertureServer = start_server(tmp_path / "data", config="[store]\nmax_upload_bytes = 200000\n")
+    try:
+        with httpx.Client(base_url=srv.dicomweb, timeout=30) as http:
+            study = generate_uid()
+            parts = [make_instance(study=study, instance_number=n, rows=128, columns=128) for n in range(8)]
+            response = stow(http, parts)
+            assert response.status_code == 413
+            assert "200000" in response.json()["message"]
+            assert http.get(f"/studies/{study}/metadata").status_code == 404
+            assert list((srv.data / "tmp").iterdir()) == []
+            assert http.get("/studies").status_code == 200  # still serving
+    finally:
+        srv.stop()
+
+
+def test_path_traversal_in_uids_is_400(client: httpx.Client) -> None:
+    for bad in ("..", "%2e%2e", "1.2.3%2F..%2F..%2Fetc", "1.2;DROP", "a" * 65):
+        response = client.get(f"/studies/{bad}/metadata")
+        assert response.status_code in (400, 404), bad
+        assert response.headers["content-type"].startswith("application/json")
+    response = client.get("/studies/1.2.3%2F..%2Fpasswd/metadata")
+    assert response.status_code in (400, 404)
+    evil = make_instance(sop="../../../../etc/passwd")
+    failed = sequence_items(stow(client, [evil]).json(), "00081198")
+    assert failed and failed[0]["00081197"]["Value"] == [0xA900]
