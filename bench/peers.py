@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,8 +64,11 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
     def last_log_line(self) -> str:
-        lines = [line.strip() for line in self.log_tail(50).splitlines() if line.strip()]
-        return lines[-1][:200] if lines else "its log is empty"
+        """The most telling line of the log: the last one naming an error, else the last one."""
+        lines = [line.strip() for line in self.log_tail(400).splitlines() if line.strip()]
+        errors = [line for line in lines if re.search(r"(Error|Exception|error:|\bE\d{4} )", line)]
+        best = errors[-1] if errors else lines[-1] if lines else "its log is empty"
+        return best[:200]
 
     def stop(self, timeout: float = 15.0) -> None:
         """Send SIGTERM to the server's process group, then SIGKILL if it is still there."""

@@ -501,19 +501,20 @@ class Target:
     name: str
     client: httpx.Client
     base: str
+    paths: dict[str, str] = field(default_factory=dict)  # probe key -> path, where it differs (nginx)
+
+    def url(self, probe: Probe) -> str:
+        return self.base + self.paths.get(probe.key, probe.path)
 
 
-def measure(
-    probe: Probe, targets: Sequence[Target], repeat: int, *, sink: dict[str, Path] | None = None
-) -> dict[str, Timing]:
+def measure(probe: Probe, targets: Sequence[Target], repeat: int) -> dict[str, Timing]:
     """Warm up every target (checking deeply), then time ``repeat`` rounds, interleaving the targets."""
     timings = {t.name: Timing() for t in targets}
     live: list[Target] = []
     for target in targets:
         timing = timings[target.name]
         try:
-            path = (sink or {}).get(target.name)
-            reply = fetch(target.client, target.base + probe.path, probe.accept, stream=probe.large, sink=path)
+            reply = fetch(target.client, target.url(probe), probe.accept, stream=probe.large)
             timing.error = probe.check(reply) or (probe.deep_check(reply) if probe.deep_check else None)
             timing.nbytes = reply.nbytes
             timing.note = reply.content_type
@@ -525,7 +526,7 @@ def measure(
         for target in list(live):
             timing = timings[target.name]
             try:
-                reply = fetch(target.client, target.base + probe.path, probe.accept, stream=probe.large)
+                reply = fetch(target.client, target.url(probe), probe.accept, stream=probe.large)
                 problem = probe.check(reply)
             except Exception as exc:
                 problem = f"{type(exc).__name__}: {exc}"[:200]
@@ -705,17 +706,39 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
         data_json = {"aperture": vars(ap_stow), "peer": vars(peer_stow)}
         rows.append(Row(label, ap_stow.cell(), peer_stow.cell(), ratio, None, ratio_text, data=data_json))
 
-    # Measure. The first full-study answer (Aperture's, or Orthanc's if Aperture is out) is saved
-    # for nginx to serve.
-    live_names = {t.name for t in live}
-    study_source = "Aperture" if "Aperture" in live_names else "Orthanc"
-    study_file = workdir / "www" / "study.multipart"
-    study_file.parent.mkdir(parents=True, exist_ok=True)
-    study_timings: dict[str, Timing] = {}
-    for probe in probes(data):
+    # nginx serves, as a static file with sendfile, the bytes of Aperture's full-study answer (Orthanc's
+    # if Aperture is out); it is measured in the same rounds as the full-study retrieve of both servers.
+    all_probes = probes(data)
+    study_probe = next(p for p in all_probes if p.key == "study")
+    nginx_label = "Full study: Aperture vs nginx (same bytes, static file)"
+    nginx_target = None
+    source = next((t for t in live if t.name == "Aperture"), None) or next(
+        (t for t in live if t.name == "Orthanc"), None
+    )
+    if source is None:
+        harness_problems.append("no full-study answer to serve from nginx")
+    else:
+        if source.name != "Aperture":
+            nginx_label += " — nginx serves Orthanc's answer"
+        study_file = workdir / "www" / "study.multipart"
+        study_file.parent.mkdir(parents=True, exist_ok=True)
+        log(f"saving {source.name}'s full-study answer for nginx")
+        reply = fetch(source.client, source.url(study_probe), study_probe.accept, stream=True, sink=study_file)
+        problem = study_probe.check(reply)
+        if problem:
+            harness_problems.append(f"no full-study answer to serve from nginx: {source.name}: {problem}")
+        else:
+            servers["nginx"] = nginx = start_nginx(workdir, study_file, reply.content_type)
+            log(f"nginx {nginx.version} at {nginx.url} (pid {nginx.proc.pid}) serves {source.name}'s answer")
+            client = make_client()
+            clients.append(client)
+            nginx_target = Target("nginx", client, nginx.url, paths={"study": "/" + study_file.name})
+
+    for probe in all_probes:
         repeat = args.repeat_large if probe.large else args.repeat
-        log(f"{probe.label}: warm-up + {repeat} repeats")
-        timings = measure(probe, live, repeat, sink={study_source: study_file} if probe.large else None)
+        targets_now = [*live, nginx_target] if probe is study_probe and nginx_target else live
+        log(f"{probe.label}: warm-up + {repeat} rounds of {', '.join(t.name for t in targets_now)}")
+        timings = measure(probe, targets_now, repeat)
         ap = timings.get("Aperture") or Timing(error=absent)
         peer = timings.get("Orthanc") or Timing(error="not running")
         if peer.error:
@@ -723,42 +746,15 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
         row = timing_row(probe.label, ap, peer, probe.goal, throughput=probe.large)
         row.data["accept"] = probe.accept
         rows.append(row)
-        if probe.large:
-            study_timings = {"Aperture": ap, "Orthanc": peer}
-
-    # nginx: the same bytes as a static file (sendfile), the ceiling for the full-study retrieve.
-    label = "Full study: Aperture vs nginx (same bytes, static file)"
-    if study_source != "Aperture":
-        label += " — nginx serves Orthanc's answer"
-    served = study_timings.get(study_source)
-    if served is not None and served.error is None and study_file.stat().st_size > 0:
-        size = study_file.stat().st_size
-        servers["nginx"] = nginx = start_nginx(workdir, study_file, served.note or "application/octet-stream")
-        log(f"nginx {nginx.version} at {nginx.url} (pid {nginx.proc.pid}) serves {study_source}'s answer")
-        client = make_client()
-        clients.append(client)
-        nginx_probe = Probe(
-            "nginx",
-            label,
-            "/" + study_file.name,
-            ACCEPT_DICOM,
-            0.75,
-            lambda r: _basic(r, min_bytes=size),
-            large=True,
-        )
-        log(f"{label}: warm-up + {args.repeat_large} repeats")
-        ng = measure(nginx_probe, [Target("nginx", client, nginx.url)], args.repeat_large)["nginx"]
-        if ng.error:
-            harness_problems.append(f"nginx failed: {ng.error}")
-        ap = study_timings["Aperture"]
-        row = timing_row(label, ap, ng, 0.75, throughput=True)
-        row.peer = f"nginx: {row.peer}"
-        row.ratio_text = "n/a" if row.ratio is None else f"{row.ratio:.0%} of nginx throughput"
-        row.goal_text = "≥75%"
-        rows.append(row)
-    else:
-        harness_problems.append("no full-study answer to serve from nginx")
-        rows.append(Row(label, "n/a", "n/a", None, 0.75, "n/a", "≥75%"))
+        if probe is study_probe:
+            ng = timings.get("nginx") or Timing(error="not running")
+            if nginx_target and ng.error:
+                harness_problems.append(f"nginx failed: {ng.error}")
+            row = timing_row(nginx_label, ap, ng, 0.75, throughput=True)
+            row.peer = f"nginx: {row.peer}"
+            row.ratio_text = "n/a" if row.ratio is None else f"{row.ratio:.0%} of nginx throughput"
+            row.goal_text = "≥75%"
+            rows.append(row)
 
     # Report.
     env = environment(servers)

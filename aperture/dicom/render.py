@@ -7,9 +7,9 @@ parameters, and thumbnails. Enhanced multi-frame objects get their per-frame res
 from the functional group sequences.
 
 Deliberately not done here: burned-in annotations, presentation states, ICC profile colour
-management, overlays, non-square pixel aspect ratios, rendering of video, SR or encapsulated
-documents, and parsing HTTP requests (the caller hands us parsed values; `parse_window` and
-`parse_viewport` turn query-parameter text into them).
+management, overlays, Supplemental Palette colour, non-square pixel aspect ratios, Float Pixel
+Data, rendering of video, SR or encapsulated documents, and reading HTTP requests (the caller
+passes parsed values; `parse_window` and `parse_viewport` turn query-parameter text into them).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 
 __all__ = [
@@ -93,13 +94,21 @@ def parse_window(text: str) -> Window:
         raise RenderError(f"window must be 'center,width,function', got {text!r}")
     center = _finite(parts[0], "window center")
     width = _finite(parts[1], "window width")
-    name = parts[2].upper() if len(parts) == 3 and parts[2] else "LINEAR"
-    function = _WINDOW_FUNCTIONS.get(name)
+    function = parts[2] if len(parts) == 3 and parts[2] else "LINEAR"
+    return _checked(Window(center=center, width=width, function=function))
+
+
+def _checked(window: Window) -> Window:
+    """The window with its function spelled as the DICOM defined term, or RenderError."""
+    function = _WINDOW_FUNCTIONS.get(str(window.function).upper())
     if function is None:
-        raise RenderError(f"window function must be linear, linear-exact or sigmoid, got {parts[2]!r}")
+        raise RenderError(f"window function must be linear, linear-exact or sigmoid, got {window.function!r}")
+    width = window.width
+    if not math.isfinite(width) or not math.isfinite(window.center):
+        raise RenderError("window center and width must be finite numbers")
     if width <= 0 or (function == "LINEAR" and width < 1):
         raise RenderError(f"window width must be {'>= 1' if function == 'LINEAR' else '> 0'}, got {width:g}")
-    return Window(center=center, width=width, function=function)
+    return Window(center=float(window.center), width=float(width), function=function)
 
 
 def parse_viewport(text: str) -> Viewport:
@@ -136,9 +145,9 @@ def render(
 ) -> bytes:
     """Render 1-based `frame` of `ds` as an 8-bit image in `media_type`."""
     fmt = _pil_format(media_type)
-    if quality is not None and (isinstance(quality, bool) or not 1 <= int(quality) <= 100):
+    if quality is not None and (not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100):
         raise RenderError(f"quality must be an integer from 1 to 100, got {quality!r}")
-    image = _to_pil(ds, frame, window)
+    image = _to_pil(ds, frame, None if window is None else _checked(window))
     if viewport is not None:
         image = _apply_viewport(image, viewport)
     return _encode(image, fmt, quality)
@@ -167,18 +176,18 @@ def _to_pil(ds: Dataset, frame: int, window: Window | None) -> Image.Image:
         gray = _grayscale(arr, view, window)
         if photometric == "MONOCHROME1":
             gray = 1.0 - gray
-        return Image.fromarray(np.rint(gray * 255.0).astype(np.uint8), mode="L")
+        return Image.fromarray(np.rint(gray * 255.0).astype(np.uint8))  # 2-D uint8: mode L
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(arr, ds)[..., :3]  # uint8 or uint16, as the LUT entries are
         if rgb.dtype != np.uint8:
             rgb = (rgb.astype(np.float64) * (255.0 / 65535.0)).round()
-        return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+        return Image.fromarray(np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8)))
     if arr.ndim == 3 and arr.shape[-1] >= 3:  # RGB (pydicom has already converted YBR to RGB)
         bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
         rgb = arr[..., :3]
         if rgb.dtype != np.uint8 or bits > 8:
             rgb = np.clip(rgb.astype(np.float64) * (255.0 / (2**bits - 1)), 0, 255).round()
-        return Image.fromarray(rgb.astype(np.uint8), mode="RGB")
+        return Image.fromarray(np.ascontiguousarray(rgb.astype(np.uint8)))  # (h, w, 3) uint8: RGB
     raise RenderError(f"Cannot render Photometric Interpretation {photometric!r}")
 
 
@@ -255,8 +264,8 @@ def _header_window(view: Dataset) -> Window | None:
     center, width = view.get("WindowCenter"), view.get("WindowWidth")
     if center is None or width is None or center == "" or width == "":
         return None
-    center = center[0] if isinstance(center, pydicom.multival.MultiValue) else center
-    width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
+    center = center[0] if isinstance(center, MultiValue | list | tuple) else center  # first of several
+    width = width[0] if isinstance(width, MultiValue | list | tuple) else width
     function = _WINDOW_FUNCTIONS.get(str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").upper(), "LINEAR")
     try:
         center, width = float(center), float(width)

@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from aperture.auth.requirements import READ_IMAGING, authorize
-from aperture.dicom.transcode import available_targets, can_transcode, transcode_file
+from aperture.dicom.transcode import TranscodeError, available_targets, can_transcode, transcode_file
 from aperture.dicomweb import multipart
-from aperture.dicomweb.media import Choice, MediaRange, accepts, choose, parse_accept
+from aperture.dicomweb.media import MediaRange, accepts, choose, parse_accept
 from aperture.dicomweb.urls import optional_uid, path_uid, with_base
 from aperture.errors import NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
@@ -88,9 +88,12 @@ async def retrieve(request: Request) -> Response:
             return StreamingResponse(
                 _file_chunks(blobs.path(ref.blob)), media_type=media, headers={"Content-Length": str(ref.size)}
             )
-        data = await run_in_threadpool(transcode_file, blobs.path(ref.blob), target)
+        data = await run_in_threadpool(_transcode, blobs.path(ref.blob), target)
         return Response(data, media_type=media)
     boundary = multipart.new_boundary()
+    first_changed = next((r for r in refs if target is not None and r.transfer_syntax != target), None)
+    if first_changed is not None:  # fail with a status, before streaming, when the decoder cannot do it
+        await run_in_threadpool(_transcode, blobs.path(first_changed.blob), target)
     untouched = target is None or all(r.transfer_syntax == target for r in refs)
     headers: dict[str, str] = {}
     if untouched:
@@ -101,6 +104,15 @@ async def retrieve(request: Request) -> Response:
         media_type=None,
         headers={"Content-Type": multipart.content_type(boundary, _DICOM, target), **headers},
     )
+
+
+def _transcode(path: os.PathLike[str], target: str) -> bytes:
+    try:
+        return transcode_file(path, target)
+    except TranscodeError as exc:
+        raise NotAcceptable(
+            f"{exc}. Ask for transfer-syntax=* to get the stored bytes and decode them on the client."
+        ) from exc
 
 
 def _dicom_part_header(boundary: str, ref: InstanceRef, target: str | None, first: bool) -> bytes:
@@ -122,7 +134,7 @@ async def _multipart_stream(refs: list[InstanceRef], blobs: Any, boundary: str, 
                 while chunk := handle.read(CHUNK * 4):
                     yield chunk
         else:
-            yield await run_in_threadpool(transcode_file, blobs.path(ref.blob), target)
+            yield await run_in_threadpool(_transcode, blobs.path(ref.blob), target)
     yield multipart.closing(boundary)
 
 
@@ -174,6 +186,3 @@ async def metadata(request: Request) -> Response:
     body = with_base(b"[" + b",".join(documents) + b"]", request)
     return Response(body, media_type="application/dicom+json")
 
-
-def choice_label(choice: Choice) -> str:
-    return choice.media_type

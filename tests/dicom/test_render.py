@@ -261,3 +261,11 @@ def test_parse_viewport() -> None:
                          ("10,10,-1,0,5,5", "sx and sy"), ("10,10,0,0,0,5", "sw and sh")):  # fmt: skip
         with pytest.raises(RenderError, match=problem):
             parse_viewport(bad)
+
+
+def test_window_objects_are_validated_too() -> None:
+    ds = _ds("CT_small.dcm")
+    assert np.array_equal(_png(ds, window=Window(40, 400, "linear")), _png(ds, window=Window(40, 400)))
+    for bad in (Window(40, 0), Window(40, -1, "SIGMOID"), Window(40, 400, "GAMMA"), Window(float("inf"), 10)):
+        with pytest.raises(RenderError, match="window"):
+            render(ds, window=bad)

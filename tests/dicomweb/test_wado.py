@@ -1,0 +1,255 @@
+"""WADO-RS (PS3.18 §10.4): instances, metadata, frames, bulk data, rendered, zip, transfer syntaxes."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from email.parser import BytesParser
+from email.policy import HTTP
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.encaps import generate_frames
+from pydicom.uid import generate_uid
+
+from tests.helpers import make_instance, sequence_items, stow
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+def split_multipart(response: httpx.Response) -> list[tuple[str, bytes]]:
+    """(Content-Type, body) of each part, parsed with the standard library's MIME parser."""
+    raw = b"Content-Type: " + response.headers["content-type"].encode() + b"\r\n\r\n" + response.content
+    message = BytesParser(policy=HTTP).parsebytes(raw)
+    assert message.is_multipart(), response.headers["content-type"]
+    return [(str(part["Content-Type"]).replace('"', ""), part.get_payload(decode=True)) for part in message.iter_parts()]
+
+
+def store_file(client: httpx.Client, name: str) -> tuple[bytes, str, str, str]:
+    """Store a pydicom-data file under fresh UIDs; returns (bytes, study, series, sop)."""
+    ds = pydicom.dcmread(get_testdata_file(name))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    assert stow(client, [data]).status_code == 200
+    return data, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+
+
+@pytest.fixture(scope="module")
+def study(server) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    study_uid, series_uid = generate_uid(), generate_uid()
+    sops = [generate_uid() for _ in range(3)]
+    parts = [
+        make_instance(study=study_uid, series=series_uid, sop=sop, instance_number=n + 1, frames=2, rows=32, columns=32)
+        for n, sop in enumerate(sops)
+    ]
+    with httpx.Client(base_url=server.dicomweb, timeout=30) as http:
+        assert stow(http, parts).status_code == 200
+    return {"study": study_uid, "series": series_uid, "sops": sops, "parts": parts}
+
+
+def test_study_retrieve_streams_every_instance_as_stored(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
+    response = client.get(f"/studies/{study['study']}", headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert response.status_code == 200
+    parts = split_multipart(response)
+    assert [body for _, body in parts] == study["parts"]
+    assert all(ctype.startswith("application/dicom") and f"transfer-syntax={EXPLICIT_LE}" in ctype for ctype, _ in parts)
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+def test_series_and_instance_retrieve(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
+    series = client.get(f"/studies/{study['study']}/series/{study['series']}")
+    assert len(split_multipart(series)) == 3
+    url = f"/studies/{study['study']}/series/{study['series']}/instances/{study['sops'][1]}"
+    single = client.get(url, headers={"Accept": "application/dicom"})
+    assert single.headers["content-type"].startswith("application/dicom")
+    assert single.content == study["parts"][1]
+
+
+def test_metadata_at_three_levels_with_bulk_data_uris(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
+    base = f"/studies/{study['study']}"
+    study_md = client.get(f"{base}/metadata").json()
+    series_md = client.get(f"{base}/series/{study['series']}/metadata").json()
+    instance_md = client.get(f"{base}/series/{study['series']}/instances/{study['sops'][0]}/metadata").json()
+    assert len(study_md) == 3 and len(series_md) == 3 and len(instance_md) == 1
+    pixel = instance_md[0]["7FE00010"]
+    assert set(pixel) == {"vr", "BulkDataURI"}
+    bulk = client.get(pixel["BulkDataURI"], headers={"Accept": "application/octet-stream"})
+    assert bulk.status_code == 200
+    assert bulk.content == pydicom.dcmread(io.BytesIO(study["parts"][0])).PixelData
+    parsed = pydicom.Dataset.from_json(instance_md[0], bulk_data_uri_handler=lambda *_: b"")
+    assert parsed.SOPInstanceUID == study["sops"][0]
+
+
+def test_metadata_matches_a_fresh_derivation_from_the_file(client: httpx.Client) -> None:
+    """The precomputed fast path returns what pydicom derives from the file itself (sequences included)."""
+    data, st, se, sop = store_file(client, "CT_small.dcm")
+    served = client.get(f"/studies/{st}/series/{se}/instances/{sop}/metadata").json()[0]
+    ds = pydicom.dcmread(io.BytesIO(data))
+    expected = ds.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=lambda e: "x")
+    for key, element in expected.items():
+        if key == "FFFCFFFC" or key.endswith("0000"):
+            continue  # trailing padding and group lengths are encoding details, not attributes
+        if "BulkDataURI" in element:
+            assert "BulkDataURI" in served[key]
+        else:
+            assert served[key] == element, key
+
+
+def test_frames_native_as_stored_and_several_at_once(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
+    url = f"/studies/{study['study']}/series/{study['series']}/instances/{study['sops'][0]}/frames/2,1"
+    response = client.get(url, headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
+    assert response.status_code == 200
+    parts = split_multipart(response)
+    pixels = pydicom.dcmread(io.BytesIO(study["parts"][0])).PixelData
+    frame_size = 32 * 32 * 2
+    assert [body for _, body in parts] == [pixels[frame_size:], pixels[:frame_size]]
+    assert all(f"transfer-syntax={EXPLICIT_LE}" in ctype for ctype, _ in parts)
+
+
+def test_compressed_frames_as_stored_or_decoded(client: httpx.Client) -> None:
+    data, st, se, sop = store_file(client, "emri_small_jpeg_2k_lossless.dcm")
+    url = f"/studies/{st}/series/{se}/instances/{sop}/frames/3"
+    ds = pydicom.dcmread(io.BytesIO(data))
+    stored = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))[2]
+    as_stored = client.get(url, headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
+    ((ctype, body),) = split_multipart(as_stored)
+    assert body == stored and "1.2.840.10008.1.2.4.90" in ctype
+    as_jp2 = client.get(url, headers={"Accept": 'multipart/related; type="image/jp2"'})
+    assert split_multipart(as_jp2)[0][1] == stored
+    decoded = client.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    ((ctype, body),) = split_multipart(decoded)
+    assert EXPLICIT_LE in ctype
+    assert np.array_equal(np.frombuffer(body, dtype=ds.pixel_array.dtype).reshape(ds.Rows, ds.Columns), ds.pixel_array[2])
+
+
+def test_frame_errors(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
+    base = f"/studies/{study['study']}/series/{study['series']}/instances/{study['sops'][0]}/frames"
+    assert client.get(f"{base}/3").status_code == 404
+    assert client.get(f"{base}/0").status_code == 400
+    assert client.get(f"{base}/1-2").status_code == 400
+    response = client.get(f"{base}/1", headers={"Accept": 'multipart/related; type="image/jp2"'})
+    assert response.status_code == 406 and "application/octet-stream" in response.json()["message"]
+
+
+def test_rendered_and_thumbnail(client: httpx.Client) -> None:
+    _, st, se, sop = store_file(client, "CT_small.dcm")
+    base = f"/studies/{st}/series/{se}/instances/{sop}"
+    jpeg = client.get(f"{base}/rendered", headers={"Accept": "image/jpeg"})
+    assert jpeg.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(jpeg.content)).size == (128, 128)
+    png = client.get(f"{base}/rendered", params={"viewport": "64,64"}, headers={"Accept": "image/png"})
+    image = Image.open(io.BytesIO(png.content))
+    assert image.format == "PNG" and image.size == (64, 64)
+    wide = client.get(f"{base}/rendered", params={"window": "40,400,LINEAR"}, headers={"Accept": "image/png"})
+    narrow = client.get(f"{base}/rendered", params={"window": "40,40,LINEAR"}, headers={"Accept": "image/png"})
+    assert wide.content != narrow.content
+    low = client.get(f"{base}/rendered", params={"quality": "10"})
+    high = client.get(f"{base}/rendered", params={"quality": "95"})
+    assert len(low.content) < len(high.content)
+    assert client.get(f"{base}/frames/1/rendered").status_code == 200
+    thumb = client.get(f"{base}/thumbnail")
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 128
+    assert client.get(f"/studies/{st}/series/{se}/thumbnail").status_code == 200
+    assert client.get(f"{base}/rendered", params={"window": "abc"}).status_code == 400
+    assert client.get(f"{base}/frames/2/rendered").status_code == 404
+    assert client.get(f"{base}/rendered", headers={"Accept": "image/tiff"}).status_code == 406
+
+
+def test_zip_of_a_study(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
+    for response in (
+        client.get(f"/studies/{study['study']}", params={"accept": "application/zip"}),
+        client.get(f"/studies/{study['study']}", headers={"Accept": "application/zip"}),
+    ):
+        assert response.headers["content-type"] == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            names = archive.namelist()
+            assert len(names) == 3 and all(n.endswith(".dcm") for n in names)
+            assert sorted(archive.read(n) for n in names) == sorted(study["parts"])
+
+
+def test_transcoding_on_request_and_406_when_impossible(client: httpx.Client) -> None:
+    data, st, se, sop = store_file(client, "JPEG2000.dcm")
+    url = f"/studies/{st}/series/{se}/instances/{sop}"
+    as_stored = client.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"})
+    assert as_stored.content == data
+    explicit = client.get(url, headers={"Accept": f"application/dicom; transfer-syntax={EXPLICIT_LE}"})
+    assert explicit.status_code == 200
+    decoded = pydicom.dcmread(io.BytesIO(explicit.content))
+    assert decoded.file_meta.TransferSyntaxUID == EXPLICIT_LE
+    assert np.array_equal(decoded.pixel_array, pydicom.dcmread(io.BytesIO(data)).pixel_array)
+    multi = client.get(url, headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_LE}'})
+    assert pydicom.dcmread(io.BytesIO(split_multipart(multi)[0][1])).file_meta.TransferSyntaxUID == EXPLICIT_LE
+    impossible = client.get(url, headers={"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"})
+    assert impossible.status_code == 406
+    assert EXPLICIT_LE in impossible.json()["message"]
+    unknown = client.get(url, headers={"Accept": "application/dicom; transfer-syntax=1.2.3.4.5"})
+    assert unknown.status_code == 406
+
+
+@pytest.mark.parametrize(
+    "name", ["SC_rgb_jpeg_dcmtk.dcm", "JPEG-LL.dcm", "MR_small_RLE.dcm", "image_dfl.dcm", "MR_small_bigendian.dcm"]
+)
+def test_transcode_to_explicit_little_endian(client: httpx.Client, name: str) -> None:
+    data, st, se, sop = store_file(client, name)
+    response = client.get(
+        f"/studies/{st}/series/{se}/instances/{sop}", headers={"Accept": f"application/dicom; transfer-syntax={EXPLICIT_LE}"}
+    )
+    assert response.status_code == 200, response.text
+    out = pydicom.dcmread(io.BytesIO(response.content))
+    assert out.file_meta.TransferSyntaxUID == EXPLICIT_LE
+    assert np.array_equal(out.pixel_array, pydicom.dcmread(io.BytesIO(data)).pixel_array)
+
+
+def test_a_file_no_decoder_can_read_is_406_not_500(client: httpx.Client) -> None:
+    _, st, se, sop = store_file(client, "JPEG-lossy.dcm")  # 12-bit JPEG Extended: no installed decoder
+    url = f"/studies/{st}/series/{se}/instances/{sop}"
+    response = client.get(url, headers={"Accept": f"application/dicom; transfer-syntax={EXPLICIT_LE}"})
+    assert response.status_code == 406
+    assert "transfer-syntax=*" in response.json()["message"]
+    assert client.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"}).status_code == 200
+
+
+def test_not_found_and_bad_accept(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
+    missing = generate_uid()
+    for url in (f"/studies/{missing}", f"/studies/{missing}/metadata",
+                f"/studies/{study['study']}/series/{missing}", f"/studies/{study['study']}/series/{study['series']}/instances/{missing}/frames/1"):  # fmt: skip
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert response.headers["content-type"] == "application/json"
+        assert missing in response.json()["message"]
+    bad = client.get(f"/studies/{study['study']}", headers={"Accept": "text/html"})
+    assert bad.status_code == 406
+    assert client.get(f"/studies/{study['study']}/metadata", headers={"Accept": "application/dicom+xml"}).status_code == 406
+
+
+def test_delete_study_series_instance(client: httpx.Client) -> None:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    sops = [generate_uid() for _ in range(3)]
+    parts = [make_instance(study=study_uid, series=series_uid, sop=s, instance_number=i) for i, s in enumerate(sops)]
+    parts.append(make_instance(study=study_uid))
+    assert stow(client, parts).status_code == 200
+    assert client.delete(f"/studies/{study_uid}/series/{series_uid}/instances/{sops[0]}").status_code == 204
+    (found,) = client.get("/studies", params={"StudyInstanceUID": study_uid}).json()
+    assert found["00201208"]["Value"] == [3]
+    assert client.delete(f"/studies/{study_uid}/series/{series_uid}").status_code == 204
+    assert client.get(f"/studies/{study_uid}/series/{series_uid}/metadata").status_code == 404
+    assert client.delete(f"/studies/{study_uid}").status_code == 204
+    assert client.get(f"/studies/{study_uid}/metadata").status_code == 404
+    assert client.delete(f"/studies/{study_uid}").status_code == 404
+
+
+def test_delete_is_off_by_default(fresh_server) -> None:  # type: ignore[no-untyped-def]
+    with httpx.Client(base_url=fresh_server.dicomweb) as http:
+        answer = stow(http, [make_instance()]).json()
+        study = sequence_items(answer, "00081199")[0]["00081190"]["Value"][0].split("/studies/")[1].split("/")[0]
+        response = http.delete(f"/studies/{study}")
+        assert response.status_code == 405
+        assert "allow_delete" in response.json()["message"]
