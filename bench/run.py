@@ -56,6 +56,7 @@ ACCEPT_JPEG = "image/jpeg"
 QIDO_LIMIT = 100
 DATE_RANGE = ("20180101", "20181231")
 MB = 1_000_000  # throughput is reported in MB/s with MB = 10^6 bytes
+BUSY_LOAD = 0.5  # 1-minute load average above which the run warns that other work adds noise
 
 _T0 = time.monotonic()
 
@@ -646,6 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | None], clients: list[httpx.Client]) -> int:
+    load_before = os.getloadavg()
+    if load_before[0] > BUSY_LOAD:
+        log(f"WARNING: load average {load_before[0]:.2f} before the run: other work will add noise to the numbers")
     data = generate(args.slices, args.small)
     harness_problems: list[str] = []
 
@@ -758,6 +762,8 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
 
     # Report.
     env = environment(servers)
+    busy = " — the machine was busy: expect noise" if load_before[0] > BUSY_LOAD else ""
+    env["load average before the run"] = " / ".join(f"{x:.2f}" for x in load_before) + f" (1/5/15 min){busy}"
     env["dataset"] = (
         f"CT {len(data.ct)} × {data.rows}×{data.cols} 16-bit ({data.ct_bytes / MB:.1f} MB), "
         f"{len(data.small)} one-instance studies; {data.n_studies} studies in total"

@@ -35,7 +35,7 @@ import pydicom
 from pydicom.filereader import read_file_meta_info
 from pydicom.tag import Tag
 
-__all__ = ["FrameError", "FrameIndex", "build_frame_index", "read_frames"]
+__all__ = ["FrameError", "FrameIndex", "build_frame_index", "index_at", "read_frames"]
 
 DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -123,28 +123,38 @@ def build_frame_index(path: str | os.PathLike[str]) -> FrameIndex | None:
         if not transfer_syntax:
             implicit, little = ds.original_encoding[:2]
             transfer_syntax = _IMPLICIT_LE if implicit else (_EXPLICIT_LE if little else _BIG_ENDIAN)
-        little_endian = transfer_syntax != _BIG_ENDIAN
-        implicit_vr = transfer_syntax == _IMPLICIT_LE
-        header = _read_element_header(fp, little_endian=little_endian, implicit_vr=implicit_vr)
-        if header is None:
-            return None
-        tag, vr, value_length = header
-        if tag != _PIXEL_DATA:
-            return None  # Float/Double Float Pixel Data, or something unexpected
-        if not little_endian and vr == b"OW" and int(ds.get("BitsAllocated", 0) or 0) <= 8:
-            return None  # byte pixels stored as swapped 16-bit words: frames may straddle words
-        value_offset = fp.tell()
+        return index_at(fp, ds, transfer_syntax, file_size)
 
-        n_frames = _number_of_frames(ds)
-        if n_frames is None:
+
+def index_at(fp: BinaryIO, ds: pydicom.Dataset, transfer_syntax: str, file_size: int) -> FrameIndex | None:
+    """The frame index of a file whose header `ds` was parsed from `fp`, now at the Pixel Data tag.
+
+    Ingest calls this with the file and header it already has open, so no file is parsed twice.
+    """
+    if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
+        return None
+    little_endian = transfer_syntax != _BIG_ENDIAN
+    implicit_vr = transfer_syntax == _IMPLICIT_LE
+    header = _read_element_header(fp, little_endian=little_endian, implicit_vr=implicit_vr)
+    if header is None:
+        return None
+    tag, vr, value_length = header
+    if tag != _PIXEL_DATA:
+        return None  # Float/Double Float Pixel Data, or something unexpected
+    if not little_endian and vr == b"OW" and int(ds.get("BitsAllocated", 0) or 0) <= 8:
+        return None  # byte pixels stored as swapped 16-bit words: frames may straddle words
+    value_offset = fp.tell()
+
+    n_frames = _number_of_frames(ds)
+    if n_frames is None:
+        return None
+    if (value_length == _UNDEFINED_LENGTH) != (transfer_syntax not in _NATIVE):
+        return None  # encoding contradicts the transfer syntax: do not guess
+    if value_length == _UNDEFINED_LENGTH:
+        runs = _encapsulated_runs(fp, ds, transfer_syntax, n_frames, value_offset, file_size)
+        if runs is None:
             return None
-        if (value_length == _UNDEFINED_LENGTH) != (transfer_syntax not in _NATIVE):
-            return None  # encoding contradicts the transfer syntax: do not guess
-        if value_length == _UNDEFINED_LENGTH:
-            runs = _encapsulated_runs(fp, ds, transfer_syntax, n_frames, value_offset, file_size)
-            if runs is None:
-                return None
-            return FrameIndex(encapsulated=True, transfer_syntax=transfer_syntax, frames=runs)
+        return FrameIndex(encapsulated=True, transfer_syntax=transfer_syntax, frames=runs)
 
     frame_length = _native_frame_length(ds, n_frames)
     if frame_length is None or frame_length * n_frames > value_length:

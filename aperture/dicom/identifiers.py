@@ -10,10 +10,11 @@ patient is (IssuerOfPatientID, Issuer of Patient ID Qualifiers, PatientID), per 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from pydicom.dataset import Dataset
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 # Tolerant on read: files in the wild carry UIDs with leading zeros or even hex digests. Anything
@@ -57,32 +58,38 @@ class PatientKey:
         return f"{_escape(self.issuer)}|{_escape(self.qualifiers)}|{_escape(self.patient_id)}"
 
     @classmethod
-    def from_dataset(cls, ds: Dataset) -> PatientKey:
+    def from_json(cls, dataset: dict[str, Any]) -> PatientKey:
+        """From a DICOM JSON data set (PS3.18 Annex F), as computed once at ingest."""
         qualifiers = ""
-        seq = ds.get("IssuerOfPatientIDQualifiersSequence")
-        if seq:
-            item = seq[0]
+        sequence = (dataset.get("00100024") or {}).get("Value") or []
+        if sequence:
             parts = []
-            for keyword in (
-                "UniversalEntityID",
-                "UniversalEntityIDType",
-                "IdentifierTypeCode",
-                "AssigningFacilitySequence",
-                "AssigningJurisdictionCodeSequence",
-                "AssigningAgencyOrDepartmentCodeSequence",
-            ):
-                value = item.get(keyword)
-                if value is None or value == "":
-                    continue
-                if hasattr(value, "__iter__") and not isinstance(value, str):
-                    value = ";".join(str(v) for v in value)
-                parts.append(f"{keyword}={value}")
+            for tag, keyword in _QUALIFIERS:
+                values = (sequence[0].get(tag) or {}).get("Value") or []
+                text = ";".join(json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v) for v in values)
+                if text:
+                    parts.append(f"{keyword}={text}")
             qualifiers = "&".join(parts)
         return cls(
-            patient_id=str(ds.get("PatientID", "") or "").strip(),
-            issuer=str(ds.get("IssuerOfPatientID", "") or "").strip(),
+            patient_id=_first_text(dataset.get("00100020")),
+            issuer=_first_text(dataset.get("00100021")),
             qualifiers=qualifiers,
         )
+
+
+_QUALIFIERS = (
+    ("00400032", "UniversalEntityID"),
+    ("00400033", "UniversalEntityIDType"),
+    ("00400035", "IdentifierTypeCode"),
+    ("00400036", "AssigningFacilitySequence"),
+    ("00400039", "AssigningJurisdictionCodeSequence"),
+    ("0040003A", "AssigningAgencyOrDepartmentCodeSequence"),
+)
+
+
+def _first_text(element: dict[str, Any] | None) -> str:
+    values = (element or {}).get("Value") or []
+    return str(values[0]).strip() if values and values[0] is not None else ""
 
 
 def _escape(text: str) -> str:

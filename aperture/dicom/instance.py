@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from pydicom.filereader import read_dataset
 
 from aperture.dicom.attributes import Level, level_of
 from aperture.dicom.dicomjson import BASE_PLACEHOLDER, BULK_THRESHOLD, PIXEL_TAGS, BulkRef, instance_json
+from aperture.dicom.frames import FrameIndex, index_at
 from aperture.dicom.identifiers import PatientKey, uid_problem
 
 # PS3.18 Table 10.5.3-2 FailureReason values used by Aperture (see docs/dicomweb.md).
@@ -31,7 +32,6 @@ DUPLICATE_SOP_INSTANCE = 0x0111
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
-STUDY_UID_MISMATCH = 0xC409  # the instance's StudyInstanceUID is not the study in the URL
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 _IMPLICIT = "1.2.840.10008.1.2"
@@ -66,7 +66,7 @@ class InstanceRecord:
     instance_attrs: dict[str, Any]
     num_frames: int
     size: int
-    values: dict[str, str] = field(default_factory=dict)  # plain text of the indexed matching keys
+    frame_index: FrameIndex | None = None
 
 
 def read_instance(path: Path) -> InstanceRecord:
@@ -80,6 +80,7 @@ def read_instance(path: Path) -> InstanceRecord:
             if not transfer_syntax:
                 raise InvalidInstance(CANNOT_UNDERSTAND, "The file meta information has no TransferSyntaxUID.")
             extra: list[tuple[int, str, int, int]] = []
+            frame_index = None
             if transfer_syntax == DEFLATED:
                 ds = pydicom.dcmread(path)  # offsets inside a deflated stream mean nothing: parse it all
                 offsets_known = False
@@ -87,6 +88,8 @@ def read_instance(path: Path) -> InstanceRecord:
                 offsets_known = True
                 if pixel_start < size:
                     extra = _pixel_and_trailing(fp, ds, pixel_start, size, transfer_syntax)
+                    fp.seek(pixel_start)
+                    frame_index = index_at(fp, ds, transfer_syntax, size)
     except InvalidInstance:
         raise
     except InvalidDicomError as exc:
@@ -96,10 +99,10 @@ def read_instance(path: Path) -> InstanceRecord:
     except (EOFError, struct.error, OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise InvalidInstance(CANNOT_UNDERSTAND, f"The DICOM data set cannot be parsed: {exc}") from exc
 
-    sop_class = _text(ds, "SOPClassUID")
-    sop_uid = _text(ds, "SOPInstanceUID")
-    study_uid = _text(ds, "StudyInstanceUID")
-    series_uid = _text(ds, "SeriesInstanceUID")
+    sop_class = _text(ds, 0x00080016)
+    sop_uid = _text(ds, 0x00080018)
+    study_uid = _text(ds, 0x0020000D)
+    series_uid = _text(ds, 0x0020000E)
     for name, value in (
         ("SOPInstanceUID", sop_uid),
         ("SOPClassUID", sop_class),
@@ -156,7 +159,7 @@ def read_instance(path: Path) -> InstanceRecord:
         sop_uid=sop_uid,
         sop_class_uid=sop_class,
         transfer_syntax=transfer_syntax,
-        patient=PatientKey.from_dataset(ds),
+        patient=PatientKey.from_json(metadata),
         metadata=metadata,
         bulk=bulk,
         study_attrs=study_attrs,
@@ -164,6 +167,7 @@ def read_instance(path: Path) -> InstanceRecord:
         instance_attrs=instance_attrs,
         num_frames=num_frames,
         size=size,
+        frame_index=frame_index,
     )
 
 
@@ -171,11 +175,14 @@ def _has_pixels(metadata: dict[str, Any]) -> bool:
     return any(f"{t:08X}" in metadata for t in PIXEL_TAGS)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword)
-    except Exception:
+def _text(ds: Dataset, tag: int) -> str:
+    """A UID straight from the raw element: no value conversion on the ingest hot path."""
+    raw = ds.get_item(tag)
+    if raw is None:
         return ""
+    value = raw.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip(" \x00")
     return str(value).strip(" \x00") if value is not None else ""
 
 

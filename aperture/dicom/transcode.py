@@ -107,6 +107,13 @@ FRAME_MEDIA_TYPES: dict[str, str] = {
 MEDIA_TYPE_ALIASES: dict[str, str] = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}
 
 
+#: Lossy syntaxes: decoding them would present lossy pixels as if uncompressed, so defaults keep them.
+LOSSY_SYNTAXES: frozenset[str] = frozenset(
+    {_JPEG + n for n in ("50", "51", "81", "91", "93", "203", "100", "101", "102", "103", "104", "105", "106",
+                         "107", "108", "112")}  # fmt: skip
+)
+
+
 class TranscodeError(ValueError):
     """A requested transfer syntax cannot be produced for this instance (maps to HTTP 4xx)."""
 

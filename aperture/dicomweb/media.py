@@ -88,7 +88,7 @@ class Choice:
 
     multipart: bool
     media_type: str
-    transfer_syntax: str | None  # None: as stored
+    transfer_syntax: str | None  # "*": as stored; None: not named (the resource's default applies)
 
 
 def choose(
@@ -123,7 +123,7 @@ def choose(
 
 def _ts(media: MediaRange) -> str | None:
     ts = media.transfer_syntax
-    return None if ts in (None, "", "*") else ts
+    return None if not ts else ts
 
 
 def accepts(ranges: list[MediaRange], media_type: str) -> bool:

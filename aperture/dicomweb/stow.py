@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,10 +30,11 @@ from aperture.dicom.instance import (
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.multipart import Part, read_parts
 from aperture.dicomweb.urls import optional_uid, public_base
-from aperture.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
+from aperture.errors import InvalidRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from aperture.store.ingest import Outcome
 
 _DICOM = "application/dicom"
+log = logging.getLogger("aperture.dicomweb")
 
 
 def _media(content_type: str) -> tuple[str, dict[str, str]]:
@@ -92,8 +94,6 @@ async def store_instances(request: Request) -> Response:
                 total += len(chunk)
                 if total > state.config.store.max_upload_bytes:
                     sink.handle.close()
-                    from aperture.errors import PayloadTooLarge  # noqa: PLC0415
-
                     raise PayloadTooLarge(
                         f"The upload exceeds the limit of {state.config.store.max_upload_bytes} bytes."
                     )
@@ -135,7 +135,7 @@ def _store(state: Any, parts: list[tuple[Part, _TempSink]], study_uid: str | Non
                 Outcome(
                     record,
                     DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                    f"Part {number} belongs to study {record.study_uid}, not to {study_uid} named in the URL.",
+                    f"Part {number}: not in the study named in the URL (it is in study {record.study_uid}).",
                 )
             )
             continue
@@ -172,7 +172,8 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
             referenced.append(dict(sorted(item.items())))
         else:
             item["00081197"] = {"vr": "US", "Value": [outcome.reason]}
-            item["00000902"] = {"vr": "LO", "Value": [outcome.message[:1024]]}  # ErrorComment, for people
+            item["00000902"] = {"vr": "LO", "Value": [error_comment(outcome.message)]}
+            log.info("STOW-RS refused %s: %s", record.sop_uid or "(no SOP Instance UID)", outcome.message)
             failed.append(dict(sorted(item.items())))
     body: dict[str, Any] = {}
     studies = {o.record.study_uid for o in results if o.reason is None}
@@ -189,6 +190,11 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
         status_code=status,
         media_type="application/dicom+json",
     )
+
+
+def error_comment(message: str) -> str:
+    """ErrorComment is LO: at most 64 characters (PS3.5 Table 6.2-1); messages lead with the point."""
+    return message if len(message) <= 64 else message[:61].rstrip() + "..."
 
 
 def _ui(value: str) -> dict[str, Any]:

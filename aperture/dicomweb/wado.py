@@ -18,7 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from aperture.auth.requirements import READ_IMAGING, authorize
-from aperture.dicom.transcode import TranscodeError, available_targets, can_transcode, transcode_file
+from aperture.dicom.transcode import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    LOSSY_SYNTAXES,
+    TranscodeError,
+    available_targets,
+    can_transcode,
+    transcode_file,
+)
 from aperture.dicomweb import multipart
 from aperture.dicomweb.media import MediaRange, accepts, choose, parse_accept
 from aperture.dicomweb.urls import optional_uid, path_uid, with_base
@@ -71,39 +78,54 @@ async def retrieve(request: Request) -> Response:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
     choice = choose(ranges, part_types=(_DICOM,), single=single_instance, what="This resource")
-    target = choice.transfer_syntax
-    if target is not None:
-        missing = [r for r in refs if not can_transcode(r.transfer_syntax, target)]
-        if missing:
-            available = sorted(set.intersection(*(set(available_targets(r.transfer_syntax)) for r in refs)))
-            raise NotAcceptable(
-                f"Transfer syntax {target} cannot be produced for {len(missing)} of {len(refs)} instance(s) "
-                f"(stored as {missing[0].transfer_syntax}). Available for all: {', '.join(available) or 'none'}; "
-                "or ask for transfer-syntax=* to get the stored bytes."
-            )
+    targets = [target_syntax(ref.transfer_syntax, choice.transfer_syntax) for ref in refs]
+    missing = [r for r, t in zip(refs, targets, strict=True) if not can_transcode(r.transfer_syntax, t)]
+    if missing:
+        available = sorted(set.intersection(*(set(available_targets(r.transfer_syntax)) for r in refs)))
+        raise NotAcceptable(
+            f"Transfer syntax {choice.transfer_syntax} cannot be produced for {len(missing)} of {len(refs)} "
+            f"instance(s) (stored as {missing[0].transfer_syntax}). Available for all: "
+            f"{', '.join(available) or 'none'}; or ask for transfer-syntax=* to get the stored bytes."
+        )
     if not choice.multipart:
-        ref = refs[0]
-        media = f"{_DICOM}; transfer-syntax={target or ref.transfer_syntax}"
-        if target is None or target == ref.transfer_syntax:
+        ref, target = refs[0], targets[0]
+        media = f"{_DICOM}; transfer-syntax={target}"
+        if target == ref.transfer_syntax:
             return StreamingResponse(
                 _file_chunks(blobs.path(ref.blob)), media_type=media, headers={"Content-Length": str(ref.size)}
             )
         data = await run_in_threadpool(_transcode, blobs.path(ref.blob), target)
         return Response(data, media_type=media)
     boundary = multipart.new_boundary()
-    first_changed = next((r for r in refs if target is not None and r.transfer_syntax != target), None)
-    if first_changed is not None:  # fail with a status, before streaming, when the decoder cannot do it
-        await run_in_threadpool(_transcode, blobs.path(first_changed.blob), target)
-    untouched = target is None or all(r.transfer_syntax == target for r in refs)
+    changed = [(r, t) for r, t in zip(refs, targets, strict=True) if r.transfer_syntax != t]
     headers: dict[str, str] = {}
-    if untouched:
-        length = sum(len(_dicom_part_header(boundary, r, target, i == 0)) + r.size for i, r in enumerate(refs))
+    if changed:  # fail with a status, before streaming, when the decoder cannot do it
+        await run_in_threadpool(_transcode, blobs.path(changed[0][0].blob), changed[0][1])
+    else:
+        length = sum(len(_dicom_part_header(boundary, t, i == 0)) + r.size for i, (r, t) in enumerate(zip(refs, targets)))
         headers["Content-Length"] = str(length + len(multipart.closing(boundary)))
+    named = choice.transfer_syntax if choice.transfer_syntax not in (None, "*") else None
     return StreamingResponse(
-        _multipart_stream(refs, blobs, boundary, target),
+        _multipart_stream(refs, targets, blobs, boundary),
         media_type=None,
-        headers={"Content-Type": multipart.content_type(boundary, _DICOM, target), **headers},
+        headers={"Content-Type": multipart.content_type(boundary, _DICOM, named), **headers},
     )
+
+
+def target_syntax(stored: str, requested: str | None) -> str:
+    """The syntax to send an instance in: as stored for `*`, the named one, else the PS3.18 default.
+
+    The default (no transfer-syntax parameter) is Explicit VR Little Endian (PS3.18 §8.7.3.4),
+    except for lossy-compressed or undecodable pixel data, which stay as stored rather than being
+    expanded (and, for lossy, misrepresented as original quality).
+    """
+    if requested == "*":
+        return stored
+    if requested is not None:
+        return requested
+    if stored in LOSSY_SYNTAXES or not can_transcode(stored, EXPLICIT_VR_LITTLE_ENDIAN):
+        return stored
+    return EXPLICIT_VR_LITTLE_ENDIAN
 
 
 def _transcode(path: os.PathLike[str], target: str) -> bytes:
@@ -115,9 +137,8 @@ def _transcode(path: os.PathLike[str], target: str) -> bytes:
         ) from exc
 
 
-def _dicom_part_header(boundary: str, ref: InstanceRef, target: str | None, first: bool) -> bytes:
-    ts = target or ref.transfer_syntax
-    return multipart.part_header(boundary, f"{_DICOM}; transfer-syntax={ts}", first=first)
+def _dicom_part_header(boundary: str, transfer_syntax: str, first: bool) -> bytes:
+    return multipart.part_header(boundary, f"{_DICOM}; transfer-syntax={transfer_syntax}", first=first)
 
 
 async def _file_chunks(path: os.PathLike[str]) -> AsyncIterator[bytes]:
@@ -126,10 +147,12 @@ async def _file_chunks(path: os.PathLike[str]) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _multipart_stream(refs: list[InstanceRef], blobs: Any, boundary: str, target: str | None) -> AsyncIterator[bytes]:
-    for number, ref in enumerate(refs):
-        yield _dicom_part_header(boundary, ref, target, number == 0)
-        if target is None or target == ref.transfer_syntax:
+async def _multipart_stream(
+    refs: list[InstanceRef], targets: list[str], blobs: Any, boundary: str
+) -> AsyncIterator[bytes]:
+    for number, (ref, target) in enumerate(zip(refs, targets, strict=True)):
+        yield _dicom_part_header(boundary, target, number == 0)
+        if target == ref.transfer_syntax:
             with open(blobs.path(ref.blob), "rb", buffering=0) as handle:
                 while chunk := handle.read(CHUNK * 4):
                     yield chunk

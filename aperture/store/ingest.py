@@ -102,7 +102,7 @@ class Ingest:
             old = existing.get(record.sop_uid)
             if record.sop_uid in seen:
                 outcomes[index].reason = DUPLICATE_SOP_INSTANCE
-                outcomes[index].message = f"SOP Instance {record.sop_uid} appears twice in this request."
+                outcomes[index].message = f"Sent twice in this request: SOP Instance {record.sop_uid}."
                 continue
             seen.add(record.sop_uid)
             if old is not None:
@@ -111,8 +111,8 @@ class Ingest:
                 if self.policy == "reject":
                     outcomes[index].reason = DUPLICATE_SOP_INSTANCE
                     outcomes[index].message = (
-                        f"SOP Instance {record.sop_uid} is already stored with different content; "
-                        "delete it first or set store.duplicate_policy = \"overwrite\"."
+                        "Already stored with different content: delete it first, or set "
+                        f'store.duplicate_policy = "overwrite" (SOP Instance {record.sop_uid}).'
                     )
                     continue
                 replaced.append(old.blob)
@@ -159,8 +159,8 @@ class Ingest:
         ).first()
         if study is not None and study.patient_key != patient_key:
             return (
-                f"Study {record.study_uid} is stored for another patient (PatientID/IssuerOfPatientID differ); "
-                "reconcile the patient before storing more instances in it."
+                "Study stored for another patient (PatientID/IssuerOfPatientID differ): reconcile "
+                f"the patient before storing more in study {record.study_uid}."
             )
         if study is None and not scope.unrestricted and not scope.permits_study(record.study_uid, patient_key):
             return "This authorization does not allow creating studies for this patient."
@@ -206,7 +206,7 @@ class Ingest:
             select(series.c.pk, series.c.study_pk).where(series.c.series_uid == record.series_uid)
         ).first()
         if series_row is not None and series_row.study_pk != study_pk:
-            return f"Series {record.series_uid} already belongs to another study."
+            return f"Series belongs to another study: {record.series_uid}."
         if series_row is None:
             attrs = record.series_attrs
             series_pk = conn.execute(

@@ -59,7 +59,7 @@ def test_instance_from_another_study_is_refused_when_posting_to_a_study(client: 
     response = stow(client, [mine, stranger], path=f"/studies/{url_study}")
     assert response.status_code == 202
     failed = sequence_items(response.json(), "00081198")
-    assert len(failed) == 1 and other_study in failed[0]["00000902"]["Value"][0]
+    assert len(failed) == 1 and "not in the study" in failed[0]["00000902"]["Value"][0]
     assert _count(client, url_study) == 1
     assert client.get(f"/studies/{other_study}/metadata").status_code == 404
 

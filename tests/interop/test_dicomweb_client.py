@@ -287,6 +287,19 @@ def test_retrieve_compressed_instance_transcoded_to_explicit_little_endian(dwc: 
     np.testing.assert_array_equal(got.pixel_array, mf.pixel_array)  # lossless: identical pixels
 
 
+def test_retrieve_study_without_transfer_syntax_is_explicit_vr_little_endian(dwc: DICOMwebClient) -> None:
+    """dicomweb-client's default Accept for a study is `multipart/related; type="application/dicom"`
+    with no transfer-syntax. PS3.18 §8.7.3.4: "If the Transfer Syntax is not specified in a message,
+    then the Default Transfer Syntax shall be used" (Explicit VR Little Endian), unless the pixel data
+    is lossy or too large for it; a small JPEG 2000 *lossless* instance is neither."""
+    mf = pydicom_file(MULTIFRAME_J2K, unique_patient("DEFAULTTS"))
+    dwc.store_instances([mf])
+    got = dwc.retrieve_study(mf.StudyInstanceUID)
+    assert [ds.SOPInstanceUID for ds in got] == [mf.SOPInstanceUID]
+    assert got[0].file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    np.testing.assert_array_equal(got[0].pixel_array, mf.pixel_array)
+
+
 def test_retrieve_study(dwc: DICOMwebClient) -> None:
     patient = unique_patient("STUDY")
     study = generate_uid()
