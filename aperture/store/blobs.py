@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
 from typing import BinaryIO
+
+
+_BLOB_NAME = re.compile(r"^blobs/[0-9a-f]{2}/[0-9a-f]{32}/[0-9a-f]{32}-[0-9a-f]{8}\.dcm$")
+
+
+def _digest(uid: str) -> str:
+    return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()
 
 
 class BlobStore:
@@ -24,6 +32,8 @@ class BlobStore:
         self.tmp = self.root / "tmp"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._known_dirs: set[Path] = set()
+        self._new_dirs: set[Path] = set()
 
     def clean_temp(self) -> int:
         """Remove partial uploads left by a crash; returns how many."""
@@ -40,10 +50,14 @@ class BlobStore:
         path = self.tmp / f"{secrets.token_hex(12)}.part"
         return path, open(path, "xb")
 
-    def place(self, temp: Path, sop_uid: str, *, sync: bool = True) -> str:
-        """Make `temp` durable and move it to its final name; returns the path relative to the root."""
-        digest = hashlib.sha256(sop_uid.encode("ascii", "replace")).hexdigest()
-        relative = f"blobs/{digest[:2]}/{digest[2:4]}/{digest}-{secrets.token_hex(4)}.dcm"
+    def place(self, temp: Path, study_uid: str, sop_uid: str, *, sync: bool = True) -> str:
+        """Make `temp` durable and move it to its final name; returns the path relative to the root.
+
+        Instances of a study share a folder: a study's retrieve reads one directory, and a STOW
+        batch needs one directory fsync per study rather than one per instance.
+        """
+        study = _digest(study_uid)
+        relative = f"blobs/{study[:2]}/{study[2:34]}/{_digest(sop_uid)[:32]}-{secrets.token_hex(4)}.dcm"
         final = self.root / relative
         if sync:
             fd = os.open(temp, os.O_RDONLY)
@@ -51,13 +65,19 @@ class BlobStore:
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.parent not in self._known_dirs:
+            if not final.parent.exists():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                self._new_dirs.update({final.parent.parent, self.blobs})  # their entries changed too
+            self._known_dirs.add(final.parent)
         os.rename(temp, final)
         return relative
 
     def sync_dirs(self, relatives: list[str]) -> None:
-        """fsync the directories that received renames, once each, so the names are durable."""
-        for directory in {(self.root / r).parent for r in relatives}:
+        """fsync the directories that received renames (and new folders), once each, so names are durable."""
+        directories = {(self.root / r).parent for r in relatives} | self._new_dirs
+        self._new_dirs = set()
+        for directory in directories:
             fd = os.open(directory, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -65,11 +85,10 @@ class BlobStore:
                 os.close(fd)
 
     def path(self, relative: str) -> Path:
-        """Absolute path of a stored blob; refuses anything that would leave the blob folder."""
-        candidate = (self.root / relative).resolve()
-        if os.path.commonpath([candidate, self.blobs]) != str(self.blobs):
-            raise ValueError(f"Blob path {relative!r} is outside the store.")
-        return candidate
+        """Absolute path of a stored blob; refuses any name this store would not have made."""
+        if not _BLOB_NAME.match(relative):
+            raise ValueError(f"Blob path {relative!r} is not a name this store makes.")
+        return self.root / relative
 
     def remove(self, relative: str) -> None:
         self.path(relative).unlink(missing_ok=True)

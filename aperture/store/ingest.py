@@ -72,32 +72,41 @@ class Ingest:
             raise PermissionError("This authorization does not allow storing instances.")
         outcomes = [Outcome(record) for _, record in batch]
         with self._lock:
+            placed, replaced = self._place(batch, outcomes)
             for attempt in range(3):
                 try:
-                    return self._ingest_once(batch, outcomes, scope)
+                    with self.engine.begin() as conn:
+                        replaced += self._index(conn, batch, placed, outcomes, scope)
+                    break
                 except (IntegrityError, OperationalError) as exc:  # a concurrent writer won a race: redo
+                    for index, _ in placed:
+                        outcomes[index].reason, outcomes[index].message = None, ""
                     if attempt == 2:
+                        for _, relative in placed:
+                            self.blobs.remove(relative)
                         raise
                     log.warning("index write conflict, retrying: %s", exc)
-                    for outcome in outcomes:
-                        outcome.reason, outcome.message = None, ""
+        for relative in replaced:
+            self.blobs.remove(relative)
         return outcomes
 
-    def _ingest_once(
-        self, batch: list[tuple[Path, InstanceRecord]], outcomes: list[Outcome], scope: AccessScope
-    ) -> list[Outcome]:
+    def _place(
+        self, batch: list[tuple[Path, InstanceRecord]], outcomes: list[Outcome]
+    ) -> tuple[list[tuple[int, str]], list[str]]:
+        """Apply the duplicate policy and make the new blobs durable; returns (placed, replaced blobs)."""
         sop_uids = [record.sop_uid for _, record in batch]
         with self.engine.connect() as conn:
             existing = {
                 row.sop_uid: row
                 for row in conn.execute(
-                    select(instances.c.sop_uid, instances.c.blob, instances.c.size, instances.c.study_pk)
-                    .where(instances.c.sop_uid.in_(sop_uids))
+                    select(instances.c.sop_uid, instances.c.blob, instances.c.size).where(
+                        instances.c.sop_uid.in_(sop_uids)
+                    )
                 )
             }
         placed: list[tuple[int, str]] = []
-        seen: set[str] = set()
         replaced: list[str] = []
+        seen: set[str] = set()
         for index, (temp, record) in enumerate(batch):
             old = existing.get(record.sop_uid)
             if record.sop_uid in seen:
@@ -116,23 +125,9 @@ class Ingest:
                     )
                     continue
                 replaced.append(old.blob)
-            placed.append((index, self.blobs.place(temp, record.sop_uid)))
+            placed.append((index, self.blobs.place(temp, record.study_uid, record.sop_uid)))
         self.blobs.sync_dirs([relative for _, relative in placed])
-        now = int(time.time())
-        touched_series: set[int] = set()
-        touched_studies: set[int] = set()
-        with self.engine.begin() as conn:
-            for index, relative in placed:
-                record = batch[index][1]
-                problem = self._write_rows(conn, record, relative, now, scope, touched_series, touched_studies)
-                if problem:
-                    outcomes[index].reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
-                    outcomes[index].message = problem
-                    replaced.append(relative)  # its blob will never be referenced
-            self._refresh_aggregates(conn, touched_series, touched_studies, now)
-        for relative in replaced:
-            self.blobs.remove(relative)
-        return outcomes
+        return placed, replaced
 
     def _same_bytes(self, temp: Path, relative: str) -> bool:
         with open(temp, "rb") as a, open(self.blobs.path(relative), "rb") as b:
@@ -143,112 +138,133 @@ class Ingest:
                 if not chunk_a:
                     return True
 
-    def _write_rows(
+    def _index(
         self,
         conn: Connection,
-        record: InstanceRecord,
-        relative: str,
-        now: int,
+        batch: list[tuple[Path, InstanceRecord]],
+        placed: list[tuple[int, str]],
+        outcomes: list[Outcome],
         scope: AccessScope,
-        touched_series: set[int],
-        touched_studies: set[int],
-    ) -> str | None:
-        patient_key = record.patient.text
-        study = conn.execute(
-            select(studies.c.pk, studies.c.patient_key).where(studies.c.study_uid == record.study_uid)
-        ).first()
-        if study is not None and study.patient_key != patient_key:
-            return (
-                "Study stored for another patient (PatientID/IssuerOfPatientID differ): reconcile "
-                f"the patient before storing more in study {record.study_uid}."
-            )
-        if study is None and not scope.unrestricted and not scope.permits_study(record.study_uid, patient_key):
-            return "This authorization does not allow creating studies for this patient."
-        old = conn.execute(
-            select(instances.c.pk, instances.c.series_pk, instances.c.study_pk).where(
-                instances.c.sop_uid == record.sop_uid
-            )
-        ).first()
-        if old is not None:
-            conn.execute(delete(instances).where(instances.c.pk == old.pk))
-            touched_series.add(old.series_pk)
-            touched_studies.add(old.study_pk)
-        if study is None:
-            patient_pk = self._patient_pk(conn, record)
-            attrs = record.study_attrs
-            study_pk = conn.execute(
-                insert(studies).values(
-                    study_uid=record.study_uid,
-                    patient_pk=patient_pk,
-                    patient_key=patient_key,
-                    patient_id=record.patient.patient_id,
-                    issuer=record.patient.issuer,
-                    patient_name_upper=_first(attrs.get("00100010")).upper(),
-                    patient_birth_date=_first(attrs.get("00100030")),
-                    patient_sex=_first(attrs.get("00100040")),
-                    study_date=_first(attrs.get("00080020")),
-                    study_time=_first(attrs.get("00080030")).replace(":", ""),
-                    accession_number=_first(attrs.get("00080050")),
-                    study_id=_first(attrs.get("00200010")),
-                    study_description=_first(attrs.get("00081030")),
-                    referring_physician_upper=_first(attrs.get("00080090")).upper(),
-                    modalities="",
-                    sop_classes="",
-                    num_series=0,
-                    num_instances=0,
-                    attrs=_dumps(attrs),
-                    updated=now,
+    ) -> list[str]:
+        """Write the index rows of the placed blobs in one transaction; returns blobs left unreferenced."""
+        now = int(time.time())
+        records = [batch[index][1] for index, _ in placed]
+        study_rows = {
+            row.study_uid: row
+            for row in conn.execute(
+                select(studies.c.pk, studies.c.study_uid, studies.c.patient_key).where(
+                    studies.c.study_uid.in_({r.study_uid for r in records})
                 )
-            ).inserted_primary_key[0]
-        else:
-            study_pk = study.pk
-        series_row = conn.execute(
-            select(series.c.pk, series.c.study_pk).where(series.c.series_uid == record.series_uid)
-        ).first()
-        if series_row is not None and series_row.study_pk != study_pk:
-            return f"Series belongs to another study: {record.series_uid}."
-        if series_row is None:
-            attrs = record.series_attrs
-            series_pk = conn.execute(
-                insert(series).values(
-                    series_uid=record.series_uid,
-                    study_pk=study_pk,
-                    modality=_first(attrs.get("00080060")),
-                    series_number=_int_or_none(attrs.get("00200011")),
-                    series_description=_first(attrs.get("0008103E")),
-                    pps_start_date=_first(attrs.get("00400244")),
-                    pps_start_time=_first(attrs.get("00400245")).replace(":", ""),
-                    num_instances=0,
-                    attrs=_dumps(attrs),
-                    updated=now,
+            )
+        }
+        series_rows = {
+            row.series_uid: row
+            for row in conn.execute(
+                select(series.c.pk, series.c.series_uid, series.c.study_pk).where(
+                    series.c.series_uid.in_({r.series_uid for r in records})
                 )
-            ).inserted_primary_key[0]
-        else:
-            series_pk = series_row.pk
-        from aperture.dicom.frames import build_frame_index
-
-        frame_index = build_frame_index(self.blobs.path(relative)) if record.num_frames else None
-        conn.execute(
-            insert(instances).values(
-                sop_uid=record.sop_uid,
-                series_pk=series_pk,
-                study_pk=study_pk,
-                sop_class_uid=record.sop_class_uid,
-                instance_number=_int_or_none(record.metadata.get("00200013")),
-                transfer_syntax=record.transfer_syntax,
-                blob=relative,
-                size=record.size,
-                num_frames=record.num_frames,
-                metadata=_dumps(record.metadata),
-                attrs=_dumps(record.instance_attrs),
-                frames=frame_index.to_json() if frame_index is not None else None,
-                bulk=json.dumps({b.path: [b.vr, b.offset, b.length] for b in record.bulk}),
-                created=now,
+            )
+        }
+        old_rows = list(
+            conn.execute(
+                select(instances.c.pk, instances.c.series_pk, instances.c.study_pk).where(
+                    instances.c.sop_uid.in_([r.sop_uid for r in records])
+                )
             )
         )
-        touched_series.add(series_pk)
-        touched_studies.add(study_pk)
-        return None
+        touched_series = {row.series_pk for row in old_rows}
+        touched_studies = {row.study_pk for row in old_rows}
+        if old_rows:  # overwrite policy: the new rows replace these
+            conn.execute(delete(instances).where(instances.c.pk.in_([row.pk for row in old_rows])))
+        unreferenced: list[str] = []
+        new_rows: list[dict[str, Any]] = []
+        for index, relative in placed:
+            record = batch[index][1]
+            study_pk, problem = self._study_pk(conn, record, study_rows, scope, now)
+            series_pk = None
+            if problem is None:
+                assert study_pk is not None
+                series_pk, problem = self._series_pk(conn, record, study_pk, series_rows, now)
+            if problem is not None:
+                outcomes[index].reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
+                outcomes[index].message = problem
+                unreferenced.append(relative)
+                continue
+            new_rows.append(_instance_row(record, relative, series_pk, study_pk, now))
+            touched_series.add(series_pk)  # type: ignore[arg-type]
+            touched_studies.add(study_pk)  # type: ignore[arg-type]
+        if new_rows:
+            conn.execute(insert(instances), new_rows)
+        refresh_aggregates(conn, touched_series, touched_studies, now)
+        return unreferenced
+
+    def _study_pk(
+        self, conn: Connection, record: InstanceRecord, known: dict[str, Any], scope: AccessScope, now: int
+    ) -> tuple[int | None, str | None]:
+        patient_key = record.patient.text
+        row = known.get(record.study_uid)
+        if row is not None:
+            if row.patient_key != patient_key:
+                return None, (
+                    "Study stored for another patient (PatientID/IssuerOfPatientID differ): reconcile "
+                    f"the patient before storing more in study {record.study_uid}."
+                )
+            return int(row.pk), None
+        if not scope.unrestricted and not scope.permits_study(record.study_uid, patient_key):
+            return None, "This authorization does not allow creating studies for this patient."
+        attrs = record.study_attrs
+        pk = conn.execute(
+            insert(studies).values(
+                study_uid=record.study_uid,
+                patient_pk=self._patient_pk(conn, record),
+                patient_key=patient_key,
+                patient_id=record.patient.patient_id,
+                issuer=record.patient.issuer,
+                patient_name_upper=_first(attrs.get("00100010")).upper(),
+                patient_birth_date=_first(attrs.get("00100030")),
+                patient_sex=_first(attrs.get("00100040")),
+                study_date=_first(attrs.get("00080020")),
+                study_time=_first(attrs.get("00080030")).replace(":", ""),
+                accession_number=_first(attrs.get("00080050")),
+                study_id=_first(attrs.get("00200010")),
+                study_description=_first(attrs.get("00081030")),
+                referring_physician_upper=_first(attrs.get("00080090")).upper(),
+                modalities="",
+                sop_classes="",
+                num_series=0,
+                num_instances=0,
+                attrs=_dumps(attrs),
+                updated=now,
+            )
+        ).inserted_primary_key[0]
+        known[record.study_uid] = _Known(pk=pk, patient_key=patient_key, study_pk=None)
+        return int(pk), None
+
+    def _series_pk(
+        self, conn: Connection, record: InstanceRecord, study_pk: int, known: dict[str, Any], now: int
+    ) -> tuple[int | None, str | None]:
+        row = known.get(record.series_uid)
+        if row is not None:
+            if row.study_pk != study_pk:
+                return None, f"Series belongs to another study: {record.series_uid}."
+            return int(row.pk), None
+        attrs = record.series_attrs
+        pk = conn.execute(
+            insert(series).values(
+                series_uid=record.series_uid,
+                study_pk=study_pk,
+                modality=_first(attrs.get("00080060")),
+                series_number=_int_or_none(attrs.get("00200011")),
+                series_description=_first(attrs.get("0008103E")),
+                pps_start_date=_first(attrs.get("00400244")),
+                pps_start_time=_first(attrs.get("00400245")).replace(":", ""),
+                num_instances=0,
+                attrs=_dumps(attrs),
+                updated=now,
+            )
+        ).inserted_primary_key[0]
+        known[record.series_uid] = _Known(pk=pk, patient_key="", study_pk=study_pk)
+        return int(pk), None
 
     def _patient_pk(self, conn: Connection, record: InstanceRecord) -> int:
         key = record.patient.text
@@ -266,8 +282,32 @@ class Ingest:
             ).inserted_primary_key[0]
         )
 
-    def _refresh_aggregates(self, conn: Connection, series_pks: set[int], study_pks: set[int], now: int) -> None:
-        refresh_aggregates(conn, series_pks, study_pks, now)
+
+@dataclass
+class _Known:
+    pk: int
+    patient_key: str
+    study_pk: int | None
+
+
+def _instance_row(record: InstanceRecord, relative: str, series_pk: Any, study_pk: Any, now: int) -> dict[str, Any]:
+    frame_index = record.frame_index
+    return {
+        "sop_uid": record.sop_uid,
+        "series_pk": series_pk,
+        "study_pk": study_pk,
+        "sop_class_uid": record.sop_class_uid,
+        "instance_number": _int_or_none(record.metadata.get("00200013")),
+        "transfer_syntax": record.transfer_syntax,
+        "blob": relative,
+        "size": record.size,
+        "num_frames": record.num_frames,
+        "metadata": _dumps(record.metadata),
+        "attrs": _dumps(record.instance_attrs),
+        "frames": frame_index.to_json() if frame_index is not None else None,
+        "bulk": json.dumps({b.path: [b.vr, b.offset, b.length] for b in record.bulk}),
+        "created": now,
+    }
 
 
 def refresh_aggregates(conn: Connection, series_pks: set[int], study_pks: set[int], now: int) -> None:
