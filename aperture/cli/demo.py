@@ -8,7 +8,9 @@ STOW-RS path a modality would use, once the server answers.
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import warnings
 import signal
 import subprocess
 import sys
@@ -28,13 +30,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _sample_files() -> list[bytes]:
+    import pydicom  # noqa: PLC0415
     from pydicom.data import get_testdata_files  # noqa: PLC0415
 
     from aperture.dicom.synthetic import ct_study  # noqa: PLC0415
 
     files = list(ct_study(n_slices=40, rows=256, cols=256, patient_id="DEMO-CT", patient_name="Demo^Ct"))
-    for name in get_testdata_files("*.dcm"):
-        files.append(Path(name).read_bytes())
+    seen: set[str] = set()
+    for name in sorted(get_testdata_files("*.dcm")):
+        data = Path(name).read_bytes()
+        try:
+            uid = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True).get("SOPInstanceUID", ""))
+        except Exception:  # noqa: BLE001 - unreadable samples are still sent: the server refuses them
+            uid = ""
+        if uid and uid in seen:
+            continue  # pydicom's data set has variants of one instance; the first one is the sample
+        seen.add(uid)
+        files.append(data)
     return files
 
 
@@ -63,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     base = f"http://127.0.0.1:{args.port}/dicom-web"
     command = [sys.executable, "-m", "aperture", "serve", "--host", "127.0.0.1", "--port", str(args.port),
                "--data", str(data), "--auth", "none"]  # fmt: skip
-    server = subprocess.Popen(command, env=os.environ.copy())
+    data.mkdir(parents=True, exist_ok=True)
+    log_path = data / "server.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - the server writes to it for its whole life
+    server = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+    warnings.simplefilter("ignore")  # pydicom's warnings about odd sample files are not news here
     try:
         with httpx.Client(timeout=60) as client:
             for _ in range(200):
@@ -73,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 except httpx.TransportError:
                     time.sleep(0.1)
             else:
-                print("aperture demo: the server did not start; see the log above.", file=sys.stderr)
+                print(f"aperture demo: the server did not start; see {log_path}.", file=sys.stderr)
                 return 1
             stored, failed = _stow(client, base, _sample_files())
             studies = client.get(f"{base}/studies", params={"limit": 1000}).json()
@@ -87,9 +103,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  Download it as a zip:           {base}/studies/{uid}?accept=application/zip")
         print(f"  Health:                         http://127.0.0.1:{args.port}/healthz")
         print(f"  Data folder:                    {data}")
-        print("Press Ctrl-C to stop.", flush=True)
+        print(f"  Server log:                     {log_path}")
         if args.no_wait:
+            print("(--no-wait: stopping the server now.)", flush=True)
             return 0
+        print("Press Ctrl-C to stop.", flush=True)
         server.wait()
         return server.returncode or 0
     except KeyboardInterrupt:

@@ -154,9 +154,9 @@ class Index:
             stmt = stmt.select_from(series.join(studies, series.c.study_pk == studies.c.pk))
         else:
             stmt = select(
+                instances.c.pk,
                 instances.c.sop_uid,
                 instances.c.attrs,
-                instances.c.metadata,
                 instances.c.num_frames,
                 series.c.series_uid,
                 series.c.attrs.label("series_attrs"),
@@ -212,7 +212,10 @@ class Index:
                 end = None if limit is None else query.offset + limit
                 more = end is not None and len(rows) > end
                 rows = rows[query.offset : end]
-        return SearchResult([self._dataset(r, query, study_uid is None, series_uid is None) for r in rows], more)
+        parsed = _JsonCache()
+        return SearchResult(
+            [self._dataset(r, query, study_uid is None, series_uid is None, parsed) for r in rows], more
+        )
 
     @staticmethod
     def _order(level: Level) -> list[Any]:
@@ -236,9 +239,11 @@ class Index:
 
         def documents(which: Level) -> list[dict[str, Any]]:
             if which not in cache:
-                if which is level:
-                    raw = row.metadata if level is Level.INSTANCE else row.attrs
-                    cache[which] = [json.loads(raw)]
+                if which is level and level is Level.INSTANCE:
+                    stmt = select(instances.c.metadata).where(instances.c.pk == row.pk)
+                    cache[which] = [json.loads(conn.execute(stmt).scalar_one())]
+                elif which is level:
+                    cache[which] = [json.loads(row.attrs)]
                 elif which is Level.STUDY:
                     cache[which] = [json.loads(row.study_attrs)]
                 elif which is Level.SERIES and level is Level.INSTANCE:
@@ -258,7 +263,9 @@ class Index:
                 return False
         return True
 
-    def _dataset(self, row: Row[Any], query: Query, with_study: bool, with_series: bool) -> dict[str, Any]:
+    def _dataset(
+        self, row: Row[Any], query: Query, with_study: bool, with_series: bool, parsed: _JsonCache
+    ) -> dict[str, Any]:
         level = query.level
         out: dict[str, Any] = {}
         if level is Level.STUDY:
@@ -273,7 +280,7 @@ class Index:
             }
             _select(out, attrs, computed, A.STUDY_RETURN, query)
             return dict(sorted(out.items()))
-        study_attrs = json.loads(row.study_attrs)
+        study_attrs = parsed(row.study_attrs)
         if level is Level.SERIES:
             attrs = json.loads(row.attrs)
             computed = {
@@ -302,14 +309,18 @@ class Index:
             },
         }
         if query.include_all or any(level_of(t) is Level.INSTANCE and f"{t:08X}" not in attrs for t in query.include):
-            full = json.loads(row.metadata)
+            full = json.loads(self._instance_metadata(row.pk))
             attrs = {k: v for k, v in full.items() if "BulkDataURI" not in v and "InlineBinary" not in v}
         _select(out, attrs, computed, A.INSTANCE_RETURN, query)
         if with_series:
-            _select(out, json.loads(row.series_attrs), {}, A.SERIES_RETURN, query, default_only=True)
+            _select(out, parsed(row.series_attrs), {}, A.SERIES_RETURN, query, default_only=True)
         if with_study:
             _select(out, study_attrs, {}, A.STUDY_RETURN, query, default_only=True)
         return dict(sorted(out.items()))
+
+    def _instance_metadata(self, pk: int) -> bytes:
+        with self.engine.connect() as conn:
+            return bytes(conn.execute(select(instances.c.metadata).where(instances.c.pk == pk)).scalar_one())
 
     # -- WADO-RS ---------------------------------------------------------------------------------
 
@@ -378,6 +389,19 @@ class Index:
         with self.engine.connect() as conn:
             for (uid,) in conn.execute(select(studies.c.study_uid).where(scope_clause(scope))):
                 yield uid
+
+
+class _JsonCache:
+    """Rows of one answer share their series' and study's attributes: parse each document once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[bytes, dict[str, Any]] = {}
+
+    def __call__(self, raw: bytes) -> dict[str, Any]:
+        document = self._seen.get(raw)
+        if document is None:
+            document = self._seen[raw] = json.loads(raw)
+        return document
 
 
 def _multi(vr: str, values: list[str]) -> dict[str, Any]:
