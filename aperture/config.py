@@ -25,6 +25,7 @@ class StoreConfig:
     database_url: str = ""  # empty: SQLite file `index.sqlite3` inside `path`
     duplicate_policy: DuplicatePolicy = "reject"
     max_upload_bytes: int = 8 * 1024**3
+    parser_processes: int = 0  # processes that parse uploads; 0: one per core but one
 
 
 @dataclass(frozen=True)

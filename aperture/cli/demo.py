@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import warnings
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import httpx

@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 # Tolerant on read: files in the wild carry UIDs with leading zeros or even hex digests. Anything
 # that starts with a letter or digit and stays in [A-Za-z0-9._-] is safe in a URL and is never a

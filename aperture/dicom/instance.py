@@ -48,6 +48,9 @@ class InvalidInstance(ValueError):
         self.sop_class_uid = sop_class_uid
         self.sop_instance_uid = sop_instance_uid
 
+    def __reduce__(self) -> tuple[type, tuple[int, str, str, str]]:  # crosses process boundaries intact
+        return (InvalidInstance, (self.reason, str(self), self.sop_class_uid, self.sop_instance_uid))
+
 
 @dataclass
 class InstanceRecord:

@@ -9,6 +9,7 @@ ErrorComment. A body that is not well-formed multipart is a 400 and nothing from
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -25,13 +26,12 @@ from aperture.dicom.instance import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     InstanceRecord,
     InvalidInstance,
-    read_instance,
 )
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.multipart import Part, read_parts
 from aperture.dicomweb.urls import optional_uid, public_base
 from aperture.errors import InvalidRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
-from aperture.store.ingest import Outcome
+from aperture.store.ingest import Outcome, prepare_upload
 
 _DICOM = "application/dicom"
 log = logging.getLogger("aperture.dicomweb")
@@ -63,6 +63,8 @@ async def store_instances(request: Request) -> Response:
     media, params = _media(request.headers.get("content-type", ""))
     sinks: list[_TempSink] = []
     parts: list[tuple[Part, _TempSink]] = []
+    prepared: list[asyncio.Future[InstanceRecord | InvalidInstance]] = []
+    loop = asyncio.get_running_loop()
 
     def open_sink(_part: Part) -> _TempSink:
         path, handle = state.blobs.new_temp()
@@ -73,6 +75,19 @@ async def store_instances(request: Request) -> Response:
     def close_sink(part: Part, sink: Any) -> None:
         sink.handle.close()
         parts.append((part, sink))
+        # parse and fsync each part in a parser process while the rest of the body is still arriving
+        number = len(parts)
+        declared = _media(part.content_type)[0] if part.content_type else _DICOM
+        if declared not in (_DICOM, "application/octet-stream"):
+            problem = InvalidInstance(CANNOT_UNDERSTAND, f"Part {number} is {declared}, not application/dicom.")
+        elif part.size == 0:
+            problem = InvalidInstance(CANNOT_UNDERSTAND, f"Part {number} is empty.")
+        else:
+            prepared.append(loop.run_in_executor(state.parsers, prepare_upload, sink.path))
+            return
+        done: asyncio.Future[InstanceRecord | InvalidInstance] = loop.create_future()
+        done.set_result(problem)
+        prepared.append(done)
 
     try:
         if media == "multipart/related":
@@ -107,8 +122,10 @@ async def store_instances(request: Request) -> Response:
             )
         if not parts:
             raise InvalidRequest("The multipart body holds no parts; send at least one DICOM Part-10 file.")
-        results = await run_in_threadpool(_store, state, parts, study_uid, scope)
+        records = await asyncio.gather(*prepared)
+        results = await run_in_threadpool(_store, state, parts, records, study_uid, scope)
     finally:
+        await asyncio.gather(*prepared, return_exceptions=True)  # no parser may still hold a temp file
         for sink in sinks:
             with contextlib.suppress(OSError):
                 sink.handle.close()
@@ -116,19 +133,18 @@ async def store_instances(request: Request) -> Response:
     return _response(request, results, study_uid)
 
 
-def _store(state: Any, parts: list[tuple[Part, _TempSink]], study_uid: str | None, scope: Any) -> list[Outcome]:
+def _store(
+    state: Any,
+    parts: list[tuple[Part, _TempSink]],
+    records: list[InstanceRecord | InvalidInstance],
+    study_uid: str | None,
+    scope: Any,
+) -> list[Outcome]:
     batch: list[tuple[Path, InstanceRecord]] = []
     results: list[Outcome | None] = []
-    for number, (part, sink) in enumerate(parts, start=1):
-        declared = _media(part.content_type)[0] if part.content_type else _DICOM
-        try:
-            if declared not in (_DICOM, "application/octet-stream"):
-                raise InvalidInstance(CANNOT_UNDERSTAND, f"Part {number} is {declared}, not application/dicom.")
-            if part.size == 0:
-                raise InvalidInstance(CANNOT_UNDERSTAND, f"Part {number} is empty.")
-            record = read_instance(sink.path)
-        except InvalidInstance as exc:
-            results.append(_failure(exc, number))
+    for number, ((_, sink), record) in enumerate(zip(parts, records, strict=True), start=1):
+        if isinstance(record, InvalidInstance):
+            results.append(_failure(record, number))
             continue
         if study_uid is not None and record.study_uid != study_uid:
             results.append(

@@ -6,8 +6,12 @@ migrations, blob folder with crash leftovers cleaned) and closes it. Nothing her
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
+import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -22,7 +26,7 @@ from aperture.server.handlers import EXCEPTION_HANDLERS
 from aperture.store.blobs import BlobStore
 from aperture.store.engine import open_engine
 from aperture.store.index import Index
-from aperture.store.ingest import Ingest
+from aperture.store.ingest import Ingest, warm_up
 
 log = logging.getLogger("aperture.server")
 
@@ -44,11 +48,17 @@ def create_app(config: Config) -> Starlette:
         app.state.blobs = blobs
         app.state.index = Index(engine)
         app.state.ingest = Ingest(engine, blobs, config.store.duplicate_policy)
+        app.state.parsers = ProcessPoolExecutor(
+            max_workers=config.store.parser_processes or max(1, (os.cpu_count() or 2) - 1),
+            mp_context=multiprocessing.get_context("forkserver"),
+        )
+        await asyncio.get_running_loop().run_in_executor(app.state.parsers, warm_up)
         if config.server.auth == "none":
             log.warning("--auth none: every request is allowed, with no authorization. Never expose this server.")
         try:
             yield
         finally:
+            app.state.parsers.shutdown(wait=False, cancel_futures=True)
             engine.dispose()
 
     app = Starlette(

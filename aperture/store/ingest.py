@@ -21,7 +21,13 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, u
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from aperture.config import DuplicatePolicy
-from aperture.dicom.instance import DATASET_DOES_NOT_MATCH_SOP_CLASS, DUPLICATE_SOP_INSTANCE, InstanceRecord
+from aperture.dicom.instance import (
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    DUPLICATE_SOP_INSTANCE,
+    InstanceRecord,
+    InvalidInstance,
+    read_instance,
+)
 from aperture.store.blobs import BlobStore
 from aperture.store.schema import instances, patients, series, studies
 from aperture.store.scope import AccessScope
@@ -36,6 +42,24 @@ class Outcome:
     record: InstanceRecord
     reason: int | None = None
     message: str = ""
+
+
+def prepare_upload(path: Path) -> InstanceRecord | InvalidInstance:
+    """Parse one uploaded file; runs in a parser process.
+
+    STOW-RS hands each part here as soon as it is received, so parsing (CPU, on another core)
+    overlaps with receiving the rest of the body. Refusals are returned, not raised, so a bad part
+    never cancels the good ones.
+    """
+    try:
+        return read_instance(path)
+    except InvalidInstance as exc:
+        return exc
+
+
+def warm_up() -> bool:
+    """Imported modules are the expensive part of a parser process's first job: do it at startup."""
+    return True
 
 
 def _dumps(value: Any) -> bytes:
@@ -107,6 +131,7 @@ class Ingest:
         placed: list[tuple[int, str]] = []
         replaced: list[str] = []
         seen: set[str] = set()
+        accepted: list[tuple[int, Path, InstanceRecord]] = []
         for index, (temp, record) in enumerate(batch):
             old = existing.get(record.sop_uid)
             if record.sop_uid in seen:
@@ -125,6 +150,9 @@ class Ingest:
                     )
                     continue
                 replaced.append(old.blob)
+            accepted.append((index, temp, record))
+        self.blobs.make_durable([temp for _, temp, _ in accepted])
+        for index, temp, record in accepted:
             placed.append((index, self.blobs.place(temp, record.study_uid, record.sop_uid)))
         self.blobs.sync_dirs([relative for _, relative in placed])
         return placed, replaced
