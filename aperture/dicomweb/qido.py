@@ -6,8 +6,6 @@ Route → policy → index → DICOM JSON. When a page is cut by `limit`, the an
 
 from __future__ import annotations
 
-import json
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,11 +33,11 @@ async def search(request: Request, level: Level) -> Response:
         raise InvalidQuery(str(exc)) from exc
     index = request.app.state.index
     result = await run_in_threadpool(index.search, query, scope, study_uid=study_uid, series_uid=series_uid)
-    if not result.datasets and study_uid is not None:
+    if not result.documents and study_uid is not None:
         exists = await run_in_threadpool(index.etag_basis, scope, study_uid)
         if exists is None:
             raise NotFound(f"Study {study_uid} is not on this server.")
-    body = with_base(json.dumps(result.datasets, separators=(",", ":"), ensure_ascii=False).encode(), request)
+    body = with_base(b"[" + b",".join(result.documents) + b"]", request)
     headers = {}
     if result.more:
         headers["Warning"] = '299 aperture "There are additional results that can be requested"'

@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Engine, Row, Select, and_, false, func, or
 
 from aperture.dicom import attributes as A
 from aperture.dicom.attributes import Level, level_of
+from aperture.dicom.dicomjson import BASE_PLACEHOLDER
 from aperture.dicom.matching import matches
 from aperture.dicom.query import Condition, Match, Query
 from aperture.store.schema import instances, series, studies
@@ -71,7 +72,7 @@ class InstanceRef:
 
 @dataclass(frozen=True)
 class SearchResult:
-    datasets: list[dict[str, Any]]
+    documents: list[bytes]  # one JSON-encoded DICOM data set per match, BASE_PLACEHOLDER for URLs
     more: bool  # more matches exist past this page (PS3.18 §8.3.4.4: send a Warning)
 
 
@@ -212,9 +213,12 @@ class Index:
                 end = None if limit is None else query.offset + limit
                 more = end is not None and len(rows) > end
                 rows = rows[query.offset : end]
+        if level is Level.STUDY and _answers_with_defaults(query):
+            return SearchResult([r.qido if r.qido is not None else _dumps(study_document(r._mapping, query))
+                                 for r in rows], more)  # fmt: skip
         parsed = _JsonCache()
         return SearchResult(
-            [self._dataset(r, query, study_uid is None, series_uid is None, parsed) for r in rows], more
+            [_dumps(self._dataset(r, query, study_uid is None, series_uid is None, parsed)) for r in rows], more
         )
 
     @staticmethod
@@ -269,17 +273,7 @@ class Index:
         level = query.level
         out: dict[str, Any] = {}
         if level is Level.STUDY:
-            attrs = json.loads(row.attrs)
-            computed = {
-                "00080061": _multi("CS", [m for m in row.modalities.split("\\") if m]),
-                "00080062": _multi("UI", [c for c in row.sop_classes.split("\\") if c]),
-                "00201206": {"vr": "IS", "Value": [row.num_series]},
-                "00201208": {"vr": "IS", "Value": [row.num_instances]},
-                "00080056": {"vr": "CS", "Value": ["ONLINE"]},
-                "00081190": {"vr": "UR", "Value": [f"@@APERTURE-BASE@@/studies/{row.study_uid}"]},
-            }
-            _select(out, attrs, computed, A.STUDY_RETURN, query)
-            return dict(sorted(out.items()))
+            return study_document(row._mapping, query)
         study_attrs = parsed(row.study_attrs)
         if level is Level.SERIES:
             attrs = json.loads(row.attrs)
@@ -289,7 +283,7 @@ class Index:
                 "0020000D": {"vr": "UI", "Value": [row.study_uid]},
                 "00081190": {
                     "vr": "UR",
-                    "Value": [f"@@APERTURE-BASE@@/studies/{row.study_uid}/series/{row.series_uid}"],
+                    "Value": [f"{BASE_PLACEHOLDER}/studies/{row.study_uid}/series/{row.series_uid}"],
                 },
             }
             _select(out, attrs, computed, A.SERIES_RETURN, query)
@@ -304,7 +298,7 @@ class Index:
             "00081190": {
                 "vr": "UR",
                 "Value": [
-                    f"@@APERTURE-BASE@@/studies/{row.study_uid}/series/{row.series_uid}/instances/{row.sop_uid}"
+                    f"{BASE_PLACEHOLDER}/studies/{row.study_uid}/series/{row.series_uid}/instances/{row.sop_uid}"
                 ],
             },
         }
@@ -389,6 +383,38 @@ class Index:
         with self.engine.connect() as conn:
             for (uid,) in conn.execute(select(studies.c.study_uid).where(scope_clause(scope))):
                 yield uid
+
+
+DEFAULT_STUDY_QUERY = Query(Level.STUDY)
+_STUDY_RETURN = frozenset(A.STUDY_RETURN)
+
+
+def _answers_with_defaults(query: Query) -> bool:
+    """Whether the precomputed default answer is exactly what this study query returns."""
+    return (
+        not query.include_all
+        and query.include <= _STUDY_RETURN
+        and all(not c.sequence_path and c.tag in _STUDY_RETURN for c in query.conditions)
+    )
+
+
+def _dumps(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def study_document(row: Any, query: Query) -> dict[str, Any]:
+    """A study's QIDO-RS answer: stored study attributes plus the computed ones (PS3.18 Table 10.6.3-3)."""
+    computed = {
+        "00080061": _multi("CS", [m for m in row["modalities"].split("\\") if m]),
+        "00080062": _multi("UI", [c for c in row["sop_classes"].split("\\") if c]),
+        "00201206": {"vr": "IS", "Value": [row["num_series"]]},
+        "00201208": {"vr": "IS", "Value": [row["num_instances"]]},
+        "00080056": {"vr": "CS", "Value": ["ONLINE"]},
+        "00081190": {"vr": "UR", "Value": [f"{BASE_PLACEHOLDER}/studies/{row['study_uid']}"]},
+    }
+    out: dict[str, Any] = {}
+    _select(out, json.loads(row["attrs"]), computed, A.STUDY_RETURN, query)
+    return dict(sorted(out.items()))
 
 
 class _JsonCache:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from aperture.config import DuplicatePolicy
@@ -29,6 +29,7 @@ from aperture.dicom.instance import (
     read_instance,
 )
 from aperture.store.blobs import BlobStore
+from aperture.store.index import DEFAULT_STUDY_QUERY, study_document
 from aperture.store.schema import instances, patients, series, studies
 from aperture.store.scope import AccessScope
 
@@ -339,41 +340,45 @@ def _instance_row(record: InstanceRecord, relative: str, series_pk: Any, study_p
 
 
 def refresh_aggregates(conn: Connection, series_pks: set[int], study_pks: set[int], now: int) -> None:
-    """Recount series and studies from their rows; drop the ones left empty."""
-    for series_pk in series_pks:
-        count = conn.execute(select(func.count()).where(instances.c.series_pk == series_pk)).scalar_one()
-        if count:
-            conn.execute(update(series).where(series.c.pk == series_pk).values(num_instances=count, updated=now))
-        else:
-            conn.execute(delete(series).where(series.c.pk == series_pk))
-    for study_pk in study_pks:
-        n_instances = conn.execute(select(func.count()).where(instances.c.study_pk == study_pk)).scalar_one()
-        if not n_instances:
-            conn.execute(delete(series).where(series.c.study_pk == study_pk))
-            conn.execute(delete(studies).where(studies.c.pk == study_pk))
-            continue
-        modalities = sorted(
-            {m for (m,) in conn.execute(select(series.c.modality).where(series.c.study_pk == study_pk)) if m}
-        )
-        sop_classes = sorted(
-            {
-                c
-                for (c,) in conn.execute(
-                    select(instances.c.sop_class_uid).where(instances.c.study_pk == study_pk).distinct()
-                )
-            }
-        )
-        n_series = conn.execute(
-            select(func.count()).select_from(series).where(and_(series.c.study_pk == study_pk))
-        ).scalar_one()
+    """Recount touched series and studies from their rows, drop empty ones, and precompute each
+    study's default QIDO-RS answer. A fixed handful of statements per batch, whatever its size."""
+    if series_pks:
+        count = select(func.count()).where(instances.c.series_pk == series.c.pk).scalar_subquery()
+        conn.execute(update(series).where(series.c.pk.in_(series_pks)).values(num_instances=count, updated=now))
+        conn.execute(delete(series).where(series.c.pk.in_(series_pks), series.c.num_instances == 0))
+    if not study_pks:
+        return
+    n_instances = select(func.count()).where(instances.c.study_pk == studies.c.pk).scalar_subquery()
+    n_series = select(func.count()).where(series.c.study_pk == studies.c.pk).scalar_subquery()
+    conn.execute(
+        update(studies)
+        .where(studies.c.pk.in_(study_pks))
+        .values(num_instances=n_instances, num_series=n_series, updated=now)
+    )
+    conn.execute(delete(series).where(series.c.study_pk.in_(study_pks), ~series.c.study_pk.in_(
+        select(instances.c.study_pk).where(instances.c.study_pk.in_(study_pks))
+    )))  # fmt: skip
+    conn.execute(delete(studies).where(studies.c.pk.in_(study_pks), studies.c.num_instances == 0))
+    modalities: dict[int, set[str]] = {pk: set() for pk in study_pks}
+    for pk, modality in conn.execute(
+        select(series.c.study_pk, series.c.modality).where(series.c.study_pk.in_(study_pks)).distinct()
+    ):
+        if modality:
+            modalities[pk].add(modality)
+    sop_classes: dict[int, set[str]] = {pk: set() for pk in study_pks}
+    for pk, sop_class in conn.execute(
+        select(instances.c.study_pk, instances.c.sop_class_uid).where(instances.c.study_pk.in_(study_pks)).distinct()
+    ):
+        sop_classes[pk].add(sop_class)
+    rows = list(conn.execute(select(studies).where(studies.c.pk.in_(study_pks))))
+    updates = []
+    for row in rows:
+        mods = "\\" + "\\".join(sorted(modalities[row.pk])) + "\\" if modalities[row.pk] else ""
+        classes = "\\".join(sorted(sop_classes[row.pk]))
+        document = study_document(dict(row._mapping) | {"modalities": mods, "sop_classes": classes}, DEFAULT_STUDY_QUERY)
+        updates.append({"b_pk": row.pk, "modalities": mods, "sop_classes": classes, "qido": _dumps(document)})
+    if updates:
         conn.execute(
-            update(studies)
-            .where(studies.c.pk == study_pk)
-            .values(
-                num_series=n_series,
-                num_instances=n_instances,
-                modalities="\\" + "\\".join(modalities) + "\\" if modalities else "",
-                sop_classes="\\".join(sop_classes),
-                updated=now,
-            )
+            update(studies).where(studies.c.pk == bindparam("b_pk")),
+            updates,
         )

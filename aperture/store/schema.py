@@ -58,6 +58,7 @@ studies = Table(
     Column("num_instances", Integer, nullable=False),
     Column("attrs", LargeBinary, nullable=False),  # JSON of the study-level attributes
     Column("updated", BigInteger, nullable=False),
+    Column("qido", LargeBinary),  # the default QIDO-RS answer, kept current by every write (0002)
 )
 
 series = Table(

@@ -170,3 +170,18 @@ def test_unknown_study_in_path_is_404_and_json_only(client: httpx.Client) -> Non
     assert client.get(f"/studies/{generate_uid()}/series").status_code == 404
     response = client.get("/studies", headers={"Accept": "application/dicom+xml"})
     assert response.status_code == 406
+
+
+def test_precomputed_study_answer_equals_the_computed_one(client: httpx.Client, corpus: dict[str, str]) -> None:
+    """The default study answer is kept precomputed at write time; it must match a fresh computation."""
+    mine = {"PatientID": f"Q{corpus['tag']}-*"}
+    precomputed = search(client, **mine)
+    computed = search(client, **mine, includefield="00081032")  # a non-default field forces the slow path
+    assert precomputed == computed
+    study = corpus["a"]
+    assert stow(client, [make_instance(study=study, patient_id=f"Q{corpus['tag']}-1", patient_name="Müller^Anna",
+                                       modality="PR", accession=f"A{corpus['tag']}")]).status_code == 200  # fmt: skip
+    (after,) = search(client, StudyInstanceUID=study)
+    assert sorted(after["00080061"]["Value"]) == ["CT", "PR", "SR"]
+    assert after["00201208"]["Value"] == [4]
+    assert after == search(client, StudyInstanceUID=study, includefield="00081032")[0]
