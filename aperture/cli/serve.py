@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aperture.config import ConfigError, load_config
 from aperture.server.asgi import SETTINGS_ENV
+from aperture.store.engine import open_engine
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("aperture").warning(
         "--auth none: every request is allowed, with no authorization. Never expose this server."
     )
+    config.store.path.mkdir(parents=True, exist_ok=True)
+    open_engine(config.database_url).dispose()  # migrate once here, not racing in every worker
     settings = {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in overrides.items()}
     if args.config:
         settings["config_file"] = str(args.config)  # type: ignore[assignment]
