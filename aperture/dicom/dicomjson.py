@@ -91,7 +91,7 @@ def _dataset(
                 raise _Slow
             out[key] = _fast(raw, tag, elem_path, prefix, bulk, file_offsets, encoding, ds)
         except _Slow:
-            out[key] = _slow(ds, tag, elem_path, prefix, bulk, encoding)
+            out[key] = _slow(ds, tag, elem_path, prefix, bulk, encoding, file_offsets)
     return out
 
 
@@ -106,8 +106,8 @@ def _fast(
     ds: Dataset,
 ) -> dict[str, Any]:
     if not isinstance(raw, RawDataElement):
-        if raw.VR == "SQ":
-            return _sequence(raw.value, path, prefix, bulk, file_offsets, encoding)
+        if raw.VR == "SQ":  # offsets inside items are not reliable file positions: parse on demand
+            return _sequence(raw.value, path, prefix, bulk, False, encoding)
         raise _Slow
     vr = raw.VR or dictionary_VR_or_none(tag)
     if vr is None or " or " in vr:
@@ -216,11 +216,13 @@ def _sequence(
     return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
 
 
-def _slow(ds: Dataset, tag: int, path: str, prefix: str, bulk: list[BulkRef], encoding: str | None) -> dict:
+def _slow(
+    ds: Dataset, tag: int, path: str, prefix: str, bulk: list[BulkRef], encoding: str | None, file_offsets: bool
+) -> dict[str, Any]:
     """Convert through pydicom: exotic character sets, private tags, ambiguous VRs, odd values."""
     raw = ds.get_item(tag)
     length = getattr(raw, "length", None)
-    offset = getattr(raw, "value_tell", None)
+    offset = getattr(raw, "value_tell", None) if file_offsets else None
     try:
         elem = ds[tag]
     except Exception:

@@ -91,8 +91,6 @@ def read_instance(path: Path) -> InstanceRecord:
                 offsets_known = True
                 if pixel_start < size:
                     extra = _pixel_and_trailing(fp, ds, pixel_start, size, transfer_syntax)
-                    fp.seek(pixel_start)
-                    frame_index = index_at(fp, ds, transfer_syntax, size)
     except InvalidInstance:
         raise
     except InvalidDicomError as exc:
@@ -131,6 +129,10 @@ def read_instance(path: Path) -> InstanceRecord:
         bulk.append(BulkRef(key, vr, offset, length))
         metadata[key] = {"vr": vr, "BulkDataURI": f"{prefix}/{key}"}
     metadata["00083002"] = {"vr": "UI", "Value": [transfer_syntax]}  # AvailableTransferSyntaxUID
+    if extra and offsets_known:  # after the JSON: locating frames converts raw values it reads
+        with open(path, "rb") as fp:
+            fp.seek(pixel_start)
+            frame_index = index_at(fp, ds, transfer_syntax, size)
     metadata = dict(sorted(metadata.items()))
 
     study_attrs: dict[str, Any] = {}

@@ -180,4 +180,8 @@ def _read_by_parsing(path: Any, path_text: str) -> bytes:
             node = node[int(part, 16)].value
         else:
             node = node[int(part)]
-    return bytes(node) if not isinstance(node, bytes) else node
+    if isinstance(node, bytes):
+        return node
+    if isinstance(node, str):
+        return node.encode("latin-1", "replace")  # a malformed text value kept as bulk data
+    return bytes(node)
