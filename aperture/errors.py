@@ -12,7 +12,8 @@
     ├── NotAcceptable              406  no representation matches Accept (names what is available)
     ├── Conflict                   409  e.g. an instance already stored under the reject policy
     ├── PayloadTooLarge            413  the upload exceeds the configured limit
-    └── UnsupportedMediaType       415  STOW-RS body is not multipart/related application/dicom
+    ├── UnsupportedMediaType       415  STOW-RS body is not multipart/related application/dicom
+    └── InsufficientStorage        507  the disk is full: nothing from the request was stored
 
 Each class carries its HTTP status and a default message that says what to do; the HTTP layer
 turns them into a JSON body in exactly one place (`aperture.server.handlers`). Code below the
@@ -47,7 +48,7 @@ class MalformedMultipart(InvalidRequest):
 
 
 class InvalidUID(InvalidRequest):
-    default_message = "A UID must be 1-64 characters of digits and dots (PS3.5 §9.1)."
+    default_message = "A UID must be 1-64 characters: digits and dots (PS3.5 §9.1); letters, '-' and '_' are tolerated."
 
 
 class Unauthorized(ApertureError):
@@ -83,6 +84,11 @@ class Conflict(ApertureError):
 class PayloadTooLarge(ApertureError):
     status = 413
     default_message = "The upload is larger than the server accepts (store.max_upload_bytes)."
+
+
+class InsufficientStorage(ApertureError):
+    status = 507
+    default_message = "The server's disk is full; nothing from this request was stored. Try again later."
 
 
 class UnsupportedMediaType(ApertureError):

@@ -102,6 +102,8 @@ def parse_query(params: list[tuple[str, str]], level: Level, *, default_limit: i
             continue
         if lowered == "limit":
             limit = _non_negative(key, value)
+            if limit == 0:
+                raise QueryError("limit must be at least 1; leave it out for the server's default page size.")
             if limit > max_limit:
                 raise QueryError(f"limit={limit} is above this server's maximum of {max_limit}; page with offset.")
             continue

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from aperture.dicom.frames import FrameError, FrameIndex, read_frames
 from aperture.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
+    MEDIA_TYPE_ALIASES,
     NATIVE_SYNTAXES,
     TranscodeError,
     can_transcode,
@@ -35,6 +36,7 @@ from aperture.store.index import InstanceRef
 _OCTET = "application/octet-stream"
 _FRAME_LIST = re.compile(r"^\d+(,\d+)*$")
 _NATIVE_LE = ("1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN)
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -46,35 +48,60 @@ def parse_frame_list(text: str) -> list[int]:
     return numbers
 
 
-def negotiate_frames(request: Request, stored_ts: str) -> tuple[bool, str, str]:
-    """(multipart, media type, transfer syntax to send) for frames stored as `stored_ts`."""
-    native_media = frame_media_type(stored_ts) if stored_ts not in NATIVE_SYNTAXES else _OCTET
+def stored_media_type(ts: str) -> str:
+    """The PS3.18 media type of frames stored as `ts`; octet-stream for native or unlisted syntaxes."""
+    if ts in NATIVE_SYNTAXES:
+        return _OCTET
+    try:
+        return frame_media_type(ts)
+    except TranscodeError:
+        return _OCTET
+
+
+def negotiate_frames(request: Request, stored_ts: str, indexed: bool) -> tuple[bool, str, str]:
+    """(multipart, media type, transfer syntax to send) for frames stored as `stored_ts`.
+
+    `indexed`: the stored frames can be read by offset, so they can be sent as stored. Big-endian
+    frames are only sent as stored when asked for by name or with `*`; a client that accepts
+    anything gets them in little endian, which every decoder reads.
+    """
+    stored_media = stored_media_type(stored_ts)
+    decodable = can_transcode(stored_ts, EXPLICIT_VR_LITTLE_ENDIAN)
     for media in accept_ranges(request):
         multipart_ok = media.type == "multipart/related"
         part = (media.part_type or _OCTET) if multipart_ok else media.type
+        part = MEDIA_TYPE_ALIASES.get(part, part)
         ts = media.transfer_syntax
-        if part in ("*/*", "*") or media.type in ("*/*", "*"):
-            return True, native_media, stored_ts
+        if part in ("*/*", "*", "multipart/*"):
+            if indexed and stored_ts != _BIG_ENDIAN:
+                return True, stored_media, stored_ts
+            if decodable:
+                return True, _OCTET, EXPLICIT_VR_LITTLE_ENDIAN
+            continue
         if part == _OCTET:
             if ts == "*":  # the stored bytes, whatever their encoding; the part header names it
-                return multipart_ok, _OCTET, stored_ts
+                if indexed:
+                    return multipart_ok, _OCTET, stored_ts
+                if decodable:
+                    return multipart_ok, _OCTET, EXPLICIT_VR_LITTLE_ENDIAN
+                continue
             wanted = ts or EXPLICIT_VR_LITTLE_ENDIAN
-            if wanted in _NATIVE_LE and (stored_ts in _NATIVE_LE or can_transcode(stored_ts, EXPLICIT_VR_LITTLE_ENDIAN)):
+            if wanted in _NATIVE_LE and (stored_ts in _NATIVE_LE or decodable):
                 return multipart_ok, _OCTET, wanted
-            if wanted == stored_ts:
+            if wanted == stored_ts and indexed:
                 return multipart_ok, _OCTET, stored_ts
             continue
-        if part == native_media and (ts in (None, "*", stored_ts)):
-            return multipart_ok, native_media, stored_ts
+        if indexed and part == stored_media and ts in (None, "*", stored_ts):
+            return multipart_ok, stored_media, stored_ts
+    offers = []
+    if indexed:
+        offers.append(f'multipart/related; type="{stored_media}"; transfer-syntax={stored_ts}')
+    if decodable:
+        offers.append(f'multipart/related; type="{_OCTET}"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}')
     raise NotAcceptable(
         f"Frames of this instance are stored as {stored_ts} and available as "
-        f'multipart/related; type="{native_media}"; transfer-syntax={stored_ts}'
-        + (
-            f' or multipart/related; type="{_OCTET}"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}'
-            if can_transcode(stored_ts, EXPLICIT_VR_LITTLE_ENDIAN)
-            else ""
-        )
-        + ' (or type="application/octet-stream"; transfer-syntax=* for the stored bytes).'
+        + (" or ".join(offers) if offers else "nothing: they can be neither read as stored nor decoded here")
+        + "."
     )
 
 
@@ -121,7 +148,7 @@ async def retrieve_frames(request: Request) -> Response:
     ref = refs[0]
     if ref.num_frames == 0:
         raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")
-    is_multipart, media, ts = negotiate_frames(request, ref.transfer_syntax)
+    is_multipart, media, ts = negotiate_frames(request, ref.transfer_syntax, ref.frames is not None)
     path = request.app.state.blobs.path(ref.blob)
     frames = await run_in_threadpool(_frames, ref, path, numbers, ts)
     part_type = f"{media}; transfer-syntax={ts}"
@@ -154,7 +181,7 @@ async def retrieve_bulkdata(request: Request) -> Response:
     if path_text == "7FE00010" and ref.frames is not None and FrameIndex.from_json(ref.frames).encapsulated:
         index = FrameIndex.from_json(ref.frames)
         frames = await run_in_threadpool(read_frames, file_path, index, list(range(1, len(index.frames) + 1)))
-        media = frame_media_type(ref.transfer_syntax)
+        media = stored_media_type(ref.transfer_syntax)
         return multipart_response(frames, media, f"{media}; transfer-syntax={ref.transfer_syntax}", ref.transfer_syntax)
     if offset is not None and length is not None and length != 0xFFFFFFFF:
         data = await run_in_threadpool(_read_slice, file_path, offset, length)

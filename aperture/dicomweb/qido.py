@@ -37,6 +37,8 @@ async def search(request: Request, level: Level) -> Response:
         exists = await run_in_threadpool(index.etag_basis, scope, study_uid)
         if exists is None:
             raise NotFound(f"Study {study_uid} is not on this server.")
+        if series_uid is not None and not await run_in_threadpool(index.has_series, scope, study_uid, series_uid):
+            raise NotFound(f"Series {series_uid} in study {study_uid} is not on this server.")
     body = with_base(b"[" + b",".join(result.documents) + b"]", request)
     headers = {}
     if result.more:

@@ -56,7 +56,8 @@ def _render(path: object, frame: int, media_type: str, params: dict[str, str], a
 async def _respond(request: Request, as_thumbnail: bool) -> Response:
     media_type = _media_type(request)
     refs, *_ = await resolve(request)
-    ref = refs[len(refs) // 2]
+    with_pixels = [r for r in refs if r.num_frames] or refs  # a report in the series is not a thumbnail
+    ref = with_pixels[len(with_pixels) // 2]
     frame = 1
     if "frames" in request.path_params:
         text = request.path_params["frames"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 from pathlib import Path
@@ -30,7 +31,13 @@ from aperture.dicom.instance import (
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.multipart import Part, read_parts
 from aperture.dicomweb.urls import optional_uid, public_base
-from aperture.errors import InvalidRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from aperture.errors import (
+    InsufficientStorage,
+    InvalidRequest,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from aperture.store.ingest import Outcome, prepare_upload
 
 _DICOM = "application/dicom"
@@ -75,13 +82,12 @@ async def store_instances(request: Request) -> Response:
     def close_sink(part: Part, sink: Any) -> None:
         sink.handle.close()
         parts.append((part, sink))
-        # parse and fsync each part in a parser process while the rest of the body is still arriving
-        number = len(parts)
+        # parse each part in a parser process while the rest of the body is still arriving
         declared = _media(part.content_type)[0] if part.content_type else _DICOM
         if declared not in (_DICOM, "application/octet-stream"):
-            problem = InvalidInstance(CANNOT_UNDERSTAND, f"Part {number} is {declared}, not application/dicom.")
+            problem = InvalidInstance(CANNOT_UNDERSTAND, f"Its Content-Type is {declared}, not application/dicom.")
         elif part.size == 0:
-            problem = InvalidInstance(CANNOT_UNDERSTAND, f"Part {number} is empty.")
+            problem = InvalidInstance(CANNOT_UNDERSTAND, "It is empty.")
         else:
             prepared.append(loop.run_in_executor(state.parsers, prepare_upload, sink.path))
             return
@@ -124,6 +130,10 @@ async def store_instances(request: Request) -> Response:
             raise InvalidRequest("The multipart body holds no parts; send at least one DICOM Part-10 file.")
         records = await asyncio.gather(*prepared)
         results = await run_in_threadpool(_store, state, parts, records, study_uid, scope)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage() from exc
+        raise
     finally:
         await asyncio.gather(*prepared, return_exceptions=True)  # no parser may still hold a temp file
         for sink in sinks:

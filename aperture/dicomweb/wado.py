@@ -1,7 +1,8 @@
 """WADO-RS: Retrieve Study / Series / Instance, their metadata, and study zips (PS3.18 §10.4).
 
 Instances stream from their stored files in large chunks, so a 150 MB study never sits in memory;
-with no transfer syntax asked for (or `*`), the stored bytes are sent untouched. `/metadata` is
+with `transfer-syntax=*` the stored bytes are sent untouched, and without a transfer-syntax the
+PS3.18 default applies (see `target_syntax`). `/metadata` is
 answered from the DICOM JSON computed at ingest: the database rows are joined into one array and
 the public base URL is put in, no DICOM file is opened.
 """

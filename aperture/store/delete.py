@@ -10,6 +10,7 @@ import time
 
 from sqlalchemy import Engine, delete, select
 
+from aperture.errors import Forbidden
 from aperture.store.blobs import BlobStore
 from aperture.store.index import scope_clause
 from aperture.store.ingest import refresh_aggregates
@@ -27,7 +28,7 @@ def delete_instances(
 ) -> int:
     """Delete what the UIDs name within `scope`; returns how many instances went."""
     if not scope.may_delete:
-        raise PermissionError("This authorization does not allow deleting.")
+        raise Forbidden("This authorization does not allow deleting.")
     stmt = (
         select(instances.c.pk, instances.c.blob, instances.c.series_pk, instances.c.study_pk)
         .select_from(

@@ -288,7 +288,7 @@ class Index:
             }
             _select(out, attrs, computed, A.SERIES_RETURN, query)
             if with_study:
-                _select(out, study_attrs, {}, A.STUDY_RETURN, query, default_only=True)
+                _select(out, study_attrs, {}, A.STUDY_RETURN, query, expand_all=False)
             return dict(sorted(out.items()))
         attrs = json.loads(row.attrs)
         computed = {
@@ -307,9 +307,9 @@ class Index:
             attrs = {k: v for k, v in full.items() if "BulkDataURI" not in v and "InlineBinary" not in v}
         _select(out, attrs, computed, A.INSTANCE_RETURN, query)
         if with_series:
-            _select(out, parsed(row.series_attrs), {}, A.SERIES_RETURN, query, default_only=True)
+            _select(out, parsed(row.series_attrs), {}, A.SERIES_RETURN, query, expand_all=False)
         if with_study:
-            _select(out, study_attrs, {}, A.STUDY_RETURN, query, default_only=True)
+            _select(out, study_attrs, {}, A.STUDY_RETURN, query, expand_all=False)
         return dict(sorted(out.items()))
 
     def _instance_metadata(self, pk: int) -> bytes:
@@ -379,6 +379,15 @@ class Index:
             row = conn.execute(stmt).first()
         return (int(row[0]), int(row[1])) if row else None
 
+    def has_series(self, scope: AccessScope, study_uid: str, series_uid: str) -> bool:
+        stmt = (
+            select(series.c.pk)
+            .select_from(series.join(studies, series.c.study_pk == studies.c.pk))
+            .where(scope_clause(scope), studies.c.study_uid == study_uid, series.c.series_uid == series_uid)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
+
     def iter_study_uids(self, scope: AccessScope) -> Iterator[str]:
         with self.engine.connect() as conn:
             for (uid,) in conn.execute(select(studies.c.study_uid).where(scope_clause(scope))):
@@ -441,14 +450,18 @@ def _select(
     defaults: tuple[int, ...],
     query: Query,
     *,
-    default_only: bool = False,
+    expand_all: bool = True,
 ) -> None:
+    """Copy into `out` the default return keys, named includefields and matched keys found in `attrs`.
+
+    `expand_all` is off for a parent level's attributes (a series answer's study attributes):
+    `includefield=all` widens the level searched, not its parents.
+    """
     wanted = {f"{t:08X}" for t in defaults}
-    if not default_only:
-        wanted |= {f"{t:08X}" for t in query.include}
-        wanted |= {f"{c.tag:08X}" for c in query.conditions if not c.sequence_path}
-        wanted |= {f"{c.sequence_path[0]:08X}" for c in query.conditions if c.sequence_path}
-    if query.include_all and not default_only:
+    wanted |= {f"{t:08X}" for t in query.include}
+    wanted |= {f"{c.tag:08X}" for c in query.conditions if not c.sequence_path}
+    wanted |= {f"{c.sequence_path[0]:08X}" for c in query.conditions if c.sequence_path}
+    if query.include_all and expand_all:
         wanted |= set(attrs) | set(computed)
     for key in wanted:
         if key in computed:

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, sele
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from aperture.config import DuplicatePolicy
+from aperture.errors import Forbidden
 from aperture.dicom.instance import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     DUPLICATE_SOP_INSTANCE,
@@ -94,7 +95,7 @@ class Ingest:
     def ingest(self, batch: list[tuple[Path, InstanceRecord]], scope: AccessScope) -> list[Outcome]:
         """Store every (temp file, record) pair; returns one Outcome per pair, in order."""
         if not scope.may_write:
-            raise PermissionError("This authorization does not allow storing instances.")
+            raise Forbidden("This authorization does not allow storing instances.")
         outcomes = [Outcome(record) for _, record in batch]
         with self._lock:
             placed, replaced = self._place(batch, outcomes)
@@ -207,6 +208,10 @@ class Ingest:
             conn.execute(delete(instances).where(instances.c.pk.in_([row.pk for row in old_rows])))
         unreferenced: list[str] = []
         new_rows: list[dict[str, Any]] = []
+        preexisting_studies = {row.pk for row in study_rows.values()}
+        preexisting_series = {row.pk for row in series_rows.values()}
+        latest_study: dict[int, InstanceRecord] = {}
+        latest_series: dict[int, InstanceRecord] = {}
         for index, relative in placed:
             record = batch[index][1]
             study_pk, problem = self._study_pk(conn, record, study_rows, scope, now)
@@ -222,8 +227,23 @@ class Ingest:
             new_rows.append(_instance_row(record, relative, series_pk, study_pk, now))
             touched_series.add(series_pk)  # type: ignore[arg-type]
             touched_studies.add(study_pk)  # type: ignore[arg-type]
+            if study_pk in preexisting_studies:
+                latest_study[study_pk] = record  # type: ignore[index]
+            if series_pk in preexisting_series:
+                latest_series[series_pk] = record  # type: ignore[index]
         if new_rows:
             conn.execute(insert(instances), new_rows)
+        # study and series attributes follow the newest instance stored (a correction overwrites)
+        if latest_study:
+            conn.execute(
+                update(studies).where(studies.c.pk == bindparam("b_pk")),
+                [{"b_pk": pk, **study_values(record)} for pk, record in latest_study.items()],
+            )
+        if latest_series:
+            conn.execute(
+                update(series).where(series.c.pk == bindparam("b_pk")),
+                [{"b_pk": pk, **series_values(record)} for pk, record in latest_series.items()],
+            )
         refresh_aggregates(conn, touched_series, touched_studies, now)
         return unreferenced
 
@@ -241,29 +261,17 @@ class Ingest:
             return int(row.pk), None
         if not scope.unrestricted and not scope.permits_study(record.study_uid, patient_key):
             return None, "This authorization does not allow creating studies for this patient."
-        attrs = record.study_attrs
         pk = conn.execute(
             insert(studies).values(
                 study_uid=record.study_uid,
                 patient_pk=self._patient_pk(conn, record),
                 patient_key=patient_key,
-                patient_id=record.patient.patient_id,
-                issuer=record.patient.issuer,
-                patient_name_upper=_first(attrs.get("00100010")).upper(),
-                patient_birth_date=_first(attrs.get("00100030")),
-                patient_sex=_first(attrs.get("00100040")),
-                study_date=_first(attrs.get("00080020")),
-                study_time=_first(attrs.get("00080030")).replace(":", ""),
-                accession_number=_first(attrs.get("00080050")),
-                study_id=_first(attrs.get("00200010")),
-                study_description=_first(attrs.get("00081030")),
-                referring_physician_upper=_first(attrs.get("00080090")).upper(),
                 modalities="",
                 sop_classes="",
                 num_series=0,
                 num_instances=0,
-                attrs=_dumps(attrs),
                 updated=now,
+                **study_values(record),
             )
         ).inserted_primary_key[0]
         known[record.study_uid] = _Known(pk=pk, patient_key=patient_key, study_pk=None)
@@ -277,19 +285,9 @@ class Ingest:
             if row.study_pk != study_pk:
                 return None, f"Series belongs to another study: {record.series_uid}."
             return int(row.pk), None
-        attrs = record.series_attrs
         pk = conn.execute(
             insert(series).values(
-                series_uid=record.series_uid,
-                study_pk=study_pk,
-                modality=_first(attrs.get("00080060")),
-                series_number=_int_or_none(attrs.get("00200011")),
-                series_description=_first(attrs.get("0008103E")),
-                pps_start_date=_first(attrs.get("00400244")),
-                pps_start_time=_first(attrs.get("00400245")).replace(":", ""),
-                num_instances=0,
-                attrs=_dumps(attrs),
-                updated=now,
+                series_uid=record.series_uid, study_pk=study_pk, num_instances=0, updated=now, **series_values(record)
             )
         ).inserted_primary_key[0]
         known[record.series_uid] = _Known(pk=pk, patient_key="", study_pk=study_pk)
@@ -310,6 +308,38 @@ class Ingest:
                 )
             ).inserted_primary_key[0]
         )
+
+
+def study_values(record: InstanceRecord) -> dict[str, Any]:
+    """The study row's columns that come from an instance's study-level attributes."""
+    attrs = record.study_attrs
+    return {
+        "patient_id": record.patient.patient_id,
+        "issuer": record.patient.issuer,
+        "patient_name_upper": _first(attrs.get("00100010")).upper(),
+        "patient_birth_date": _first(attrs.get("00100030")),
+        "patient_sex": _first(attrs.get("00100040")),
+        "study_date": _first(attrs.get("00080020")),
+        "study_time": _first(attrs.get("00080030")).replace(":", ""),
+        "accession_number": _first(attrs.get("00080050")),
+        "study_id": _first(attrs.get("00200010")),
+        "study_description": _first(attrs.get("00081030")),
+        "referring_physician_upper": _first(attrs.get("00080090")).upper(),
+        "attrs": _dumps(attrs),
+    }
+
+
+def series_values(record: InstanceRecord) -> dict[str, Any]:
+    """The series row's columns that come from an instance's series-level attributes."""
+    attrs = record.series_attrs
+    return {
+        "modality": _first(attrs.get("00080060")),
+        "series_number": _int_or_none(attrs.get("00200011")),
+        "series_description": _first(attrs.get("0008103E")),
+        "pps_start_date": _first(attrs.get("00400244")),
+        "pps_start_time": _first(attrs.get("00400245")).replace(":", ""),
+        "attrs": _dumps(attrs),
+    }
 
 
 @dataclass

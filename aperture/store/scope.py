@@ -2,7 +2,7 @@
 
 Every read in `aperture.store.index` takes an `AccessScope`, so a read that forgot to ask the
 policy does not type-check. Only `aperture.auth.policy` may construct one: the constructor
-demands `_ISSUER`, and `tests/store/test_scope.py` fails if any other module names it.
+demands `_ISSUER`, and `tests/test_architecture.py` fails if any other module names it.
 The scope is expressed in terms the index can filter on in SQL (issuer-qualified patient keys and
 study UIDs), so an answer is filtered, never fetched-then-trimmed.
 """

@@ -185,3 +185,10 @@ def test_precomputed_study_answer_equals_the_computed_one(client: httpx.Client, 
     assert sorted(after["00080061"]["Value"]) == ["CT", "PR", "SR"]
     assert after["00201208"]["Value"] == [4]
     assert after == search(client, StudyInstanceUID=study, includefield="00081032")[0]
+
+
+def test_series_answers_carry_named_study_attributes(client: httpx.Client, corpus: dict[str, str]) -> None:
+    series = search(client, "/series", PatientID=f"Q{corpus['tag']}-2", includefield="PatientBirthDate")
+    assert series and all(s["00100030"]["Value"] == ["19800101"] for s in series)
+    instances = search(client, "/instances", PatientID=f"Q{corpus['tag']}-2", PatientSex="F", includefield="00100030")
+    assert instances and all("00100040" in i and "00100030" in i for i in instances)

@@ -92,6 +92,8 @@ def test_overwrite_policy_replaces_the_instance(tmp_path) -> None:  # type: igno
             series = metadata[0]["0020000E"]["Value"][0]
             served = http.get(f"/studies/{study}/series/{series}/instances/{sop}", headers={"Accept": "application/dicom"})
             assert served.content == replacement
+            (found,) = http.get("/studies", params={"StudyInstanceUID": study}).json()
+            assert found["00100010"]["Value"][0]["Alphabetic"] == "New^Name", "study attributes follow the overwrite"
             blobs = list((srv.data / "blobs").rglob("*.dcm"))
             assert len(blobs) == 1, "the replaced file must be removed"
     finally:

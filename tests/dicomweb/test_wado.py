@@ -299,3 +299,31 @@ def _bulk_uris(dataset: dict) -> list[str]:  # type: ignore[type-arg]
         for item in element.get("Value", []) if element.get("vr") == "SQ" else []:
             uris.extend(_bulk_uris(item))
     return uris
+
+
+@pytest.mark.parametrize("name", ["image_dfl.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm"])
+def test_frames_any_accept_gives_pixels_a_client_can_read(client: httpx.Client, name: str) -> None:
+    """Deflated (no frame offsets), big endian and RLE: */* and octet-stream answer, never 406 or 500."""
+    data, st, se, sop = store_file(client, name)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    url = f"/studies/{st}/series/{se}/instances/{sop}/frames/1"
+    for accept in ("*/*", "multipart/related; type=application/octet-stream",
+                   "multipart/related; type=application/octet-stream; transfer-syntax=*"):  # fmt: skip
+        response = client.get(url, headers={"Accept": accept})
+        assert response.status_code == 200, (accept, response.text)
+        ((ctype, body),) = split_multipart(response)
+        if "transfer-syntax=1.2.840.10008.1.2.5" in ctype:
+            assert accept.endswith("*")  # RLE as stored
+            continue
+        assert EXPLICIT_LE in ctype or ds.file_meta.TransferSyntaxUID in ctype, ctype
+        if EXPLICIT_LE in ctype:
+            pixels = np.frombuffer(body, dtype=ds.pixel_array.dtype.newbyteorder("<"))
+            assert np.array_equal(pixels.reshape(ds.pixel_array.shape[-2:]), ds.pixel_array.reshape(-1, *ds.pixel_array.shape[-2:])[0])
+
+
+def test_old_media_type_names_are_understood(client: httpx.Client) -> None:
+    _, st, se, sop = store_file(client, "MR_small_RLE.dcm")
+    url = f"/studies/{st}/series/{se}/instances/{sop}/frames/1"
+    response = client.get(url, headers={"Accept": 'multipart/related; type="image/x-dicom-rle"'})
+    assert response.status_code == 200
+    assert "1.2.840.10008.1.2.5" in split_multipart(response)[0][0]
