@@ -64,7 +64,7 @@ def start_server(data: Path, *, config: str | None = None, log_name: str = "serv
         config_path.write_text(config)
         command += ["--config", str(config_path)]
     log = data.parent / f"{data.name}-{log_name}"
-    handle = open(log, "ab")  # noqa: SIM115 - kept open for the process's lifetime
+    handle = open(log, "ab")
     process = subprocess.Popen(
         command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
     )

@@ -30,10 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _sample_files() -> list[bytes]:
-    import pydicom  # noqa: PLC0415
-    from pydicom.data import get_testdata_files  # noqa: PLC0415
+    import pydicom
+    from pydicom.data import get_testdata_files
 
-    from aperture.dicom.synthetic import ct_study  # noqa: PLC0415
+    from aperture.dicom.synthetic import ct_study
 
     files = list(ct_study(n_slices=40, rows=256, cols=256, patient_id="DEMO-CT", patient_name="Demo^Ct"))
     seen: set[str] = set()
@@ -41,7 +41,7 @@ def _sample_files() -> list[bytes]:
         data = Path(name).read_bytes()
         try:
             uid = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True).get("SOPInstanceUID", ""))
-        except Exception:  # noqa: BLE001 - unreadable samples are still sent: the server refuses them
+        except Exception:
             uid = ""
         if uid and uid in seen:
             continue  # pydicom's data set has variants of one instance; the first one is the sample
@@ -54,10 +54,15 @@ def _stow(client: httpx.Client, base: str, files: list[bytes]) -> tuple[int, int
     stored = failed = 0
     for start in range(0, len(files), 25):
         boundary = "aperture-demo-boundary"
-        body = b"".join(
-            b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n"
-            for data in files[start : start + 25]
-        ) + b"--" + boundary.encode() + b"--\r\n"
+        body = (
+            b"".join(
+                b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n"
+                for data in files[start : start + 25]
+            )
+            + b"--"
+            + boundary.encode()
+            + b"--\r\n"
+        )
         response = client.post(
             f"{base}/studies",
             content=body,
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                "--data", str(data), "--auth", "none"]  # fmt: skip
     data.mkdir(parents=True, exist_ok=True)
     log_path = data / "server.log"
-    log = open(log_path, "ab")  # noqa: SIM115 - the server writes to it for its whole life
+    log = open(log_path, "ab")
     server = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
     warnings.simplefilter("ignore")  # pydicom's warnings about odd sample files are not news here
     try:

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         settings["config_file"] = str(args.config)  # type: ignore[assignment]
     os.environ[SETTINGS_ENV] = json.dumps(settings)
-    from granian import Granian  # noqa: PLC0415
-    from granian.constants import Interfaces  # noqa: PLC0415
+    from granian import Granian
+    from granian.constants import Interfaces
 
     print(f"Aperture DICOMweb: http://{config.server.host}:{config.server.port}/dicom-web", flush=True)
     Granian(

@@ -253,7 +253,5 @@ def _clean(result: dict[str, Any]) -> dict[str, Any]:
     """JSON cannot carry NaN/Infinity; such values become null so the document stays valid."""
     values = result.get("Value")
     if values:
-        result["Value"] = [
-            None if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) else v for v in values
-        ]
+        result["Value"] = [None if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) else v for v in values]
     return result

@@ -149,8 +149,20 @@ def read_instance(path: Path) -> InstanceRecord:
         series_attrs["00080005"] = metadata["00080005"]
     instance_attrs = {
         key: metadata[key]
-        for key in ("00080005", "00080008", "00080016", "00080018", "00080023", "00080033", "00200013",
-                    "00280008", "00280010", "00280011", "00280100", "00200012")  # fmt: skip
+        for key in (
+            "00080005",
+            "00080008",
+            "00080016",
+            "00080018",
+            "00080023",
+            "00080033",
+            "00200013",
+            "00280008",
+            "00280010",
+            "00280011",
+            "00280100",
+            "00200012",
+        )  # fmt: skip
         if key in metadata
     }
     frames = ds.get("NumberOfFrames")

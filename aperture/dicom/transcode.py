@@ -109,8 +109,27 @@ MEDIA_TYPE_ALIASES: dict[str, str] = {"image/x-dicom-rle": "image/dicom-rle", "i
 
 #: Lossy syntaxes: decoding them would present lossy pixels as if uncompressed, so defaults keep them.
 LOSSY_SYNTAXES: frozenset[str] = frozenset(
-    {_JPEG + n for n in ("50", "51", "81", "91", "93", "203", "100", "101", "102", "103", "104", "105", "106",
-                         "107", "108", "112")}  # fmt: skip
+    {
+        _JPEG + n
+        for n in (
+            "50",
+            "51",
+            "81",
+            "91",
+            "93",
+            "203",
+            "100",
+            "101",
+            "102",
+            "103",
+            "104",
+            "105",
+            "106",
+            "107",
+            "108",
+            "112",
+        )
+    }  # fmt: skip
 )
 
 

@@ -92,7 +92,9 @@ async def read_parts(
                     end, skip = 0, 2  # no headers at all
                 if end < 0:
                     if len(buffer) > MAX_HEADER_BYTES:
-                        raise MalformedMultipart(f"Part {len(parts) + 1} has headers longer than {MAX_HEADER_BYTES} bytes.")
+                        raise MalformedMultipart(
+                            f"Part {len(parts) + 1} has headers longer than {MAX_HEADER_BYTES} bytes."
+                        )
                     break
                 part = Part(_parse_headers(bytes(buffer[:end]), len(parts) + 1))
                 del buffer[: end + skip]

@@ -66,7 +66,8 @@ async def retrieve(request: Request) -> Response:
     ranges = accept_ranges(request)
     single_instance = "instance" in request.path_params
     wants_zip = any(r.type == _ZIP for r in ranges[:1]) or (
-        not any(r.type == "multipart/related" or r.type == _DICOM for r in ranges) and accepts(ranges, _ZIP)
+        not any(r.type == "multipart/related" or r.type == _DICOM for r in ranges)
+        and accepts(ranges, _ZIP)
         and not any(r.type in ("*/*", "*") for r in ranges)
     )
     refs, study, series, instance = await resolve(request)
@@ -103,7 +104,10 @@ async def retrieve(request: Request) -> Response:
     if changed:  # fail with a status, before streaming, when the decoder cannot do it
         await run_in_threadpool(_transcode, blobs.path(changed[0][0].blob), changed[0][1])
     else:
-        length = sum(len(_dicom_part_header(boundary, t, i == 0)) + r.size for i, (r, t) in enumerate(zip(refs, targets)))
+        length = sum(
+            len(_dicom_part_header(boundary, t, i == 0)) + r.size
+            for i, (r, t) in enumerate(zip(refs, targets, strict=True))
+        )
         headers["Content-Length"] = str(length + len(multipart.closing(boundary)))
     named = choice.transfer_syntax if choice.transfer_syntax not in (None, "*") else None
     return StreamingResponse(
@@ -186,9 +190,10 @@ def _zip_stream(refs: list[InstanceRef], blobs: Any) -> Iterator[bytes]:
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
         for ref in refs:
             name = f"{ref.study_uid}/{ref.series_uid}/{ref.sop_uid}.dcm"
-            with archive.open(name, "w", force_zip64=ref.size > 0xFFFF0000) as member, open(
-                blobs.path(ref.blob), "rb"
-            ) as source:
+            with (
+                archive.open(name, "w", force_zip64=ref.size > 0xFFFF0000) as member,
+                open(blobs.path(ref.blob), "rb") as source,
+            ):
                 while chunk := source.read(CHUNK):
                     member.write(chunk)
                     yield sink.take()
@@ -209,4 +214,3 @@ async def metadata(request: Request) -> Response:
         raise not_found(study, series, instance)
     body = with_base(b"[" + b",".join(documents) + b"]", request)
     return Response(body, media_type="application/dicom+json")
-

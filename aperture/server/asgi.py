@@ -20,6 +20,6 @@ SETTINGS_ENV = "APERTURE_SETTINGS"
 def from_environment() -> Starlette:
     raw = json.loads(os.environ.get(SETTINGS_ENV, "{}"))
     config_file = raw.pop("config_file", None)
-    from pathlib import Path  # noqa: PLC0415
+    from pathlib import Path
 
     return create_app(load_config(Path(config_file) if config_file else None, **raw))

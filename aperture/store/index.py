@@ -195,7 +195,9 @@ class Index:
         if series_clauses:
             stmt = stmt.where(select(series.c.pk).where(series.c.study_pk == studies.c.pk, *series_clauses).exists())
         if instance_clauses:
-            link = instances.c.study_pk == studies.c.pk if level is Level.STUDY else instances.c.series_pk == series.c.pk
+            link = (
+                instances.c.study_pk == studies.c.pk if level is Level.STUDY else instances.c.series_pk == series.c.pk
+            )
             stmt = stmt.where(select(instances.c.pk).where(link, *instance_clauses).exists())
         stmt = stmt.order_by(*self._order(level))
         limit = query.limit

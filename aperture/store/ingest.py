@@ -21,7 +21,6 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, sele
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from aperture.config import DuplicatePolicy
-from aperture.errors import Forbidden
 from aperture.dicom.instance import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     DUPLICATE_SOP_INSTANCE,
@@ -29,6 +28,7 @@ from aperture.dicom.instance import (
     InvalidInstance,
     read_instance,
 )
+from aperture.errors import Forbidden
 from aperture.store.blobs import BlobStore
 from aperture.store.index import DEFAULT_STUDY_QUERY, study_document
 from aperture.store.schema import instances, patients, series, studies
@@ -405,7 +405,9 @@ def refresh_aggregates(conn: Connection, series_pks: set[int], study_pks: set[in
     for row in rows:
         mods = "\\" + "\\".join(sorted(modalities[row.pk])) + "\\" if modalities[row.pk] else ""
         classes = "\\".join(sorted(sop_classes[row.pk]))
-        document = study_document(dict(row._mapping) | {"modalities": mods, "sop_classes": classes}, DEFAULT_STUDY_QUERY)
+        document = study_document(
+            dict(row._mapping) | {"modalities": mods, "sop_classes": classes}, DEFAULT_STUDY_QUERY
+        )
         updates.append({"b_pk": row.pk, "modalities": mods, "sop_classes": classes, "qido": _dumps(document)})
     if updates:
         conn.execute(

@@ -90,7 +90,9 @@ def test_overwrite_policy_replaces_the_instance(tmp_path) -> None:  # type: igno
             assert len(metadata) == 1
             assert metadata[0]["00100010"]["Value"][0]["Alphabetic"] == "New^Name"
             series = metadata[0]["0020000E"]["Value"][0]
-            served = http.get(f"/studies/{study}/series/{series}/instances/{sop}", headers={"Accept": "application/dicom"})
+            served = http.get(
+                f"/studies/{study}/series/{series}/instances/{sop}", headers={"Accept": "application/dicom"}
+            )
             assert served.content == replacement
             (found,) = http.get("/studies", params={"StudyInstanceUID": study}).json()
             assert found["00100010"]["Value"][0]["Alphabetic"] == "New^Name", "study attributes follow the overwrite"
@@ -126,7 +128,9 @@ def test_unquoted_type_parameter_is_accepted(client: httpx.Client) -> None:
     body, _ = multipart_body([make_instance()])
     boundary = body.split(b"\r\n", 1)[0][2:].decode()
     response = client.post(
-        "/studies", content=body, headers={"Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"}
+        "/studies",
+        content=body,
+        headers={"Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}"},
     )
     assert response.status_code == 200
 
@@ -142,7 +146,9 @@ def test_malformed_multipart_is_400_and_stores_nothing(client: httpx.Client) -> 
 
 
 def test_missing_boundary_and_wrong_content_type_are_clear_errors(client: httpx.Client) -> None:
-    response = client.post("/studies", content=b"x", headers={"Content-Type": 'multipart/related; type="application/dicom"'})
+    response = client.post(
+        "/studies", content=b"x", headers={"Content-Type": 'multipart/related; type="application/dicom"'}
+    )
     assert response.status_code == 400 and "boundary" in response.json()["message"]
     response = client.post("/studies", content=b"{}", headers={"Content-Type": "application/json"})
     assert response.status_code == 415 and "multipart/related" in response.json()["message"]

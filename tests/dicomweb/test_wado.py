@@ -26,7 +26,9 @@ def split_multipart(response: httpx.Response) -> list[tuple[str, bytes]]:
     raw = b"Content-Type: " + response.headers["content-type"].encode() + b"\r\n\r\n" + response.content
     message = BytesParser(policy=HTTP).parsebytes(raw)
     assert message.is_multipart(), response.headers["content-type"]
-    return [(str(part["Content-Type"]).replace('"', ""), part.get_payload(decode=True)) for part in message.iter_parts()]
+    return [
+        (str(part["Content-Type"]).replace('"', ""), part.get_payload(decode=True)) for part in message.iter_parts()
+    ]
 
 
 def store_file(client: httpx.Client, name: str) -> tuple[bytes, str, str, str]:
@@ -56,11 +58,15 @@ def study(server) -> dict[str, object]:  # type: ignore[no-untyped-def]
 
 
 def test_study_retrieve_streams_every_instance_as_stored(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
-    response = client.get(f"/studies/{study['study']}", headers={"Accept": 'multipart/related; type="application/dicom"'})
+    response = client.get(
+        f"/studies/{study['study']}", headers={"Accept": 'multipart/related; type="application/dicom"'}
+    )
     assert response.status_code == 200
     parts = split_multipart(response)
     assert [body for _, body in parts] == study["parts"]
-    assert all(ctype.startswith("application/dicom") and f"transfer-syntax={EXPLICIT_LE}" in ctype for ctype, _ in parts)
+    assert all(
+        ctype.startswith("application/dicom") and f"transfer-syntax={EXPLICIT_LE}" in ctype for ctype, _ in parts
+    )
     assert int(response.headers["content-length"]) == len(response.content)
 
 
@@ -105,7 +111,9 @@ def test_metadata_matches_a_fresh_derivation_from_the_file(client: httpx.Client)
 
 def test_frames_native_as_stored_and_several_at_once(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
     url = f"/studies/{study['study']}/series/{study['series']}/instances/{study['sops'][0]}/frames/2,1"
-    response = client.get(url, headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
+    response = client.get(
+        url, headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+    )
     assert response.status_code == 200
     parts = split_multipart(response)
     pixels = pydicom.dcmread(io.BytesIO(study["parts"][0])).PixelData
@@ -119,7 +127,9 @@ def test_compressed_frames_as_stored_or_decoded(client: httpx.Client) -> None:
     url = f"/studies/{st}/series/{se}/instances/{sop}/frames/3"
     ds = pydicom.dcmread(io.BytesIO(data))
     stored = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))[2]
-    as_stored = client.get(url, headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
+    as_stored = client.get(
+        url, headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+    )
     ((ctype, body),) = split_multipart(as_stored)
     assert body == stored and "1.2.840.10008.1.2.4.90" in ctype
     as_jp2 = client.get(url, headers={"Accept": 'multipart/related; type="image/jp2"'})
@@ -127,7 +137,9 @@ def test_compressed_frames_as_stored_or_decoded(client: httpx.Client) -> None:
     decoded = client.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"'})
     ((ctype, body),) = split_multipart(decoded)
     assert EXPLICIT_LE in ctype
-    assert np.array_equal(np.frombuffer(body, dtype=ds.pixel_array.dtype).reshape(ds.Rows, ds.Columns), ds.pixel_array[2])
+    assert np.array_equal(
+        np.frombuffer(body, dtype=ds.pixel_array.dtype).reshape(ds.Rows, ds.Columns), ds.pixel_array[2]
+    )
 
 
 def test_frame_errors(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
@@ -185,7 +197,9 @@ def test_transcoding_on_request_and_406_when_impossible(client: httpx.Client) ->
     decoded = pydicom.dcmread(io.BytesIO(explicit.content))
     assert decoded.file_meta.TransferSyntaxUID == EXPLICIT_LE
     assert np.array_equal(decoded.pixel_array, pydicom.dcmread(io.BytesIO(data)).pixel_array)
-    multi = client.get(url, headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_LE}'})
+    multi = client.get(
+        url, headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_LE}'}
+    )
     assert pydicom.dcmread(io.BytesIO(split_multipart(multi)[0][1])).file_meta.TransferSyntaxUID == EXPLICIT_LE
     impossible = client.get(url, headers={"Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"})
     assert impossible.status_code == 406
@@ -200,7 +214,8 @@ def test_transcoding_on_request_and_406_when_impossible(client: httpx.Client) ->
 def test_transcode_to_explicit_little_endian(client: httpx.Client, name: str) -> None:
     data, st, se, sop = store_file(client, name)
     response = client.get(
-        f"/studies/{st}/series/{se}/instances/{sop}", headers={"Accept": f"application/dicom; transfer-syntax={EXPLICIT_LE}"}
+        f"/studies/{st}/series/{se}/instances/{sop}",
+        headers={"Accept": f"application/dicom; transfer-syntax={EXPLICIT_LE}"},
     )
     assert response.status_code == 200, response.text
     out = pydicom.dcmread(io.BytesIO(response.content))
@@ -219,15 +234,19 @@ def test_a_file_no_decoder_can_read_is_406_not_500(client: httpx.Client) -> None
 
 def test_not_found_and_bad_accept(client: httpx.Client, study: dict) -> None:  # type: ignore[type-arg]
     missing = generate_uid()
+    instance = f"/studies/{study['study']}/series/{study['series']}/instances/{missing}"
     for url in (f"/studies/{missing}", f"/studies/{missing}/metadata",
-                f"/studies/{study['study']}/series/{missing}", f"/studies/{study['study']}/series/{study['series']}/instances/{missing}/frames/1"):  # fmt: skip
+                f"/studies/{study['study']}/series/{missing}", f"{instance}/frames/1"):  # fmt: skip
         response = client.get(url)
         assert response.status_code == 404, url
         assert response.headers["content-type"] == "application/json"
         assert missing in response.json()["message"]
     bad = client.get(f"/studies/{study['study']}", headers={"Accept": "text/html"})
     assert bad.status_code == 406
-    assert client.get(f"/studies/{study['study']}/metadata", headers={"Accept": "application/dicom+xml"}).status_code == 406
+    assert (
+        client.get(f"/studies/{study['study']}/metadata", headers={"Accept": "application/dicom+xml"}).status_code
+        == 406
+    )
 
 
 def test_delete_study_series_instance(client: httpx.Client) -> None:
@@ -318,7 +337,9 @@ def test_frames_any_accept_gives_pixels_a_client_can_read(client: httpx.Client, 
         assert EXPLICIT_LE in ctype or ds.file_meta.TransferSyntaxUID in ctype, ctype
         if EXPLICIT_LE in ctype:
             pixels = np.frombuffer(body, dtype=ds.pixel_array.dtype.newbyteorder("<"))
-            assert np.array_equal(pixels.reshape(ds.pixel_array.shape[-2:]), ds.pixel_array.reshape(-1, *ds.pixel_array.shape[-2:])[0])
+            assert np.array_equal(
+                pixels.reshape(ds.pixel_array.shape[-2:]), ds.pixel_array.reshape(-1, *ds.pixel_array.shape[-2:])[0]
+            )
 
 
 def test_old_media_type_names_are_understood(client: httpx.Client) -> None:
