@@ -29,7 +29,8 @@ from aperture.dicom.transcode import (
     transcode_frame,
 )
 from aperture.dicomweb import multipart
-from aperture.dicomweb.wado import accept_ranges, resolve
+from aperture.dicomweb.media import MediaRange
+from aperture.dicomweb.wado import accept_ranges, resolve, resolve_and
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 
@@ -58,7 +59,7 @@ def stored_media_type(ts: str) -> str:
         return _OCTET
 
 
-def negotiate_frames(request: Request, stored_ts: str, indexed: bool) -> tuple[bool, str, str]:
+def negotiate_frames(ranges: list[MediaRange], stored_ts: str, indexed: bool) -> tuple[bool, str, str]:
     """(multipart, media type, transfer syntax to send) for frames stored as `stored_ts`.
 
     `indexed`: the stored frames can be read by offset, so they can be sent as stored. Big-endian
@@ -67,7 +68,7 @@ def negotiate_frames(request: Request, stored_ts: str, indexed: bool) -> tuple[b
     """
     stored_media = stored_media_type(stored_ts)
     decodable = can_transcode(stored_ts, EXPLICIT_VR_LITTLE_ENDIAN)
-    for media in accept_ranges(request):
+    for media in ranges:
         multipart_ok = media.type == "multipart/related"
         part = (media.part_type or _OCTET) if multipart_ok else media.type
         part = MEDIA_TYPE_ALIASES.get(part, part)
@@ -144,13 +145,19 @@ def _frames_by_decoding(ref: InstanceRef, path: Any, numbers: list[int], target:
 
 async def retrieve_frames(request: Request) -> Response:
     numbers = parse_frame_list(request.path_params["frames"])
-    refs, *_ = await resolve(request)
-    ref = refs[0]
-    if ref.num_frames == 0:
-        raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")
-    is_multipart, media, ts = negotiate_frames(request, ref.transfer_syntax, ref.frames is not None)
-    path = request.app.state.blobs.path(ref.blob)
-    frames = await run_in_threadpool(_frames, ref, path, numbers, ts)
+    ranges = accept_ranges(request)
+    blobs = request.app.state.blobs
+
+    def read(refs: list[InstanceRef]) -> tuple[bool, str, str, list[bytes]]:
+        ref = refs[0]
+        if ref.num_frames == 0:
+            raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")
+        is_multipart, media, ts = negotiate_frames(ranges, ref.transfer_syntax, ref.frames is not None)
+        return is_multipart, media, ts, _frames(ref, blobs.path(ref.blob), numbers, ts)
+
+    _, answer = await resolve_and(request, read)
+    assert answer is not None
+    is_multipart, media, ts, frames = answer
     part_type = f"{media}; transfer-syntax={ts}"
     if not is_multipart:
         if len(frames) != 1:

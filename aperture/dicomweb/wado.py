@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,6 +34,8 @@ from aperture.errors import NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 
 CHUNK = 1 << 20
+SMALL_FILE = 16 << 20  # instances up to this size are read whole and sent in one piece
+T = TypeVar("T")
 _DICOM = "application/dicom"
 _ZIP = "application/zip"
 
@@ -52,14 +54,33 @@ def not_found(study: str, series: str | None, instance: str | None) -> NotFound:
 
 async def resolve(request: Request) -> tuple[list[InstanceRef], str, str | None, str | None]:
     """Authorize, then look up the instances the URL names; 404 when there are none."""
-    study = path_uid(request, "study")
-    series = optional_uid(request, "series")
-    instance = optional_uid(request, "instance")
+    refs, _ = await resolve_and(request, None)
+    return refs, *_uids(request)
+
+
+def _uids(request: Request) -> tuple[str, str | None, str | None]:
+    return path_uid(request, "study"), optional_uid(request, "series"), optional_uid(request, "instance")
+
+
+async def resolve_and(
+    request: Request, then: Callable[[list[InstanceRef]], T] | None
+) -> tuple[list[InstanceRef], T | None]:
+    """Authorize, look up the instances, and run `then` on them in the same worker-thread trip.
+
+    One trip per request instead of two: on small requests (one frame, one instance) the hop to
+    a worker thread costs as much as the work.
+    """
+    study, series, instance = _uids(request)
     scope = await authorize(request, READ_IMAGING)
-    refs = await run_in_threadpool(request.app.state.index.instance_refs, scope, study, series, instance)
-    if not refs:
-        raise not_found(study, series, instance)
-    return refs, study, series, instance
+    index = request.app.state.index
+
+    def work() -> tuple[list[InstanceRef], T | None]:
+        refs = index.instance_refs(scope, study, series, instance)
+        if not refs:
+            raise not_found(study, series, instance)
+        return refs, then(refs) if then is not None else None
+
+    return await run_in_threadpool(work)
 
 
 async def retrieve(request: Request) -> Response:
@@ -70,8 +91,16 @@ async def retrieve(request: Request) -> Response:
         and accepts(ranges, _ZIP)
         and not any(r.type in ("*/*", "*") for r in ranges)
     )
-    refs, study, series, instance = await resolve(request)
     blobs = request.app.state.blobs
+
+    def small_instance(refs: list[InstanceRef]) -> bytes | None:
+        if len(refs) == 1 and refs[0].size <= SMALL_FILE:
+            with open(blobs.path(refs[0].blob), "rb", buffering=0) as handle:
+                return handle.read()
+        return None
+
+    refs, prefetched = await resolve_and(request, small_instance if single_instance and not wants_zip else None)
+    study, series, instance = _uids(request)
     if wants_zip:
         name = (instance or series or study) + ".zip"
         return StreamingResponse(
@@ -89,6 +118,13 @@ async def retrieve(request: Request) -> Response:
             f"instance(s) (stored as {missing[0].transfer_syntax}). Available for all: "
             f"{', '.join(available) or 'none'}; or ask for transfer-syntax=* to get the stored bytes."
         )
+    if prefetched is not None and targets[0] == refs[0].transfer_syntax:
+        media = f"{_DICOM}; transfer-syntax={targets[0]}"
+        if not choice.multipart:
+            return Response(prefetched, media_type=media)
+        boundary = multipart.new_boundary()
+        body = multipart.part_header(boundary, media, first=True) + prefetched + multipart.closing(boundary)
+        return Response(body, headers={"Content-Type": multipart.content_type(boundary, _DICOM, None)})
     if not choice.multipart:
         ref, target = refs[0], targets[0]
         media = f"{_DICOM}; transfer-syntax={target}"

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Row, Select, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Row, Select, and_, bindparam, false, func, or_, select
 
 from aperture.dicom import attributes as A
 from aperture.dicom.attributes import Level, level_of
@@ -86,6 +87,70 @@ def scope_clause(scope: AccessScope) -> ColumnElement[bool]:
     if scope.withheld_study_uids:
         clauses.append(studies.c.study_uid.not_in(scope.withheld_study_uids))
     return and_(*clauses) if clauses else and_(True)
+
+
+_ScopeShape = tuple[bool, bool, bool]
+
+
+def _scope_shape(scope: AccessScope) -> _ScopeShape:
+    return (scope.patient_keys is not None, scope.study_uids is not None, bool(scope.withheld_study_uids))
+
+
+def _scope_params(scope: AccessScope) -> dict[str, Any]:
+    return {
+        "scope_patients": sorted(scope.patient_keys or ()),
+        "scope_studies": sorted(scope.study_uids or ()),
+        "scope_withheld": sorted(scope.withheld_study_uids),
+    }
+
+
+def _bound_scope_clause(shape: _ScopeShape) -> list[ColumnElement[bool]]:
+    """`scope_clause` with bound parameters, for statements built once and reused."""
+    patients, only_studies, withheld = shape
+    clauses: list[ColumnElement[bool]] = []
+    if patients:
+        clauses.append(studies.c.patient_key.in_(bindparam("scope_patients", expanding=True)))
+    if only_studies:
+        clauses.append(studies.c.study_uid.in_(bindparam("scope_studies", expanding=True)))
+    if withheld:
+        clauses.append(studies.c.study_uid.not_in(bindparam("scope_withheld", expanding=True)))
+    return clauses
+
+
+_INSTANCE_COLUMNS = {
+    "refs": (
+        studies.c.study_uid,
+        series.c.series_uid,
+        instances.c.sop_uid,
+        instances.c.sop_class_uid,
+        instances.c.transfer_syntax,
+        instances.c.blob,
+        instances.c.size,
+        instances.c.num_frames,
+        instances.c.frames,
+        instances.c.bulk,
+    ),
+    "metadata": (instances.c.metadata,),
+}
+
+
+@lru_cache(maxsize=64)
+def _instance_statement(what: str, shape: _ScopeShape, by_series: bool, by_instance: bool) -> Select[Any]:
+    """WADO-RS lookups are the hot path: each shape of statement is built once, then only bound."""
+    stmt = (
+        select(*_INSTANCE_COLUMNS[what])
+        .select_from(
+            instances.join(series, instances.c.series_pk == series.c.pk).join(
+                studies, instances.c.study_pk == studies.c.pk
+            )
+        )
+        .where(studies.c.study_uid == bindparam("study"), *_bound_scope_clause(shape))
+    )
+    if by_series:
+        stmt = stmt.where(series.c.series_uid == bindparam("series"))
+    if by_instance:
+        stmt = stmt.where(instances.c.sop_uid == bindparam("sop"))
+    return stmt.order_by(*Index._order(Level.INSTANCE))
 
 
 def _like_escape(text: str) -> str:
@@ -323,54 +388,19 @@ class Index:
     def instance_refs(
         self, scope: AccessScope, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> list[InstanceRef]:
-        stmt = (
-            select(
-                studies.c.study_uid,
-                series.c.series_uid,
-                instances.c.sop_uid,
-                instances.c.sop_class_uid,
-                instances.c.transfer_syntax,
-                instances.c.blob,
-                instances.c.size,
-                instances.c.num_frames,
-                instances.c.frames,
-                instances.c.bulk,
-            )
-            .select_from(
-                instances.join(series, instances.c.series_pk == series.c.pk).join(
-                    studies, instances.c.study_pk == studies.c.pk
-                )
-            )
-            .where(scope_clause(scope), studies.c.study_uid == study_uid)
-        )
-        if series_uid is not None:
-            stmt = stmt.where(series.c.series_uid == series_uid)
-        if sop_uid is not None:
-            stmt = stmt.where(instances.c.sop_uid == sop_uid)
-        stmt = stmt.order_by(*self._order(Level.INSTANCE))
+        stmt = _instance_statement("refs", _scope_shape(scope), series_uid is not None, sop_uid is not None)
+        params = _scope_params(scope) | {"study": study_uid, "series": series_uid, "sop": sop_uid}
         with self.engine.connect() as conn:
-            return [InstanceRef(*row) for row in conn.execute(stmt)]
+            return [InstanceRef(*row) for row in conn.execute(stmt, params)]
 
     def metadata(
         self, scope: AccessScope, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> list[bytes]:
         """Stored DICOM JSON documents (with the base placeholder) in series/instance order."""
-        stmt = (
-            select(instances.c.metadata)
-            .select_from(
-                instances.join(series, instances.c.series_pk == series.c.pk).join(
-                    studies, instances.c.study_pk == studies.c.pk
-                )
-            )
-            .where(scope_clause(scope), studies.c.study_uid == study_uid)
-        )
-        if series_uid is not None:
-            stmt = stmt.where(series.c.series_uid == series_uid)
-        if sop_uid is not None:
-            stmt = stmt.where(instances.c.sop_uid == sop_uid)
-        stmt = stmt.order_by(*self._order(Level.INSTANCE))
+        stmt = _instance_statement("metadata", _scope_shape(scope), series_uid is not None, sop_uid is not None)
+        params = _scope_params(scope) | {"study": study_uid, "series": series_uid, "sop": sop_uid}
         with self.engine.connect() as conn:
-            return [row[0] for row in conn.execute(stmt)]
+            return [row[0] for row in conn.execute(stmt, params)]
 
     def etag_basis(self, scope: AccessScope, study_uid: str) -> tuple[int, int] | None:
         """(last update, instance count) of a permitted study; None when it is not found."""
