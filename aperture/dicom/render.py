@@ -173,10 +173,13 @@ def _to_pil(ds: Dataset, frame: int, window: Window | None) -> Image.Image:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         view = _frame_view(ds, frame)
-        gray = _grayscale(arr, view, window)
-        if photometric == "MONOCHROME1":
-            gray = 1.0 - gray
-        return Image.fromarray(np.rint(gray * 255.0).astype(np.uint8))  # 2-D uint8: mode L
+        if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and "ModalityLUTSequence" not in view:
+            # Integer pixels: run the pipeline once per distinct stored value (at most 65,536) and
+            # look the frame up in that table, instead of float arithmetic on every pixel.
+            low, high = int(arr.min()), int(arr.max())
+            table = _to_bytes(_grayscale(np.arange(low, high + 1, dtype=np.int64), view, window), photometric)
+            return Image.fromarray(table.take(np.subtract(arr, low, dtype=np.int32)))
+        return Image.fromarray(_to_bytes(_grayscale(arr, view, window), photometric))  # 2-D uint8: mode L
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(arr, ds)[..., :3]  # uint8 or uint16, as the LUT entries are
         if rgb.dtype != np.uint8:
@@ -189,6 +192,13 @@ def _to_pil(ds: Dataset, frame: int, window: Window | None) -> Image.Image:
             rgb = np.clip(rgb.astype(np.float64) * (255.0 / (2**bits - 1)), 0, 255).round()
         return Image.fromarray(np.ascontiguousarray(rgb.astype(np.uint8)))  # (h, w, 3) uint8: RGB
     raise RenderError(f"Cannot render Photometric Interpretation {photometric!r}")
+
+
+def _to_bytes(gray: np.ndarray, photometric: str) -> np.ndarray:
+    """[0, 1] grey levels to 8-bit display values; MONOCHROME1 shows low values white."""
+    if photometric == "MONOCHROME1":
+        gray = 1.0 - gray
+    return np.rint(gray * 255.0).astype(np.uint8)
 
 
 def _frame_array(ds: Dataset, frame: int) -> np.ndarray:

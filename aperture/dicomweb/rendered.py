@@ -8,14 +8,14 @@ and study thumbnails use the middle instance, which is more representative than 
 from __future__ import annotations
 
 import pydicom
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from aperture.dicom.render import RenderError, parse_viewport, parse_window, render, thumbnail
 from aperture.dicomweb.media import parse_accept
-from aperture.dicomweb.wado import resolve
+from aperture.dicomweb.wado import resolve_and
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
+from aperture.store.index import InstanceRef
 
 _RENDERED = ("image/jpeg", "image/png", "image/gif")
 
@@ -55,22 +55,25 @@ def _render(path: object, frame: int, media_type: str, params: dict[str, str], a
 
 async def _respond(request: Request, as_thumbnail: bool) -> Response:
     media_type = _media_type(request)
-    refs, *_ = await resolve(request)
-    with_pixels = [r for r in refs if r.num_frames] or refs  # a report in the series is not a thumbnail
-    ref = with_pixels[len(with_pixels) // 2]
     frame = 1
     if "frames" in request.path_params:
         text = request.path_params["frames"]
         if not text.isdigit() or int(text) < 1:
             raise InvalidRequest(f"Rendered frames take one 1-based frame number, not {text[:40]!r}.")
         frame = int(text)
-    if ref.num_frames == 0:
-        raise NotFound(f"Instance {ref.sop_uid} has no pixel data to render.")
-    if frame > ref.num_frames:
-        raise NotFound(f"Frame {frame} does not exist: instance {ref.sop_uid} has {ref.num_frames} frame(s).")
     params = dict(request.query_params)
-    path = request.app.state.blobs.path(ref.blob)
-    body = await run_in_threadpool(_render, path, frame, media_type, params, as_thumbnail)
+    blobs = request.app.state.blobs
+
+    def draw(refs: list[InstanceRef]) -> bytes:
+        with_pixels = [r for r in refs if r.num_frames] or refs  # a report in the series is not a thumbnail
+        ref = with_pixels[len(with_pixels) // 2]
+        if ref.num_frames == 0:
+            raise NotFound(f"Instance {ref.sop_uid} has no pixel data to render.")
+        if frame > ref.num_frames:
+            raise NotFound(f"Frame {frame} does not exist: instance {ref.sop_uid} has {ref.num_frames} frame(s).")
+        return _render(blobs.path(ref.blob), frame, media_type, params, as_thumbnail)
+
+    _, body = await resolve_and(request, draw)
     return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
