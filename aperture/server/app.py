@@ -23,6 +23,7 @@ from aperture import __version__
 from aperture.config import Config
 from aperture.dicomweb.routes import routes as dicomweb_routes
 from aperture.server.handlers import EXCEPTION_HANDLERS
+from aperture.server.memory import tune_allocator
 from aperture.store.blobs import BlobStore
 from aperture.store.engine import open_engine
 from aperture.store.index import Index
@@ -38,6 +39,7 @@ async def healthz(request: Request) -> Response:
 def create_app(config: Config) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tune_allocator()
         config.store.path.mkdir(parents=True, exist_ok=True)
         blobs = BlobStore(config.store.path)
         leftovers = blobs.clean_temp()
