@@ -33,6 +33,7 @@ class DicomwebConfig:
     allow_delete: bool = False
     default_limit: int = 1000
     max_limit: int = 10000
+    rendered_cache_bytes: int = 64 * 1024 * 1024  # 0 turns the rendered-image cache off
 
 
 @dataclass(frozen=True)

@@ -389,6 +389,7 @@ class Probe:
     check: Check  # every answer (cheap)
     deep_check: Check | None = None  # the warm-up answer (may parse it)
     large: bool = False  # stream the body, fewer repeats, report MB/s
+    vary: str | None = None  # a query parameter given a new value on every timed request (defeats caches)
 
 
 def _basic(reply: Reply, *, content_type: str | None = None, min_bytes: int = 1) -> str | None:
@@ -508,8 +509,10 @@ def probes(data: BenchData) -> list[Probe]:
         Probe("instance", "WADO one instance", inst, ACCEPT_DICOM, 1.5, instance, instance_deep),
         Probe("frame", "WADO one frame (`/frames/1`)", f"{inst}/frames/1", ACCEPT_FRAME, 1.5, frame,
               frame_deep),
-        Probe("rendered", "WADO rendered JPEG (instance)", f"{inst}/rendered", ACCEPT_JPEG, 1.5, rendered,
+        Probe("rendered", "WADO rendered JPEG (instance), repeated", f"{inst}/rendered", ACCEPT_JPEG, 1.5, rendered,
               rendered_deep),
+        Probe("rendered-fresh", "WADO rendered JPEG (instance), each request new (`quality` varies)",
+              f"{inst}/rendered", ACCEPT_JPEG, 1.5, rendered, rendered_deep, vary="quality"),
     ]  # fmt: skip
 
 
@@ -526,7 +529,7 @@ class Target:
         return self.base + self.paths.get(probe.key, probe.path)
 
 
-def curl_times(url: str, accept: str | None, count: int) -> list[float]:
+def curl_times(url: str, accept: str | None, count: int, vary: str | None = None, start: int = 0) -> list[float]:
     """Time `count` GETs of `url` over one kept-alive connection with curl (a C client).
 
     For small answers the client's own cost is a large share of the total: httpx needs about
@@ -536,8 +539,9 @@ def curl_times(url: str, accept: str | None, count: int) -> list[float]:
     command = ["curl", "-s", "-S", "-H", "Accept-Encoding: identity"]
     if accept:
         command += ["-H", f"Accept: {accept}"]
-    for _ in range(count):
-        command += ["-o", "/dev/null", "-w", "%{http_code} %{time_total}\n", url]
+    for n in range(count):
+        target = url if vary is None else f"{url}{'&' if '?' in url else '?'}{vary}={99 - (start + n) % 90}"
+        command += ["-o", "/dev/null", "-w", "%{http_code} %{time_total}\n", target]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
     times = []
     for line in done.stdout.strip().splitlines():
@@ -571,10 +575,12 @@ def measure(probe: Probe, targets: Sequence[Target], repeat: int) -> dict[str, T
             live.append(target)
     if not probe.large:
         block = 5
-        for _ in range(0, repeat, block):
+        for start in range(0, repeat, block):
             for target in list(live):
                 try:
-                    timings[target.name].seconds += curl_times(target.url(probe), probe.accept, block)
+                    timings[target.name].seconds += curl_times(
+                        target.url(probe), probe.accept, block, probe.vary, start
+                    )
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     timings[target.name].error = str(exc)[:200]
                     live.remove(target)

@@ -2,10 +2,14 @@
 
 The stored file is decoded with pydicom and rendered by `aperture.dicom.render`, honouring
 `window`, `viewport` and `quality` query parameters and the header's rescale and VOI LUT. Series
-and study thumbnails use the middle instance, which is more representative than the first.
+and study thumbnails use the middle instance, which is more representative than the first. Rendered
+images are kept in a bounded in-memory cache (`dicomweb.rendered_cache_bytes`).
 """
 
 from __future__ import annotations
+
+import threading
+from collections import OrderedDict
 
 import pydicom
 from starlette.requests import Request
@@ -18,6 +22,7 @@ from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 
 _RENDERED = ("image/jpeg", "image/png", "image/gif")
+_RENDER_PARAMS = ("window", "viewport", "quality")
 
 
 def _media_type(request: Request) -> str:
@@ -26,6 +31,41 @@ def _media_type(request: Request) -> str:
             if media.covers(candidate):
                 return candidate
     raise NotAcceptable(f"Rendered images are available as {', '.join(_RENDERED)}.")
+
+
+class RenderedCache:
+    """Recently rendered images, bounded by total size; least recently used go first.
+
+    Viewers and study browsers ask for the same thumbnails and rendered frames again and again.
+    Keys start with the blob's name, which changes whenever an instance is overwritten, and every
+    request is authorized and looked up before the cache is consulted, so an entry can never be
+    served for data that changed or that the caller may not see.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        with self._lock:
+            body = self._entries.get(key)
+            if body is not None:
+                self._entries.move_to_end(key)
+            return body
+
+    def put(self, key: tuple[object, ...], body: bytes) -> None:
+        if len(body) > self.max_bytes // 8:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = body
+            self._size += len(body)
+            while self._size > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._size -= len(dropped)
 
 
 def _render(path: object, frame: int, media_type: str, params: dict[str, str], as_thumbnail: bool) -> bytes:
@@ -63,6 +103,7 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
         frame = int(text)
     params = dict(request.query_params)
     blobs = request.app.state.blobs
+    cache: RenderedCache | None = request.app.state.rendered_cache
 
     def draw(refs: list[InstanceRef]) -> bytes:
         with_pixels = [r for r in refs if r.num_frames] or refs  # a report in the series is not a thumbnail
@@ -71,7 +112,13 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
             raise NotFound(f"Instance {ref.sop_uid} has no pixel data to render.")
         if frame > ref.num_frames:
             raise NotFound(f"Frame {frame} does not exist: instance {ref.sop_uid} has {ref.num_frames} frame(s).")
-        return _render(blobs.path(ref.blob), frame, media_type, params, as_thumbnail)
+        key = (ref.blob, frame, media_type, as_thumbnail, *(params.get(k) for k in _RENDER_PARAMS))
+        body = cache.get(key) if cache is not None else None
+        if body is None:
+            body = _render(blobs.path(ref.blob), frame, media_type, params, as_thumbnail)
+            if cache is not None:
+                cache.put(key, body)
+        return body
 
     _, body = await resolve_and(request, draw)
     return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
