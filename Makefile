@@ -34,6 +34,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/fidelity.py
 
 lint: install
 	$(BIN)/ruff check aperture tests bench
