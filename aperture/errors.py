@@ -10,7 +10,6 @@
     ├── NotFound                   404  no such study / series / instance / frame
     ├── MethodNotAllowed           405  e.g. DELETE while deletion is disabled
     ├── NotAcceptable              406  no representation matches Accept (names what is available)
-    ├── Conflict                   409  e.g. an instance already stored under the reject policy
     ├── PayloadTooLarge            413  the upload exceeds the configured limit
     ├── UnsupportedMediaType       415  STOW-RS body is not multipart/related application/dicom
     └── InsufficientStorage        507  the disk is full: nothing from the request was stored
@@ -74,11 +73,6 @@ class MethodNotAllowed(ApertureError):
 class NotAcceptable(ApertureError):
     status = 406
     default_message = "No representation of this resource matches the Accept header."
-
-
-class Conflict(ApertureError):
-    status = 409
-    default_message = "The request conflicts with what is stored."
 
 
 class PayloadTooLarge(ApertureError):

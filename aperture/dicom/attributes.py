@@ -62,11 +62,6 @@ INSTANCE_RETURN = (
     0x00200013, 0x00280008, 0x00280010, 0x00280011, 0x00280100,
 )  # fmt: skip
 
-# Attributes the index computes rather than copies from a file.
+
+# ModalitiesInStudy: computed by the index from the study's series, and what Modality means at study level.
 MODALITIES_IN_STUDY = 0x00080061
-SOP_CLASSES_IN_STUDY = 0x00080062
-INSTANCE_AVAILABILITY = 0x00080056
-RETRIEVE_URL = 0x00081190
-STUDY_RELATED_SERIES = 0x00201206
-STUDY_RELATED_INSTANCES = 0x00201208
-SERIES_RELATED_INSTANCES = 0x00201209

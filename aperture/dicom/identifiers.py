@@ -39,10 +39,6 @@ def uid_problem(value: str, *, strict: bool = False) -> str | None:
     return None
 
 
-def is_valid_uid(value: str) -> bool:
-    return uid_problem(value) is None
-
-
 @dataclass(frozen=True)
 class PatientKey:
     """Issuer-qualified patient identity."""

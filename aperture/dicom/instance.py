@@ -27,9 +27,7 @@ from aperture.dicom.frames import FrameIndex, index_at
 from aperture.dicom.identifiers import PatientKey, uid_problem
 
 # PS3.18 Table 10.5.3-2 FailureReason values used by Aperture (see docs/dicomweb.md).
-PROCESSING_FAILURE = 0x0110
 DUPLICATE_SOP_INSTANCE = 0x0111
-OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 

@@ -50,6 +50,14 @@ def _syncfs(path: Path) -> bool:
     return True
 
 
+def _flush(path: Path, sync: Callable[[int], None]) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        sync(fd)
+    finally:
+        os.close(fd)
+
+
 def _digest(uid: str) -> str:
     return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()
 
@@ -90,11 +98,7 @@ class BlobStore:
         if _syncfs(self.root):
             return
         for temp in temps:
-            fd = os.open(temp, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            _flush(temp, os.fdatasync)
 
     def place(self, temp: Path, study_uid: str, sop_uid: str) -> str:
         """Move a durable `temp` to its final name; returns the path relative to the root.
@@ -120,11 +124,7 @@ class BlobStore:
         if not directories or _syncfs(self.root):
             return
         for directory in directories:
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _flush(directory, os.fsync)
 
     def path(self, relative: str) -> Path:
         """Absolute path of a stored blob; refuses any name this store would not have made."""

@@ -11,7 +11,6 @@ never tells a client that something it may not see exists.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -419,11 +418,6 @@ class Index:
         )
         with self.engine.connect() as conn:
             return conn.execute(stmt).first() is not None
-
-    def iter_study_uids(self, scope: AccessScope) -> Iterator[str]:
-        with self.engine.connect() as conn:
-            for (uid,) in conn.execute(select(studies.c.study_uid).where(scope_clause(scope))):
-                yield uid
 
 
 DEFAULT_STUDY_QUERY = Query(Level.STUDY)
