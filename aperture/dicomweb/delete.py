@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from aperture.auth.requirements import DELETE_IMAGING, authorize
+from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, path_uid
 from aperture.dicomweb.wado import not_found
 from aperture.errors import MethodNotAllowed
@@ -24,7 +24,7 @@ async def delete_resource(request: Request) -> Response:
             "dicomweb.allow_delete = true in the config file."
         )
     scope = await authorize(request, DELETE_IMAGING)
-    count = await run_in_threadpool(delete_instances, state.engine, state.blobs, scope, study, series, instance)
+    count = await off_loop(delete_instances, state.engine, state.blobs, scope, study, series, instance)
     if not count:
         raise not_found(study, series, instance)
     return Response(status_code=204)

@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 import pydicom
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,6 +29,7 @@ from aperture.dicom.transcode import (
 )
 from aperture.dicomweb import multipart
 from aperture.dicomweb.media import MediaRange
+from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.wado import accept_ranges, resolve, resolve_and
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
@@ -187,13 +187,13 @@ async def retrieve_bulkdata(request: Request) -> Response:
     file_path = request.app.state.blobs.path(ref.blob)
     if path_text == "7FE00010" and ref.frames is not None and FrameIndex.from_json(ref.frames).encapsulated:
         index = FrameIndex.from_json(ref.frames)
-        frames = await run_in_threadpool(read_frames, file_path, index, list(range(1, len(index.frames) + 1)))
+        frames = await off_loop(read_frames, file_path, index, list(range(1, len(index.frames) + 1)))
         media = stored_media_type(ref.transfer_syntax)
         return multipart_response(frames, media, f"{media}; transfer-syntax={ref.transfer_syntax}", ref.transfer_syntax)
     if offset is not None and length is not None and length != 0xFFFFFFFF:
-        data = await run_in_threadpool(_read_slice, file_path, offset, length)
+        data = await off_loop(_read_slice, file_path, offset, length)
     else:
-        data = await run_in_threadpool(_read_by_parsing, file_path, path_text)
+        data = await off_loop(_read_by_parsing, file_path, path_text)
     single = any(m.type == _OCTET for m in accept_ranges(request)[:1])
     if single:
         return Response(data, media_type=_OCTET)

@@ -6,7 +6,6 @@ Route → policy → index → DICOM JSON. When a page is cut by `limit`, the an
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,6 +13,7 @@ from aperture.auth.requirements import READ_IMAGING, authorize
 from aperture.dicom.attributes import Level
 from aperture.dicom.query import QueryError, parse_query
 from aperture.dicomweb.media import accepts, parse_accept
+from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, with_base
 from aperture.errors import InvalidQuery, NotAcceptable, NotFound
 
@@ -32,12 +32,12 @@ async def search(request: Request, level: Level) -> Response:
     except QueryError as exc:
         raise InvalidQuery(str(exc)) from exc
     index = request.app.state.index
-    result = await run_in_threadpool(index.search, query, scope, study_uid=study_uid, series_uid=series_uid)
+    result = await off_loop(index.search, query, scope, study_uid=study_uid, series_uid=series_uid)
     if not result.documents and study_uid is not None:
-        exists = await run_in_threadpool(index.etag_basis, scope, study_uid)
+        exists = await off_loop(index.etag_basis, scope, study_uid)
         if exists is None:
             raise NotFound(f"Study {study_uid} is not on this server.")
-        if series_uid is not None and not await run_in_threadpool(index.has_series, scope, study_uid, series_uid):
+        if series_uid is not None and not await off_loop(index.has_series, scope, study_uid, series_uid):
             raise NotFound(f"Series {series_uid} in study {study_uid} is not on this server.")
     body = with_base(b"[" + b",".join(result.documents) + b"]", request)
     headers = {}

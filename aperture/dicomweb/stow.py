@@ -17,7 +17,6 @@ import logging
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,6 +29,7 @@ from aperture.dicom.instance import (
 )
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.multipart import Part, read_parts
+from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, public_base
 from aperture.errors import (
     InsufficientStorage,
@@ -129,7 +129,7 @@ async def store_instances(request: Request) -> Response:
         if not parts:
             raise InvalidRequest("The multipart body holds no parts; send at least one DICOM Part-10 file.")
         records = await asyncio.gather(*prepared)
-        results = await run_in_threadpool(_store, state, parts, records, study_uid, scope)
+        results = await off_loop(_store, state, parts, records, study_uid, scope)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise InsufficientStorage() from exc

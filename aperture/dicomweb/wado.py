@@ -14,7 +14,6 @@ import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -29,6 +28,7 @@ from aperture.dicom.transcode import (
 )
 from aperture.dicomweb import multipart
 from aperture.dicomweb.media import MediaRange, accepts, choose, parse_accept
+from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, path_uid, with_base
 from aperture.errors import NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
@@ -80,7 +80,7 @@ async def resolve_and(
             raise not_found(study, series, instance)
         return refs, then(refs) if then is not None else None
 
-    return await run_in_threadpool(work)
+    return await off_loop(work)
 
 
 async def retrieve(request: Request) -> Response:
@@ -132,13 +132,13 @@ async def retrieve(request: Request) -> Response:
             return StreamingResponse(
                 _file_chunks(blobs.path(ref.blob)), media_type=media, headers={"Content-Length": str(ref.size)}
             )
-        data = await run_in_threadpool(_transcode, blobs.path(ref.blob), target)
+        data = await off_loop(_transcode, blobs.path(ref.blob), target)
         return Response(data, media_type=media)
     boundary = multipart.new_boundary()
     changed = [(r, t) for r, t in zip(refs, targets, strict=True) if r.transfer_syntax != t]
     headers: dict[str, str] = {}
     if changed:  # fail with a status, before streaming, when the decoder cannot do it
-        await run_in_threadpool(_transcode, blobs.path(changed[0][0].blob), changed[0][1])
+        await off_loop(_transcode, blobs.path(changed[0][0].blob), changed[0][1])
     else:
         length = sum(
             len(_dicom_part_header(boundary, t, i == 0)) + r.size
@@ -198,7 +198,7 @@ async def _multipart_stream(
                 while chunk := handle.read(CHUNK * 4):
                     yield chunk
         else:
-            yield await run_in_threadpool(_transcode, blobs.path(ref.blob), target)
+            yield await off_loop(_transcode, blobs.path(ref.blob), target)
     yield multipart.closing(boundary)
 
 
@@ -245,7 +245,7 @@ async def metadata(request: Request) -> Response:
     if not (accepts(ranges, "application/dicom+json") or accepts(ranges, "application/json")):
         raise NotAcceptable("Metadata is available as application/dicom+json only (not XML).")
     scope = await authorize(request, READ_IMAGING)
-    documents = await run_in_threadpool(request.app.state.index.metadata, scope, study, series, instance)
+    documents = await off_loop(request.app.state.index.metadata, scope, study, series, instance)
     if not documents:
         raise not_found(study, series, instance)
     body = with_base(b"[" + b",".join(documents) + b"]", request)
