@@ -8,7 +8,7 @@ date range, a non-numeric limit are errors that name the key, never ignored. The
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -50,7 +50,6 @@ class Query:
     limit: int | None = None
     offset: int = 0
     fuzzy: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 _RESERVED = {"includefield", "limit", "offset", "fuzzymatching", "charset"}

@@ -197,6 +197,74 @@ def _condition_sql(cond: Condition, fuzzy: bool) -> ColumnElement[bool] | None:
     return clause
 
 
+@lru_cache(maxsize=256)
+def _search_statement(
+    query: Query, scope: AccessScope, study_uid: str | None, series_uid: str | None
+) -> tuple[Select[Any], tuple[Condition, ...]]:
+    """The SELECT for a QIDO-RS query and the conditions left for JSON matching.
+
+    Built statements are kept for repeated identical queries (viewers poll the same study list):
+    building one costs more than running it against SQLite.
+    """
+    level = query.level
+    if level is Level.STUDY:
+        stmt: Select[Any] = select(studies).select_from(studies)
+    elif level is Level.SERIES:
+        stmt = select(series, studies.c.study_uid, studies.c.attrs.label("study_attrs"))
+        stmt = stmt.select_from(series.join(studies, series.c.study_pk == studies.c.pk))
+    else:
+        stmt = select(
+            instances.c.pk,
+            instances.c.sop_uid,
+            instances.c.attrs,
+            instances.c.num_frames,
+            series.c.series_uid,
+            series.c.attrs.label("series_attrs"),
+            series.c.num_instances.label("series_count"),
+            studies.c.study_uid,
+            studies.c.attrs.label("study_attrs"),
+        ).select_from(
+            instances.join(series, instances.c.series_pk == series.c.pk).join(
+                studies, instances.c.study_pk == studies.c.pk
+            )
+        )
+    stmt = stmt.where(scope_clause(scope))
+    if study_uid is not None:
+        stmt = stmt.where(studies.c.study_uid == study_uid)
+    if series_uid is not None:
+        stmt = stmt.where(series.c.series_uid == series_uid)
+    leftovers: list[Condition] = []
+    series_clauses: list[ColumnElement[bool]] = []
+    instance_clauses: list[ColumnElement[bool]] = []
+    for cond in query.conditions:
+        if cond.tag not in _COLUMNS or cond.sequence_path:
+            if cond.match is not Match.UNIVERSAL:
+                leftovers.append(cond)
+            continue
+        clause = _condition_sql(cond, query.fuzzy)
+        if clause is None:
+            continue
+        if level is Level.STUDY and cond.tag in _SERIES_TAGS:
+            series_clauses.append(clause)
+        elif level is not Level.INSTANCE and cond.tag in _INSTANCE_TAGS:
+            instance_clauses.append(clause)
+        else:
+            stmt = stmt.where(clause)
+    # a study (series) matches when one of its series (instances) does; EXISTS keeps one row each
+    if series_clauses:
+        stmt = stmt.where(select(series.c.pk).where(series.c.study_pk == studies.c.pk, *series_clauses).exists())
+    if instance_clauses:
+        link = instances.c.study_pk == studies.c.pk if level is Level.STUDY else instances.c.series_pk == series.c.pk
+        stmt = stmt.where(select(instances.c.pk).where(link, *instance_clauses).exists())
+    stmt = stmt.order_by(*Index._order(level))
+    if not leftovers:  # SQL answers everything: page in SQL too (one row more tells if there are more)
+        if query.limit is not None:
+            stmt = stmt.limit(query.limit + 1)
+        if query.offset:
+            stmt = stmt.offset(query.offset)
+    return stmt, tuple(leftovers)
+
+
 class Index:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -212,65 +280,10 @@ class Index:
         series_uid: str | None = None,
     ) -> SearchResult:
         level = query.level
-        if level is Level.STUDY:
-            stmt: Select[Any] = select(studies).select_from(studies)
-        elif level is Level.SERIES:
-            stmt = select(series, studies.c.study_uid, studies.c.attrs.label("study_attrs"))
-            stmt = stmt.select_from(series.join(studies, series.c.study_pk == studies.c.pk))
-        else:
-            stmt = select(
-                instances.c.pk,
-                instances.c.sop_uid,
-                instances.c.attrs,
-                instances.c.num_frames,
-                series.c.series_uid,
-                series.c.attrs.label("series_attrs"),
-                series.c.num_instances.label("series_count"),
-                studies.c.study_uid,
-                studies.c.attrs.label("study_attrs"),
-            ).select_from(
-                instances.join(series, instances.c.series_pk == series.c.pk).join(
-                    studies, instances.c.study_pk == studies.c.pk
-                )
-            )
-        stmt = stmt.where(scope_clause(scope))
-        if study_uid is not None:
-            stmt = stmt.where(studies.c.study_uid == study_uid)
-        if series_uid is not None:
-            stmt = stmt.where(series.c.series_uid == series_uid)
-        leftovers: list[Condition] = []
-        series_clauses: list[ColumnElement[bool]] = []
-        instance_clauses: list[ColumnElement[bool]] = []
-        for cond in query.conditions:
-            if cond.tag not in _COLUMNS or cond.sequence_path:
-                if cond.match is not Match.UNIVERSAL:
-                    leftovers.append(cond)
-                continue
-            clause = _condition_sql(cond, query.fuzzy)
-            if clause is None:
-                continue
-            if level is Level.STUDY and cond.tag in _SERIES_TAGS:
-                series_clauses.append(clause)
-            elif level is not Level.INSTANCE and cond.tag in _INSTANCE_TAGS:
-                instance_clauses.append(clause)
-            else:
-                stmt = stmt.where(clause)
-        # a study (series) matches when one of its series (instances) does; EXISTS keeps one row each
-        if series_clauses:
-            stmt = stmt.where(select(series.c.pk).where(series.c.study_pk == studies.c.pk, *series_clauses).exists())
-        if instance_clauses:
-            link = (
-                instances.c.study_pk == studies.c.pk if level is Level.STUDY else instances.c.series_pk == series.c.pk
-            )
-            stmt = stmt.where(select(instances.c.pk).where(link, *instance_clauses).exists())
-        stmt = stmt.order_by(*self._order(level))
+        stmt, leftovers = _search_statement(query, scope, study_uid, series_uid)
         limit = query.limit
         with self.engine.connect() as conn:
             if not leftovers:
-                if limit is not None:
-                    stmt = stmt.limit(limit + 1)
-                if query.offset:
-                    stmt = stmt.offset(query.offset)
                 rows = list(conn.execute(stmt))
                 more = limit is not None and len(rows) > limit
                 rows = rows[:limit] if limit is not None else rows
