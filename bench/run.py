@@ -770,7 +770,9 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
         ratio = peer_stow.seconds / ap_stow.seconds if ap_stow.error is None and peer_stow.error is None else None
         ratio_text = "n/a" if ratio is None else f"{ratio:.2f}×"
         data_json = {"aperture": vars(ap_stow), "peer": vars(peer_stow)}
-        rows.append(Row(label, ap_stow.cell(), peer_stow.cell(), ratio, None, ratio_text, data=data_json))
+        goal = 3.0 if kind == "ct" else None  # the goal: STOW of the CT study at 3x Orthanc's rate
+        goal_text = "—" if goal is None else f"≥{goal:g}×"
+        rows.append(Row(label, ap_stow.cell(), peer_stow.cell(), ratio, goal, ratio_text, goal_text, data=data_json))
 
     # nginx serves, as a static file with sendfile, the bytes of Aperture's full-study answer (Orthanc's
     # if Aperture is out); it is measured in the same rounds as the full-study retrieve of both servers.
