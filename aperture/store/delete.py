@@ -12,6 +12,7 @@ from sqlalchemy import Engine, delete, select
 
 from aperture.errors import Forbidden
 from aperture.store.blobs import BlobStore
+from aperture.store.engine import write_transaction
 from aperture.store.index import scope_clause
 from aperture.store.ingest import refresh_aggregates
 from aperture.store.schema import instances, series, studies
@@ -42,7 +43,7 @@ def delete_instances(
         stmt = stmt.where(series.c.series_uid == series_uid)
     if sop_uid is not None:
         stmt = stmt.where(instances.c.sop_uid == sop_uid)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         rows = list(conn.execute(stmt))
         if not rows:
             return 0

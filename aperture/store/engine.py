@@ -7,11 +7,13 @@ instead of failing, and case-sensitive LIKE so non-PN wildcard matching is exact
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -35,6 +37,32 @@ def open_engine(url: str) -> Engine:
         engine = create_engine(url, pool_size=8, pool_pre_ping=True)
     migrate(engine)
     return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the database's write lock from its first statement.
+
+    Writers that read and then write (is this study stored yet?) must not interleave. SQLite: BEGIN
+    IMMEDIATE takes the write lock up front, so a second writer waits (busy timeout) instead of
+    reading stale state. PostgreSQL: a transaction-scoped advisory lock does the same.
+    """
+    if engine.dialect.name == "sqlite":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK_KEY})
+            yield conn
+
+
+_WRITE_LOCK_KEY = 0x41505254  # "APRT"
 
 
 def migrate(engine: Engine) -> None:

@@ -30,6 +30,7 @@ from aperture.dicom.instance import (
 )
 from aperture.errors import Forbidden
 from aperture.store.blobs import BlobStore
+from aperture.store.engine import write_transaction
 from aperture.store.index import DEFAULT_STUDY_QUERY, study_document
 from aperture.store.schema import instances, patients, series, studies
 from aperture.store.scope import AccessScope
@@ -93,74 +94,58 @@ class Ingest:
         self._lock = threading.Lock()  # one writer per process; SQLite serialises across processes
 
     def ingest(self, batch: list[tuple[Path, InstanceRecord]], scope: AccessScope) -> list[Outcome]:
-        """Store every (temp file, record) pair; returns one Outcome per pair, in order."""
+        """Store every (temp file, record) pair; returns one Outcome per pair, in order.
+
+        Blobs are made durable first; then one write transaction, serialised across processes
+        (`write_transaction`), decides everything that depends on what is already stored: the
+        duplicate policy, new or existing study and series. Nothing is checked before that lock and
+        acted on after it, so concurrent uploads of the same study end with one copy of each row.
+        """
         if not scope.may_write:
             raise Forbidden("This authorization does not allow storing instances.")
         outcomes = [Outcome(record) for _, record in batch]
         with self._lock:
-            placed, replaced = self._place(batch, outcomes)
+            placed = self._place(batch, outcomes)
+            drop: list[str] = []
             for attempt in range(3):
                 try:
-                    with self.engine.begin() as conn:
-                        replaced += self._index(conn, batch, placed, outcomes, scope)
+                    with write_transaction(self.engine) as conn:
+                        drop = self._index(conn, batch, placed, outcomes, scope)
                     break
-                except (IntegrityError, OperationalError) as exc:  # a concurrent writer won a race: redo
+                except (IntegrityError, OperationalError) as exc:
                     for index, _ in placed:
                         outcomes[index].reason, outcomes[index].message = None, ""
                     if attempt == 2:
                         for _, relative in placed:
                             self.blobs.remove(relative)
                         raise
-                    log.warning("index write conflict, retrying: %s", exc)
-        for relative in replaced:
+                    log.warning("index write failed, retrying: %s", exc)
+                except BaseException:
+                    for _, relative in placed:
+                        self.blobs.remove(relative)
+                    raise
+        for relative in drop:
             self.blobs.remove(relative)
         return outcomes
 
-    def _place(
-        self, batch: list[tuple[Path, InstanceRecord]], outcomes: list[Outcome]
-    ) -> tuple[list[tuple[int, str]], list[str]]:
-        """Apply the duplicate policy and make the new blobs durable; returns (placed, replaced blobs)."""
-        sop_uids = [record.sop_uid for _, record in batch]
-        with self.engine.connect() as conn:
-            existing = {
-                row.sop_uid: row
-                for row in conn.execute(
-                    select(instances.c.sop_uid, instances.c.blob, instances.c.size).where(
-                        instances.c.sop_uid.in_(sop_uids)
-                    )
-                )
-            }
-        placed: list[tuple[int, str]] = []
-        replaced: list[str] = []
+    def _place(self, batch: list[tuple[Path, InstanceRecord]], outcomes: list[Outcome]) -> list[tuple[int, str]]:
+        """Make the uploads durable under their final names; returns (batch index, blob) pairs."""
         seen: set[str] = set()
         accepted: list[tuple[int, Path, InstanceRecord]] = []
         for index, (temp, record) in enumerate(batch):
-            old = existing.get(record.sop_uid)
             if record.sop_uid in seen:
                 outcomes[index].reason = DUPLICATE_SOP_INSTANCE
                 outcomes[index].message = f"Sent twice in this request: SOP Instance {record.sop_uid}."
                 continue
             seen.add(record.sop_uid)
-            if old is not None:
-                if old.size == record.size and self._same_bytes(temp, old.blob):
-                    continue  # a retry of an upload already stored: success, nothing to do
-                if self.policy == "reject":
-                    outcomes[index].reason = DUPLICATE_SOP_INSTANCE
-                    outcomes[index].message = (
-                        "Already stored with different content: delete it first, or set "
-                        f'store.duplicate_policy = "overwrite" (SOP Instance {record.sop_uid}).'
-                    )
-                    continue
-                replaced.append(old.blob)
             accepted.append((index, temp, record))
         self.blobs.make_durable([temp for _, temp, _ in accepted])
-        for index, temp, record in accepted:
-            placed.append((index, self.blobs.place(temp, record.study_uid, record.sop_uid)))
+        placed = [(index, self.blobs.place(temp, record.study_uid, record.sop_uid)) for index, temp, record in accepted]
         self.blobs.sync_dirs([relative for _, relative in placed])
-        return placed, replaced
+        return placed
 
-    def _same_bytes(self, temp: Path, relative: str) -> bool:
-        with open(temp, "rb") as a, open(self.blobs.path(relative), "rb") as b:
+    def _same_bytes(self, relative_a: str, relative_b: str) -> bool:
+        with open(self.blobs.path(relative_a), "rb") as a, open(self.blobs.path(relative_b), "rb") as b:
             while True:
                 chunk_a, chunk_b = a.read(1 << 20), b.read(1 << 20)
                 if chunk_a != chunk_b:
@@ -176,7 +161,11 @@ class Ingest:
         outcomes: list[Outcome],
         scope: AccessScope,
     ) -> list[str]:
-        """Write the index rows of the placed blobs in one transaction; returns blobs left unreferenced."""
+        """Write the index rows of the placed blobs, in the caller's write transaction.
+
+        Returns the blobs to delete once it commits: uploads that duplicate what is stored, and
+        files replaced under the overwrite policy.
+        """
         now = int(time.time())
         records = [batch[index][1] for index, _ in placed]
         study_rows = {
@@ -195,18 +184,49 @@ class Ingest:
                 )
             )
         }
-        old_rows = list(
-            conn.execute(
-                select(instances.c.pk, instances.c.series_pk, instances.c.study_pk).where(
-                    instances.c.sop_uid.in_([r.sop_uid for r in records])
-                )
+        existing = {
+            row.sop_uid: row
+            for row in conn.execute(
+                select(
+                    instances.c.pk,
+                    instances.c.sop_uid,
+                    instances.c.blob,
+                    instances.c.size,
+                    instances.c.series_pk,
+                    instances.c.study_pk,
+                ).where(instances.c.sop_uid.in_([r.sop_uid for r in records]))
             )
-        )
-        touched_series = {row.series_pk for row in old_rows}
-        touched_studies = {row.study_pk for row in old_rows}
-        if old_rows:  # overwrite policy: the new rows replace these
-            conn.execute(delete(instances).where(instances.c.pk.in_([row.pk for row in old_rows])))
-        unreferenced: list[str] = []
+        }
+        touched_series: set[int] = set()
+        touched_studies: set[int] = set()
+        kept: list[tuple[int, str]] = []
+        drop: list[str] = []  # blobs no committed row will reference
+        replaced_pks: list[int] = []
+        for index, relative in placed:
+            record = batch[index][1]
+            old = existing.get(record.sop_uid)
+            if old is None:
+                kept.append((index, relative))
+                continue
+            if old.size == record.size and self._same_bytes(relative, old.blob):
+                drop.append(relative)  # a retry, or the same upload from another client: nothing changes
+                continue
+            if self.policy == "reject":
+                outcomes[index].reason = DUPLICATE_SOP_INSTANCE
+                outcomes[index].message = (
+                    "Already stored with different content: delete it first, or set "
+                    f'store.duplicate_policy = "overwrite" (SOP Instance {record.sop_uid}).'
+                )
+                drop.append(relative)
+                continue
+            replaced_pks.append(old.pk)
+            drop.append(old.blob)
+            touched_series.add(old.series_pk)
+            touched_studies.add(old.study_pk)
+            kept.append((index, relative))
+        if replaced_pks:  # overwrite policy: the new rows replace these
+            conn.execute(delete(instances).where(instances.c.pk.in_(replaced_pks)))
+        placed = kept
         new_rows: list[dict[str, Any]] = []
         preexisting_studies = {row.pk for row in study_rows.values()}
         preexisting_series = {row.pk for row in series_rows.values()}
@@ -222,7 +242,7 @@ class Ingest:
             if problem is not None:
                 outcomes[index].reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
                 outcomes[index].message = problem
-                unreferenced.append(relative)
+                drop.append(relative)
                 continue
             new_rows.append(_instance_row(record, relative, series_pk, study_pk, now))
             touched_series.add(series_pk)  # type: ignore[arg-type]
@@ -245,7 +265,7 @@ class Ingest:
                 [{"b_pk": pk, **series_values(record)} for pk, record in latest_series.items()],
             )
         refresh_aggregates(conn, touched_series, touched_studies, now)
-        return unreferenced
+        return drop
 
     def _study_pk(
         self, conn: Connection, record: InstanceRecord, known: dict[str, Any], scope: AccessScope, now: int
