@@ -68,6 +68,7 @@ class InstanceRecord:
     num_frames: int
     size: int
     frame_index: FrameIndex | None = None
+    digest: str = ""  # SHA-256 of the file, filled in by the store
 
 
 def read_instance(path: Path) -> InstanceRecord:

@@ -28,9 +28,10 @@ from aperture.dicom.transcode import (
     transcode_frame,
 )
 from aperture.dicomweb import multipart
+from aperture.dicomweb.caching import boundary_for, etag, not_modified
 from aperture.dicomweb.media import MediaRange
 from aperture.dicomweb.threads import off_loop
-from aperture.dicomweb.wado import accept_ranges, resolve, resolve_and
+from aperture.dicomweb.wado import accept_ranges, resolve, resolve_and, validator
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 
@@ -148,32 +149,41 @@ async def retrieve_frames(request: Request) -> Response:
     ranges = accept_ranges(request)
     blobs = request.app.state.blobs
 
-    def read(refs: list[InstanceRef]) -> tuple[bool, str, str, list[bytes]]:
+    def read(refs: list[InstanceRef]) -> tuple[bool, str, str, str, list[bytes] | None]:
         ref = refs[0]
         if ref.num_frames == 0:
             raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")
         is_multipart, media, ts = negotiate_frames(ranges, ref.transfer_syntax, ref.frames is not None)
-        return is_multipart, media, ts, _frames(ref, blobs.path(ref.blob), numbers, ts)
+        tag = etag(validator(ref), "frames", ",".join(map(str, numbers)), media, ts, is_multipart)
+        if request.headers.get("if-none-match"):
+            return is_multipart, media, ts, tag, None  # the caller may answer 304 without reading
+        return is_multipart, media, ts, tag, _frames(ref, blobs.path(ref.blob), numbers, ts)
 
-    _, answer = await resolve_and(request, read)
+    refs, answer = await resolve_and(request, read)
     assert answer is not None
-    is_multipart, media, ts, frames = answer
+    is_multipart, media, ts, tag, frames = answer
+    if (unchanged := not_modified(request, tag)) is not None:
+        return unchanged
+    if frames is None:
+        frames = await off_loop(_frames, refs[0], blobs.path(refs[0].blob), numbers, ts)
     part_type = f"{media}; transfer-syntax={ts}"
     if not is_multipart:
         if len(frames) != 1:
             raise NotAcceptable("Several frames need a multipart/related Accept; a single part holds one frame.")
-        return Response(frames[0], media_type=part_type)
-    return multipart_response(frames, media, part_type, ts)
+        return Response(frames[0], media_type=part_type, headers={"ETag": tag})
+    return multipart_response(frames, media, part_type, ts, tag)
 
 
-def multipart_response(bodies: list[bytes], media: str, part_type: str, ts: str | None) -> Response:
-    boundary = multipart.new_boundary()
+def multipart_response(bodies: list[bytes], media: str, part_type: str, ts: str | None, tag: str) -> Response:
+    """One multipart/related answer, its boundary fixed by the ETag so repeats are byte-identical."""
+    boundary = boundary_for(tag)
     chunks: list[bytes] = []
     for number, body in enumerate(bodies):
         chunks.append(multipart.part_header(boundary, part_type, first=number == 0))
         chunks.append(body)
     chunks.append(multipart.closing(boundary))
-    return Response(b"".join(chunks), headers={"Content-Type": multipart.content_type(boundary, media, ts)})
+    headers = {"Content-Type": multipart.content_type(boundary, media, ts), "ETag": tag}
+    return Response(b"".join(chunks), headers=headers)
 
 
 async def retrieve_bulkdata(request: Request) -> Response:
@@ -185,19 +195,23 @@ async def retrieve_bulkdata(request: Request) -> Response:
         raise NotFound(f"Instance {ref.sop_uid} has no bulk data element {path_text!r}.")
     vr, offset, length = bulk[path_text]
     file_path = request.app.state.blobs.path(ref.blob)
+    single = any(m.type == _OCTET for m in accept_ranges(request)[:1])
+    tag = etag(validator(ref), "bulkdata", path_text, single)
+    if (unchanged := not_modified(request, tag)) is not None:
+        return unchanged
     if path_text == "7FE00010" and ref.frames is not None and FrameIndex.from_json(ref.frames).encapsulated:
         index = FrameIndex.from_json(ref.frames)
         frames = await off_loop(read_frames, file_path, index, list(range(1, len(index.frames) + 1)))
         media = stored_media_type(ref.transfer_syntax)
-        return multipart_response(frames, media, f"{media}; transfer-syntax={ref.transfer_syntax}", ref.transfer_syntax)
+        part_type = f"{media}; transfer-syntax={ref.transfer_syntax}"
+        return multipart_response(frames, media, part_type, ref.transfer_syntax, tag)
     if offset is not None and length is not None and length != 0xFFFFFFFF:
         data = await off_loop(_read_slice, file_path, offset, length)
     else:
         data = await off_loop(_read_by_parsing, file_path, path_text)
-    single = any(m.type == _OCTET for m in accept_ranges(request)[:1])
     if single:
-        return Response(data, media_type=_OCTET)
-    return multipart_response([data], _OCTET, _OCTET, None)
+        return Response(data, media_type=_OCTET, headers={"ETag": tag})
+    return multipart_response([data], _OCTET, _OCTET, None, tag)
 
 
 def _read_slice(path: Any, offset: int, length: int) -> bytes:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from aperture.auth.requirements import READ_IMAGING, authorize
 from aperture.dicom.attributes import Level
 from aperture.dicom.query import QueryError, parse_query
+from aperture.dicomweb.caching import json_response
 from aperture.dicomweb.media import accepts, parse_accept
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, with_base
@@ -34,16 +35,15 @@ async def search(request: Request, level: Level) -> Response:
     index = request.app.state.index
     result = await off_loop(index.search, query, scope, study_uid=study_uid, series_uid=series_uid)
     if not result.documents and study_uid is not None:
-        exists = await off_loop(index.etag_basis, scope, study_uid)
-        if exists is None:
+        if not await off_loop(index.has_study, scope, study_uid):
             raise NotFound(f"Study {study_uid} is not on this server.")
         if series_uid is not None and not await off_loop(index.has_series, scope, study_uid, series_uid):
             raise NotFound(f"Series {series_uid} in study {study_uid} is not on this server.")
     body = with_base(b"[" + b",".join(result.documents) + b"]", request)
-    headers = {}
+    response = json_response(request, body)
     if result.more:
-        headers["Warning"] = '299 aperture "There are additional results that can be requested"'
-    return Response(body, media_type=DICOM_JSON, headers=headers)
+        response.headers["Warning"] = '299 aperture "There are additional results that can be requested"'
+    return response
 
 
 def _check_accept(request: Request) -> None:

@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aperture.dicom.render import RenderError, parse_viewport, parse_window, render, thumbnail
+from aperture.dicomweb.caching import etag, not_modified_tag
 from aperture.dicomweb.media import parse_accept
-from aperture.dicomweb.wado import resolve_and
+from aperture.dicomweb.wado import resolve_and, validator
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 
@@ -104,8 +105,9 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
     params = dict(request.query_params)
     blobs = request.app.state.blobs
     cache: RenderedCache | None = request.app.state.rendered_cache
+    if_none_match = request.headers.get("if-none-match", "")
 
-    def draw(refs: list[InstanceRef]) -> bytes:
+    def draw(refs: list[InstanceRef]) -> tuple[str, bytes | None]:
         with_pixels = [r for r in refs if r.num_frames] or refs  # a report in the series is not a thumbnail
         ref = with_pixels[len(with_pixels) // 2]
         if ref.num_frames == 0:
@@ -113,15 +115,22 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
         if frame > ref.num_frames:
             raise NotFound(f"Frame {frame} does not exist: instance {ref.sop_uid} has {ref.num_frames} frame(s).")
         key = (ref.blob, frame, media_type, as_thumbnail, *(params.get(k) for k in _RENDER_PARAMS))
+        tag = etag(validator(ref), *key[1:])
+        if if_none_match and not_modified_tag(if_none_match, tag):
+            return tag, None
         body = cache.get(key) if cache is not None else None
         if body is None:
             body = _render(blobs.path(ref.blob), frame, media_type, params, as_thumbnail)
             if cache is not None:
                 cache.put(key, body)
-        return body
+        return tag, body
 
-    _, body = await resolve_and(request, draw)
-    return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+    _, answer = await resolve_and(request, draw)
+    assert answer is not None
+    tag, body = answer
+    if body is None:
+        return Response(status_code=304, headers={"ETag": tag})
+    return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=3600", "ETag": tag})
 
 
 async def rendered(request: Request) -> Response:

@@ -27,9 +27,10 @@ from aperture.dicom.transcode import (
     transcode_file,
 )
 from aperture.dicomweb import multipart
+from aperture.dicomweb.caching import boundary_for, etag_of_many, json_response, not_modified
 from aperture.dicomweb.media import MediaRange, accepts, choose, parse_accept
 from aperture.dicomweb.threads import off_loop
-from aperture.dicomweb.urls import optional_uid, path_uid, with_base
+from aperture.dicomweb.urls import optional_uid, path_uid, public_base, with_base
 from aperture.errors import NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 
@@ -118,25 +119,28 @@ async def retrieve(request: Request) -> Response:
             f"instance(s) (stored as {missing[0].transfer_syntax}). Available for all: "
             f"{', '.join(available) or 'none'}; or ask for transfer-syntax=* to get the stored bytes."
         )
+    tag = etag_of_many("instances", (validator(r) for r in refs), *targets, choice.multipart)
+    if (unchanged := not_modified(request, tag)) is not None:
+        return unchanged
+    headers: dict[str, str] = {"ETag": tag}
     if prefetched is not None and targets[0] == refs[0].transfer_syntax:
         media = f"{_DICOM}; transfer-syntax={targets[0]}"
         if not choice.multipart:
-            return Response(prefetched, media_type=media)
-        boundary = multipart.new_boundary()
+            return Response(prefetched, media_type=media, headers=headers)
+        boundary = boundary_for(tag)
         body = multipart.part_header(boundary, media, first=True) + prefetched + multipart.closing(boundary)
-        return Response(body, headers={"Content-Type": multipart.content_type(boundary, _DICOM, None)})
+        headers["Content-Type"] = multipart.content_type(boundary, _DICOM, None)
+        return Response(body, headers=headers)
     if not choice.multipart:
         ref, target = refs[0], targets[0]
         media = f"{_DICOM}; transfer-syntax={target}"
         if target == ref.transfer_syntax:
-            return StreamingResponse(
-                _file_chunks(blobs.path(ref.blob)), media_type=media, headers={"Content-Length": str(ref.size)}
-            )
+            headers["Content-Length"] = str(ref.size)
+            return StreamingResponse(_file_chunks(blobs.path(ref.blob)), media_type=media, headers=headers)
         data = await off_loop(_transcode, blobs.path(ref.blob), target)
-        return Response(data, media_type=media)
-    boundary = multipart.new_boundary()
+        return Response(data, media_type=media, headers=headers)
+    boundary = boundary_for(tag)
     changed = [(r, t) for r, t in zip(refs, targets, strict=True) if r.transfer_syntax != t]
-    headers: dict[str, str] = {}
     if changed:  # fail with a status, before streaming, when the decoder cannot do it
         await off_loop(_transcode, blobs.path(changed[0][0].blob), changed[0][1])
     else:
@@ -248,5 +252,13 @@ async def metadata(request: Request) -> Response:
     documents = await off_loop(request.app.state.index.metadata, scope, study, series, instance)
     if not documents:
         raise not_found(study, series, instance)
-    body = with_base(b"[" + b",".join(documents) + b"]", request)
-    return Response(body, media_type="application/dicom+json")
+    tag = etag_of_many("metadata", (v for _, v in documents), public_base(request))
+    if (unchanged := not_modified(request, tag)) is not None:
+        return unchanged
+    body = with_base(b"[" + b",".join(d for d, _ in documents) + b"]", request)
+    return json_response(request, body, tag=tag)
+
+
+def validator(ref: InstanceRef) -> str:
+    """What identifies an instance's stored bytes: their SHA-256, or the blob name for older rows."""
+    return ref.digest or ref.blob

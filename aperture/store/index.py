@@ -68,6 +68,7 @@ class InstanceRef:
     num_frames: int
     frames: str | None
     bulk: str
+    digest: str | None  # SHA-256 of the stored file (None for rows stored before revision 0003)
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,9 @@ _INSTANCE_COLUMNS = {
         instances.c.num_frames,
         instances.c.frames,
         instances.c.bulk,
+        instances.c.digest,
     ),
-    "metadata": (instances.c.metadata,),
+    "metadata": (instances.c.metadata, instances.c.digest, instances.c.blob),
 }
 
 
@@ -407,21 +409,22 @@ class Index:
 
     def metadata(
         self, scope: AccessScope, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
-    ) -> list[bytes]:
-        """Stored DICOM JSON documents (with the base placeholder) in series/instance order."""
+    ) -> list[tuple[bytes, str]]:
+        """(DICOM JSON document with the base placeholder, content validator) in series/instance order.
+
+        The validator is the file's SHA-256, or for rows stored before it was recorded the blob's
+        name, which changes whenever the stored bytes do.
+        """
         stmt = _instance_statement("metadata", _scope_shape(scope), series_uid is not None, sop_uid is not None)
         params = _scope_params(scope) | {"study": study_uid, "series": series_uid, "sop": sop_uid}
         with self.engine.connect() as conn:
-            return [row[0] for row in conn.execute(stmt, params)]
+            return [(row[0], row[1] or row[2]) for row in conn.execute(stmt, params)]
 
-    def etag_basis(self, scope: AccessScope, study_uid: str) -> tuple[int, int] | None:
-        """(last update, instance count) of a permitted study; None when it is not found."""
-        stmt = select(studies.c.updated, studies.c.num_instances).where(
-            scope_clause(scope), studies.c.study_uid == study_uid
-        )
+    def has_study(self, scope: AccessScope, study_uid: str) -> bool:
+        """Whether a study this scope may see is stored."""
+        stmt = select(studies.c.pk).where(scope_clause(scope), studies.c.study_uid == study_uid)
         with self.engine.connect() as conn:
-            row = conn.execute(stmt).first()
-        return (int(row[0]), int(row[1])) if row else None
+            return conn.execute(stmt).first() is not None
 
     def has_series(self, scope: AccessScope, study_uid: str, series_uid: str) -> bool:
         stmt = (

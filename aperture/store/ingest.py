@@ -9,6 +9,7 @@ leaves no index row (so nothing half-stored is ever visible); the caller acknowl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -55,9 +56,20 @@ def prepare_upload(path: Path) -> InstanceRecord | InvalidInstance:
     never cancels the good ones.
     """
     try:
-        return read_instance(path)
+        record = read_instance(path)
     except InvalidInstance as exc:
         return exc
+    record.digest = file_digest(path)
+    return record
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in large pieces (hashlib releases the GIL while it works)."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def warm_up() -> bool:
@@ -386,6 +398,7 @@ def _instance_row(record: InstanceRecord, relative: str, series_pk: Any, study_p
         "frames": frame_index.to_json() if frame_index is not None else None,
         "bulk": json.dumps({b.path: [b.vr, b.offset, b.length] for b in record.bulk}),
         "created": now,
+        "digest": record.digest or None,
     }
 
 

@@ -33,7 +33,7 @@ def test_six_clients_store_the_same_study_concurrently(tmp_path: Path) -> None:
                             (response.status_code, len(sequence_items(answer, "00081199")),
                              len(sequence_items(answer, "00081198")))
                         )  # fmt: skip
-            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
