@@ -1,0 +1,65 @@
+"""The exact Accept headers that OHIF 3.13, dicomweb-client (and Slicer, which uses it) send.
+
+Each must get a 200 whose parts all carry a media type and `transfer-syntax=` as PS3.18 §8.7.3
+requires; quoting, q-values and lists are parsed per RFC 9110.
+"""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from tests.dicomweb.test_wado import split_multipart
+from tests.helpers import stow
+
+J2K = "emri_small_jpeg_2k_lossless.dcm"
+
+
+@pytest.fixture(scope="module")
+def compressed(server) -> str:  # type: ignore[no-untyped-def]
+    ds = pydicom.dcmread(get_testdata_file(J2K))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with httpx.Client(base_url=server.dicomweb) as http:
+        answer = stow(http, [out.getvalue()]).json()
+    return str(answer["00081199"]["Value"][0]["00081190"]["Value"][0]).split("/dicom-web", 1)[1]
+
+
+CASES = [
+    # (who, resource suffix, Accept header)
+    ("OHIF 3.13 frames", "/frames/1", "multipart/related; type=application/octet-stream; transfer-syntax=*"),
+    ("OHIF 3.13 bulkdata", "/bulkdata/7FE00010", "multipart/related; type=application/octet-stream; transfer-syntax=*"),
+    ("OHIF 3.13 metadata", "/metadata", "application/dicom+json"),
+    ("OHIF 3.13 rendered", "/rendered", "image/jpeg"),
+    ("dicomweb-client instance", "", 'multipart/related; type="application/dicom"'),
+    ("dicomweb-client instance any syntax", "", 'multipart/related; type="application/dicom"; transfer-syntax=*'),
+    ("dicomweb-client frames", "/frames/1,2", 'multipart/related; type="application/octet-stream"'),
+    ("dicomweb-client frames list",  "/frames/1",
+     'multipart/related; type="image/jp2", multipart/related; type="application/octet-stream"'),
+    ("dicomweb-client metadata", "/metadata", "application/dicom+json, application/json"),
+    ("Slicer series retrieve (via dicomweb-client)", "", 'multipart/related; type="application/dicom"'),
+    ("q-values prefer octet-stream", "/frames/1",
+     'multipart/related; type="image/jp2"; q=0.5, multipart/related; type="application/octet-stream"; q=0.9'),
+    ("any", "/frames/1", "*/*"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("who", "suffix", "accept"), CASES, ids=[c[0] for c in CASES])
+def test_client_accept_strings(client: httpx.Client, compressed: str, who: str, suffix: str, accept: str) -> None:
+    response = client.get(compressed + suffix, headers={"Accept": accept})
+    assert response.status_code == 200, f"{who}: {response.text}"
+    content_type = response.headers["content-type"]
+    if content_type.startswith("multipart/related"):
+        parts = split_multipart(response)
+        assert parts
+        assert all("transfer-syntax=" in ctype for ctype, _ in parts), parts[0][0]
+        if "q=0.9" in accept:
+            assert all(ctype.startswith("application/octet-stream") for ctype, _ in parts)
+            assert all("1.2.840.10008.1.2.1" in ctype for ctype, _ in parts)
