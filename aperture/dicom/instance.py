@@ -69,6 +69,7 @@ class InstanceRecord:
     size: int
     frame_index: FrameIndex | None = None
     digest: str = ""  # SHA-256 of the file, filled in by the store
+    document_media_type: str = ""  # MIME Type of Encapsulated Document (0042,0012), for its bulk data
 
 
 def read_instance(path: Path) -> InstanceRecord:
@@ -128,6 +129,8 @@ def read_instance(path: Path) -> InstanceRecord:
         bulk.append(BulkRef(key, vr, offset, length))
         metadata[key] = {"vr": vr, "BulkDataURI": f"{prefix}/{key}"}
     metadata["00083002"] = {"vr": "UI", "Value": [transfer_syntax]}  # AvailableTransferSyntaxUID
+    document_type = (metadata.get("00420012") or {}).get("Value") or []
+    document_media_type = str(document_type[0]).strip().lower() if document_type and document_type[0] else ""
     if extra and offsets_known:  # after the JSON: locating frames converts raw values it reads
         with open(path, "rb") as fp:
             fp.seek(pixel_start)
@@ -170,6 +173,7 @@ def read_instance(path: Path) -> InstanceRecord:
     except (TypeError, ValueError):
         num_frames = 1
     return InstanceRecord(
+        document_media_type=document_media_type,
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 import pydicom
+from pydicom.encaps import generate_fragments
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -193,12 +194,25 @@ async def retrieve_bulkdata(request: Request) -> Response:
     bulk = json.loads(ref.bulk)
     if path_text not in bulk:
         raise NotFound(f"Instance {ref.sop_uid} has no bulk data element {path_text!r}.")
-    vr, offset, length = bulk[path_text]
+    vr, offset, length, *rest = bulk[path_text]
     file_path = request.app.state.blobs.path(ref.blob)
-    single = any(m.type == _OCTET for m in accept_ranges(request)[:1])
-    tag = etag(validator(ref), "bulkdata", path_text, single)
+    ranges = accept_ranges(request)
+    video = path_text == "7FE00010" and stored_media_type(ref.transfer_syntax).startswith("video/")
+    own_type = stored_media_type(ref.transfer_syntax) if video else (rest[0] if rest and rest[0] else _OCTET)
+    first = ranges[0] if ranges else None
+    single = (
+        first is not None
+        and first.type != "multipart/related"
+        and (first.type == _OCTET or first.covers(own_type) or (video and first.type.startswith("video/")))
+    )
+    tag = etag(validator(ref), "bulkdata", path_text, single, own_type)
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
+    if video:  # the whole stream, as one video: PS3.18 §8.7.3.3 video/mpeg2, video/mp4, video/H265
+        data = await off_loop(_encapsulated_payload, file_path, offset, length)
+        if single:
+            return Response(data, media_type=own_type, headers={"ETag": tag})
+        return multipart_response([data], own_type, f"{own_type}; transfer-syntax={ref.transfer_syntax}", None, tag)
     if path_text == "7FE00010" and ref.frames is not None and FrameIndex.from_json(ref.frames).encapsulated:
         index = FrameIndex.from_json(ref.frames)
         frames = await off_loop(read_frames, file_path, index, list(range(1, len(index.frames) + 1)))
@@ -210,8 +224,16 @@ async def retrieve_bulkdata(request: Request) -> Response:
     else:
         data = await off_loop(_read_by_parsing, file_path, path_text)
     if single:
-        return Response(data, media_type=_OCTET, headers={"ETag": tag})
-    return multipart_response([data], _OCTET, _OCTET, None, tag)
+        return Response(data, media_type=own_type, headers={"ETag": tag})
+    return multipart_response([data], own_type, own_type, None, tag)
+
+
+def _encapsulated_payload(path: Any, offset: int, length: int) -> bytes:
+    """The fragments of encapsulated pixel data joined, without item headers or offset table."""
+    value = _read_slice(path, offset, length)
+    fragments = generate_fragments(value)
+    next(fragments, None)  # the Basic Offset Table item
+    return b"".join(fragments)
 
 
 def _read_slice(path: Any, offset: int, length: int) -> bytes:

@@ -396,7 +396,12 @@ def _instance_row(record: InstanceRecord, relative: str, series_pk: Any, study_p
         "metadata": _dumps(record.metadata),
         "attrs": _dumps(record.instance_attrs),
         "frames": frame_index.to_json() if frame_index is not None else None,
-        "bulk": json.dumps({b.path: [b.vr, b.offset, b.length] for b in record.bulk}),
+        "bulk": json.dumps(
+            {
+                b.path: [b.vr, b.offset, b.length, record.document_media_type if b.path == "00420011" else None]
+                for b in record.bulk
+            }
+        ),
         "created": now,
         "digest": record.digest or None,
     }
