@@ -7,10 +7,12 @@ Command-line flags override the file (see `aperture.cli.serve`). See docs/config
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 DuplicatePolicy = Literal["reject", "overwrite"]
 
@@ -43,6 +45,38 @@ class ServerConfig:
     public_url: str = ""  # e.g. https://pacs.example.org/imaging ; empty: derived from each request
     auth: Literal["none", "smart"] = "smart"
     workers: int = 1
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; ("*",) any; empty: same-origin only
+    trusted_proxies: tuple[str, ...] = ()  # IPs / CIDRs whose X-Forwarded-* headers are believed; empty: none
+
+    _ORIGIN: ClassVar[re.Pattern[str]] = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", re.IGNORECASE)
+
+    def __post_init__(self) -> None:
+        """TOML gives lists: keep them as tuples (the config is frozen) and refuse what cannot work."""
+        origins = self._strings("cors_origins", self.cors_origins)
+        if "*" in origins and len(origins) > 1:
+            raise ConfigError("'server.cors_origins' is either [\"*\"] or a list of origins, not both.")
+        for origin in origins:
+            if origin != "*" and not self._ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"'server.cors_origins' entry {origin!r} is not an origin: write scheme://host[:port], "
+                    "with no path and no trailing slash (e.g. https://viewer.example.org)."
+                )
+        proxies = self._strings("trusted_proxies", self.trusted_proxies)
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"'server.trusted_proxies' entry {proxy!r} is not an IP address or a CIDR network."
+                ) from None
+        object.__setattr__(self, "cors_origins", tuple(o.lower() for o in origins))
+        object.__setattr__(self, "trusted_proxies", proxies)
+
+    @staticmethod
+    def _strings(key: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"'server.{key}' must be a list of strings, e.g. {key} = [\"...\"], not {value!r}.")
+        return tuple(value)
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,19 @@ under granian.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from aperture.config import ConfigError, load_config
 from aperture.server.asgi import SETTINGS_ENV
 from aperture.store.engine import open_engine
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("aperture").warning(
         "--auth none: every request is allowed, with no authorization. Never expose this server."
     )
@@ -75,6 +79,27 @@ def run(args: argparse.Namespace) -> int:
         interface=Interfaces.ASGI,
         workers=config.server.workers,
         factory=True,
-        log_access=False,  # access logs would carry query strings; tokens must never reach a log
+        log_access=False,  # it would log query strings as sent; aperture.access redacts tokens instead
+        log_dictconfig=worker_logging(),
     ).serve()
     return 0
+
+
+def worker_logging() -> dict[str, Any]:
+    """The logging setup granian applies in every worker process (it calls dictConfig there).
+
+    Without it, Aperture's INFO lines (the `aperture.access` log) reach the log only when workers
+    are forked after `basicConfig`; with spawned workers they would be dropped. granian replaces
+    its defaults by the top-level keys given, so its own loggers are kept from its defaults.
+    """
+    from granian.log import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["aperture"] = {"format": LOG_FORMAT}
+    config["handlers"]["aperture"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "aperture",
+        "stream": "ext://sys.stderr",
+    }
+    config["root"] = {"level": "INFO", "handlers": ["aperture"]}
+    return config

@@ -2,6 +2,8 @@
 
 Every URL in a response (RetrieveURL, BulkDataURI) is built from `public_base`: the configured
 `server.public_url` when set, else the URL the request came in on (scheme, host, root path).
+Behind a trusted proxy, `aperture.server.proxy` has already put the forwarded scheme, host and path
+prefix into the scope, so "the URL the request came in on" is the one the client used.
 Stored JSON carries `BASE_PLACEHOLDER` in their place; `with_base` swaps it in one pass.
 """
 
@@ -19,9 +21,9 @@ _PLACEHOLDER = BASE_PLACEHOLDER.encode("ascii")
 def public_base(request: Request) -> str:
     """The DICOMweb base URL as the client sees it, without a trailing slash."""
     configured = request.app.state.config.server.public_url
-    if configured:
+    if configured:  # the whole external base, any proxy prefix included: X-Forwarded-* is not consulted
         return configured.rstrip("/") + "/dicom-web"
-    root = request.scope.get("root_path", "")  # the /dicom-web mount (and any proxy prefix) is in it
+    root = request.scope.get("root_path", "")  # proxy prefix (if any) + the /dicom-web mount
     return f"{request.url.scheme}://{request.url.netloc}{root}"
 
 

@@ -2,6 +2,8 @@
 
 Mounts DICOMweb at /dicom-web and health at /healthz; the lifespan opens the store (engine with
 migrations, blob folder with crash leftovers cleaned) and closes it. Nothing here handles a request.
+The edge layers (trusted proxy headers, access log, CORS) wrap the whole Starlette stack, outside
+its error middleware, so that even its 500 answers are logged and carry CORS headers.
 """
 
 from __future__ import annotations
@@ -18,19 +20,41 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from aperture import __version__
-from aperture.config import Config
+from aperture.config import Config, ServerConfig
 from aperture.dicomweb.rendered import RenderedCache
 from aperture.dicomweb.routes import routes as dicomweb_routes
+from aperture.server.accesslog import AccessLog
+from aperture.server.cors import CrossOrigin
 from aperture.server.handlers import EXCEPTION_HANDLERS
 from aperture.server.memory import tune_allocator
+from aperture.server.proxy import ForwardedHeaders
 from aperture.store.blobs import BlobStore
 from aperture.store.engine import open_engine
 from aperture.store.index import Index
 from aperture.store.ingest import Ingest, warm_up
 
 log = logging.getLogger("aperture.server")
+
+
+class _ApertureApp(Starlette):
+    """Starlette whose outermost layers are Aperture's edge middleware (Starlette puts its own
+    `middleware=` inside ServerErrorMiddleware, too far in)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return edge_layers(super().build_middleware_stack(), self.state.config.server)
+
+
+def edge_layers(app: ASGIApp, server: ServerConfig) -> ASGIApp:
+    """Outermost first: proxy headers (so the log and URLs see the real client), access log, CORS."""
+    if server.cors_origins:
+        app = CrossOrigin(app, server.cors_origins)
+    app = AccessLog(app)
+    if server.trusted_proxies:
+        app = ForwardedHeaders(app, server.trusted_proxies)
+    return app
 
 
 async def healthz(request: Request) -> Response:
@@ -66,7 +90,7 @@ def create_app(config: Config) -> Starlette:
             app.state.parsers.shutdown(wait=False, cancel_futures=True)
             engine.dispose()
 
-    app = Starlette(
+    app = _ApertureApp(
         routes=[Route("/healthz", healthz), Mount("/dicom-web", routes=dicomweb_routes)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

@@ -1,0 +1,147 @@
+"""Behind a reverse proxy: X-Forwarded-* from a trusted proxy shape every URL Aperture writes.
+
+The test client on 127.0.0.1 plays the proxy: it sends the headers nginx would send after
+stripping the `/pacs` prefix, so the server sees `/dicom-web/...`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydicom.uid import generate_uid
+
+from tests.conftest import ApertureServer, start_server
+from tests.helpers import make_instance, stow
+from tests.server import access_lines
+
+FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "example.org", "X-Forwarded-Prefix": "/pacs"}
+EXTERNAL = "https://example.org/pacs/dicom-web"
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApertureServer]:
+    data = tmp_path_factory.mktemp("proxied") / "data"
+    server = start_server(data, config='[server]\ntrusted_proxies = ["127.0.0.1"]\n')
+    yield server
+    server.stop()
+
+
+def store_study(server: ApertureServer, headers: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:  # type: ignore[type-arg]
+    """Stores one instance with pixel data large enough to be bulk data; returns (STOW answer, UIDs)."""
+    ids = {"study": generate_uid(), "series": generate_uid(), "sop": generate_uid()}
+    part = make_instance(study=ids["study"], series=ids["series"], sop=ids["sop"], rows=64, columns=64)
+    with httpx.Client(base_url=server.dicomweb, timeout=30, headers=headers) as http:
+        answer = stow(http, [part])
+    assert answer.status_code == 200, answer.text
+    return answer.json(), ids
+
+
+def retrieve_urls(server: ApertureServer, study: str, headers: dict[str, str]) -> tuple[str, str]:
+    """(QIDO RetrieveURL of the study, BulkDataURI of its pixel data in /metadata)."""
+    with httpx.Client(base_url=server.dicomweb, timeout=30, headers=headers) as http:
+        found = http.get("/studies", params={"StudyInstanceUID": study})
+        assert found.status_code == 200, found.text
+        metadata = http.get(f"/studies/{study}/metadata")
+        assert metadata.status_code == 200, metadata.text
+    return found.json()[0]["00081190"]["Value"][0], metadata.json()[0]["7FE00010"]["BulkDataURI"]
+
+
+def test_trusted_proxy_headers_shape_qido_and_metadata_urls(proxied: ApertureServer) -> None:
+    _, ids = store_study(proxied)
+    retrieve, bulk = retrieve_urls(proxied, ids["study"], FORWARDED)
+    assert retrieve == f"{EXTERNAL}/studies/{ids['study']}"
+    assert bulk.startswith(f"{EXTERNAL}/studies/{ids['study']}/series/{ids['series']}/instances/{ids['sop']}/")
+
+
+def test_trusted_proxy_headers_shape_the_stow_answer(proxied: ApertureServer) -> None:
+    answer, ids = store_study(proxied, FORWARDED)
+    assert answer["00081190"]["Value"] == [f"{EXTERNAL}/studies/{ids['study']}"]
+    (item,) = answer["00081199"]["Value"]
+    assert item["00081190"]["Value"][0].startswith(f"{EXTERNAL}/studies/{ids['study']}/series/{ids['series']}/")
+
+
+def test_a_written_url_works_through_the_proxy(proxied: ApertureServer) -> None:
+    """The proxy strips /pacs, so the app routes /dicom-web/... while writing /pacs/dicom-web/...."""
+    _, ids = store_study(proxied)
+    _, bulk = retrieve_urls(proxied, ids["study"], FORWARDED)
+    forwarded_path = bulk.removeprefix("https://example.org/pacs")
+    answer = httpx.get(f"{proxied.url}{forwarded_path}", headers={**FORWARDED, "Accept": "application/octet-stream"})
+    assert answer.status_code == 200
+    assert len(answer.content) == 64 * 64 * 2
+
+
+def test_without_headers_urls_name_the_direct_address(proxied: ApertureServer) -> None:
+    _, ids = store_study(proxied)
+    retrieve, bulk = retrieve_urls(proxied, ids["study"], {})
+    assert retrieve == f"{proxied.dicomweb}/studies/{ids['study']}"
+    assert bulk.startswith(f"{proxied.dicomweb}/studies/{ids['study']}/")
+
+
+def test_headers_from_an_untrusted_client_are_ignored(server: ApertureServer) -> None:
+    """The shared server has the default config: no trusted proxies."""
+    _, ids = store_study(server, FORWARDED)
+    retrieve, bulk = retrieve_urls(server, ids["study"], FORWARDED)
+    assert retrieve == f"{server.dicomweb}/studies/{ids['study']}"
+    assert bulk.startswith(f"{server.dicomweb}/studies/{ids['study']}/")
+    marker = generate_uid()
+    httpx.get(f"{server.url}/healthz", params={"m": marker}, headers={"X-Forwarded-For": "203.0.113.9"})
+    (line,) = access_lines(server, marker)
+    assert " 127.0.0.1 GET " in line and "203.0.113.9" not in line
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Forwarded-Proto", "ftp"),
+        ("X-Forwarded-Host", "evil.example/path"),
+        ("X-Forwarded-Host", "evil example"),
+        ("X-Forwarded-Prefix", "pacs"),
+        ("X-Forwarded-Prefix", "/pacs/../admin"),
+        ("X-Forwarded-Prefix", "//evil.example"),
+        ("X-Forwarded-Prefix", "/pa cs"),
+    ],
+)
+def test_malformed_forwarded_values_are_ignored(proxied: ApertureServer, header: str, value: str) -> None:
+    with httpx.Client(base_url=proxied.dicomweb, timeout=30, headers={header: value}) as http:
+        answer = http.get("/studies", params={"limit": "1"})
+    assert answer.status_code == 200
+    (study,) = answer.json()
+    assert study["00081190"]["Value"][0].startswith(f"{proxied.dicomweb}/studies/")
+
+
+def test_trailing_slash_of_the_prefix_is_dropped(proxied: ApertureServer) -> None:
+    _, ids = store_study(proxied)
+    retrieve, _ = retrieve_urls(proxied, ids["study"], {**FORWARDED, "X-Forwarded-Prefix": "/pacs/"})
+    assert retrieve == f"{EXTERNAL}/studies/{ids['study']}"
+
+
+def test_forwarded_for_names_the_client_in_the_access_log(proxied: ApertureServer) -> None:
+    marker = generate_uid()
+    httpx.get(f"{proxied.url}/healthz", params={"m": marker}, headers={"X-Forwarded-For": "203.0.113.7"})
+    (line,) = access_lines(proxied, marker)
+    assert " 203.0.113.7 GET /healthz?" in line
+
+
+def test_forwarded_for_is_read_from_the_right(proxied: ApertureServer) -> None:
+    """nginx appends the address it saw; whatever the client put on the left is not believed."""
+    marker = generate_uid()
+    chain = "198.51.100.66, 203.0.113.8, 127.0.0.1"
+    httpx.get(f"{proxied.url}/healthz", params={"m": marker}, headers={"X-Forwarded-For": chain})
+    (line,) = access_lines(proxied, marker)
+    assert " 203.0.113.8 GET /healthz?" in line
+
+
+def test_public_url_wins_over_forwarded_headers(tmp_path: Path) -> None:
+    config = '[server]\ntrusted_proxies = ["127.0.0.1"]\npublic_url = "https://pacs.example.net/imaging/"\n'
+    server = start_server(tmp_path / "data", config=config)
+    try:
+        answer, ids = store_study(server, FORWARDED)
+        assert answer["00081190"]["Value"] == [f"https://pacs.example.net/imaging/dicom-web/studies/{ids['study']}"]
+        retrieve, bulk = retrieve_urls(server, ids["study"], FORWARDED)
+        assert retrieve == f"https://pacs.example.net/imaging/dicom-web/studies/{ids['study']}"
+        assert bulk.startswith(f"https://pacs.example.net/imaging/dicom-web/studies/{ids['study']}/")
+    finally:
+        server.stop()
