@@ -28,6 +28,7 @@ class StoreConfig:
     duplicate_policy: DuplicatePolicy = "reject"
     max_upload_bytes: int = 8 * 1024**3
     parser_processes: int = 0  # processes that parse uploads; 0: one per core but one
+    htj2k_copies: bool = True  # compute HTJ2K Lossless RPCL copies of lossless frames in the background
 
 
 @dataclass(frozen=True)

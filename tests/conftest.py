@@ -86,7 +86,8 @@ def start_server(data: Path, *, config: str | None = None, log_name: str = "serv
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApertureServer]:
     """One shared server for tests that only add their own studies and read them back."""
     data = tmp_path_factory.mktemp("shared") / "data"
-    srv = start_server(data, config="[dicomweb]\nallow_delete = true\n")
+    # HTJ2K copies off: frame answers to `transfer-syntax=*` stay the stored bytes, whenever a test runs.
+    srv = start_server(data, config="[dicomweb]\nallow_delete = true\n[store]\nhtj2k_copies = false\n")
     yield srv
     srv.stop()
 

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aperture.dicom.frames import FrameError, FrameIndex, read_frames
+from aperture.dicom.htj2k import HTJ2K_LOSSLESS_RPCL, HTJ2K_MEDIA_TYPE
 from aperture.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     MEDIA_TYPE_ALIASES,
@@ -61,7 +62,12 @@ def stored_media_type(ts: str) -> str:
         return _OCTET
 
 
-def negotiate_frames(ranges: list[MediaRange], stored_ts: str, indexed: bool) -> tuple[bool, str, str]:
+_HTJ2K = (HTJ2K_LOSSLESS_RPCL, "1.2.840.10008.1.2.4.201")  # a .202 codestream is a valid .201 one
+
+
+def negotiate_frames(
+    ranges: list[MediaRange], stored_ts: str, indexed: bool, has_copy: bool = False
+) -> tuple[bool, str, str]:
     """(multipart, media type, transfer syntax to send) for frames stored as `stored_ts`.
 
     `indexed`: the stored frames can be read by offset, so they can be sent as stored. Big-endian
@@ -75,6 +81,13 @@ def negotiate_frames(ranges: list[MediaRange], stored_ts: str, indexed: bool) ->
         part = (media.part_type or _OCTET) if multipart_ok else media.type
         part = MEDIA_TYPE_ALIASES.get(part, part)
         ts = media.transfer_syntax
+        if has_copy:  # the HTJ2K copy answers whoever takes any syntax, or HTJ2K by name
+            if part in ("*/*", "*", "multipart/*"):
+                return True, HTJ2K_MEDIA_TYPE, HTJ2K_LOSSLESS_RPCL
+            if part == _OCTET and (ts == "*" or ts in _HTJ2K):
+                return multipart_ok, _OCTET, HTJ2K_LOSSLESS_RPCL
+            if part == HTJ2K_MEDIA_TYPE and ts in (None, "*", *_HTJ2K):
+                return multipart_ok, HTJ2K_MEDIA_TYPE, HTJ2K_LOSSLESS_RPCL
         if part in ("*/*", "*", "multipart/*"):
             if indexed and stored_ts != _BIG_ENDIAN:
                 return True, stored_media, stored_ts
@@ -108,7 +121,12 @@ def negotiate_frames(ranges: list[MediaRange], stored_ts: str, indexed: bool) ->
     )
 
 
-def _frames(ref: InstanceRef, path: Any, numbers: list[int], target: str) -> list[bytes]:
+def _frames(ref: InstanceRef, path: Any, numbers: list[int], target: str, blobs: Any = None) -> list[bytes]:
+    if target == HTJ2K_LOSSLESS_RPCL and ref.copy_frames is not None and ref.transfer_syntax != target:
+        try:
+            return read_frames(blobs.path(ref.copy_blob), FrameIndex.from_json(ref.copy_frames), numbers)
+        except FrameError as exc:
+            raise NotFound(str(exc)) from exc
     if ref.frames is None:
         return _frames_by_decoding(ref, path, numbers, target)
     index = FrameIndex.from_json(ref.frames)
@@ -154,11 +172,14 @@ async def retrieve_frames(request: Request) -> Response:
         ref = refs[0]
         if ref.num_frames == 0:
             raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")
-        is_multipart, media, ts = negotiate_frames(ranges, ref.transfer_syntax, ref.frames is not None)
-        tag = etag(validator(ref), "frames", ",".join(map(str, numbers)), media, ts, is_multipart)
+        is_multipart, media, ts = negotiate_frames(
+            ranges, ref.transfer_syntax, ref.frames is not None, ref.copy_frames is not None
+        )
+        copy = ref.copy_blob if ts == HTJ2K_LOSSLESS_RPCL and ref.transfer_syntax != ts else None
+        tag = etag(validator(ref), "frames", ",".join(map(str, numbers)), media, ts, is_multipart, copy)
         if request.headers.get("if-none-match"):
             return is_multipart, media, ts, tag, None  # the caller may answer 304 without reading
-        return is_multipart, media, ts, tag, _frames(ref, blobs.path(ref.blob), numbers, ts)
+        return is_multipart, media, ts, tag, _frames(ref, blobs.path(ref.blob), numbers, ts, blobs)
 
     refs, answer = await resolve_and(request, read)
     assert answer is not None
@@ -166,7 +187,7 @@ async def retrieve_frames(request: Request) -> Response:
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
     if frames is None:
-        frames = await off_loop(_frames, refs[0], blobs.path(refs[0].blob), numbers, ts)
+        frames = await off_loop(_frames, refs[0], blobs.path(refs[0].blob), numbers, ts, blobs)
     part_type = f"{media}; transfer-syntax={ts}"
     if not is_multipart:
         if len(frames) != 1:

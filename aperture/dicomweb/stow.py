@@ -61,6 +61,19 @@ class _TempSink:
 
 
 async def store_instances(request: Request) -> Response:
+    """STOW-RS; background HTJ2K work waits while it runs, and is told afterwards there is more."""
+    copies = request.app.state.copies
+    if copies is None:
+        return await _store_instances(request)
+    copies.uploads_in_flight += 1
+    try:
+        return await _store_instances(request)
+    finally:
+        copies.uploads_in_flight -= 1
+        copies.nudge()
+
+
+async def _store_instances(request: Request) -> Response:
     study_uid = optional_uid(request, "study")
     accept = parse_accept(request.query_params.get("accept") or request.headers.get("accept"))
     if not any(r.covers("application/dicom+json") or r.covers("application/json") for r in accept):

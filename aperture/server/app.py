@@ -32,6 +32,7 @@ from aperture.server.handlers import EXCEPTION_HANDLERS
 from aperture.server.memory import tune_allocator
 from aperture.server.proxy import ForwardedHeaders
 from aperture.store.blobs import BlobStore
+from aperture.store.copies import CopyWorker
 from aperture.store.engine import open_engine
 from aperture.store.index import Index
 from aperture.store.ingest import Ingest, warm_up
@@ -82,11 +83,16 @@ def create_app(config: Config) -> Starlette:
             mp_context=multiprocessing.get_context("forkserver"),
         )
         await asyncio.get_running_loop().run_in_executor(app.state.parsers, warm_up)
+        app.state.copies = CopyWorker(engine, blobs) if config.store.htj2k_copies else None
+        if app.state.copies is not None:
+            app.state.copies.start()
         if config.server.auth == "none":
             log.warning("--auth none: every request is allowed, with no authorization. Never expose this server.")
         try:
             yield
         finally:
+            if app.state.copies is not None:
+                app.state.copies.stop()
             app.state.parsers.shutdown(wait=False, cancel_futures=True)
             engine.dispose()
 

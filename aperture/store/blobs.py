@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-_BLOB_NAME = re.compile(r"^blobs/[0-9a-f]{2}/[0-9a-f]{32}/[0-9a-f]{32}-[0-9a-f]{8}\.dcm$")
+_BLOB_NAME = re.compile(r"^blobs/[0-9a-f]{2}/[0-9a-f]{32}/[0-9a-f]{32}-[0-9a-f]{8}\.(dcm|htj2k)$")
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -100,14 +100,32 @@ class BlobStore:
         for temp in temps:
             _flush(temp, os.fdatasync)
 
-    def place(self, temp: Path, study_uid: str, sop_uid: str) -> str:
+    def write_derived(self, data: bytes, study_uid: str, sop_uid: str, suffix: str) -> str:
+        """Store bytes derived from an instance (e.g. its HTJ2K frames) next to it, whole or not at all.
+
+        Derived files can always be computed again, so they are flushed on their own, not batched.
+        """
+        temp, handle = self.new_temp()
+        try:
+            with handle:
+                handle.write(data)
+                handle.flush()
+                os.fdatasync(handle.fileno())
+            relative = self.place(temp, study_uid, sop_uid, suffix=suffix)
+            _flush((self.root / relative).parent, os.fsync)  # its name too; no filesystem-wide sync here
+            return relative
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def place(self, temp: Path, study_uid: str, sop_uid: str, *, suffix: str = "dcm") -> str:
         """Move a durable `temp` to its final name; returns the path relative to the root.
 
         Instances of a study share a folder: a study's retrieve reads one directory, and a STOW
         batch needs one directory sync per study rather than one per instance.
         """
         study = _digest(study_uid)
-        relative = f"blobs/{study[:2]}/{study[2:34]}/{_digest(sop_uid)[:32]}-{secrets.token_hex(4)}.dcm"
+        relative = f"blobs/{study[:2]}/{study[2:34]}/{_digest(sop_uid)[:32]}-{secrets.token_hex(4)}.{suffix}"
         final = self.root / relative
         if final.parent not in self._known_dirs:
             if not final.parent.exists():

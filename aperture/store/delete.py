@@ -14,8 +14,8 @@ from aperture.errors import Forbidden
 from aperture.store.blobs import BlobStore
 from aperture.store.engine import write_transaction
 from aperture.store.index import scope_clause
-from aperture.store.ingest import refresh_aggregates
-from aperture.store.schema import instances, series, studies
+from aperture.store.ingest import derived_blobs, refresh_aggregates
+from aperture.store.schema import frame_copies, instances, series, studies
 from aperture.store.scope import AccessScope
 
 
@@ -47,8 +47,13 @@ def delete_instances(
         rows = list(conn.execute(stmt))
         if not rows:
             return 0
-        conn.execute(delete(instances).where(instances.c.pk.in_([r.pk for r in rows])))
+        pks = [r.pk for r in rows]
+        derived = derived_blobs(conn, pks)
+        conn.execute(delete(frame_copies).where(frame_copies.c.instance_pk.in_(pks)))
+        conn.execute(delete(instances).where(instances.c.pk.in_(pks)))
         refresh_aggregates(conn, {r.series_pk for r in rows}, {r.study_pk for r in rows}, int(time.time()))
     for row in rows:
         blobs.remove(row.blob)
+    for relative in derived:
+        blobs.remove(relative)
     return len(rows)

@@ -22,7 +22,7 @@ from aperture.dicom.attributes import Level, level_of
 from aperture.dicom.dicomjson import BASE_PLACEHOLDER
 from aperture.dicom.matching import matches
 from aperture.dicom.query import Condition, Match, Query
-from aperture.store.schema import instances, series, studies
+from aperture.store.schema import frame_copies, instances, series, studies
 from aperture.store.scope import AccessScope
 
 # tag → (column, kind); kind: "text" (exact), "upper" (PN, case-insensitive), "int", "date", "time", "list"
@@ -69,6 +69,8 @@ class InstanceRef:
     frames: str | None
     bulk: str
     digest: str | None  # SHA-256 of the stored file (None for rows stored before revision 0003)
+    copy_blob: str | None = None  # the HTJ2K copy of the frames, once the background worker made it
+    copy_frames: str | None = None  # FrameIndex JSON of copy_blob
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ _INSTANCE_COLUMNS = {
         instances.c.frames,
         instances.c.bulk,
         instances.c.digest,
+        frame_copies.c.blob,
+        frame_copies.c.frames,
     ),
     "metadata": (instances.c.metadata, instances.c.digest, instances.c.blob),
 }
@@ -141,8 +145,10 @@ def _instance_statement(what: str, shape: _ScopeShape, by_series: bool, by_insta
     stmt = (
         select(*_INSTANCE_COLUMNS[what])
         .select_from(
-            instances.join(series, instances.c.series_pk == series.c.pk).join(
-                studies, instances.c.study_pk == studies.c.pk
+            instances.join(series, instances.c.series_pk == series.c.pk)
+            .join(studies, instances.c.study_pk == studies.c.pk)
+            .outerjoin(
+                frame_copies, and_(frame_copies.c.instance_pk == instances.c.pk, frame_copies.c.status == "ready")
             )
         )
         .where(studies.c.study_uid == bindparam("study"), *_bound_scope_clause(shape))

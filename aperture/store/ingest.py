@@ -33,7 +33,7 @@ from aperture.errors import Forbidden
 from aperture.store.blobs import BlobStore
 from aperture.store.engine import write_transaction
 from aperture.store.index import DEFAULT_STUDY_QUERY, study_document
-from aperture.store.schema import instances, patients, series, studies
+from aperture.store.schema import frame_copies, instances, patients, series, studies
 from aperture.store.scope import AccessScope
 
 log = logging.getLogger("aperture.store")
@@ -237,6 +237,10 @@ class Ingest:
             touched_studies.add(old.study_pk)
             kept.append((index, relative))
         if replaced_pks:  # overwrite policy: the new rows replace these
+            from aperture.store.delete import derived_blobs
+
+            drop.extend(derived_blobs(conn, replaced_pks))
+            conn.execute(delete(frame_copies).where(frame_copies.c.instance_pk.in_(replaced_pks)))
             conn.execute(delete(instances).where(instances.c.pk.in_(replaced_pks)))
         placed = kept
         new_rows: list[dict[str, Any]] = []
@@ -452,3 +456,11 @@ def refresh_aggregates(conn: Connection, series_pks: set[int], study_pks: set[in
             update(studies).where(studies.c.pk == bindparam("b_pk")),
             updates,
         )
+
+
+def derived_blobs(conn: Connection, instance_pks: list[int]) -> list[str]:
+    """Files computed from these instances (HTJ2K copies), to delete along with them."""
+    stmt = select(frame_copies.c.blob).where(
+        frame_copies.c.instance_pk.in_(instance_pks), frame_copies.c.blob.isnot(None)
+    )
+    return [row[0] for row in conn.execute(stmt)]

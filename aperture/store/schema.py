@@ -99,3 +99,15 @@ instances = Table(
 )
 
 Index("ix_instances_series_number", instances.c.series_pk, instances.c.instance_number)
+
+frame_copies = Table(
+    "frame_copies",
+    metadata,
+    Column("instance_pk", Integer, ForeignKey("instances.pk", ondelete="CASCADE"), primary_key=True),
+    Column("status", String(16), nullable=False, index=True),  # working | ready | none
+    Column("transfer_syntax", String(64), nullable=False),
+    Column("blob", Text),  # the codestreams back to back, under blobs/
+    Column("frames", Text),  # FrameIndex JSON of `blob`
+    Column("note", Text, nullable=False),  # why there is no copy, for status "none"
+    Column("updated", BigInteger, nullable=False),
+)

@@ -1,0 +1,173 @@
+"""Background HTJ2K copies: each losslessly stored frame gets a .202 codestream for fast viewing.
+
+A worker thread per server process claims instances that have no copy yet (claims are rows in
+`frame_copies`, written under the store's write lock, so two processes never do the same work),
+encodes their frames with `aperture.dicom.htj2k`, writes the codestreams back to back into one
+derived file next to the instance, and records where each frame is. The stored original is never
+touched. Work is off the STOW-RS request path and yields to uploads: while any STOW-RS request is
+in flight in this process, the worker waits. A crash leaves claims behind; claims older than
+`STALE_CLAIM_SECONDS` are taken again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from sqlalchemy import Engine, and_, delete, insert, or_, select, update
+
+from aperture.dicom.frames import FrameIndex
+from aperture.dicom.htj2k import HTJ2K_LOSSLESS_RPCL, HTJ2KError, available, copy_problem, encode_frame
+from aperture.store.blobs import BlobStore
+from aperture.store.engine import write_transaction
+from aperture.store.schema import frame_copies, instances, studies
+
+log = logging.getLogger("aperture.copies")
+STALE_CLAIM_SECONDS = 600
+CLAIM_BATCH = 4
+
+
+@dataclass(frozen=True)
+class _Claim:
+    pk: int
+    blob: str
+    transfer_syntax: str
+    study_uid: str
+    sop_uid: str
+
+
+class CopyWorker:
+    """Computes HTJ2K copies in a daemon thread until `stop` is called."""
+
+    def __init__(self, engine: Engine, blobs: BlobStore, *, idle_seconds: float = 1.0) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.idle_seconds = idle_seconds
+        self.uploads_in_flight = 0  # STOW-RS requests running in this process (they come first)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="htj2k-copies", daemon=True)
+
+    def start(self) -> None:
+        if not available():
+            log.warning("imagecodecs has no HTJ2K support here: frames are served as stored only")
+            return
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def nudge(self) -> None:
+        """New instances were stored: look for work now rather than at the next idle tick."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.uploads_in_flight:
+                self._stop.wait(0.05)
+                continue
+            try:
+                claims = self._claim()
+            except Exception:
+                log.exception("claiming HTJ2K work failed")
+                claims = []
+            if not claims:
+                self._wake.wait(self.idle_seconds)
+                self._wake.clear()
+                continue
+            for claim in claims:
+                if self._stop.is_set():
+                    return
+                self._copy(claim)
+
+    def _claim(self) -> list[_Claim]:
+        now = int(time.time())
+        stale = now - STALE_CLAIM_SECONDS
+        candidates = (
+            select(
+                instances.c.pk, instances.c.blob, instances.c.transfer_syntax, studies.c.study_uid, instances.c.sop_uid
+            )
+            .select_from(
+                instances.join(studies, instances.c.study_pk == studies.c.pk).outerjoin(
+                    frame_copies, frame_copies.c.instance_pk == instances.c.pk
+                )
+            )
+            .where(
+                instances.c.num_frames > 0,
+                or_(
+                    frame_copies.c.instance_pk.is_(None),
+                    and_(frame_copies.c.status == "working", frame_copies.c.updated < stale),
+                ),
+            )
+            .order_by(instances.c.pk)
+            .limit(CLAIM_BATCH)
+        )
+        with write_transaction(self.engine) as conn:
+            rows = [_Claim(*row) for row in conn.execute(candidates)]
+            if rows:
+                conn.execute(delete(frame_copies).where(frame_copies.c.instance_pk.in_([r.pk for r in rows])))
+                conn.execute(
+                    insert(frame_copies),
+                    [
+                        {"instance_pk": r.pk, "status": "working", "transfer_syntax": HTJ2K_LOSSLESS_RPCL,
+                         "note": "", "updated": now}
+                        for r in rows
+                    ],
+                )  # fmt: skip
+        return rows
+
+    def _copy(self, claim: _Claim) -> None:
+        try:
+            data, index = self._encode(claim)
+        except (HTJ2KError, _NoCopy) as exc:
+            self._finish(claim, "none", note=str(exc))
+            return
+        except Exception as exc:
+            log.warning("no HTJ2K copy for %s: %s", claim.sop_uid, exc)
+            self._finish(claim, "none", note=f"{type(exc).__name__}: {exc}"[:500])
+            return
+        relative = self.blobs.write_derived(data, claim.study_uid, claim.sop_uid, "htj2k")
+        if not self._finish(claim, "ready", blob=relative, frames=index.to_json()):
+            self.blobs.remove(relative)  # the instance went away meanwhile
+
+    def _encode(self, claim: _Claim) -> tuple[bytes, FrameIndex]:
+        path = self.blobs.path(claim.blob)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+            problem = copy_problem(ds, claim.transfer_syntax)
+            if problem:
+                raise _NoCopy(problem)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            chunks: list[bytes] = []
+            runs: list[tuple[tuple[int, int], ...]] = []
+            offset = 0
+            for number in range(frames):
+                pixels = pydicom.pixels.pixel_array(ds, index=number)
+                codestream = encode_frame(np.asarray(pixels))
+                chunks.append(codestream)
+                runs.append(((offset, len(codestream)),))
+                offset += len(codestream)
+        return b"".join(chunks), FrameIndex(encapsulated=True, transfer_syntax=HTJ2K_LOSSLESS_RPCL, frames=tuple(runs))
+
+    def _finish(self, claim: _Claim, status: str, *, blob: str | None = None, frames: str | None = None,
+                note: str = "") -> bool:  # fmt: skip
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(
+                update(frame_copies)
+                .where(frame_copies.c.instance_pk == claim.pk)
+                .values(status=status, blob=blob, frames=frames, note=note, updated=int(time.time()))
+            )
+            return bool(result.rowcount)
+
+
+class _NoCopy(Exception):
+    """This instance gets no copy (the message says why); recorded, not retried."""

@@ -1,0 +1,88 @@
+"""Background HTJ2K copies: made after STOW-RS, served to frame requests that take any syntax, exact."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from aperture.dicom.htj2k import HTJ2K_LOSSLESS_RPCL, decode_frame
+from tests.conftest import ApertureServer, start_server
+from tests.dicomweb.test_wado import split_multipart
+from tests.helpers import stow
+
+OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+
+
+@pytest.fixture(scope="module")
+def copying_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    srv = start_server(tmp_path_factory.mktemp("copies") / "data")
+    yield srv
+    srv.stop()
+
+
+def _store(srv: ApertureServer, name: str) -> tuple[bytes, str]:
+    ds = pydicom.dcmread(get_testdata_file(name))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with httpx.Client(base_url=srv.dicomweb) as http:
+        answer = stow(http, [out.getvalue()]).json()
+    return out.getvalue(), str(answer["00081199"]["Value"][0]["00081190"]["Value"][0])
+
+
+def _wait_for_copy(http: httpx.Client, url: str, seconds: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        response = http.get(url, headers={"Accept": OHIF_FRAMES})
+        if HTJ2K_LOSSLESS_RPCL in response.headers.get("content-type", "") or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "emri_small_jpeg_2k_lossless.dcm", "MR_small_RLE.dcm"])
+def test_copy_is_served_for_any_syntax_and_decodes_exactly(copying_server: ApertureServer, name: str) -> None:
+    data, url = _store(copying_server, name)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    pixels = ds.pixel_array if frames > 1 else ds.pixel_array[np.newaxis]
+    with httpx.Client(timeout=30) as http:
+        response = _wait_for_copy(http, f"{url}/frames/{','.join(str(n) for n in range(1, frames + 1))}")
+        parts = split_multipart(response)
+        assert all(f"transfer-syntax={HTJ2K_LOSSLESS_RPCL}" in ctype for ctype, _ in parts), parts[0][0]
+        for number, (_, codestream) in enumerate(parts):
+            assert np.array_equal(decode_frame(codestream).astype(pixels.dtype), pixels[number]), number
+        stored = http.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"})
+        assert stored.content == data, "the instance itself is never replaced by the copy"
+        raw = http.get(f"{url}/frames/1", headers={"Accept": "multipart/related; type=application/octet-stream"})
+        assert HTJ2K_LOSSLESS_RPCL not in split_multipart(raw)[0][0], "uncompressed still means uncompressed"
+
+
+def test_lossy_instances_get_no_copy(copying_server: ApertureServer) -> None:
+    _, url = _store(copying_server, "SC_rgb_jpeg_dcmtk.dcm")
+    with httpx.Client(timeout=30) as http:
+        time.sleep(2)
+        response = http.get(f"{url}/frames/1", headers={"Accept": OHIF_FRAMES})
+        assert "1.2.840.10008.1.2.4.50" in split_multipart(response)[0][0]
+
+
+def test_deleting_an_instance_deletes_its_copy(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data", config="[dicomweb]\nallow_delete = true\n")
+    try:
+        _, url = _store(srv, "CT_small.dcm")
+        with httpx.Client(timeout=30) as http:
+            assert HTJ2K_LOSSLESS_RPCL in _wait_for_copy(http, f"{url}/frames/1").headers["content-type"]
+            assert list((srv.data / "blobs").rglob("*.htj2k"))
+            assert http.delete(url.split("/series/")[0]).status_code == 204
+        assert not list((srv.data / "blobs").rglob("*.htj2k"))
+        assert not list((srv.data / "blobs").rglob("*.dcm"))
+    finally:
+        srv.stop()
