@@ -67,3 +67,50 @@ def json_response(request: Request, body: bytes, *, tag: str | None = None) -> R
     if tag is not None:
         headers["ETag"] = tag
     return Response(body, media_type="application/dicom+json", headers=headers)
+
+
+def with_range(request: Request, body: bytes, headers: dict[str, str]) -> Response:
+    """The whole body (200), or the one byte range the request asks for (206), or 416.
+
+    Cornerstone loads HTJ2K progressively by asking for a prefix of a frame and then the rest
+    (`Range: bytes=0-65535`, then `bytes=65536-`); this works because the answer for a given ETag
+    is always the same bytes. Several ranges in one request are answered with the whole body.
+    """
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    spec = request.headers.get("range", "")
+    if_range = request.headers.get("if-range")
+    current = headers.get("ETag") or headers.get("etag")
+    if not spec or (if_range is not None and if_range != current):
+        return Response(body, headers=headers)
+    span = _one_range(spec, len(body))
+    if span is None:
+        return Response(body, headers=headers)
+    if span == (-1, -1):
+        headers["Content-Range"] = f"bytes */{len(body)}"
+        return Response(status_code=416, headers=headers)
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+    return Response(body[start : end + 1], status_code=206, headers=headers)
+
+
+def _one_range(spec: str, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single `bytes=` range; None to ignore it; (-1, -1) if unsatisfiable."""
+    unit, _, ranges = spec.partition("=")
+    if unit.strip().lower() != "bytes" or "," in ranges:
+        return None
+    first, sep, last = ranges.strip().partition("-")
+    if not sep:
+        return None
+    try:
+        if first == "":
+            length = int(last)
+            if length <= 0:
+                return (-1, -1)
+            return (max(0, size - length), size - 1)
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or end < start:
+        return (-1, -1)
+    return (start, min(end, size - 1))

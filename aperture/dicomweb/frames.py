@@ -30,7 +30,7 @@ from aperture.dicom.transcode import (
     transcode_frame,
 )
 from aperture.dicomweb import multipart
-from aperture.dicomweb.caching import boundary_for, etag, not_modified
+from aperture.dicomweb.caching import boundary_for, etag, not_modified, with_range
 from aperture.dicomweb.media import MediaRange
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.wado import accept_ranges, resolve, resolve_and, validator
@@ -192,8 +192,9 @@ async def retrieve_frames(request: Request) -> Response:
     if not is_multipart:
         if len(frames) != 1:
             raise NotAcceptable("Several frames need a multipart/related Accept; a single part holds one frame.")
-        return Response(frames[0], media_type=part_type, headers={"ETag": tag})
-    return multipart_response(frames, media, part_type, ts, tag)
+        return with_range(request, frames[0], {"ETag": tag, "Content-Type": part_type})
+    response = multipart_response(frames, media, part_type, ts, tag)
+    return with_range(request, response.body, {k: v for k, v in response.headers.items() if k != "content-length"})
 
 
 def multipart_response(bodies: list[bytes], media: str, part_type: str, ts: str | None, tag: str) -> Response:

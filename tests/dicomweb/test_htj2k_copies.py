@@ -86,3 +86,26 @@ def test_deleting_an_instance_deletes_its_copy(tmp_path: Path) -> None:
         assert not list((srv.data / "blobs").rglob("*.dcm"))
     finally:
         srv.stop()
+
+
+def test_byte_ranges_of_a_frame_concatenate_to_the_whole(copying_server: ApertureServer) -> None:
+    """Cornerstone's progressive loading: a prefix first, then the rest, appended."""
+    _, url = _store(copying_server, "CT_small.dcm")
+    with httpx.Client(timeout=30) as http:
+        whole = _wait_for_copy(http, f"{url}/frames/1")
+        assert whole.headers["accept-ranges"] == "bytes"
+        tag = whole.headers["etag"]
+        head = http.get(f"{url}/frames/1", headers={"Accept": OHIF_FRAMES, "Range": "bytes=0-999"})
+        assert head.status_code == 206
+        assert head.headers["content-range"] == f"bytes 0-999/{len(whole.content)}"
+        rest = http.get(f"{url}/frames/1", headers={"Accept": OHIF_FRAMES, "Range": "bytes=1000-"})
+        assert rest.status_code == 206
+        assert head.content + rest.content == whole.content
+        assert rest.headers["etag"] == tag
+        beyond = http.get(f"{url}/frames/1", headers={"Accept": OHIF_FRAMES, "Range": f"bytes={len(whole.content)}-"})
+        assert beyond.status_code == 416
+        assert beyond.headers["content-range"] == f"bytes */{len(whole.content)}"
+        fresh = http.get(f"{url}/frames/1", headers={"Accept": OHIF_FRAMES, "Range": "bytes=0-9", "If-Range": tag})
+        assert fresh.status_code == 206 and fresh.content == whole.content[:10]
+        stale = http.get(f"{url}/frames/1", headers={"Accept": OHIF_FRAMES, "Range": "bytes=0-9", "If-Range": '"x"'})
+        assert stale.status_code == 200 and stale.content == whole.content
