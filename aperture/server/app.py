@@ -59,7 +59,12 @@ def edge_layers(app: ASGIApp, server: ServerConfig) -> ASGIApp:
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "version": __version__})
+    """Liveness, plus how much background work is left (benchmarks and tests wait for it)."""
+    answer: dict[str, object] = {"status": "ok", "version": __version__}
+    copies = getattr(request.app.state, "copies", None)
+    if copies is not None and request.query_params.get("background") == "1":
+        answer["htj2k_pending"] = await asyncio.get_running_loop().run_in_executor(None, copies.pending)
+    return JSONResponse(answer)
 
 
 def create_app(config: Config) -> Starlette:

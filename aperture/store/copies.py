@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
-from sqlalchemy import Engine, and_, delete, insert, or_, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 
 from aperture.dicom.frames import FrameIndex
 from aperture.dicom.htj2k import HTJ2K_LOSSLESS_RPCL, HTJ2KError, available, copy_problem, encode_frame
@@ -68,6 +68,19 @@ class CopyWorker:
     def nudge(self) -> None:
         """New instances were stored: look for work now rather than at the next idle tick."""
         self._wake.set()
+
+    def pending(self) -> int:
+        """Instances with frames still waiting for (or getting) their copy."""
+        stmt = (
+            select(func.count())
+            .select_from(instances.outerjoin(frame_copies, frame_copies.c.instance_pk == instances.c.pk))
+            .where(
+                instances.c.num_frames > 0,
+                or_(frame_copies.c.instance_pk.is_(None), frame_copies.c.status == "working"),
+            )
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
 
     def _run(self) -> None:
         while not self._stop.is_set():
