@@ -171,7 +171,7 @@ def _store(
             continue
         if study_uid is not None and record.study_uid != study_uid:
             results.append(
-                Outcome(
+                Outcome.of(
                     record,
                     DATASET_DOES_NOT_MATCH_SOP_CLASS,
                     f"Part {number}: not in the study named in the URL (it is in study {record.study_uid}).",
@@ -185,12 +185,7 @@ def _store(
 
 
 def _failure(exc: InvalidInstance, number: int) -> Outcome:
-    placeholder = InstanceRecord.__new__(InstanceRecord)
-    placeholder.sop_uid = exc.sop_instance_uid
-    placeholder.sop_class_uid = exc.sop_class_uid
-    placeholder.study_uid = ""
-    placeholder.series_uid = ""
-    return Outcome(placeholder, exc.reason, f"Part {number}: {exc}")
+    return Outcome(exc.sop_class_uid, exc.sop_instance_uid, reason=exc.reason, message=f"Part {number}: {exc}")
 
 
 def _response(request: Request, results: list[Outcome], study_uid: str | None) -> Response:
@@ -198,7 +193,7 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
     referenced: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     for outcome in results:
-        record = outcome.record
+        record = outcome  # the identifiers of the part, stored or not
         item: dict[str, Any] = {
             "00081150": _ui(record.sop_class_uid),
             "00081155": _ui(record.sop_uid),
@@ -215,7 +210,7 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
             log.info("STOW-RS refused %s: %s", record.sop_uid or "(no SOP Instance UID)", outcome.message)
             failed.append(dict(sorted(item.items())))
     body: dict[str, Any] = {}
-    studies = {o.record.study_uid for o in results if o.reason is None}
+    studies = {o.study_uid for o in results if o.reason is None}
     target = study_uid or (next(iter(studies)) if len(studies) == 1 else None)
     if target and referenced:
         body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{target}"]}

@@ -41,11 +41,18 @@ log = logging.getLogger("aperture.store")
 
 @dataclass
 class Outcome:
-    """What happened to one instance of a batch (reason None: stored or already identical)."""
+    """What happened to one uploaded part (reason None: stored, or already stored identically)."""
 
-    record: InstanceRecord
+    sop_class_uid: str
+    sop_uid: str
+    study_uid: str = ""
+    series_uid: str = ""
     reason: int | None = None
     message: str = ""
+
+    @classmethod
+    def of(cls, record: InstanceRecord, reason: int | None = None, message: str = "") -> Outcome:
+        return cls(record.sop_class_uid, record.sop_uid, record.study_uid, record.series_uid, reason, message)
 
 
 def prepare_upload(path: Path) -> InstanceRecord | InvalidInstance:
@@ -115,7 +122,7 @@ class Ingest:
         """
         if not scope.may_write:
             raise Forbidden("This authorization does not allow storing instances.")
-        outcomes = [Outcome(record) for _, record in batch]
+        outcomes = [Outcome.of(record) for _, record in batch]
         with self._lock:
             placed = self._place(batch, outcomes)
             drop: list[str] = []
