@@ -193,21 +193,20 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
     referenced: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     for outcome in results:
-        record = outcome  # the identifiers of the part, stored or not
         item: dict[str, Any] = {
-            "00081150": _ui(record.sop_class_uid),
-            "00081155": _ui(record.sop_uid),
+            "00081150": _ui(outcome.sop_class_uid),
+            "00081155": _ui(outcome.sop_uid),
         }
         if outcome.reason is None:
             item["00081190"] = {
                 "vr": "UR",
-                "Value": [f"{base}/studies/{record.study_uid}/series/{record.series_uid}/instances/{record.sop_uid}"],
+                "Value": [f"{base}/studies/{outcome.study_uid}/series/{outcome.series_uid}/instances/{outcome.sop_uid}"],
             }
             referenced.append(dict(sorted(item.items())))
         else:
             item["00081197"] = {"vr": "US", "Value": [outcome.reason]}
             item["00000902"] = {"vr": "LO", "Value": [error_comment(outcome.message)]}
-            log.info("STOW-RS refused %s: %s", record.sop_uid or "(no SOP Instance UID)", outcome.message)
+            log.info("STOW-RS refused %s: %s", outcome.sop_uid or "(no SOP Instance UID)", outcome.message)
             failed.append(dict(sorted(item.items())))
     body: dict[str, Any] = {}
     studies = {o.study_uid for o in results if o.reason is None}
