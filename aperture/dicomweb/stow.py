@@ -200,7 +200,9 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
         if outcome.reason is None:
             item["00081190"] = {
                 "vr": "UR",
-                "Value": [f"{base}/studies/{outcome.study_uid}/series/{outcome.series_uid}/instances/{outcome.sop_uid}"],
+                "Value": [
+                    f"{base}/studies/{outcome.study_uid}/series/{outcome.series_uid}/instances/{outcome.sop_uid}"
+                ],
             }
             referenced.append(dict(sorted(item.items())))
         else:
