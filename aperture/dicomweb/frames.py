@@ -13,15 +13,18 @@ import json
 import re
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.encaps import generate_fragments
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aperture.dicom.encode import ENCODE_TARGETS, encodable_targets, encode_frame
 from aperture.dicom.frames import FrameError, FrameIndex, read_frames
 from aperture.dicom.htj2k import HTJ2K_LOSSLESS_RPCL, HTJ2K_MEDIA_TYPE
 from aperture.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
+    FRAME_MEDIA_TYPES,
     MEDIA_TYPE_ALIASES,
     NATIVE_SYNTAXES,
     TranscodeError,
@@ -31,6 +34,7 @@ from aperture.dicom.transcode import (
 )
 from aperture.dicomweb import multipart
 from aperture.dicomweb.caching import boundary_for, etag, not_modified, with_range
+from aperture.dicomweb.lru import ByteCache
 from aperture.dicomweb.media import MediaRange
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.wado import accept_ranges, resolve, resolve_and, validator
@@ -106,9 +110,14 @@ def negotiate_frames(
                 return multipart_ok, _OCTET, wanted
             if wanted == stored_ts and indexed:
                 return multipart_ok, _OCTET, stored_ts
+            if wanted in ENCODE_TARGETS and decodable:
+                return multipart_ok, _OCTET, wanted
             continue
         if indexed and part == stored_media and ts in (None, "*", stored_ts):
             return multipart_ok, stored_media, stored_ts
+        target = _encode_target(part, ts)
+        if target is not None and decodable:  # a lossless syntax by name: encoded on request
+            return multipart_ok, part if part != _OCTET else _OCTET, target
     offers = []
     if indexed:
         offers.append(f'multipart/related; type="{stored_media}"; transfer-syntax={stored_ts}')
@@ -121,7 +130,49 @@ def negotiate_frames(
     )
 
 
-def _frames(ref: InstanceRef, path: Any, numbers: list[int], target: str, blobs: Any = None) -> list[bytes]:
+def _encode_target(part: str, ts: str | None) -> str | None:
+    """The lossless syntax a media range names, when Aperture could encode frames into it."""
+    if part == _OCTET:
+        return ts if ts in ENCODE_TARGETS else None
+    for target in ENCODE_TARGETS:
+        if FRAME_MEDIA_TYPES.get(target) == part and ts in (None, target):
+            return target
+    return None
+
+
+def _encoded(ref: InstanceRef, path: Any, numbers: list[int], target: str, cache: ByteCache | None) -> list[bytes]:
+    """Frames encoded on request in a lossless syntax, through the bounded frame cache."""
+    keys = [(ref.blob, number, target) for number in numbers]
+    cached = [cache.get(key) if cache is not None else None for key in keys]
+    if all(body is not None for body in cached):
+        return [body for body in cached if body is not None]
+    ds = pydicom.dcmread(path)
+    if target not in encodable_targets(ds, ref.transfer_syntax):
+        raise NotAcceptable(
+            f"Frames of this instance ({ref.transfer_syntax}) cannot be encoded losslessly as {target}; "
+            f"available by request: {', '.join(encodable_targets(ds, ref.transfer_syntax)) or 'none'}."
+        )
+    out = []
+    for key, number, body in zip(keys, numbers, cached, strict=True):
+        if body is None:
+            body = encode_frame(np.asarray(pydicom.pixels.pixel_array(ds, index=number - 1)), target, ds)
+            if cache is not None:
+                cache.put(key, body)
+        out.append(body)
+    return out
+
+
+def _frames(
+    ref: InstanceRef, path: Any, numbers: list[int], target: str, blobs: Any = None, cache: ByteCache | None = None
+) -> list[bytes]:
+    if any(n > ref.num_frames for n in numbers):
+        raise NotFound(f"Frame {max(numbers)} does not exist: this instance has {ref.num_frames} frame(s).")
+    if (
+        target in ENCODE_TARGETS
+        and target != ref.transfer_syntax
+        and not (target == HTJ2K_LOSSLESS_RPCL and ref.copy_frames is not None)
+    ):
+        return _encoded(ref, path, numbers, target, cache)
     if target == HTJ2K_LOSSLESS_RPCL and ref.copy_frames is not None and ref.transfer_syntax != target:
         try:
             return read_frames(blobs.path(ref.copy_blob), FrameIndex.from_json(ref.copy_frames), numbers)
@@ -167,6 +218,7 @@ async def retrieve_frames(request: Request) -> Response:
     numbers = parse_frame_list(request.path_params["frames"])
     ranges = accept_ranges(request)
     blobs = request.app.state.blobs
+    cache: ByteCache | None = request.app.state.frame_cache
 
     def read(refs: list[InstanceRef]) -> tuple[bool, str, str, str, list[bytes] | None]:
         ref = refs[0]
@@ -179,7 +231,7 @@ async def retrieve_frames(request: Request) -> Response:
         tag = etag(validator(ref), "frames", ",".join(map(str, numbers)), media, ts, is_multipart, copy)
         if request.headers.get("if-none-match"):
             return is_multipart, media, ts, tag, None  # the caller may answer 304 without reading
-        return is_multipart, media, ts, tag, _frames(ref, blobs.path(ref.blob), numbers, ts, blobs)
+        return is_multipart, media, ts, tag, _frames(ref, blobs.path(ref.blob), numbers, ts, blobs, cache)
 
     refs, answer = await resolve_and(request, read)
     assert answer is not None
@@ -187,7 +239,7 @@ async def retrieve_frames(request: Request) -> Response:
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
     if frames is None:
-        frames = await off_loop(_frames, refs[0], blobs.path(refs[0].blob), numbers, ts, blobs)
+        frames = await off_loop(_frames, refs[0], blobs.path(refs[0].blob), numbers, ts, blobs, cache)
     part_type = f"{media}; transfer-syntax={ts}"
     if not is_multipart:
         if len(frames) != 1:

@@ -8,15 +8,13 @@ images are kept in a bounded in-memory cache (`dicomweb.rendered_cache_bytes`).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import pydicom
 from starlette.requests import Request
 from starlette.responses import Response
 
 from aperture.dicom.render import RenderError, parse_viewport, parse_window, render, thumbnail
 from aperture.dicomweb.caching import etag, not_modified_tag
+from aperture.dicomweb.lru import ByteCache
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.wado import resolve_and, validator
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
@@ -32,41 +30,6 @@ def _media_type(request: Request) -> str:
             if media.covers(candidate):
                 return candidate
     raise NotAcceptable(f"Rendered images are available as {', '.join(_RENDERED)}.")
-
-
-class RenderedCache:
-    """Recently rendered images, bounded by total size; least recently used go first.
-
-    Viewers and study browsers ask for the same thumbnails and rendered frames again and again.
-    Keys start with the blob's name, which changes whenever an instance is overwritten, and every
-    request is authorized and looked up before the cache is consulted, so an entry can never be
-    served for data that changed or that the caller may not see.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[object, ...]) -> bytes | None:
-        with self._lock:
-            body = self._entries.get(key)
-            if body is not None:
-                self._entries.move_to_end(key)
-            return body
-
-    def put(self, key: tuple[object, ...], body: bytes) -> None:
-        if len(body) > self.max_bytes // 8:
-            return
-        with self._lock:
-            if key in self._entries:
-                return
-            self._entries[key] = body
-            self._size += len(body)
-            while self._size > self.max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._size -= len(dropped)
 
 
 def _render(path: object, frame: int, media_type: str, params: dict[str, str], as_thumbnail: bool) -> bytes:
@@ -104,7 +67,7 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
         frame = int(text)
     params = dict(request.query_params)
     blobs = request.app.state.blobs
-    cache: RenderedCache | None = request.app.state.rendered_cache
+    cache: ByteCache | None = request.app.state.rendered_cache
     if_none_match = request.headers.get("if-none-match", "")
 
     def draw(refs: list[InstanceRef]) -> tuple[str, bytes | None]:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 
 from aperture import __version__
 from aperture.config import Config, ServerConfig
-from aperture.dicomweb.rendered import RenderedCache
+from aperture.dicomweb.lru import ByteCache
 from aperture.dicomweb.routes import routes as dicomweb_routes
 from aperture.server.accesslog import AccessLog
 from aperture.server.cors import CrossOrigin
@@ -82,7 +82,8 @@ def create_app(config: Config) -> Starlette:
         app.state.index = Index(engine)
         app.state.ingest = Ingest(engine, blobs, config.store.duplicate_policy)
         cache_bytes = config.dicomweb.rendered_cache_bytes
-        app.state.rendered_cache = RenderedCache(cache_bytes) if cache_bytes > 0 else None
+        app.state.rendered_cache = ByteCache(cache_bytes) if cache_bytes > 0 else None
+        app.state.frame_cache = ByteCache(cache_bytes) if cache_bytes > 0 else None
         app.state.parsers = ProcessPoolExecutor(
             max_workers=config.store.parser_processes or max(1, (os.cpu_count() or 2) - 1),
             mp_context=multiprocessing.get_context("forkserver"),

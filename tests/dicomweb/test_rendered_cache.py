@@ -8,13 +8,13 @@ import httpx
 import numpy as np
 from pydicom.uid import generate_uid
 
-from aperture.dicomweb.rendered import RenderedCache
+from aperture.dicomweb.lru import ByteCache
 from tests.conftest import start_server
 from tests.helpers import make_instance, stow
 
 
 def test_cache_is_bounded_and_drops_the_least_recently_used() -> None:
-    cache = RenderedCache(max_bytes=800)
+    cache = ByteCache(max_bytes=800)
     cache.put(("a",), b"x" * 100)
     cache.put(("b",), b"x" * 100)
     assert cache.get(("a",)) is not None  # "a" is now the most recent

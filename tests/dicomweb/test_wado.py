@@ -147,7 +147,7 @@ def test_frame_errors(client: httpx.Client, study: dict) -> None:  # type: ignor
     assert client.get(f"{base}/3").status_code == 404
     assert client.get(f"{base}/0").status_code == 400
     assert client.get(f"{base}/1-2").status_code == 400
-    response = client.get(f"{base}/1", headers={"Accept": 'multipart/related; type="image/jp2"'})
+    response = client.get(f"{base}/1", headers={"Accept": 'multipart/related; type="image/jpeg"'})
     assert response.status_code == 406 and "application/octet-stream" in response.json()["message"]
 
 

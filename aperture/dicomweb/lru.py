@@ -1,0 +1,41 @@
+"""A size-bounded, least-recently-used cache of bytes, shared by threads."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+
+class ByteCache:
+    """Recently computed answers (rendered images, frames encoded on request), bounded by size.
+
+    Viewers ask for the same thumbnails, rendered frames and frames again and again. Callers key
+    entries by the blob's name, which changes whenever an instance is overwritten, and every
+    request is authorized and looked up before a cache is consulted, so an entry can never be
+    served for data that changed or that the caller may not see.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        with self._lock:
+            body = self._entries.get(key)
+            if body is not None:
+                self._entries.move_to_end(key)
+            return body
+
+    def put(self, key: tuple[object, ...], body: bytes) -> None:
+        if len(body) > self.max_bytes // 8:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = body
+            self._size += len(body)
+            while self._size > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._size -= len(dropped)
