@@ -22,6 +22,7 @@ from aperture.dicom.attributes import Level, level_of
 from aperture.dicom.dicomjson import BASE_PLACEHOLDER
 from aperture.dicom.matching import matches
 from aperture.dicom.query import Condition, Match, Query
+from aperture.errors import InvalidQuery
 from aperture.store.schema import frame_copies, instances, series, studies
 from aperture.store.scope import AccessScope
 
@@ -71,6 +72,11 @@ class InstanceRef:
     digest: str | None  # SHA-256 of the stored file (None for rows stored before revision 0003)
     copy_blob: str | None = None  # the HTJ2K copy of the frames, once the background worker made it
     copy_frames: str | None = None  # FrameIndex JSON of copy_blob
+
+
+# QIDO keys the index cannot answer are matched on stored JSON; at most this many candidate rows are
+# read for one query, so no request turns into an unbounded scan.
+MAX_SCAN = 50_000
 
 
 @dataclass(frozen=True)
@@ -296,8 +302,20 @@ class Index:
                 more = limit is not None and len(rows) > limit
                 rows = rows[:limit] if limit is not None else rows
             else:
-                rows = [r for r in conn.execute(stmt) if self._post_match(conn, r, level, leftovers, query.fuzzy)]
+                rows = []
                 end = None if limit is None else query.offset + limit
+                for scanned, row in enumerate(conn.execute(stmt.limit(MAX_SCAN + 1))):
+                    if scanned == MAX_SCAN:
+                        names = ", ".join(sorted({c.keyword for c in leftovers}))
+                        raise InvalidQuery(
+                            f"This query matches {names} against more than {MAX_SCAN:,} candidates outside "
+                            "the index. Narrow it with a key the index answers (PatientID, StudyDate, "
+                            "AccessionNumber, StudyInstanceUID, Modality, …); see docs/dicomweb.md."
+                        )
+                    if self._post_match(conn, row, level, leftovers, query.fuzzy):
+                        rows.append(row)
+                        if end is not None and len(rows) > end:
+                            break  # one more than the page tells the client there is more
                 more = end is not None and len(rows) > end
                 rows = rows[query.offset : end]
         if level is Level.STUDY and _answers_with_defaults(query):

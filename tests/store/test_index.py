@@ -1,0 +1,50 @@
+"""The index in-process: bounded scans for keys it cannot answer in SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aperture.auth.policy import allow_everything
+from aperture.dicom.attributes import Level
+from aperture.dicom.instance import read_instance
+from aperture.dicom.query import parse_query
+from aperture.errors import InvalidQuery
+from aperture.store import index as index_module
+from aperture.store.blobs import BlobStore
+from aperture.store.engine import open_engine
+from aperture.store.index import Index
+from aperture.store.ingest import Ingest
+from tests.helpers import make_instance
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Index:
+    blobs = BlobStore(tmp_path)
+    engine = open_engine(f"sqlite:///{tmp_path / 'index.sqlite3'}")
+    batch = []
+    for n in range(5):
+        temp, handle = blobs.new_temp()
+        with handle:
+            handle.write(make_instance(patient_id=f"SCAN-{n}", extra={"BodyPartExamined": "CHEST" if n else "HEAD"}))
+        batch.append((temp, read_instance(temp)))
+    Ingest(engine, blobs, "reject").ingest(batch, allow_everything())
+    return Index(engine)
+
+
+def test_keys_outside_the_index_are_matched_on_stored_json(index: Index) -> None:
+    query = parse_query([("BodyPartExamined", "HEAD")], Level.STUDY, default_limit=100, max_limit=100)
+    assert len(index.search(query, allow_everything()).documents) == 1
+
+
+def test_a_scan_past_the_bound_is_refused_with_advice(index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "MAX_SCAN", 3)
+    index_module._search_statement.cache_clear()
+    query = parse_query([("BodyPartExamined", "HEAD")], Level.STUDY, default_limit=100, max_limit=100)
+    with pytest.raises(InvalidQuery, match="BodyPartExamined"):
+        index.search(query, allow_everything())
+    narrowed = parse_query(
+        [("BodyPartExamined", "HEAD"), ("PatientID", "SCAN-0")], Level.STUDY, default_limit=100, max_limit=100
+    )
+    assert len(index.search(narrowed, allow_everything()).documents) == 1
