@@ -56,6 +56,7 @@ ACCEPT_FRAME = 'multipart/related; type="application/octet-stream"; transfer-syn
 ACCEPT_JPEG = "image/jpeg"
 QIDO_LIMIT = 100
 DATE_RANGE = ("20180101", "20181231")
+LONG_SERIES = 600  # instances in the series whose /metadata is timed
 MB = 1_000_000  # throughput is reported in MB/s with MB = 10^6 bytes
 BUSY_LOAD = 0.5  # 1-minute load average above which the run warns that other work adds noise
 
@@ -86,6 +87,9 @@ class BenchData:
     cols: int
     patient_id: str  # the one the QIDO-by-PatientID probe asks for
     n_in_range: int  # small studies whose StudyDate is in DATE_RANGE
+    long_series: list[bytes]  # one series of LONG_SERIES instances, for the series metadata probe
+    long_study_uid: str
+    long_series_uid: str
 
     @property
     def ct_bytes(self) -> int:
@@ -93,7 +97,7 @@ class BenchData:
 
     @property
     def n_studies(self) -> int:
-        return len(self.small) + 1
+        return len(self.small) + 2  # the CT study and the long-series study
 
 
 def _size(files: Sequence[bytes]) -> str:
@@ -107,6 +111,10 @@ def generate(n_slices: int, n_small: int) -> BenchData:
     t = time.perf_counter()
     small = [synthetic.small_study(i) for i in range(n_small)]
     log(f"generated {len(small)} small studies, {_size(small)}, {time.perf_counter() - t:.1f} s")
+    long_series = list(
+        synthetic.ct_study(LONG_SERIES, 128, 128, patient_id="BENCH-600", patient_name="Bench^Long", seed=7)
+    )
+    first = dcmread(io.BytesIO(long_series[0]), stop_before_pixels=True)
     middle = dcmread(io.BytesIO(ct[len(ct) // 2]))
     dates = [str(dcmread(io.BytesIO(f), stop_before_pixels=True, specific_tags=["StudyDate"]).StudyDate) for f in small]
     return BenchData(
@@ -121,6 +129,9 @@ def generate(n_slices: int, n_small: int) -> BenchData:
         cols=int(middle.Columns),
         patient_id=f"PAT{min(1234, n_small - 1):05d}",
         n_in_range=sum(DATE_RANGE[0] <= d <= DATE_RANGE[1] for d in dates),
+        long_series=long_series,
+        long_study_uid=str(first.StudyInstanceUID),
+        long_series_uid=str(first.SeriesInstanceUID),
     )
 
 
@@ -513,6 +524,9 @@ def probes(data: BenchData) -> list[Probe]:
               f"/studies/{st}/instances", ACCEPT_JSON, 5, qido_count(n_slices)),
         Probe("metadata", f"WADO study `/metadata`, warm ({n_slices} instances)", f"/studies/{st}/metadata",
               ACCEPT_JSON, 10, metadata),
+        Probe("series-metadata", f"WADO series `/metadata`, warm ({LONG_SERIES} instances)",
+              f"/studies/{data.long_study_uid}/series/{data.long_series_uid}/metadata", ACCEPT_JSON, 10,
+              lambda r: _json_list(r, LONG_SERIES)[1]),
         Probe("study", f"WADO full study ({n_slices} instances)", f"/studies/{st}", ACCEPT_DICOM, 2, study,
               large=True),
         Probe("instance", "WADO one instance", inst, ACCEPT_DICOM, 1.5, instance, instance_deep),
@@ -784,6 +798,9 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
         if result.error is None:
             log(f"STOW-RS small studies into {target.name}: {len(data.small)} in {n_small_req} requests")
             stows["small"][target.name] = stow(target.client, target.base, data.small, args.small_batch)
+            long_load = stow(target.client, target.base, data.long_series, 100)
+            if long_load.error is not None:
+                stows["small"][target.name] = long_load  # the series metadata probe needs it loaded
         for kind in ("ct", "small"):
             error = stows[kind].get(target.name, Stow(error="not loaded")).error
             if error is not None:
