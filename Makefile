@@ -4,18 +4,22 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The prebuilt OHIF viewer the browser tests (tests/browser/) serve: fetched once from the npm registry.
+OHIF_VERSION := 3.13.2
+OHIF_CACHE := .cache/ohif/$(OHIF_VERSION)
 
 .PHONY: install demo test bench lint format clean
 
-install: $(STAMP)
+install: $(STAMP) $(OHIF_CACHE)/dist/index.html
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (Python 3.11+)"; exit 1; }
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 		missing=""; \
-		for pkg in orthanc orthanc-dicomweb dcmtk nginx; do \
+		for pkg in orthanc orthanc-dicomweb dcmtk nginx chromium fonts-dejavu-core; do \
 			dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 		done; \
+		command -v npm >/dev/null || missing="$$missing npm"; \
 		if [ -n "$$missing" ]; then \
 			echo "Installing Debian packages the tests and benchmark run against:$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -25,6 +29,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"
 	@touch $(STAMP)
+
+$(OHIF_CACHE)/dist/index.html: | $(STAMP)
+	@if ! command -v npm >/dev/null; then \
+		echo "npm not found: OHIF $(OHIF_VERSION) is not fetched, so tests/browser/ will fail (install Node.js)"; \
+	else \
+		echo "Fetching OHIF $(OHIF_VERSION) (npm pack @ohif/app) into $(OHIF_CACHE)/dist for tests/browser/"; \
+		rm -rf $(OHIF_CACHE)/download $(OHIF_CACHE)/dist && mkdir -p $(OHIF_CACHE)/download && \
+		(cd $(OHIF_CACHE)/download && npm pack --loglevel=error @ohif/app@$(OHIF_VERSION) >/dev/null && \
+			tar -xzf ohif-app-$(OHIF_VERSION).tgz package/dist) && \
+		mv $(OHIF_CACHE)/download/package/dist $(OHIF_CACHE)/dist && rm -rf $(OHIF_CACHE)/download; \
+	fi
 
 demo: install
 	$(BIN)/aperture demo

@@ -1,0 +1,200 @@
+"""A real viewer in a real browser: the prebuilt OHIF app in Debian's chromium, driven by Playwright.
+
+`make install` provides both: the Debian package `chromium` (as root on Debian) and OHIF's `dist/`,
+unpacked from `npm pack @ohif/app@<version>` into `.cache/ohif/<version>/dist` (git-ignored). The
+cache is only read: each test writes its own `app-config.js` and serves it in place of the shipped one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.conftest import ApertureServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+OHIF_VERSION = "3.13.2"  # keep in step with OHIF_VERSION in the Makefile
+OHIF_DIST = Path(__file__).parents[2] / ".cache" / "ohif" / OHIF_VERSION / "dist"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+ACCESS_LINE = re.compile(
+    r" INFO aperture\.access: (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) (?P<status>\d+) \d+ "
+)
+
+
+def app_config(dicomweb: str) -> str:
+    """OHIF's `app-config.js` with one DICOMweb data source at `dicomweb` (qidoRoot = wadoRoot)."""
+    source = {
+        "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
+        "sourceName": "aperture",
+        "configuration": {
+            "friendlyName": "Aperture",
+            "name": "aperture",
+            "qidoRoot": dicomweb,
+            "wadoRoot": dicomweb,
+            "wadoUriRoot": dicomweb,
+            "imageRendering": "wadors",
+            "thumbnailRendering": "wadors",
+            "enableStudyLazyLoad": True,
+            "bulkDataURI": {"enabled": True},
+            "omitQuotationForMultipartRequest": True,
+            "supportsWildcard": True,
+            "supportsFuzzyMatching": False,
+            "dicomUploadEnabled": False,
+            "staticWado": False,
+        },
+    }
+    config = {
+        "routerBasename": "/",
+        "extensions": [],
+        "modes": [],
+        "showStudyList": True,
+        "investigationalUseDialog": {"option": "never"},
+        "showWarningMessageForCrossOrigin": False,
+        "showLoadingIndicator": True,
+        "defaultDataSourceName": "aperture",
+        "dataSources": [source],
+    }
+    return f"window.config = {json.dumps(config, indent=2)};\n"
+
+
+class _OhifHandler(SimpleHTTPRequestHandler):
+    """Files of OHIF's dist, the generated app-config.js, and index.html for any other path (SPA routes)."""
+
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm", ".mjs": "text/javascript"}
+    server: _OhifHttpServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/app-config.js":
+            body = self.server.app_config.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/javascript")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if not Path(self.translate_path(path)).is_file():
+            self.path = "/index.html"
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _OhifHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    app_config = ""
+
+
+@dataclass
+class OhifStatic:
+    """OHIF served at the root of http://127.0.0.1:<port> by a thread of the test process."""
+
+    httpd: _OhifHttpServer
+    thread: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def configure(self, dicomweb: str) -> None:
+        self.httpd.app_config = app_config(dicomweb)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def require_ohif() -> Path:
+    if not (OHIF_DIST / "index.html").is_file():
+        pytest.fail(f"OHIF {OHIF_VERSION} is not in {OHIF_DIST}: `make install` fetches it (npm pack @ohif/app)")
+    return OHIF_DIST
+
+
+@pytest.fixture
+def ohif_static() -> Iterator[OhifStatic]:
+    """A static server for OHIF on a free port; call `configure(dicomweb)` before the page loads."""
+    handler = partial(_OhifHandler, directory=str(require_ohif()))
+    static = OhifStatic(_OhifHttpServer(("127.0.0.1", 0), handler))
+    yield static
+    static.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Chromium for one module. Playwright's sync API leaves its asyncio loop marked as running in this
+    thread while it is open, so it must be closed before other tests call `asyncio.run`."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `make install` installs the Debian package chromium (as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("The Python package playwright is missing: `make install` installs the test extras")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class PageLog:
+    """What the browser saw while the viewer ran: console messages, failed requests, HTTP answers."""
+
+    console: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    answers: list[tuple[int, str]] = field(default_factory=list)
+
+    def watch(self, page: Page) -> None:
+        page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
+        page.on("requestfailed", lambda request: self.failed.append(f"{request.url} {request.failure}"))
+        page.on("response", lambda response: self.answers.append((response.status, response.url)))
+
+    def problems(self, prefix: str) -> list[str]:
+        """Requests to URLs starting with `prefix` that failed in the browser or were answered 4xx/5xx."""
+        errors = [f"{status} {url}" for status, url in self.answers if status >= 400 and url.startswith(prefix)]
+        return [line for line in self.failed if line.startswith(prefix)] + errors
+
+    def report(self) -> str:
+        errors = [f"{status} {url}" for status, url in self.answers if status >= 400]
+        return "\n".join(["console:", *self.console[-60:], "failed requests:", *self.failed, "HTTP errors:", *errors])
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    yield context.new_page()
+    context.close()
+
+
+def access_log(server: ApertureServer) -> list[re.Match[str]]:
+    """Aperture's access log lines, parsed (see aperture/server/accesslog.py for the format)."""
+    lines = server.log.read_text(errors="replace").splitlines()
+    return [match for line in lines if (match := ACCESS_LINE.search(line))]
