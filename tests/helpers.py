@@ -94,3 +94,22 @@ def stow(client, parts: Iterable[bytes], path: str = "/studies"):  # type: ignor
 
 def sequence_items(answer: dict, tag: str) -> list[dict]:  # type: ignore[type-arg]
     return (answer.get(tag) or {}).get("Value", [])
+
+
+def sample_with_new_uids(name: str) -> bytes:
+    """A pydicom-data file as Part-10 bytes under fresh study, series and instance UIDs."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file(name))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def store_sample(client, name: str) -> tuple[bytes, str]:  # type: ignore[no-untyped-def]
+    """Store a pydicom-data file under fresh UIDs; returns (its bytes, its RetrieveURL)."""
+    data = sample_with_new_uids(name)
+    answer = stow(client, [data]).json()
+    return data, str(answer["00081199"]["Value"][0]["00081190"]["Value"][0])

@@ -6,30 +6,20 @@ requires; quoting, q-values and lists are parsed per RFC 9110.
 
 from __future__ import annotations
 
-import io
-
 import httpx
-import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 from tests.dicomweb.test_wado import split_multipart
-from tests.helpers import stow
+from tests.helpers import store_sample
 
 J2K = "emri_small_jpeg_2k_lossless.dcm"
 
 
 @pytest.fixture(scope="module")
 def compressed(server) -> str:  # type: ignore[no-untyped-def]
-    ds = pydicom.dcmread(get_testdata_file(J2K))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
     with httpx.Client(base_url=server.dicomweb) as http:
-        answer = stow(http, [out.getvalue()]).json()
-    return str(answer["00081199"]["Value"][0]["00081190"]["Value"][0]).split("/dicom-web", 1)[1]
+        _, url = store_sample(http, J2K)
+    return url.split("/dicom-web", 1)[1]
 
 
 CASES = [

@@ -9,23 +9,16 @@ import imagecodecs
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.pixels.decoders import RLELosslessDecoder
-from pydicom.uid import generate_uid
 
 from tests.dicomweb.test_wado import split_multipart
-from tests.helpers import stow
+from tests.helpers import store_sample
 
 
 def _store(client: httpx.Client, name: str) -> tuple[pydicom.Dataset, str]:
-    ds = pydicom.dcmread(get_testdata_file(name))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    answer = stow(client, [out.getvalue()]).json()
-    return pydicom.dcmread(io.BytesIO(out.getvalue())), str(answer["00081199"]["Value"][0]["00081190"]["Value"][0])
+    data, url = store_sample(client, name)
+    return pydicom.dcmread(io.BytesIO(data)), url
 
 
 def _decode(target: str, body: bytes, ds: pydicom.Dataset) -> np.ndarray:

@@ -10,13 +10,11 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 from aperture.dicom.htj2k import HTJ2K_LOSSLESS_RPCL, decode_frame
 from tests.conftest import ApertureServer, start_server
 from tests.dicomweb.test_wado import split_multipart
-from tests.helpers import stow
+from tests.helpers import store_sample
 
 OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -29,14 +27,8 @@ def copying_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no
 
 
 def _store(srv: ApertureServer, name: str) -> tuple[bytes, str]:
-    ds = pydicom.dcmread(get_testdata_file(name))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
     with httpx.Client(base_url=srv.dicomweb) as http:
-        answer = stow(http, [out.getvalue()]).json()
-    return out.getvalue(), str(answer["00081199"]["Value"][0]["00081190"]["Value"][0])
+        return store_sample(http, name)
 
 
 def _wait_for_copy(http: httpx.Client, url: str, seconds: float = 30) -> httpx.Response:

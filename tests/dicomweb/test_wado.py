@@ -12,11 +12,10 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
 
-from tests.helpers import make_instance, sequence_items, stow
+from tests.helpers import make_instance, sequence_items, store_sample, stow
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
@@ -33,15 +32,9 @@ def split_multipart(response: httpx.Response) -> list[tuple[str, bytes]]:
 
 def store_file(client: httpx.Client, name: str) -> tuple[bytes, str, str, str]:
     """Store a pydicom-data file under fresh UIDs; returns (bytes, study, series, sop)."""
-    ds = pydicom.dcmread(get_testdata_file(name))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    data = buffer.getvalue()
-    assert stow(client, [data]).status_code == 200
-    return data, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+    data, url = store_sample(client, name)
+    study, series, sop = url.split("/studies/")[1].replace("/series/", "/").replace("/instances/", "/").split("/")
+    return data, study, series, sop
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,9 @@ import zipfile
 from pathlib import Path
 
 import httpx
-import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
-from tests.helpers import stow
+from tests.helpers import store_sample
 
 pytestmark = pytest.mark.interop
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -28,13 +25,7 @@ def _dcmtk(tool: str) -> str:
 
 
 def _store(client: httpx.Client, name: str) -> str:
-    ds = pydicom.dcmread(get_testdata_file(name))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    answer = stow(client, [buffer.getvalue()]).json()
-    return str(answer["00081199"]["Value"][0]["00081190"]["Value"][0])
+    return store_sample(client, name)[1]
 
 
 @pytest.mark.parametrize(
