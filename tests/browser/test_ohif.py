@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from aperture.dicom.synthetic import ct_study
 from tests.browser.conftest import OhifStatic, PageLog, access_log, app_config, require_ohif
 from tests.conftest import ApertureServer, free_port, start_server
 from tests.helpers import stow
+from tests.server import running_nginx
 from tests.server.test_nginx import documented_location
 
 if TYPE_CHECKING:
@@ -183,30 +183,10 @@ def nginx_in_front(tmp_path: Path) -> Iterator[tuple[ApertureServer, str]]:
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     (root / "app-config.js").write_text(app_config(f"{origin}/pacs/dicom-web"))
-    conf = root / "nginx.conf"
-    conf.write_text(nginx_conf(root, port, aperture.port, dist))
-    out = open(root / "nginx.out", "ab")
-    nginx = subprocess.Popen(
-        [binary, "-c", str(conf), "-p", str(root), "-e", str(root / "error.log"), "-g", "daemon off;"],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{origin}/pacs/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if nginx.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"nginx did not start:\n{(root / 'error.log').read_text(errors='replace')}")
-            time.sleep(0.05)
-        yield aperture, origin
+        with running_nginx(binary, root, nginx_conf(root, port, aperture.port, dist), f"{origin}/pacs/healthz"):
+            yield aperture, origin
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=15)
-        out.close()
         aperture.stop()
 
 

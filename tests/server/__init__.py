@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -42,3 +47,32 @@ async def get_from_failing_app(config: Config, headers: dict[str, str]) -> httpx
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         return await http.get("/boom", headers=headers)
+
+
+@contextmanager
+def running_nginx(binary: str, root: Path, conf_text: str, ready_url: str) -> Iterator[None]:
+    """Run nginx with `conf_text` (prefix `root`) until the block ends; waits for `ready_url` to answer 200."""
+    conf = root / "nginx.conf"
+    conf.write_text(conf_text)
+    out = open(root / "nginx.out", "ab")
+    nginx = subprocess.Popen(
+        [binary, "-c", str(conf), "-p", str(root), "-e", str(root / "error.log"), "-g", "daemon off;"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if nginx.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nginx did not start:\n{(root / 'error.log').read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=15)
+        out.close()

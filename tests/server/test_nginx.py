@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from pydicom.uid import generate_uid
 
 from tests.conftest import ApertureServer, free_port, start_server
 from tests.helpers import make_instance, stow
+from tests.server import running_nginx
 
 pytestmark = pytest.mark.interop
 
@@ -60,31 +59,11 @@ def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ape
     root = tmp_path_factory.mktemp("nginx")
     aperture = start_server(root / "data", config='[server]\ntrusted_proxies = ["127.0.0.1"]\n')
     port = free_port()
-    conf = root / "nginx.conf"
-    conf.write_text(nginx_conf(root, port, aperture.port))
-    log = open(root / "nginx.out", "ab")
-    nginx = subprocess.Popen(
-        [binary, "-c", str(conf), "-p", str(root), "-e", str(root / "error.log"), "-g", "daemon off;"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     external = f"http://127.0.0.1:{port}/pacs"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{external}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if nginx.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"nginx did not start:\n{(root / 'error.log').read_text(errors='replace')}")
-            time.sleep(0.05)
-        yield aperture, external
+        with running_nginx(binary, root, nginx_conf(root, port, aperture.port), f"{external}/healthz"):
+            yield aperture, external
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=15)
-        log.close()
         aperture.stop()
 
 
