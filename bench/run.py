@@ -48,6 +48,7 @@ except ModuleNotFoundError:  # the package is not installed in this interpreter:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from aperture.dicom import synthetic
 
+import browser
 from peers import PeerError, Server, start_aperture, start_nginx, start_orthanc
 
 ACCEPT_JSON = "application/dicom+json"
@@ -656,6 +657,68 @@ def measure(probe: Probe, targets: Sequence[Target], repeat: int) -> dict[str, T
 
 
 # --------------------------------------------------------------------------------------------------
+# Browser (bench/browser.py)
+
+
+def browser_rows(
+    args: argparse.Namespace,
+    workdir: Path,
+    servers: dict[str, Server | None],
+    live: list[Target],
+    data: BenchData,
+    rows: list[Row],
+) -> list[str]:
+    """Append the four OHIF rows to ``rows``; return the notes to print under the table."""
+    loop = f"loopback, median of {args.browser_runs}"
+    slow = f"20 Mbit/s, 40 ms, median of {args.browser_throttled_runs}"
+    labels = [
+        f"OHIF in chromium: first slice drawn ({loop})",
+        f"OHIF in chromium: all {len(data.ct)} frames received ({loop})",
+        f"OHIF in chromium: first slice drawn ({slow})",
+        f"OHIF in chromium: all {len(data.ct)} frames received ({slow})",
+    ]
+    if args.no_browser:
+        rows += [_skipped_row(label, "skipped: --no-browser") for label in labels]
+        return []
+    upstreams = {t.name: servers[t.name].url for t in live if servers.get(t.name) is not None}  # type: ignore[union-attr]
+    start = time.perf_counter()
+    log(f"OHIF in chromium: {args.browser_runs} loopback + {args.browser_throttled_runs} throttled load(s) per server")
+    try:
+        results = browser.compare(
+            workdir, upstreams, data.study_uid, len(data.ct),
+            runs=args.browser_runs, throttled_runs=args.browser_throttled_runs,
+            throttled_all_frames=not args.browser_throttled_first_only, log=log,
+        )  # fmt: skip
+    except Exception as exc:  # the comparison is extra: its failure must not lose the table
+        log(f"OHIF comparison failed: {type(exc).__name__}: {exc}")
+        rows += [_skipped_row(label, f"error: {type(exc).__name__}: {exc}"[:200]) for label in labels]
+        return []
+    log(f"OHIF in chromium: done in {time.perf_counter() - start:.0f} s")
+    notes: list[str] = []
+    for label, result in zip(labels, results, strict=True):
+        if args.browser_throttled_runs == 0 and "Mbit" in label:
+            result.skipped = "skipped: --browser-throttled-runs 0"
+        if result.skipped:
+            rows.append(_skipped_row(label, result.skipped))
+            continue
+        timings = {}
+        for name in ("Aperture", "Orthanc"):
+            if name in result.errors:
+                timings[name] = Timing(error=result.errors[name])
+            elif result.samples.get(name):
+                timings[name] = Timing(seconds=result.samples[name])
+            else:
+                timings[name] = Timing(error="not running" if name not in upstreams else "not measured")
+        rows.append(timing_row(label, timings["Aperture"], timings["Orthanc"], 2.0))
+        notes += [f"OHIF: {note}" for note in result.notes]
+    return notes
+
+
+def _skipped_row(label: str, reason: str) -> Row:
+    return Row(label, f"n/a ({reason})", f"n/a ({reason})", None, 2.0, "n/a", "≥2×")
+
+
+# --------------------------------------------------------------------------------------------------
 # Report
 
 
@@ -716,7 +779,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--aperture-arg", action="append", default=[], metavar="ARG",
         help="extra argument for `aperture serve` (repeatable), e.g. --aperture-arg=--workers=2",
     )  # fmt: skip
+    parser.add_argument("--no-browser", action="store_true", help="skip the OHIF-in-chromium comparison")
+    parser.add_argument("--browser-runs", type=int, default=3, help="OHIF page loads per server on loopback; default 3")
+    parser.add_argument(
+        "--browser-throttled-runs", type=int, default=3,
+        help="OHIF page loads per server at 20 Mbit/s, 40 ms; default 3 (0 skips that condition)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--browser-throttled-first-only", action="store_true",
+        help="at 20 Mbit/s, time only the first slice, not all frames (saves ~1-2 min per load)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.browser_runs < 1 or args.browser_throttled_runs < 0:
+        parser.error("--browser-runs must be at least 1 and --browser-throttled-runs at least 0")
     if args.slices < 1 or args.small < 1 or args.repeat < 1 or args.repeat_large < 1:
         parser.error("--slices, --small, --repeat and --repeat-large must be at least 1")
     if args.stow_batch < 1 or args.small_batch < 1:
@@ -883,6 +958,8 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
             row.goal_text = "≥75%"
             rows.append(row)
 
+    browser_notes = browser_rows(args, workdir, servers, live, data, rows)
+
     # Report.
     env = environment(servers)
     busy = " — the machine was busy: expect noise" if load_before[0] > BUSY_LOAD else ""
@@ -905,6 +982,8 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
     unmeasured = sum(r.result == "n/a" for r in goals)
     summary = f"{met} of {len(goals)} goals met" + (f" ({unmeasured} not measured)" if unmeasured else "")
     print(f"\n{summary}. Peer = Orthanc unless stated; a ratio above 1 means Aperture is faster.")
+    for note in browser_notes:
+        print(f"\n{note}")
     if aperture_error:
         print(f"\nAperture was not measured: {aperture_error}")
     for problem in harness_problems:
