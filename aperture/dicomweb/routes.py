@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from aperture.dicomweb import delete, frames, qido, rendered, stow, wado
+from aperture.dicomweb import bulkdata, delete, frames, qido, rendered, stow, wado
 
 _STUDY = "/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"
@@ -35,5 +35,5 @@ routes = [
     Route(_INSTANCE + "/frames/{frames}", frames.retrieve_frames, methods=["GET"]),
     Route(_INSTANCE + "/frames/{frames}/rendered", rendered.rendered, methods=["GET"]),
     Route(_INSTANCE + "/frames/{frames}/thumbnail", rendered.thumbnail_route, methods=["GET"]),
-    Route(_INSTANCE + "/bulkdata/{path:path}", frames.retrieve_bulkdata, methods=["GET"]),
+    Route(_INSTANCE + "/bulkdata/{path:path}", bulkdata.retrieve_bulkdata, methods=["GET"]),
 ]
