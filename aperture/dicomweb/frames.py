@@ -1,10 +1,12 @@
-"""WADO-RS frames and bulk data (PS3.18 §10.4.1.1.6, §8.7.3.3).
+"""WADO-RS frames (PS3.18 §10.4.1.1.6, media types §8.7.3.3).
 
-Frames are read by seek from the stored file using the frame index computed at ingest. With
-`transfer-syntax=*` (or a compressed media type such as image/jpeg) each frame goes out as stored,
-labelled with its media type and transfer syntax on every part (cornerstone reads the syntax from
-the part header). `application/octet-stream` without a syntax means uncompressed: compressed frames
-are decoded to Explicit VR Little Endian. Bulk data is read by offset where the file allows it.
+Frames are read by seek from the stored file using the frame index computed at ingest. A request
+that takes any syntax (`*/*`, `transfer-syntax=*`, OHIF's default) gets the background HTJ2K copy
+when there is one, else the stored bytes, labelled with their media type and transfer syntax on
+every part (cornerstone reads the syntax from the part header). `application/octet-stream` without
+a syntax means uncompressed: compressed frames are decoded to Explicit VR Little Endian. A lossless
+compressed syntax named by the client is encoded on request, through a bounded cache. Answers
+carry a content ETag and honour one byte range.
 """
 
 from __future__ import annotations
