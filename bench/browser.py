@@ -16,7 +16,7 @@ to the whole page from its first request on.
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import shutil
 import statistics
@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from peers import REPO, PeerError, Server, _spawn, free_port, wait_ready
+
+from aperture.viewer.ohif import app_config
 
 OHIF_VERSION = "3.13.2"  # the version `make install` unpacks (see tests/browser/conftest.py)
 OHIF_DIST = REPO / ".cache" / "ohif" / OHIF_VERSION / "dist"
@@ -117,45 +119,7 @@ def unavailable() -> str | None:
     return None
 
 
-def app_config(dicomweb: str) -> str:
-    """OHIF's app-config.js: one DICOMweb data source (the same settings as the browser tests)."""
-    source = {
-        "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
-        "sourceName": "bench",
-        "configuration": {
-            "friendlyName": "bench",
-            "name": "bench",
-            "qidoRoot": dicomweb,
-            "wadoRoot": dicomweb,
-            "wadoUriRoot": dicomweb,
-            "imageRendering": "wadors",
-            "thumbnailRendering": "wadors",
-            "enableStudyLazyLoad": True,
-            "bulkDataURI": {"enabled": True},
-            "omitQuotationForMultipartRequest": True,
-            "supportsWildcard": True,
-            "supportsFuzzyMatching": False,
-            "dicomUploadEnabled": False,
-            "staticWado": False,
-        },
-    }
-    config = {
-        "routerBasename": "/",
-        "extensions": [],
-        "modes": [],
-        "showStudyList": True,
-        "investigationalUseDialog": {"option": "never"},
-        "showWarningMessageForCrossOrigin": False,
-        "showLoadingIndicator": True,
-        "defaultDataSourceName": "bench",
-        "dataSources": [source],
-    }
-    return f"window.config = {json.dumps(config, indent=2)};\n"
-
-
 def _nginx_conf(prefix: Path, port: int, upstream: str) -> str:
-    import os
-
     user = "user root;\n" if os.geteuid() == 0 else ""
     temps = "".join(
         f"    {k}_temp_path {prefix}/temp/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -207,7 +171,7 @@ def start_front(workdir: Path, name: str, upstream: str) -> Server:
         (prefix / "temp" / kind).mkdir(parents=True, exist_ok=True)
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
-    (prefix / "app-config.js").write_text(app_config(f"{origin}/dicom-web"))
+    (prefix / "app-config.js").write_text(app_config(f"{origin}/dicom-web", name="bench"))
     conf = prefix / "nginx.conf"
     conf.write_text(_nginx_conf(prefix, port, upstream))
     argv = [binary, "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log"), "-g", "daemon off;"]

@@ -4,12 +4,12 @@ The reader never holds a whole part in memory: body bytes go to a sink as they a
 STOW-RS upload costs a bounded buffer. It is liberal in what it accepts (preamble, epilogue,
 LF-only line ends before headers, quoted or bare boundary) and strict about structure: a body that
 ends before its closing delimiter is malformed and the caller stores nothing from it.
-The writer emits per-part Content-Type headers and a random boundary.
+The writer emits per-part Content-Type headers; boundaries are chosen by the caller (derived from
+the ETag, so a repeated answer is byte-identical).
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -139,10 +139,6 @@ def _parse_headers(raw: bytes, number: int) -> dict[str, str]:
             raise MalformedMultipart(f"Part {number} has a header line without a colon: {line[:80]!r}.")
         headers[name.strip().lower()] = value.strip()
     return headers
-
-
-def new_boundary() -> str:
-    return secrets.token_hex(16)
 
 
 def content_type(boundary: str, part_type: str, transfer_syntax: str | None = None) -> str:

@@ -7,7 +7,6 @@ cache is only read: each test writes its own `app-config.js` and serves it in pl
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from aperture.viewer.ohif import app_config
 from tests.conftest import ApertureServer
 
 if TYPE_CHECKING:
@@ -41,42 +41,6 @@ CHROMIUM_ARGS = [
 ACCESS_LINE = re.compile(
     r" INFO aperture\.access: (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) (?P<status>\d+) \d+ "
 )
-
-
-def app_config(dicomweb: str) -> str:
-    """OHIF's `app-config.js` with one DICOMweb data source at `dicomweb` (qidoRoot = wadoRoot)."""
-    source = {
-        "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
-        "sourceName": "aperture",
-        "configuration": {
-            "friendlyName": "Aperture",
-            "name": "aperture",
-            "qidoRoot": dicomweb,
-            "wadoRoot": dicomweb,
-            "wadoUriRoot": dicomweb,
-            "imageRendering": "wadors",
-            "thumbnailRendering": "wadors",
-            "enableStudyLazyLoad": True,
-            "bulkDataURI": {"enabled": True},
-            "omitQuotationForMultipartRequest": True,
-            "supportsWildcard": True,
-            "supportsFuzzyMatching": False,
-            "dicomUploadEnabled": False,
-            "staticWado": False,
-        },
-    }
-    config = {
-        "routerBasename": "/",
-        "extensions": [],
-        "modes": [],
-        "showStudyList": True,
-        "investigationalUseDialog": {"option": "never"},
-        "showWarningMessageForCrossOrigin": False,
-        "showLoadingIndicator": True,
-        "defaultDataSourceName": "aperture",
-        "dataSources": [source],
-    }
-    return f"window.config = {json.dumps(config, indent=2)};\n"
 
 
 class _OhifHandler(SimpleHTTPRequestHandler):

@@ -22,7 +22,8 @@ import pytest
 
 from aperture.dicom.htj2k import HTJ2K_LOSSLESS_RPCL
 from aperture.dicom.synthetic import ct_study
-from tests.browser.conftest import OhifStatic, PageLog, access_log, app_config, require_ohif
+from aperture.viewer.ohif import app_config
+from tests.browser.conftest import OhifStatic, PageLog, access_log, require_ohif
 from tests.conftest import ApertureServer, free_port, start_server
 from tests.helpers import stow
 from tests.server import running_nginx
