@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -33,6 +36,7 @@ __all__ = [
     "parse_viewport",
     "parse_window",
     "render",
+    "render_native",
     "thumbnail",
 ]
 
@@ -145,9 +149,49 @@ def render(
 ) -> bytes:
     """Render 1-based `frame` of `ds` as an 8-bit image in `media_type`."""
     fmt = _pil_format(media_type)
+    _check_quality(quality)
+    image = _to_pil(ds, frame, None if window is None else _checked(window))
+    return _finish(image, fmt, quality, viewport)
+
+
+def render_native(
+    header: Mapping[str, Any],
+    pixels: bytes,
+    *,
+    media_type: str = "image/jpeg",
+    quality: int | None = None,
+    window: Window | None = None,
+    viewport: Viewport | None = None,
+) -> bytes | None:
+    """Render one little-endian native grayscale frame from its bytes and its instance's DICOM JSON.
+
+    The common CT / MR / CR / DX case, without pydicom reading the file: the caller already has the
+    instance's metadata and can read the frame by offset. Returns None when the header needs what
+    only `render` does (LUT sequences, functional groups, colour, odd bit depths); otherwise the
+    image is the one `render` makes of the same frame.
+    """
+    fmt = _pil_format(media_type)
+    _check_quality(quality)
+    arr = _native_gray_frame(header, pixels)
+    if arr is None:
+        return None
+    photometric = str(_json_value(header, "00280004")).strip()
+    header_window = _window_from(
+        _json_values(header, "00281050"), _json_values(header, "00281051"), _json_value(header, "00281056")
+    )
+    linear = _Linear(*_json_rescale(header), window=header_window)
+    low, high = int(arr.min()), int(arr.max())
+    table = _linear_table(linear, photometric, None if window is None else _checked(window), low, high)
+    image = Image.fromarray(table.take(np.subtract(arr, low, dtype=np.int32)))
+    return _finish(image, fmt, quality, viewport)
+
+
+def _check_quality(quality: int | None) -> None:
     if quality is not None and (not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100):
         raise RenderError(f"quality must be an integer from 1 to 100, got {quality!r}")
-    image = _to_pil(ds, frame, None if window is None else _checked(window))
+
+
+def _finish(image: Image.Image, fmt: str, quality: int | None, viewport: Viewport | None) -> bytes:
     if viewport is not None:
         image = _apply_viewport(image, viewport)
     return _encode(image, fmt, quality)
@@ -177,7 +221,11 @@ def _to_pil(ds: Dataset, frame: int, window: Window | None) -> Image.Image:
             # Integer pixels: run the pipeline once per distinct stored value (at most 65,536) and
             # look the frame up in that table, instead of float arithmetic on every pixel.
             low, high = int(arr.min()), int(arr.max())
-            table = _to_bytes(_grayscale(np.arange(low, high + 1, dtype=np.int64), view, window), photometric)
+            linear = _linear_pipeline(view)
+            if linear is not None:
+                table = _linear_table(linear, photometric, window, low, high)
+            else:
+                table = _to_bytes(_grayscale(np.arange(low, high + 1, dtype=np.int64), view, window), photometric)
             return Image.fromarray(table.take(np.subtract(arr, low, dtype=np.int32)))
         return Image.fromarray(_to_bytes(_grayscale(arr, view, window), photometric))  # 2-D uint8: mode L
     if photometric == "PALETTE COLOR":
@@ -252,6 +300,9 @@ def _frame_view(ds: Dataset, frame: int) -> Dataset:
 
 def _grayscale(arr: np.ndarray, view: Dataset, window: Window | None) -> np.ndarray:
     """Modality LUT, then VOI, as floats in [0, 1] (0 = black before MONOCHROME1 inversion)."""
+    linear = _linear_pipeline(view)
+    if linear is not None:
+        return _linear_gray(arr, linear, window)
     values = apply_modality_lut(arr, view).astype(np.float64)
     if window is not None:
         return _apply_window(values, window)
@@ -261,22 +312,70 @@ def _grayscale(arr: np.ndarray, view: Dataset, window: Window | None) -> np.ndar
             bits = int(item.LUTDescriptor[2])
             mapped = apply_voi(np.floor(values).astype(np.int64), view).astype(np.float64)
             return np.clip(mapped / (2**bits - 1), 0.0, 1.0)
-    header = _header_window(view)
-    if header is not None:
-        return _apply_window(values, header)
+    return _linear_gray(values, _Linear(window=_header_window(view)), None)
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """A grayscale pipeline that is plain arithmetic: rescale (when given), then a window.
+
+    Hashable, so that the 8-bit table of a pipeline is computed once and shared by the requests
+    for the frames that use it.
+    """
+
+    slope: float | None = None  # None: no rescale (pydicom applies one only when both are present)
+    intercept: float = 0.0
+    window: Window | None = None  # the header's; a requested window overrides it
+
+
+def _linear_pipeline(view: Dataset) -> _Linear | None:
+    """The pipeline of `view` when it has no Modality LUT or VOI LUT sequence, else None."""
+    if "ModalityLUTSequence" in view or view.get("VOILUTSequence"):
+        return None
+    slope = intercept = None
+    if "RescaleSlope" in view and "RescaleIntercept" in view:
+        slope, intercept = view.RescaleSlope, view.RescaleIntercept
+    return _Linear(*_rescale(slope, intercept), window=_header_window(view))
+
+
+def _rescale(slope: Any, intercept: Any) -> tuple[float | None, float]:
+    if slope is None or intercept is None or slope == "" or intercept == "":
+        return None, 0.0
+    return float(slope), float(intercept)
+
+
+def _linear_gray(values: np.ndarray, linear: _Linear, window: Window | None) -> np.ndarray:
+    values = values.astype(np.float64)
+    if linear.slope is not None:
+        values = values * linear.slope + linear.intercept
+    chosen = window or linear.window
+    if chosen is not None:
+        return _apply_window(values, chosen)
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros_like(values)
     return (values - low) / (high - low)
 
 
+@lru_cache(maxsize=128)
+def _linear_table(linear: _Linear, photometric: str, window: Window | None, low: int, high: int) -> np.ndarray:
+    """The 8-bit display value of each stored value from `low` to `high` (a frame's extremes)."""
+    table = _to_bytes(_linear_gray(np.arange(low, high + 1, dtype=np.int64), linear, window), photometric)
+    table.flags.writeable = False  # shared between requests
+    return table
+
+
 def _header_window(view: Dataset) -> Window | None:
-    center, width = view.get("WindowCenter"), view.get("WindowWidth")
+    return _window_from(view.get("WindowCenter"), view.get("WindowWidth"), view.get("VOILUTFunction"))
+
+
+def _window_from(center: Any, width: Any, function: Any) -> Window | None:
+    """The first of the header's windows, or None when it has none that can be used."""
     if center is None or width is None or center == "" or width == "":
         return None
     center = center[0] if isinstance(center, MultiValue | list | tuple) else center  # first of several
     width = width[0] if isinstance(width, MultiValue | list | tuple) else width
-    function = _WINDOW_FUNCTIONS.get(str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").upper(), "LINEAR")
+    function = _WINDOW_FUNCTIONS.get(str(function or "LINEAR").upper(), "LINEAR")
     try:
         center, width = float(center), float(width)
     except (TypeError, ValueError):
@@ -296,6 +395,56 @@ def _apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     if w == 1:
         return (values > c - 0.5).astype(np.float64)
     return np.clip((values - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+
+
+# --- straight from DICOM JSON ------------------------------------------------------------------
+
+# Attributes that send a frame down the full pipeline: LUT sequences and functional groups.
+_NEEDS_FULL_PIPELINE = ("00283000", "00283010", "52009229", "52009230")
+
+
+def _json_values(header: Mapping[str, Any], tag: str) -> list[Any] | None:
+    element = header.get(tag)
+    if not isinstance(element, dict):
+        return None
+    values = element.get("Value")
+    return values if isinstance(values, list) and values else None
+
+
+def _json_value(header: Mapping[str, Any], tag: str) -> Any:
+    values = _json_values(header, tag)
+    return None if values is None else values[0]
+
+
+def _json_rescale(header: Mapping[str, Any]) -> tuple[float | None, float]:
+    try:
+        return _rescale(_json_value(header, "00281053"), _json_value(header, "00281052"))
+    except (TypeError, ValueError):
+        return None, 0.0
+
+
+def _native_gray_frame(header: Mapping[str, Any], pixels: bytes) -> np.ndarray | None:
+    """The frame's stored values, masked or sign-extended to Bits Stored as pydicom does."""
+    if any(tag in header for tag in _NEEDS_FULL_PIPELINE):
+        return None
+    photometric = str(_json_value(header, "00280004") or "").strip()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or _json_value(header, "00280002") not in (None, 1):
+        return None
+    rows, columns = _json_value(header, "00280010"), _json_value(header, "00280011")
+    allocated, stored = _json_value(header, "00280100"), _json_value(header, "00280101")
+    signed = _json_value(header, "00280103")
+    if not all(isinstance(v, int) for v in (rows, columns, allocated, stored, signed)):
+        return None
+    if allocated not in (8, 16) or not 1 <= stored <= allocated or signed not in (0, 1) or rows < 1 or columns < 1:
+        return None
+    if len(pixels) != rows * columns * allocated // 8:
+        return None
+    arr = np.frombuffer(pixels, dtype=f"<u{allocated // 8}").reshape(rows, columns)
+    shift = allocated - stored
+    if not signed:
+        return arr & ((1 << stored) - 1) if shift else arr
+    arr = arr.view(f"<i{allocated // 8}")
+    return (arr << shift) >> shift if shift else arr
 
 
 # --- geometry and encoding ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = [
     "EXPLICIT_VR_LITTLE_ENDIAN",
     "FRAME_MEDIA_TYPES",
     "IMPLICIT_VR_LITTLE_ENDIAN",
+    "LITTLE_ENDIAN_NATIVE",
     "MEDIA_TYPE_ALIASES",
     "NATIVE_SYNTAXES",
     "TranscodeError",
@@ -54,7 +55,8 @@ RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 NATIVE_SYNTAXES: frozenset[str] = frozenset(
     {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN}
 )
-_LITTLE_ENDIAN_NATIVE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+#: Uncompressed little-endian syntaxes, whose frame bytes are the pixel values as stored.
+LITTLE_ENDIAN_NATIVE = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
 _JPEG = "1.2.840.10008.1.2.4."
 _COMPRESSED_CANDIDATES = (
@@ -153,7 +155,7 @@ def available_targets(source_ts: str) -> list[str]:
         or source_ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
         or source_ts in DECODABLE_SYNTAXES
     ):
-        targets.extend(ts for ts in _LITTLE_ENDIAN_NATIVE if ts not in targets)
+        targets.extend(ts for ts in LITTLE_ENDIAN_NATIVE if ts not in targets)
     return targets
 
 
@@ -204,11 +206,11 @@ def transcode_frame(frame: bytes, *, source_ts: str, target_ts: str, dataset: Da
     """
     if target_ts == source_ts:
         return frame
-    if target_ts not in _LITTLE_ENDIAN_NATIVE:
+    if target_ts not in LITTLE_ENDIAN_NATIVE:
         raise TranscodeError(
             f"Single frames can only be converted to {_name(EXPLICIT_VR_LITTLE_ENDIAN)}, not {_name(target_ts)}"
         )
-    if source_ts in _LITTLE_ENDIAN_NATIVE:
+    if source_ts in LITTLE_ENDIAN_NATIVE:
         return frame
     bits = int(dataset.get("BitsAllocated", 0) or 0)
     if bits < 1:

@@ -40,6 +40,7 @@ from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.wado import accept_ranges, resolve_and, validator
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
+from aperture.store.scope import AccessScope
 
 _OCTET = "application/octet-stream"
 _FRAME_LIST = re.compile(r"^\d+(,\d+)*$")
@@ -220,7 +221,7 @@ async def retrieve_frames(request: Request) -> Response:
     blobs = request.app.state.blobs
     cache: ByteCache | None = request.app.state.frame_cache
 
-    def read(refs: list[InstanceRef]) -> tuple[bool, str, str, str, list[bytes] | None]:
+    def read(refs: list[InstanceRef], _scope: AccessScope) -> tuple[bool, str, str, str, list[bytes] | None]:
         ref = refs[0]
         if ref.num_frames == 0:
             raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")

@@ -1,24 +1,44 @@
 """Rendered and thumbnail resources (PS3.18 §10.4.1.1.3, §8.3.5): consumer images from DICOM.
 
-The stored file is decoded with pydicom and rendered by `aperture.dicom.render`, honouring
-`window`, `viewport` and `quality` query parameters and the header's rescale and VOI LUT. Series
-and study thumbnails use the middle instance, which is more representative than the first. Rendered
-images are kept in a bounded in-memory cache (`dicomweb.rendered_cache_bytes`).
+Images are drawn by `aperture.dicom.render`, honouring the `window`, `viewport` and `quality` query
+parameters and the header's rescale and VOI LUT. An uncompressed grayscale frame (most CT, MR, CR
+and DX) is drawn from its stored bytes, read by offset, and the instance's DICOM JSON from the
+index; anything else is decoded from the file by pydicom. Series and study thumbnails use the
+middle instance, which is more representative than the first. Rendered images are kept in a
+bounded in-memory cache (`dicomweb.rendered_cache_bytes`).
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pydicom
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aperture.dicom.render import RenderError, parse_viewport, parse_window, render, thumbnail
+from aperture.dicom.frames import FrameIndex, read_frames
+from aperture.dicom.render import (
+    RenderError,
+    Viewport,
+    Window,
+    parse_viewport,
+    parse_window,
+    render,
+    render_native,
+    thumbnail,
+)
+from aperture.dicom.transcode import LITTLE_ENDIAN_NATIVE
 from aperture.dicomweb.caching import etag, not_modified_tag
 from aperture.dicomweb.lru import ByteCache
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.wado import resolve_and, validator
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
+from aperture.store.scope import AccessScope
 
 _RENDERED = ("image/jpeg", "image/png", "image/gif")
 _RENDER_PARAMS = ("window", "viewport", "quality")
@@ -32,23 +52,74 @@ def _media_type(request: Request) -> str:
     raise NotAcceptable(f"Rendered images are available as {', '.join(_RENDERED)}.")
 
 
-def _render(path: object, frame: int, media_type: str, params: dict[str, str], as_thumbnail: bool) -> bytes:
-    ds = pydicom.dcmread(path)
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise NotFound("This instance has no pixel data to render.")
+@dataclass(frozen=True)
+class _Ask:
+    """What a request asks to be drawn, parsed before any lookup so that a bad value is a 400."""
+
+    media_type: str
+    frame: int
+    thumbnail: bool
+    quality: int | None
+    window: Window | None
+    viewport: Viewport | None
+    key: tuple[str | None, ...]  # the query parameters that change the image: cache key and ETag
+
+
+def _ask(request: Request, as_thumbnail: bool) -> _Ask:
+    media_type = _media_type(request)
+    frame = 1
+    if "frames" in request.path_params:
+        text = request.path_params["frames"]
+        if not text.isdigit() or int(text) < 1:
+            raise InvalidRequest(f"Rendered frames take one 1-based frame number, not {text[:40]!r}.")
+        frame = int(text)
+    params = request.query_params
+    quality = params.get("quality")
+    if quality is not None and (not quality.isdigit() or not 1 <= int(quality) <= 100):
+        raise InvalidRequest(f"quality must be an integer from 1 to 100, not {quality!r}.")
     try:
-        if as_thumbnail and "viewport" not in params:
-            return thumbnail(ds, frame=frame, media_type=media_type)
-        quality = params.get("quality")
-        if quality is not None and (not quality.isdigit() or not 1 <= int(quality) <= 100):
-            raise InvalidRequest(f"quality must be an integer from 1 to 100, not {quality!r}.")
+        window = parse_window(params["window"]) if params.get("window") else None
+        viewport = parse_viewport(params["viewport"]) if params.get("viewport") else None
+    except RenderError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    return _Ask(
+        media_type=media_type,
+        frame=frame,
+        thumbnail=as_thumbnail and viewport is None,
+        quality=int(quality) if quality else None,
+        window=window,
+        viewport=viewport,
+        key=tuple(params.get(k) for k in _RENDER_PARAMS),
+    )
+
+
+def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str, Any]]) -> bytes:
+    """Uncompressed grayscale frames straight from their bytes; anything else through pydicom."""
+    try:
+        if not ask.thumbnail and ref.frames is not None and ref.transfer_syntax in LITTLE_ENDIAN_NATIVE:
+            pixels = read_frames(path, FrameIndex.from_json(ref.frames), [ask.frame])[0]
+            body = render_native(
+                header(),
+                pixels,
+                media_type=ask.media_type,
+                quality=ask.quality,
+                window=ask.window,
+                viewport=ask.viewport,
+            )
+            if body is not None:
+                return body
+        ds = pydicom.dcmread(path)
+        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+            raise NotFound("This instance has no pixel data to render.")
+        if ask.thumbnail:
+            return thumbnail(ds, frame=ask.frame, media_type=ask.media_type)
         return render(
             ds,
-            frame=frame,
-            media_type=media_type,
-            quality=int(quality) if quality else None,
-            window=parse_window(params["window"]) if params.get("window") else None,
-            viewport=parse_viewport(params["viewport"]) if params.get("viewport") else None,
+            frame=ask.frame,
+            media_type=ask.media_type,
+            quality=ask.quality,
+            window=ask.window,
+            viewport=ask.viewport,
         )
     except RenderError as exc:
         message = str(exc)
@@ -58,32 +129,31 @@ def _render(path: object, frame: int, media_type: str, params: dict[str, str], a
 
 
 async def _respond(request: Request, as_thumbnail: bool) -> Response:
-    media_type = _media_type(request)
-    frame = 1
-    if "frames" in request.path_params:
-        text = request.path_params["frames"]
-        if not text.isdigit() or int(text) < 1:
-            raise InvalidRequest(f"Rendered frames take one 1-based frame number, not {text[:40]!r}.")
-        frame = int(text)
-    params = dict(request.query_params)
+    ask = _ask(request, as_thumbnail)
     blobs = request.app.state.blobs
+    index = request.app.state.index
     cache: ByteCache | None = request.app.state.rendered_cache
     if_none_match = request.headers.get("if-none-match", "")
 
-    def draw(refs: list[InstanceRef]) -> tuple[str, bytes | None]:
+    def draw(refs: list[InstanceRef], scope: AccessScope) -> tuple[str, bytes | None]:
         with_pixels = [r for r in refs if r.num_frames] or refs  # a report in the series is not a thumbnail
         ref = with_pixels[len(with_pixels) // 2]
         if ref.num_frames == 0:
             raise NotFound(f"Instance {ref.sop_uid} has no pixel data to render.")
-        if frame > ref.num_frames:
-            raise NotFound(f"Frame {frame} does not exist: instance {ref.sop_uid} has {ref.num_frames} frame(s).")
-        key = (ref.blob, frame, media_type, as_thumbnail, *(params.get(k) for k in _RENDER_PARAMS))
+        if ask.frame > ref.num_frames:
+            raise NotFound(f"Frame {ask.frame} does not exist: instance {ref.sop_uid} has {ref.num_frames} frame(s).")
+        key = (ref.blob, ask.frame, ask.media_type, ask.thumbnail, *ask.key)
         tag = etag(validator(ref), *key[1:])
         if if_none_match and not_modified_tag(if_none_match, tag):
             return tag, None
         body = cache.get(key) if cache is not None else None
         if body is None:
-            body = _render(blobs.path(ref.blob), frame, media_type, params, as_thumbnail)
+
+            def header() -> dict[str, Any]:
+                found = index.metadata(scope, ref.study_uid, ref.series_uid, ref.sop_uid)
+                return json.loads(found[0][0]) if found else {}
+
+            body = _draw(ask, ref, blobs.path(ref.blob), header)
             if cache is not None:
                 cache.put(key, body)
         return tag, body
@@ -93,7 +163,7 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
     tag, body = answer
     if body is None:
         return Response(status_code=304, headers={"ETag": tag})
-    return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=3600", "ETag": tag})
+    return Response(body, media_type=ask.media_type, headers={"Cache-Control": "private, max-age=3600", "ETag": tag})
 
 
 async def rendered(request: Request) -> Response:

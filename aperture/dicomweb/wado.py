@@ -33,6 +33,7 @@ from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, path_uid, public_base, with_base
 from aperture.errors import NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
+from aperture.store.scope import AccessScope
 
 CHUNK = 1 << 20
 SMALL_FILE = 16 << 20  # instances up to this size are read whole and sent in one piece
@@ -64,9 +65,9 @@ def _uids(request: Request) -> tuple[str, str | None, str | None]:
 
 
 async def resolve_and(
-    request: Request, then: Callable[[list[InstanceRef]], T] | None
+    request: Request, then: Callable[[list[InstanceRef], AccessScope], T] | None
 ) -> tuple[list[InstanceRef], T | None]:
-    """Authorize, look up the instances, and run `then` on them in the same worker-thread trip.
+    """Authorize, look up the instances, and run `then` on them (and the scope) in one worker-thread trip.
 
     One trip per request instead of two: on small requests (one frame, one instance) the hop to
     a worker thread costs as much as the work.
@@ -79,7 +80,7 @@ async def resolve_and(
         refs = index.instance_refs(scope, study, series, instance)
         if not refs:
             raise not_found(study, series, instance)
-        return refs, then(refs) if then is not None else None
+        return refs, then(refs, scope) if then is not None else None
 
     return await off_loop(work)
 
@@ -94,7 +95,7 @@ async def retrieve(request: Request) -> Response:
     )
     blobs = request.app.state.blobs
 
-    def small_instance(refs: list[InstanceRef]) -> bytes | None:
+    def small_instance(refs: list[InstanceRef], _scope: AccessScope) -> bytes | None:
         if len(refs) == 1 and refs[0].size <= SMALL_FILE:
             with open(blobs.path(refs[0].blob), "rb", buffering=0) as handle:
                 return handle.read()

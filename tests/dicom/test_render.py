@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -13,6 +15,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 
+from aperture.dicom.frames import read_frames
+from aperture.dicom.instance import InvalidInstance, read_instance
 from aperture.dicom.render import (
     RENDERED_MEDIA_TYPES,
     RenderError,
@@ -21,8 +25,11 @@ from aperture.dicom.render import (
     parse_viewport,
     parse_window,
     render,
+    render_native,
     thumbnail,
 )
+from aperture.dicom.transcode import LITTLE_ENDIAN_NATIVE
+from tests.data import PYDICOM_DATA
 
 
 def _ds(name: str) -> Dataset:
@@ -269,3 +276,54 @@ def test_window_objects_are_validated_too() -> None:
     for bad in (Window(40, 0), Window(40, -1, "SIGMOID"), Window(40, 400, "GAMMA"), Window(float("inf"), 10)):
         with pytest.raises(RenderError, match="window"):
             render(ds, window=bad)
+
+
+# --- drawing straight from stored bytes and DICOM JSON -------------------------------------------
+
+
+def test_render_native_draws_what_render_draws_for_every_file_it_takes() -> None:
+    """The server's fast path (frame bytes + the index's JSON) gives the same pixels as pydicom's.
+
+    Over every pydicom-data file stored uncompressed little-endian, first and last frame, with the
+    header's window and with a requested one; files it declines (None) go through `render`.
+    """
+    drawn = declined = 0
+    for path in PYDICOM_DATA:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                record = read_instance(path)
+                ds = pydicom.dcmread(path)
+        except (InvalidInstance, Exception):  # refused at STOW: never rendered
+            continue
+        if record.transfer_syntax not in LITTLE_ENDIAN_NATIVE or record.frame_index is None or not record.num_frames:
+            continue
+        header = json.loads(json.dumps(record.metadata))  # as the index hands it back
+        for frame in sorted({1, record.num_frames}):
+            pixels = read_frames(path, record.frame_index, [frame])[0]
+            for window in (None, Window(center=40.0, width=400.0)):
+                fast = render_native(header, pixels, media_type="image/png", window=window)
+                if fast is None:
+                    declined += 1
+                    continue
+                drawn += 1
+                slow = render(ds, frame=frame, media_type="image/png", window=window)
+                same = np.array_equal(
+                    np.asarray(Image.open(io.BytesIO(fast))), np.asarray(Image.open(io.BytesIO(slow)))
+                )
+                assert same, f"{path.name} frame {frame} window {window}: the fast path drew other pixels"
+    assert drawn >= 40, f"only {drawn} renderings took the fast path ({declined} declined)"
+    assert declined > 0  # colour and LUT-sequence files exist in pydicom-data and must be declined
+
+
+def test_render_native_honours_quality_and_viewport_like_render() -> None:
+    path = Path(get_testdata_file("CT_small.dcm"))
+    record = read_instance(path)
+    assert record.frame_index is not None
+    pixels = read_frames(path, record.frame_index, [1])[0]
+    viewport = Viewport(vw=64, vh=64, sx=10, sy=20, sw=80, sh=60)
+    fast = render_native(record.metadata, pixels, media_type="image/jpeg", quality=55, viewport=viewport)
+    slow = render(_ds("CT_small.dcm"), media_type="image/jpeg", quality=55, viewport=viewport)
+    assert fast == slow
+    with pytest.raises(RenderError, match="quality"):
+        render_native(record.metadata, pixels, quality=0)
