@@ -68,7 +68,7 @@ class InstanceRecord:
     num_frames: int
     size: int
     frame_index: FrameIndex | None = None
-    digest: str = ""  # SHA-256 of the file, filled in by the store
+    digest: str = ""  # content fingerprint of the file (XXH3-128), filled in by the store
     document_media_type: str = ""  # MIME Type of Encapsulated Document (0042,0012), for its bulk data
 
 

@@ -41,12 +41,18 @@ async def read_parts(
     *,
     max_bytes: int,
 ) -> list[Part]:
-    """Parse the body, streaming each part's content to a sink from `open_sink`."""
+    """Parse the body, streaming each part's content to a sink from `open_sink`.
+
+    Each chunk is scanned where it lies and part content is written straight from it: only the
+    few bytes at a chunk's end that could begin a delimiter, or an unfinished header block, are
+    carried over to the next chunk. (Copying every chunk into one growing buffer cost more than
+    receiving it.)
+    """
     if not boundary or len(boundary) > 200:
         raise MalformedMultipart("The multipart boundary is missing or longer than 200 characters (RFC 2046).")
-    dash = b"--" + boundary.encode("latin-1")
-    delimiter = b"\r\n" + dash
-    buffer = bytearray(b"\r\n")  # lets the first delimiter match like every other one
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    keep = len(delimiter) - 1  # bytes at a chunk's end that may be the start of a delimiter
+    carry = b"\r\n"  # lets the first delimiter match like every other one
     parts: list[Part] = []
     total = 0
     state = "preamble"
@@ -61,63 +67,79 @@ async def read_parts(
             raise PayloadTooLarge(f"The upload exceeds the limit of {max_bytes} bytes (store.max_upload_bytes).")
         if ended:
             continue  # epilogue
-        buffer += chunk
-        while True:
-            if state == "preamble":
-                at = buffer.find(delimiter)
-                if at < 0:
-                    keep = len(delimiter) - 1
-                    if len(buffer) > keep:
-                        del buffer[: len(buffer) - keep]
-                    break
-                del buffer[: at + len(delimiter)]
-                state = "after-delimiter"
-            elif state == "after-delimiter":
-                if len(buffer) < 2:
-                    break
-                if buffer[:2] == b"--":
-                    ended = True
-                    break
-                eol = buffer.find(b"\n")
-                if eol < 0:
-                    if len(buffer) > 1024:
-                        raise MalformedMultipart("Text after a multipart boundary is not followed by a line end.")
-                    break
-                del buffer[: eol + 1]
-                state = "headers"
-            elif state == "headers":
-                end = buffer.find(b"\r\n\r\n")
-                skip = 4
-                if end < 0 and buffer.startswith(b"\r\n"):
-                    end, skip = 0, 2  # no headers at all
-                if end < 0:
-                    if len(buffer) > MAX_HEADER_BYTES:
-                        raise MalformedMultipart(
-                            f"Part {len(parts) + 1} has headers longer than {MAX_HEADER_BYTES} bytes."
-                        )
-                    break
-                part = Part(_parse_headers(bytes(buffer[:end]), len(parts) + 1))
-                del buffer[: end + skip]
-                sink = open_sink(part)
-                state = "body"
-            else:  # body
-                assert part is not None and sink is not None
-                at = buffer.find(delimiter)
-                if at < 0:
-                    keep = len(delimiter) - 1
-                    if len(buffer) > keep:
-                        cut = len(buffer) - keep
-                        sink.write(memoryview(buffer)[:cut])
-                        part.size += cut
-                        del buffer[:cut]
-                    break
-                sink.write(memoryview(buffer)[:at])
+        data, pos = chunk, 0
+        if carry and state == "body" and len(chunk) >= keep:
+            # Only a delimiter that began in the carried bytes needs them joined to this chunk.
+            assert part is not None and sink is not None
+            at = (carry + chunk[:keep]).find(delimiter)
+            if at < 0:
+                sink.write(carry)
+                part.size += len(carry)
+            else:
+                sink.write(carry[:at])
                 part.size += at
-                del buffer[: at + len(delimiter)]
+                pos = at + len(delimiter) - len(carry)
                 close_sink(part, sink)
                 parts.append(part)
                 part, sink = None, None
                 state = "after-delimiter"
+        elif carry:
+            data = carry + chunk
+        while True:
+            if state == "body":
+                assert part is not None and sink is not None
+                at = data.find(delimiter, pos)
+                if at < 0:
+                    safe = len(data) - keep
+                    if safe > pos:
+                        sink.write(memoryview(data)[pos:safe])
+                        part.size += safe - pos
+                        pos = safe
+                    break
+                if at > pos:
+                    sink.write(memoryview(data)[pos:at])
+                    part.size += at - pos
+                pos = at + len(delimiter)
+                close_sink(part, sink)
+                parts.append(part)
+                part, sink = None, None
+                state = "after-delimiter"
+            elif state == "preamble":
+                at = data.find(delimiter, pos)
+                if at < 0:
+                    pos = max(pos, len(data) - keep)
+                    break
+                pos = at + len(delimiter)
+                state = "after-delimiter"
+            elif state == "after-delimiter":
+                if len(data) - pos < 2:
+                    break
+                if data.startswith(b"--", pos):
+                    ended = True
+                    break
+                eol = data.find(b"\n", pos)
+                if eol < 0:
+                    if len(data) - pos > 1024:
+                        raise MalformedMultipart("Text after a multipart boundary is not followed by a line end.")
+                    break
+                pos = eol + 1
+                state = "headers"
+            else:  # headers
+                if data.startswith(b"\r\n", pos):
+                    end, skip = pos, 2  # an empty line at once: the part has no headers
+                else:
+                    end, skip = data.find(b"\r\n\r\n", pos, pos + MAX_HEADER_BYTES + 4), 4
+                if end < 0:
+                    if len(data) - pos > MAX_HEADER_BYTES:
+                        raise MalformedMultipart(
+                            f"Part {len(parts) + 1} has headers longer than {MAX_HEADER_BYTES} bytes."
+                        )
+                    break
+                part = Part(_parse_headers(bytes(data[pos:end]), len(parts) + 1))
+                pos = end + skip
+                sink = open_sink(part)
+                state = "body"
+        carry = data[pos:] if not ended else b""
     if not ended:
         if part is not None and sink is not None:
             close_sink(part, sink)

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import xxhash
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -52,11 +53,15 @@ def _media(content_type: str) -> tuple[str, dict[str, str]]:
 
 
 class _TempSink:
+    """One part's temporary file, fingerprinted as it is written (so the parser reads it once)."""
+
     def __init__(self, path: Path, handle: BinaryIO) -> None:
         self.path = path
         self.handle = handle
+        self.fingerprint = xxhash.xxh3_128()
 
     def write(self, data: bytes | memoryview) -> object:
+        self.fingerprint.update(data)
         return self.handle.write(data)
 
 
@@ -102,7 +107,8 @@ async def _store_instances(request: Request) -> Response:
         elif part.size == 0:
             problem = InvalidInstance(CANNOT_UNDERSTAND, "It is empty.")
         else:
-            prepared.append(loop.run_in_executor(state.parsers, prepare_upload, sink.path))
+            fingerprint = sink.fingerprint.hexdigest()
+            prepared.append(loop.run_in_executor(state.parsers, prepare_upload, sink.path, fingerprint))
             return
         done: asyncio.Future[InstanceRecord | InvalidInstance] = loop.create_future()
         done.set_result(problem)

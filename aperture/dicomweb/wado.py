@@ -261,5 +261,5 @@ async def metadata(request: Request) -> Response:
 
 
 def validator(ref: InstanceRef) -> str:
-    """What identifies an instance's stored bytes: their SHA-256, or the blob name for older rows."""
+    """What identifies an instance's stored bytes: their fingerprint, or the blob name for older rows."""
     return ref.digest or ref.blob

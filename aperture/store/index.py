@@ -69,7 +69,7 @@ class InstanceRef:
     num_frames: int
     frames: str | None
     bulk: str
-    digest: str | None  # SHA-256 of the stored file (None for rows stored before revision 0003)
+    digest: str | None  # fingerprint of the stored file (None for rows stored before revision 0003)
     copy_blob: str | None = None  # the HTJ2K copy of the frames, once the background worker made it
     copy_frames: str | None = None  # FrameIndex JSON of copy_blob
 
@@ -436,7 +436,7 @@ class Index:
     ) -> list[tuple[bytes, str]]:
         """(DICOM JSON document with the base placeholder, content validator) in series/instance order.
 
-        The validator is the file's SHA-256, or for rows stored before it was recorded the blob's
+        The validator is the file's content fingerprint, or for rows stored before it was recorded the blob's
         name, which changes whenever the stored bytes do.
         """
         stmt = _instance_statement("metadata", _scope_shape(scope), series_uid is not None, sop_uid is not None)

@@ -9,7 +9,6 @@ leaves no index row (so nothing half-stored is ever visible); the caller acknowl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import xxhash
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -55,24 +55,29 @@ class Outcome:
         return cls(record.sop_class_uid, record.sop_uid, record.study_uid, record.series_uid, reason, message)
 
 
-def prepare_upload(path: Path) -> InstanceRecord | InvalidInstance:
+def prepare_upload(path: Path, digest: str | None = None) -> InstanceRecord | InvalidInstance:
     """Parse one uploaded file; runs in a parser process.
 
     STOW-RS hands each part here as soon as it is received, so parsing (CPU, on another core)
-    overlaps with receiving the rest of the body. Refusals are returned, not raised, so a bad part
-    never cancels the good ones.
+    overlaps with receiving the rest of the body; STOW fingerprints the bytes as they arrive and
+    passes the `digest` in, so the parser does not read the file twice. Refusals are returned, not
+    raised, so a bad part never cancels the good ones.
     """
     try:
         record = read_instance(path)
     except InvalidInstance as exc:
         return exc
-    record.digest = file_digest(path)
+    record.digest = digest or file_digest(path)
     return record
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file, read in large pieces (hashlib releases the GIL while it works)."""
-    digest = hashlib.sha256()
+    """The content fingerprint of a file: 128-bit XXH3, the validator behind strong ETags.
+
+    Not a security hash (nothing trusts it against a forger: identical re-sends are compared
+    byte by byte); XXH3 fingerprints at memory speed, where SHA-256 cost 15 % of a STOW's CPU.
+    """
+    digest = xxhash.xxh3_128()
     with open(path, "rb", buffering=0) as handle:
         while chunk := handle.read(1 << 22):
             digest.update(chunk)

@@ -95,7 +95,9 @@ instances = Table(
     Column("frames", Text),  # FrameIndex.to_json(), NULL when frames cannot be located by offset
     Column("bulk", Text, nullable=False),  # JSON {path: [vr, offset, length]}
     Column("created", BigInteger, nullable=False),
-    Column("digest", String(64)),  # SHA-256 of the stored file: the basis of strong ETags (0003)
+    # content fingerprint of the stored file, the basis of strong ETags (0003): XXH3-128, or SHA-256
+    # for rows stored by 0.1
+    Column("digest", String(64)),
 )
 
 Index("ix_instances_series_number", instances.c.series_pk, instances.c.instance_number)
