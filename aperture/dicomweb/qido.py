@@ -17,6 +17,7 @@ from aperture.dicomweb.media import accepts, parse_accept
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, with_base
 from aperture.errors import InvalidQuery, NotAcceptable, NotFound
+from aperture.store.index import is_point_lookup
 
 DICOM_JSON = "application/dicom+json"
 
@@ -33,7 +34,10 @@ async def search(request: Request, level: Level) -> Response:
     except QueryError as exc:
         raise InvalidQuery(str(exc)) from exc
     index = request.app.state.index
-    result = await off_loop(index.search, query, scope, study_uid=study_uid, series_uid=series_uid)
+    if is_point_lookup(query, study_uid):  # a few indexed rows: cheaper here than a thread hop
+        result = index.search(query, scope)
+    else:
+        result = await off_loop(index.search, query, scope, study_uid=study_uid, series_uid=series_uid)
     if not result.documents and study_uid is not None:
         if not await off_loop(index.has_study, scope, study_uid):
             raise NotFound(f"Study {study_uid} is not on this server.")

@@ -279,6 +279,26 @@ def _search_statement(
     return stmt, tuple(leftovers)
 
 
+# Keys that name one patient or one study: a study query with an exact value for one of them, and
+# nothing the index cannot answer, reads a few indexed rows and their precomputed answers.
+_POINT_KEYS = frozenset({0x00100020, 0x0020000D, 0x00080050})  # PatientID, StudyInstanceUID, AccessionNumber
+
+
+def is_point_lookup(query: Query, study_uid: str | None = None) -> bool:
+    """Whether `query` is a study lookup by patient, study or accession number that the index answers alone.
+
+    Such a query costs less than the hop to a worker thread (about 0.06 ms), so the caller may run
+    it on the event loop; every other query, whose cost grows with the data, must not.
+    """
+    if query.level is not Level.STUDY or study_uid is not None or not _answers_with_defaults(query):
+        return False
+    if query.limit is None or query.limit > 1000:  # the page bounds the work: the default page at most
+        return False
+    if any(c.tag not in _COLUMNS or c.sequence_path for c in query.conditions if c.match is not Match.UNIVERSAL):
+        return False
+    return any(c.tag in _POINT_KEYS and c.match is Match.SINGLE for c in query.conditions)
+
+
 class Index:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -9,12 +9,12 @@ import pytest
 from aperture.auth.policy import allow_everything
 from aperture.dicom.attributes import Level
 from aperture.dicom.instance import read_instance
-from aperture.dicom.query import parse_query
+from aperture.dicom.query import Query, parse_query
 from aperture.errors import InvalidQuery
 from aperture.store import index as index_module
 from aperture.store.blobs import BlobStore
 from aperture.store.engine import open_engine
-from aperture.store.index import Index
+from aperture.store.index import Index, is_point_lookup
 from aperture.store.ingest import Ingest
 from tests.helpers import make_instance
 
@@ -48,3 +48,23 @@ def test_a_scan_past_the_bound_is_refused_with_advice(index: Index, monkeypatch:
         [("BodyPartExamined", "HEAD"), ("PatientID", "SCAN-0")], Level.STUDY, default_limit=100, max_limit=100
     )
     assert len(index.search(narrowed, allow_everything()).documents) == 1
+
+
+def test_only_study_lookups_by_patient_study_or_accession_count_as_point_lookups() -> None:
+    """Point lookups run on the event loop, so nothing whose cost grows with the data may qualify."""
+
+    def query(level: Level, *pairs: tuple[str, str]) -> Query:
+        return parse_query(list(pairs), level, default_limit=1000, max_limit=10000)
+
+    assert is_point_lookup(query(Level.STUDY, ("PatientID", "PAT01")))
+    assert is_point_lookup(query(Level.STUDY, ("AccessionNumber", "A1"), ("StudyDate", "20200101-")))
+    assert is_point_lookup(query(Level.STUDY, ("StudyInstanceUID", "1.2.3")))
+    assert not is_point_lookup(query(Level.STUDY, ("PatientID", "PAT*")))  # a wildcard scans
+    assert not is_point_lookup(query(Level.STUDY, ("StudyDate", "20200101-")))
+    assert not is_point_lookup(query(Level.STUDY))
+    assert not is_point_lookup(query(Level.STUDY, ("PatientID", "PAT01"), ("limit", "5000")))
+    assert not is_point_lookup(query(Level.STUDY, ("PatientID", "PAT01"), ("includefield", "all")))
+    assert not is_point_lookup(query(Level.STUDY, ("PatientID", "PAT01"), ("00081032.00080100", "X")))
+    assert not is_point_lookup(query(Level.SERIES, ("PatientID", "PAT01")))
+    assert not is_point_lookup(query(Level.INSTANCE, ("StudyInstanceUID", "1.2.3")))
+    assert not is_point_lookup(query(Level.STUDY, ("PatientID", "PAT01")), study_uid="1.2.3")
