@@ -99,6 +99,7 @@ async def _store_instances(request: Request) -> Response:
 
     def close_sink(part: Part, sink: Any) -> None:
         sink.handle.close()
+        state.blobs.start_writeback(sink.path)  # the disk works while the rest arrives
         parts.append((part, sink))
         # parse each part in a parser process while the rest of the body is still arriving
         declared = _media(part.content_type)[0] if part.content_type else _DICOM
