@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from aperture import __version__
-from aperture.cli import demo, serve
+from aperture.cli import demo, ehr, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     serve.add_parser(subparsers)
     demo.add_parser(subparsers)
+    ehr.add_parser(subparsers)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return int(args.handler(args))
 

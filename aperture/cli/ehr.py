@@ -1,0 +1,184 @@
+"""`aperture ehr`: run the EHR sandbox, register clients, mint tokens without the browser flow.
+
+The sandbox runs under granian like the imaging server (`aperture serve`), in its own process with
+its own `--data` folder. Admin commands open that folder's database directly; they may run while
+the server does (SQLite WAL). A confidential client's secret is printed once, on registration,
+and exists nowhere else in clear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from aperture.cli.serve import LOG_FORMAT, worker_logging
+from aperture.config import ConfigError
+from aperture.ehr.clients import KINDS, list_clients, register_client
+from aperture.ehr.config import EhrConfig, load_ehr_config
+from aperture.ehr.errors import EhrError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ehr = subparsers.add_parser("ehr", help="the EHR sandbox: a SMART on FHIR authorization server")
+    commands = ehr.add_subparsers(dest="ehr_command", required=True)
+
+    serve = commands.add_parser("serve", help="run the sandbox (discovery at /fhir/.well-known/smart-configuration)")
+    _common(serve)
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 9090)")
+    serve.add_argument("--public-url", default=None, help="URL apps use to reach the sandbox")
+    serve.add_argument("--imaging-fhir-base", default=None, help="imaging server's FHIR base, for discovery")
+    serve.set_defaults(handler=run_serve)
+
+    token = commands.add_parser("token", help="print a token response for a registered client, no browser flow")
+    _common(token)
+    token.add_argument("--client-id", required=True)
+    token.add_argument("--scope", required=True, help='space-separated, e.g. "system/ImagingStudy.rs"')
+    token.add_argument("--patient", default=None, help="patient launch context: a FHIR logical id")
+    token.add_argument("--user", default=None, help="signed-in user: a FHIR reference, e.g. Practitioner/123")
+    token.set_defaults(handler=run_token)
+
+    clients = commands.add_parser("clients", help="register and list apps").add_subparsers(
+        dest="clients_command", required=True
+    )
+    add = clients.add_parser("add", help="register a client; prints it (with its secret, shown only now)")
+    _common(add)
+    add.add_argument("--kind", choices=KINDS, required=True)
+    add.add_argument("--name", required=True, help="what people see, e.g. 'Imaging server'")
+    add.add_argument("--scope", default="", help="scopes the client may be granted, space-separated")
+    add.add_argument("--client-id", default=None, help="default: a random id")
+    add.add_argument("--jwks", type=Path, default=None, help="backend: file holding the public JWK Set")
+    add.add_argument("--jwks-uri", default=None, help="backend: where the public JWK Set is published")
+    add.add_argument("--redirect-uri", action="append", default=[], help="exact redirect URI (repeatable)")
+    add.add_argument("--introspect", action="store_true", help="confidential: a resource server that introspects")
+    add.set_defaults(handler=run_clients_add)
+    listing = clients.add_parser("list", help="list registered clients (never their secrets)")
+    _common(listing)
+    listing.set_defaults(handler=run_clients_list)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=None, help="sandbox data folder (default ./ehr-data)")
+    parser.add_argument("--config", type=Path, default=None, help="TOML file with an [ehr] table")
+
+
+def _config(args: argparse.Namespace, **flags: Any) -> EhrConfig:
+    return load_ehr_config(args.config, data=str(args.data) if args.data else None, **flags)
+
+
+def _fail(message: str) -> int:
+    print(f"aperture ehr: {message}", file=sys.stderr)
+    return 2
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from aperture.ehr.asgi import SETTINGS_ENV
+    from aperture.ehr.keys import load_or_create_signing_key
+    from aperture.ehr.store import open_store
+
+    try:
+        config = _config(
+            args, host=args.host, port=args.port, public_url=args.public_url, imaging_fhir_base=args.imaging_fhir_base
+        )
+        open_store(config.data).dispose()  # create the schema once here, not racing in workers
+        load_or_create_signing_key(config.data)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    os.environ[SETTINGS_ENV] = json.dumps(config.to_json())
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    print(f"Aperture EHR sandbox: {config.fhir_base}/.well-known/smart-configuration", flush=True)
+    Granian(
+        "aperture.ehr.asgi:from_environment",
+        address=config.host,
+        port=config.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        factory=True,
+        log_access=False,  # aperture.access logs requests without headers or bodies
+        log_dictconfig=worker_logging(),
+    ).serve()
+    return 0
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from aperture.ehr.mint import mint_token
+    from aperture.ehr.store import open_store
+
+    try:
+        config = _config(args)
+        engine = open_store(config.data)
+        try:
+            response = mint_token(
+                engine, config, client_id=args.client_id, scope=args.scope, patient=args.patient, user=args.user
+            )
+        finally:
+            engine.dispose()
+    except (ConfigError, EhrError) as exc:
+        return _fail(str(exc))
+    print(json.dumps(response, indent=2))
+    return 0
+
+
+def run_clients_add(args: argparse.Namespace) -> int:
+    from aperture.ehr.store import open_store
+
+    try:
+        config = _config(args)
+        jwks = _read_jwks(args.jwks) if args.jwks else None
+        engine = open_store(config.data)
+        try:
+            client, secret = register_client(
+                engine,
+                kind=args.kind,
+                name=args.name,
+                scope=args.scope,
+                client_id=args.client_id,
+                jwks=jwks,
+                jwks_uri=args.jwks_uri,
+                redirect_uris=tuple(args.redirect_uri),
+                introspect=args.introspect,
+            )
+        finally:
+            engine.dispose()
+    except (ConfigError, EhrError) as exc:
+        return _fail(str(exc))
+    answer = client.describe()
+    if secret is not None:
+        answer["client_secret"] = secret
+        print("aperture ehr: the client secret is shown only now; store it safely.", file=sys.stderr)
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def run_clients_list(args: argparse.Namespace) -> int:
+    from aperture.ehr.store import open_store
+
+    try:
+        engine = open_store(_config(args).data)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    try:
+        print(json.dumps([client.describe() for client in list_clients(engine)], indent=2))
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _read_jwks(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"JWK Set file {path} does not exist.") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"JWK Set file {path} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f'JWK Set file {path} must hold a JSON object {{"keys": [...]}}.')
+    return value

@@ -1,0 +1,151 @@
+"""create_app(config): the EHR sandbox's ASGI application.
+
+Routes: SMART discovery under the FHIR base, the sandbox's JWKS, and the OAuth endpoints (token,
+introspection, revocation), which hand a parsed request to Authlib in a worker thread. Errors are
+answered in RFC 6749 §5.2 shape everywhere (`{"error", "error_description"}`): Authlib's within the
+OAuth flows, `ehr_error` for the sandbox's own, and the same shape for 404/405 and the unexpected.
+The access log is the imaging server's (`aperture.server.accesslog`), which never logs headers
+or bodies, so client secrets, assertions and tokens stay out of the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
+
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from aperture import __version__
+from aperture.ehr.authorization import SandboxAuthorizationServer, StarletteOAuth2Request
+from aperture.ehr.config import EhrConfig
+from aperture.ehr.discovery import smart_configuration
+from aperture.ehr.errors import EhrError
+from aperture.ehr.keys import load_or_create_signing_key, public_jwks
+from aperture.ehr.store import open_store
+from aperture.server.accesslog import AccessLog
+
+log = logging.getLogger("aperture.ehr")
+
+MAX_FORM_BYTES = 64 * 1024  # an assertion is a few kB; nothing legitimate comes near this
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def oauth_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "error_description": description}, status_code=status, headers={**_NO_STORE, **(headers or {})}
+    )
+
+
+async def ehr_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EhrError)
+    return oauth_error(exc.status, exc.error, exc.message)
+
+
+async def http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    hint = {404: "No such endpoint; discovery is at /fhir/.well-known/smart-configuration."}
+    return oauth_error(exc.status_code, "invalid_request", hint.get(exc.status_code, str(exc.detail)), exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    incident = secrets.token_hex(6)
+    log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
+    return oauth_error(500, "server_error", f"Internal error (incident {incident}); the sandbox log has the details.")
+
+
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+async def discovery(request: Request) -> Response:
+    return JSONResponse(smart_configuration(request.app.state.config))
+
+
+async def jwks(request: Request) -> Response:
+    return JSONResponse(public_jwks(request.app.state.signing_key))
+
+
+async def urlencoded_form(request: Request) -> FormData:
+    """The application/x-www-form-urlencoded body (RFC 6749 §3.2), read with the standard library.
+
+    Starlette's `request.form()` needs python-multipart even for urlencoded bodies; OAuth never
+    sends multipart, so parsing it here keeps that dependency out.
+    """
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise InvalidRequestError(f"The request body is larger than {MAX_FORM_BYTES} bytes.")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidRequestError("The request body is not UTF-8 (RFC 6749 Appendix B).") from None
+    return FormData(pairs)
+
+
+def _oauth_endpoint(run: Callable[[SandboxAuthorizationServer, StarletteOAuth2Request], Response]) -> Callable:  # type: ignore[type-arg]
+    """A route that reads the urlencoded form, then runs one Authlib endpoint in a worker thread."""
+
+    async def endpoint(request: Request) -> Response:
+        server: SandboxAuthorizationServer = request.app.state.authorization
+        try:
+            if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+                raise InvalidRequestError(
+                    "Send the parameters as application/x-www-form-urlencoded (RFC 6749 section 3.2)."
+                )
+            oauth_request = StarletteOAuth2Request(request, await urlencoded_form(request))
+        except OAuth2Error as error:
+            return server.handle_error_response(None, error)  # type: ignore[no-any-return]
+        return await run_in_threadpool(run, server, oauth_request)
+
+    return endpoint
+
+
+token = _oauth_endpoint(lambda server, req: server.create_token_response(req))
+introspect = _oauth_endpoint(lambda server, req: server.create_endpoint_response("introspection", req))
+revoke = _oauth_endpoint(lambda server, req: server.create_endpoint_response("revocation", req))
+
+
+class _SandboxApp(Starlette):
+    """Starlette with the access log outside its error middleware, so 500 answers are logged too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return AccessLog(super().build_middleware_stack())
+
+
+def create_app(config: EhrConfig) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = open_store(config.data)
+        app.state.signing_key = load_or_create_signing_key(config.data)
+        app.state.authorization = SandboxAuthorizationServer(config, engine)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = _SandboxApp(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/fhir/.well-known/smart-configuration", discovery),
+            Route("/.well-known/jwks.json", jwks),
+            Route("/auth/token", token, methods=["POST"]),
+            Route("/auth/introspect", introspect, methods=["POST"]),
+            Route("/auth/revoke", revoke, methods=["POST"]),
+        ],
+        exception_handlers={EhrError: ehr_error, HTTPException: http_error, Exception: unexpected_error},
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    return app

@@ -1,0 +1,101 @@
+"""Authlib's OAuth 2.0 `AuthorizationServer`, adapted to Starlette and to the sandbox's store.
+
+Authlib's server core is framework-neutral: an integration supplies how to read a request
+(`create_oauth2_request`), how to answer (`handle_response`), how to find clients and keep tokens
+(`query_client`, `save_token`), and signals (`send_signal`, unused here). That is all this module
+does; grants, client authentication and the RFC 7662/7009 endpoints are Authlib's, subclassed in
+`grants`, `assertions` and `introspection`.
+
+Authlib is synchronous, and some of its steps block (SQLite, fetching a client's `jwks_uri`), so
+the routes read the form body asynchronously and then run Authlib in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Payload, OAuth2Request
+from sqlalchemy import Engine
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from aperture.ehr.assertions import PrivateKeyJWT, RemoteJWKS
+from aperture.ehr.clients import Client, get_client
+from aperture.ehr.config import EhrConfig
+from aperture.ehr.grants import BackendServicesGrant
+from aperture.ehr.introspection import Introspection, Revocation
+from aperture.ehr.tokens import new_token_response, store_token
+
+
+class FormPayload(OAuth2Payload):  # type: ignore[misc]
+    """OAuth parameters from an application/x-www-form-urlencoded body (never from the query string)."""
+
+    def __init__(self, form: FormData) -> None:
+        self._data = {key: value for key, value in form.items() if isinstance(value, str)}
+        self._datalist: defaultdict[str, list[str]] = defaultdict(list)
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                self._datalist[key].append(value)
+
+    @property
+    def data(self) -> dict[str, str]:
+        return self._data
+
+    @property
+    def datalist(self) -> defaultdict[str, list[str]]:
+        return self._datalist
+
+
+class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
+    """A Starlette request whose form body has already been read."""
+
+    def __init__(self, request: Request, form: FormData) -> None:
+        super().__init__(request.method, str(request.url), headers=request.headers)
+        self.payload = FormPayload(form)
+        self._args = dict(request.query_params)
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self._args
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self.payload.data  # type: ignore[no-any-return]
+
+
+class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, config: EhrConfig, engine: Engine) -> None:
+        super().__init__()
+        self.config = config
+        self.engine = engine
+        self.register_token_generator("default", self._new_token)
+        self.register_client_auth_method(
+            PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(engine, config.token_endpoint, RemoteJWKS())
+        )
+        self.register_grant(BackendServicesGrant)
+        self.register_endpoint(Introspection(engine, config))
+        self.register_endpoint(Revocation(engine))
+
+    def query_client(self, client_id: str) -> Client | None:
+        return get_client(self.engine, client_id)
+
+    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        store_token(self.engine, token, client_id=request.client.client_id, audience=self.config.audiences)
+
+    def _new_token(self, grant_type: str, client: Client, scope: str | None = None, **_: Any) -> dict[str, Any]:
+        return new_token_response(scope or "", self.config.access_token_lifetime)
+
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        if not isinstance(request, OAuth2Request):
+            raise TypeError("routes build a StarletteOAuth2Request (the form body is read asynchronously)")
+        return request
+
+    def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
+        if isinstance(body, dict):
+            return JSONResponse(body, status_code=status, headers=dict(headers))
+        return Response(body or b"", status_code=status, headers=dict(headers))
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Authlib's hook for framework signals; the sandbox has none."""

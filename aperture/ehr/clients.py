@@ -1,0 +1,246 @@
+"""The client registry: confidential, public and backend apps, registered once with the EHR.
+
+- confidential: a server-side app or a resource server (the imaging server) with a client secret,
+  authenticating with HTTP Basic (`client_secret_basic`);
+- public: a browser or native app with no secret (it will use PKCE in the browser launch);
+- backend: a SMART Backend Services client that signs JWT assertions (`private_key_jwt`) with a
+  key from its JWK Set, registered inline or as a `jwks_uri`.
+
+Client secrets are generated here (256 random bits, `secrets.token_urlsafe(32)`), shown once, and
+stored only as a SHA-256 hash. A slow password hash would add nothing: nobody can guess a 256-bit
+random value, and the hash only has to keep a copied database from yielding usable secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from authlib.common.security import is_secure_transport
+from authlib.oauth2.rfc6749 import ClientMixin
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from aperture.ehr import scopes
+from aperture.ehr.errors import InvalidClientMetadata, InvalidScope
+from aperture.ehr.store import clients
+
+ClientKind = Literal["confidential", "public", "backend"]
+KINDS: tuple[ClientKind, ...] = ("confidential", "public", "backend")
+
+# Which client authentication each kind uses, at which endpoints (Authlib asks per endpoint).
+_AUTH_METHODS: dict[ClientKind, dict[str, set[str]]] = {
+    "confidential": {"client_secret_basic": {"token", "introspection", "revocation"}},
+    "public": {"none": {"token"}},
+    "backend": {"private_key_jwt": {"token", "revocation"}},
+}
+_GRANT_TYPES: dict[ClientKind, set[str]] = {
+    "confidential": {"authorization_code", "refresh_token"},
+    "public": {"authorization_code", "refresh_token"},
+    "backend": {"client_credentials"},
+}
+_PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Client(ClientMixin):  # type: ignore[misc]
+    """A registered client, as Authlib's grants and endpoints query it."""
+
+    client_id: str
+    kind: ClientKind
+    name: str
+    scope: str
+    secret_hash: str | None = None
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+    redirect_uris: tuple[str, ...] = ()
+    introspect: bool = False
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str) -> str:
+        return str(scopes.grant(scope or "", self.scope))
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris  # exact string match, as SMART and OAuth 2.1 require
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.secret_hash is None:
+            return False
+        return hmac.compare_digest(hash_secret(client_secret), self.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return endpoint in _AUTH_METHODS[self.kind].get(method, set())
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and self.kind != "backend"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in _GRANT_TYPES[self.kind]
+
+    def describe(self) -> dict[str, Any]:
+        """What `aperture ehr clients list` shows: everything but the secret hash."""
+        keys = "jwks_uri" if self.jwks_uri else "jwks"
+        answer: dict[str, Any] = {"client_id": self.client_id, "kind": self.kind, "name": self.name}
+        answer["scope"] = self.scope
+        if self.kind == "backend":
+            answer[keys] = self.jwks_uri or [k.get("kid") for k in (self.jwks or {}).get("keys", [])]
+        if self.redirect_uris:
+            answer["redirect_uris"] = list(self.redirect_uris)
+        if self.introspect:
+            answer["introspect"] = True
+        return answer
+
+
+def register_client(
+    engine: Engine,
+    *,
+    kind: ClientKind,
+    name: str,
+    scope: str,
+    client_id: str | None = None,
+    jwks: dict[str, Any] | None = None,
+    jwks_uri: str | None = None,
+    redirect_uris: tuple[str, ...] = (),
+    introspect: bool = False,
+) -> tuple[Client, str | None]:
+    """Validate and store a registration; returns the client and its secret (confidential only, shown once)."""
+    client_id = client_id or secrets.token_urlsafe(12)
+    _check_registration(kind, scope, jwks, jwks_uri, redirect_uris, introspect)
+    secret = secrets.token_urlsafe(32) if kind == "confidential" else None
+    client = Client(
+        client_id=client_id,
+        kind=kind,
+        name=name,
+        scope=" ".join(dict.fromkeys(scope.split())),
+        secret_hash=hash_secret(secret) if secret else None,
+        jwks=jwks,
+        jwks_uri=jwks_uri,
+        redirect_uris=redirect_uris,
+        introspect=introspect,
+    )
+    row = {
+        "client_id": client.client_id,
+        "kind": client.kind,
+        "name": client.name,
+        "scope": client.scope,
+        "secret_hash": client.secret_hash,
+        "jwks": json.dumps(jwks) if jwks else None,
+        "jwks_uri": jwks_uri,
+        "redirect_uris": json.dumps(list(redirect_uris)),
+        "introspect": introspect,
+        "created_at": int(time.time()),
+    }
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(clients).values(**row))
+    except IntegrityError:
+        raise InvalidClientMetadata(f"A client with id {client_id!r} is already registered.") from None
+    return client, secret
+
+
+def get_client(engine: Engine, client_id: str) -> Client | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(clients).where(clients.c.client_id == client_id)).mappings().first()
+    return _from_row(row) if row else None
+
+
+def list_clients(engine: Engine) -> list[Client]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(clients).order_by(clients.c.created_at, clients.c.client_id)).mappings().all()
+    return [_from_row(row) for row in rows]
+
+
+def _from_row(row: Any) -> Client:
+    return Client(
+        client_id=row["client_id"],
+        kind=row["kind"],
+        name=row["name"],
+        scope=row["scope"],
+        secret_hash=row["secret_hash"],
+        jwks=json.loads(row["jwks"]) if row["jwks"] else None,
+        jwks_uri=row["jwks_uri"],
+        redirect_uris=tuple(json.loads(row["redirect_uris"])),
+        introspect=bool(row["introspect"]),
+    )
+
+
+def _check_registration(
+    kind: ClientKind,
+    scope: str,
+    jwks: dict[str, Any] | None,
+    jwks_uri: str | None,
+    redirect_uris: tuple[str, ...],
+    introspect: bool,
+) -> None:
+    if kind not in KINDS:
+        raise InvalidClientMetadata(f"Client kind {kind!r} is not one of {', '.join(KINDS)}.")
+    try:
+        if kind == "backend":
+            scopes.validate(scope, contexts=("system",))
+            literal = [s for s in scope.split() if scopes.parse(s) is None]
+            if literal:
+                raise InvalidScope(f"A backend client gets system/ scopes only, not {literal[0]!r}.")
+        else:
+            scopes.validate(scope, contexts=("patient", "user"))
+    except InvalidScope as exc:
+        raise InvalidClientMetadata(exc.message) from None
+    if kind == "backend":
+        if (jwks is None) == (jwks_uri is None):
+            raise InvalidClientMetadata("A backend client needs its public keys: give a JWK Set or a jwks_uri, one.")
+        if jwks is not None:
+            check_public_jwks(jwks)
+        if jwks_uri is not None and not _is_web_url(jwks_uri):
+            raise InvalidClientMetadata(f"jwks_uri {jwks_uri!r} must be https (or http on loopback).")
+    elif jwks is not None or jwks_uri is not None:
+        raise InvalidClientMetadata("Only backend clients authenticate with keys; this kind does not take a JWK Set.")
+    if kind == "public" and not redirect_uris:
+        raise InvalidClientMetadata("A public client needs at least one redirect URI.")
+    if kind == "backend" and redirect_uris:
+        raise InvalidClientMetadata("A backend client has no browser flow, so no redirect URIs.")
+    for uri in redirect_uris:
+        if not _is_web_url(uri) or urlsplit(uri).fragment:
+            raise InvalidClientMetadata(
+                f"Redirect URI {uri!r} must be https (or http on loopback), without a #fragment."
+            )
+    if introspect and kind != "confidential":
+        raise InvalidClientMetadata("Only a confidential client (a resource server with a secret) may introspect.")
+
+
+def check_public_jwks(jwks: dict[str, Any]) -> KeySet:
+    """Refuse a JWK Set that is not a non-empty set of public RSA/EC signing keys, each with a kid."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise InvalidClientMetadata('A JWK Set is a JSON object {"keys": [...]} with at least one key.')
+    for key in keys:
+        if not isinstance(key, dict) or key.get("kty") not in ("RSA", "EC"):
+            raise InvalidClientMetadata("Each key must be an RSA or EC JWK (RS384 or ES384 signatures).")
+        if not key.get("kid"):
+            raise InvalidClientMetadata("Each key needs a 'kid': assertions name their key by it.")
+        if _PRIVATE_JWK_MEMBERS & key.keys():
+            raise InvalidClientMetadata(f"Key {key['kid']!r} holds private parts; register the public key only.")
+    try:
+        return KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+    except (JoseError, ValueError, TypeError) as exc:
+        raise InvalidClientMetadata(f"The JWK Set cannot be read: {exc}") from None
+
+
+def _is_web_url(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and is_secure_transport(uri)

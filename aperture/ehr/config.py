@@ -1,0 +1,109 @@
+"""Typed settings of the EHR sandbox, from the `[ehr]` table of a TOML file and command-line flags.
+
+The sandbox is another party than the imaging server, so it has its own settings; it reuses only
+`ConfigError`, whose messages name the key and the file. Every URL the sandbox publishes is derived
+here from `public_url`, so discovery, the `aud` it demands of client assertions and the `iss` it
+reports in introspection can never disagree.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from aperture.config import ConfigError
+
+
+@dataclass(frozen=True)
+class EhrConfig:
+    host: str = "127.0.0.1"
+    port: int = 9090
+    data: Path = Path("ehr-data")
+    public_url: str = ""  # URL apps use to reach the sandbox, e.g. https://ehr.example.org ; empty: http://host:port
+    imaging_fhir_base: str = ""  # the imaging server's FHIR base, advertised in associated_endpoints
+    access_token_lifetime: int = 3600  # seconds
+
+    def __post_init__(self) -> None:
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"'ehr.public_url' must start with http:// or https://, not {self.public_url!r}.")
+        if self.imaging_fhir_base and not self.imaging_fhir_base.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"'ehr.imaging_fhir_base' must be an http(s) URL such as https://imaging.example.org/fhir, "
+                f"not {self.imaging_fhir_base!r}."
+            )
+        if not 1 <= self.access_token_lifetime <= 86400:
+            raise ConfigError(
+                f"'ehr.access_token_lifetime' is in seconds, between 1 and 86400, not {self.access_token_lifetime}."
+            )
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        object.__setattr__(self, "imaging_fhir_base", self.imaging_fhir_base.rstrip("/"))
+        object.__setattr__(self, "data", Path(self.data))
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def fhir_base(self) -> str:
+        """The clinical FHIR base: SMART discovery lives under it, and it is the issuer."""
+        return f"{self.base_url}/fhir"
+
+    @property
+    def issuer(self) -> str:
+        return self.fhir_base
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.base_url}/auth/token"
+
+    @property
+    def introspection_endpoint(self) -> str:
+        return f"{self.base_url}/auth/introspect"
+
+    @property
+    def revocation_endpoint(self) -> str:
+        return f"{self.base_url}/auth/revoke"
+
+    @property
+    def jwks_uri(self) -> str:
+        return f"{self.base_url}/.well-known/jwks.json"
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        """Resource servers a token is meant for: the clinical FHIR base and, if configured, the imaging one."""
+        return (self.fhir_base, self.imaging_fhir_base) if self.imaging_fhir_base else (self.fhir_base,)
+
+    def to_json(self) -> dict[str, Any]:
+        """Settings as JSON, handed to the HTTP server's worker processes."""
+        return {**asdict(self), "data": str(self.data)}
+
+
+def load_ehr_config(path: Path | None = None, **overrides: Any) -> EhrConfig:
+    """Read the `[ehr]` table of `path` (if given), then apply the non-None `overrides` (flags)."""
+    raw: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        source = str(path)
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"Config file {path} does not exist.") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+        unknown = sorted(set(document) - {"ehr"})
+        if unknown:
+            raise ConfigError(f"Unknown section [{unknown[0]}] in {path}; the EHR sandbox reads only [ehr].")
+        raw = dict(document.get("ehr", {}))
+    raw.update({key: value for key, value in overrides.items() if value is not None})
+    known = {f.name: f for f in fields(EhrConfig)}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"Unknown key 'ehr.{key}' in {source}; known: {', '.join(known)}.")
+        default = getattr(EhrConfig(), key)
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"'ehr.{key}' in {source} must be an integer, not {value!r}.")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"'ehr.{key}' in {source} must be a string, not {value!r}.")
+    return EhrConfig(**raw)

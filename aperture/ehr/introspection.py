@@ -1,0 +1,72 @@
+"""RFC 7662 token introspection and RFC 7009 revocation, on Authlib's endpoints.
+
+Introspection requires client authentication (HTTP Basic with a confidential client's secret), and
+only clients registered as resource servers (`--introspect`) learn anything: for any other client,
+or a token that is unknown, expired or revoked, the answer is just `{"active": false}` (RFC 7662
+§2.2). An active answer carries the SMART 2.2 fields: `scope`, `client_id`, `exp`, plus `iat`,
+`iss`, `sub`, `aud`, `token_type`, and the launch context (`patient`) and `fhirUser` when the token
+has them.
+
+Revocation (RFC 7009) is for the client the token was issued to, authenticated as it
+authenticates at the token endpoint; afterwards introspection says `active: false`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from sqlalchemy import Engine
+
+from aperture.ehr.clients import Client
+from aperture.ehr.config import EhrConfig
+from aperture.ehr.tokens import AccessToken, find_token, revoke_token
+
+
+class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = ["client_secret_basic"]
+
+    def __init__(self, engine: Engine, config: EhrConfig) -> None:
+        super().__init__()
+        self.engine = engine
+        self.config = config
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
+        return find_token(self.engine, token_string)
+
+    def check_permission(self, token: AccessToken, client: Client, request: OAuth2Request) -> bool:
+        return client.introspect
+
+    def introspect_token(self, token: AccessToken) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "active": True,
+            "scope": token.scope,
+            "client_id": token.client_id,
+            "exp": token.expires_at,
+            "iat": token.issued_at,
+            "iss": self.config.issuer,
+            "sub": token.user or token.client_id,
+            "aud": list(token.audience),
+            "token_type": "Bearer",
+        }
+        if token.patient is not None:
+            answer["patient"] = token.patient
+        if token.user is not None:
+            answer["fhirUser"] = f"{self.config.fhir_base}/{token.user}"
+        return answer
+
+
+class Revocation(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
+        return find_token(self.engine, token_string)
+
+    def revoke_token(self, token: AccessToken, request: OAuth2Request) -> None:
+        revoke_token(self.engine, token)

@@ -1,0 +1,91 @@
+"""The sandbox's own SQLite database in its `--data` folder: clients, access tokens, assertion ids.
+
+The sandbox is a separate party from the imaging server, so it keeps its own file (`ehr.sqlite3`)
+and never opens the imaging index. SQLite is set up as the imaging server sets up its index (WAL,
+`synchronous=FULL`, a busy timeout) so the admin CLI can write while the server runs. The schema is
+created at open with `create_all`: sandbox data is disposable test and development state, so it
+has no migrations; a changed schema means a fresh `--data` folder.
+
+Secrets never reach this file in clear: client secrets and access tokens are stored as SHA-256
+hashes (see `aperture.ehr.clients` and `aperture.ehr.tokens` for why a fast hash is enough).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+DATABASE_FILE = "ehr.sqlite3"
+
+metadata = MetaData()
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),  # confidential | public | backend
+    Column("name", String(256), nullable=False),
+    Column("scope", Text, nullable=False),  # registered scopes, space-separated
+    Column("secret_hash", String(64)),  # SHA-256 hex of the client secret (confidential clients)
+    Column("jwks", Text),  # inline public JWK Set as JSON (backend clients)
+    Column("jwks_uri", Text),  # or where to fetch it (backend clients)
+    Column("redirect_uris", Text, nullable=False, default="[]"),  # JSON list, matched exactly
+    Column("introspect", Boolean, nullable=False, default=False),  # a resource server that may introspect
+    Column("created_at", Integer, nullable=False),
+)
+
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 hex of the opaque token
+    Column("client_id", String(128), ForeignKey("clients.client_id"), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("patient", String(128)),  # launch context: the patient's logical id
+    Column("user", String(256)),  # the signed-in user as a FHIR reference, e.g. Practitioner/123
+    Column("audience", Text, nullable=False),  # JSON list of resource-server base URLs
+    Column("issued_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False),
+    Column("revoked_at", Integer),
+)
+
+assertion_ids = Table(
+    "assertion_ids",
+    metadata,
+    Column("client_id", String(128), nullable=False),
+    Column("jti", String(256), nullable=False),
+    Column("expires_at", Integer, nullable=False),  # kept until the assertion itself has expired
+    PrimaryKeyConstraint("client_id", "jti"),
+)
+
+
+def open_store(data: Path) -> Engine:
+    """Open (creating if needed) the sandbox database in `data`."""
+    data.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        f"sqlite:///{data / DATABASE_FILE}", connect_args={"check_same_thread": False, "timeout": 30}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    metadata.create_all(engine)
+    return engine

@@ -1,0 +1,124 @@
+"""Access tokens: opaque random strings, known to the database only by their SHA-256 hash.
+
+A token is `secrets.token_urlsafe(32)` (256 random bits), so it means nothing by itself: a resource
+server learns what it allows only by asking the sandbox (RFC 7662 introspection), and revoking it
+takes effect at once. The database keeps the hash with the client, scope, launch context (patient,
+user), audience and times; a copy of the database therefore yields no usable token. SHA-256 rather
+than a slow hash for the same reason as client secrets: the values are random, not chosen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.oauth2.rfc6749 import TokenMixin
+from sqlalchemy import Engine, insert, select, update
+
+from aperture.ehr.store import access_tokens
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AccessToken(TokenMixin):  # type: ignore[misc]
+    """A stored token as Authlib's introspection and revocation endpoints see it."""
+
+    token_hash: str
+    client_id: str
+    scope: str
+    audience: tuple[str, ...]
+    issued_at: int
+    expires_at: int
+    patient: str | None = None
+    user: str | None = None
+    revoked_at: int | None = None
+
+    def check_client(self, client: Any) -> bool:
+        return bool(client.get_client_id() == self.client_id)
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return self.expires_at - self.issued_at
+
+    def is_expired(self) -> bool:
+        return time.time() >= self.expires_at
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def get_user(self) -> str | None:
+        return self.user
+
+
+def new_token_response(scope: str, lifetime: int) -> dict[str, Any]:
+    """A fresh RFC 6749 §5.1 token response, before it is stored (Authlib's generate/save split)."""
+    return {"access_token": secrets.token_urlsafe(32), "token_type": "Bearer", "expires_in": lifetime, "scope": scope}
+
+
+def store_token(
+    engine: Engine,
+    response: dict[str, Any],
+    *,
+    client_id: str,
+    audience: Sequence[str],
+    patient: str | None = None,
+    user: str | None = None,
+) -> None:
+    """Record the token of `response` by its hash; `response` gains the SMART launch context fields."""
+    now = int(time.time())
+    with engine.begin() as conn:
+        conn.execute(
+            insert(access_tokens).values(
+                token_hash=hash_token(response["access_token"]),
+                client_id=client_id,
+                scope=response["scope"],
+                patient=patient,
+                user=user,
+                audience=json.dumps(list(audience)),
+                issued_at=now,
+                expires_at=now + int(response["expires_in"]),
+            )
+        )
+    if patient is not None:
+        response["patient"] = patient
+
+
+def find_token(engine: Engine, token: str) -> AccessToken | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(select(access_tokens).where(access_tokens.c.token_hash == hash_token(token)))
+            .mappings()
+            .first()
+        )
+    if row is None:
+        return None
+    return AccessToken(
+        token_hash=row["token_hash"],
+        client_id=row["client_id"],
+        scope=row["scope"],
+        audience=tuple(json.loads(row["audience"])),
+        issued_at=row["issued_at"],
+        expires_at=row["expires_at"],
+        patient=row["patient"],
+        user=row["user"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def revoke_token(engine: Engine, token: AccessToken) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(access_tokens)
+            .where(access_tokens.c.token_hash == token.token_hash, access_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=int(time.time()))
+        )

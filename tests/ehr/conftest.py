@@ -1,0 +1,166 @@
+"""The EHR sandbox as a real server: `aperture ehr serve` in a subprocess on 127.0.0.1, clients registered by the CLI.
+
+Backend clients hold real keys made with joserfc; `Sandbox.assertion()` signs a SMART Backend
+Services client assertion with them, and tests change one claim or header at a time to see each
+refusal. A JWK Set for the `jwks_uri` client is served by a plain HTTP server in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
+
+from tests.conftest import ApertureServer, free_port
+
+IMAGING_FHIR_BASE = "http://imaging.test/fhir"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+BACKEND_SCOPE = "system/ImagingStudy.rs system/Patient.read"
+
+
+def ehr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `aperture ehr ...` as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "aperture", "ehr", *args], capture_output=True, text=True, check=check, timeout=60
+    )
+
+
+def register(data: Path, *args: str) -> dict[str, Any]:
+    return json.loads(ehr("clients", "add", "--data", str(data), *args).stdout)
+
+
+def start_sandbox(data: Path, *, config: str | None = None) -> ApertureServer:
+    """Start `aperture ehr serve` on a free port and wait until /healthz answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "aperture", "ehr", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--data", str(data), "--imaging-fhir-base", IMAGING_FHIR_BASE]  # fmt: skip
+    if config is not None:
+        config_path = data.parent / f"{data.name}-ehr.toml"
+        config_path.write_text(config)
+        command += ["--config", str(config_path)]
+    log = data.parent / f"{data.name}-ehr.log"
+    handle = open(log, "ab")
+    process = subprocess.Popen(
+        command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
+    )
+    server = ApertureServer(process, port, data, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"aperture ehr serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"aperture ehr serve did not answer /healthz in 30 s:\n{log.read_text()}")
+
+
+@dataclass
+class Sandbox:
+    server: ApertureServer
+    keys: dict[str, RSAKey | ECKey]  # client id -> its private key
+    secrets: dict[str, str] = field(default_factory=dict)  # confidential client id -> its secret
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.url}/auth/token"
+
+    def assertion(self, client_id: str, *, header: dict[str, Any] | None = None, **claims: Any) -> str:
+        """A client assertion signed with the client's key; keyword arguments replace claims (None drops one)."""
+        key = self.keys[client_id]
+        alg = "RS384" if isinstance(key, RSAKey) else "ES384"
+        body = {"iss": client_id, "sub": client_id, "aud": self.token_endpoint,
+                "exp": int(time.time()) + 240, "jti": uuid.uuid4().hex}  # fmt: skip
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        return jwt.encode({"alg": alg, "kid": key.kid, **(header or {})}, body, key, algorithms=[alg])
+
+    def backend_token(self, assertion: str, scope: str = "system/ImagingStudy.rs") -> httpx.Response:
+        return httpx.post(
+            self.token_endpoint,
+            data={
+                "grant_type": "client_credentials",
+                "scope": scope,
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": assertion,
+            },  # fmt: skip
+        )
+
+    def introspect(self, token: str, client_id: str = "imaging") -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/auth/introspect", data={"token": token}, auth=(client_id, self.secrets[client_id])
+        )
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def jwks_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(base URL, folder): files in the folder are served over HTTP, for `jwks_uri` clients."""
+    folder = tmp_path_factory.mktemp("jwks")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def public_jwks(*keys: RSAKey | ECKey) -> dict[str, Any]:
+    return {"keys": [key.as_dict(private=False) for key in keys]}
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, jwks_host: tuple[str, Path]) -> Iterator[Sandbox]:
+    """One sandbox with a backend client per key kind, a jwks_uri client, and two confidential clients."""
+    root = tmp_path_factory.mktemp("ehr")
+    data = root / "data"
+    keys: dict[str, RSAKey | ECKey] = {
+        "backend-rs": RSAKey.generate_key(2048, parameters={"kid": "rs-1"}),
+        "backend-es": ECKey.generate_key("P-384", parameters={"kid": "es-1"}),
+        "backend-uri": RSAKey.generate_key(2048, parameters={"kid": "uri-1"}),
+    }
+    for client_id in ("backend-rs", "backend-es"):
+        jwks_file = root / f"{client_id}.json"
+        jwks_file.write_text(json.dumps(public_jwks(keys[client_id])))
+        register(data, "--kind", "backend", "--name", client_id, "--client-id", client_id,
+                 "--scope", BACKEND_SCOPE, "--jwks", str(jwks_file))  # fmt: skip
+    base, folder = jwks_host
+    (folder / "backend-uri.json").write_text(json.dumps(public_jwks(keys["backend-uri"])))
+    register(data, "--kind", "backend", "--name", "backend-uri", "--client-id", "backend-uri",
+             "--scope", BACKEND_SCOPE, "--jwks-uri", f"{base}/backend-uri.json")  # fmt: skip
+    imaging = register(data, "--kind", "confidential", "--name", "Imaging server", "--client-id", "imaging",
+                       "--introspect")  # fmt: skip
+    other = register(data, "--kind", "confidential", "--name", "Some app", "--client-id", "other-app",
+                     "--scope", "patient/ImagingStudy.rs", "--redirect-uri", "https://app.test/cb")  # fmt: skip
+    register(data, "--kind", "public", "--name", "Viewer", "--client-id", "viewer",
+             "--scope", "patient/ImagingStudy.rs patient/Patient.read launch/patient openid fhirUser",
+             "--redirect-uri", "http://127.0.0.1:3000/callback")  # fmt: skip
+    server = start_sandbox(data)
+    secrets = {"imaging": imaging["client_secret"], "other-app": other["client_secret"]}
+    yield Sandbox(server, keys, secrets)
+    server.stop()

@@ -1,0 +1,187 @@
+"""SMART Backend Services against the running sandbox: signed assertions in, system/ tokens out.
+
+Each refusal changes one thing in an otherwise valid assertion, and checks the RFC 6749 §5.2
+answer: `invalid_client` for anything wrong with the client's authentication (SMART Backend
+Services says so), `invalid_scope` for scopes, with no token issued.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import OctKey, RSAKey
+
+from tests.ehr.conftest import Sandbox
+
+
+def _b64(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+def assert_oauth_error(response: httpx.Response, error: str, status: int = 400) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == error, body
+    assert "access_token" not in body
+    assert response.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("client_id", ["backend-rs", "backend-es", "backend-uri"])
+def test_signed_assertion_gets_a_system_token_that_introspects_active(sandbox: Sandbox, client_id: str) -> None:
+    """RS384 (inline JWKS), ES384 (inline JWKS) and RS384 with the JWKS fetched from jwks_uri."""
+    response = sandbox.backend_token(sandbox.assertion(client_id), scope="system/ImagingStudy.rs")
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    token = response.json()
+    assert token["token_type"] == "Bearer"
+    assert token["scope"] == "system/ImagingStudy.rs"
+    assert 0 < token["expires_in"] <= 3600
+    assert "refresh_token" not in token
+    info = sandbox.introspect(token["access_token"]).json()
+    assert info["active"] is True
+    assert info["client_id"] == client_id
+    assert info["scope"] == "system/ImagingStudy.rs"
+
+
+def test_replayed_jti_is_refused(sandbox: Sandbox) -> None:
+    assertion = sandbox.assertion("backend-rs")
+    assert sandbox.backend_token(assertion).status_code == 200
+    assert_oauth_error(sandbox.backend_token(assertion), "invalid_client")
+
+
+def test_jti_is_per_assertion_not_per_client(sandbox: Sandbox) -> None:
+    assert sandbox.backend_token(sandbox.assertion("backend-rs", jti="shared-id")).status_code == 200
+    assert sandbox.backend_token(sandbox.assertion("backend-es", jti="shared-id")).status_code == 200
+    assert_oauth_error(sandbox.backend_token(sandbox.assertion("backend-es", jti="shared-id")), "invalid_client")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({"exp_in": -120}, id="expired"),
+        pytest.param({"exp_in": 600}, id="exp-more-than-five-minutes-ahead"),
+        pytest.param({"exp": None}, id="no-exp"),
+        pytest.param({"jti": None}, id="no-jti"),
+        pytest.param({"aud": "http://127.0.0.1:1/auth/token"}, id="aud-is-another-token-endpoint"),
+        pytest.param({"aud": None}, id="no-aud"),
+        pytest.param({"iss": "backend-es"}, id="iss-is-not-sub"),
+        pytest.param({"sub": "nobody", "iss": "nobody"}, id="unknown-client"),
+    ],
+)
+def test_bad_claims_are_invalid_client(sandbox: Sandbox, claims: dict[str, Any]) -> None:
+    if "exp_in" in claims:
+        claims = {"exp": int(time.time()) + claims.pop("exp_in"), **claims}
+    assert_oauth_error(sandbox.backend_token(sandbox.assertion("backend-rs", **claims)), "invalid_client")
+
+
+def test_aud_must_be_the_token_endpoint_not_the_fhir_base(sandbox: Sandbox) -> None:
+    assertion = sandbox.assertion("backend-rs", aud=f"{sandbox.url}/fhir")
+    assert_oauth_error(sandbox.backend_token(assertion), "invalid_client")
+
+
+def test_unknown_kid_is_invalid_client(sandbox: Sandbox) -> None:
+    assertion = sandbox.assertion("backend-rs", header={"kid": "not-registered"})
+    assert_oauth_error(sandbox.backend_token(assertion), "invalid_client")
+
+
+def test_unregistered_key_with_a_registered_kid_is_invalid_client(sandbox: Sandbox) -> None:
+    stranger = RSAKey.generate_key(2048)
+    claims = {"iss": "backend-rs", "sub": "backend-rs", "aud": sandbox.token_endpoint,
+              "exp": int(time.time()) + 240, "jti": "stranger"}  # fmt: skip
+    assertion = jwt.encode({"alg": "RS384", "kid": "rs-1"}, claims, stranger, algorithms=["RS384"])
+    assert_oauth_error(sandbox.backend_token(assertion), "invalid_client")
+
+
+def test_alg_none_is_invalid_client(sandbox: Sandbox) -> None:
+    claims = {"iss": "backend-rs", "sub": "backend-rs", "aud": sandbox.token_endpoint,
+              "exp": int(time.time()) + 240, "jti": "unsigned"}  # fmt: skip
+    assertion = f"{_b64({'alg': 'none', 'kid': 'rs-1'})}.{_b64(claims)}."
+    assert_oauth_error(sandbox.backend_token(assertion), "invalid_client")
+
+
+def test_hs256_signed_with_the_public_key_is_invalid_client(sandbox: Sandbox) -> None:
+    """The classic key-confusion attack: HMAC keyed with the client's (public) RSA modulus."""
+    public = sandbox.keys["backend-rs"].as_dict(private=False)
+    claims = {"iss": "backend-rs", "sub": "backend-rs", "aud": sandbox.token_endpoint,
+              "exp": int(time.time()) + 240, "jti": "hmac"}  # fmt: skip
+    hmac_key = OctKey.import_key(public["n"].encode())
+    assertion = jwt.encode({"alg": "HS256", "kid": "rs-1"}, claims, hmac_key)
+    assert_oauth_error(sandbox.backend_token(assertion), "invalid_client")
+
+
+def test_rs256_is_not_accepted(sandbox: Sandbox) -> None:
+    key = sandbox.keys["backend-rs"]
+    claims = {"iss": "backend-rs", "sub": "backend-rs", "aud": sandbox.token_endpoint,
+              "exp": int(time.time()) + 240, "jti": "rs256"}  # fmt: skip
+    assertion = jwt.encode({"alg": "RS256", "kid": "rs-1"}, claims, key)
+    assert_oauth_error(sandbox.backend_token(assertion), "invalid_client")
+
+
+def test_jku_other_than_the_registered_jwks_uri_is_invalid_client(sandbox: Sandbox) -> None:
+    assertion = sandbox.assertion("backend-uri", header={"jku": "http://127.0.0.1:1/evil.json"})
+    assert_oauth_error(sandbox.backend_token(assertion), "invalid_client")
+
+
+def test_no_assertion_is_invalid_client(sandbox: Sandbox) -> None:
+    response = httpx.post(sandbox.token_endpoint, data={"grant_type": "client_credentials", "scope": "system/*.rs"})
+    assert_oauth_error(response, "invalid_client")
+
+
+def test_client_secret_does_not_buy_a_backend_token(sandbox: Sandbox) -> None:
+    response = httpx.post(
+        sandbox.token_endpoint,
+        data={"grant_type": "client_credentials", "scope": "system/ImagingStudy.rs"},
+        auth=("imaging", sandbox.secrets["imaging"]),
+    )
+    assert_oauth_error(response, "invalid_client")
+
+
+def test_scope_is_narrowed_to_the_registration(sandbox: Sandbox) -> None:
+    """Registered: system/ImagingStudy.rs system/Patient.read. A wildcard asks for more; it gets only those."""
+    response = sandbox.backend_token(
+        sandbox.assertion("backend-rs"), scope="system/*.read system/ImagingStudy.cruds system/Observation.rs"
+    )
+    assert response.status_code == 200, response.text
+    granted = response.json()["scope"].split()
+    assert sorted(granted) == ["system/ImagingStudy.rs", "system/Patient.rs"]
+    info = sandbox.introspect(response.json()["access_token"]).json()
+    assert sorted(info["scope"].split()) == sorted(granted)
+
+
+def test_v1_scope_within_the_registration_is_granted_as_written(sandbox: Sandbox) -> None:
+    response = sandbox.backend_token(sandbox.assertion("backend-rs"), scope="system/ImagingStudy.read")
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "system/ImagingStudy.read"
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "system/Observation.rs",
+        "patient/ImagingStudy.rs",
+        "openid launch/patient",
+        "",
+        "system/ImagingStudy.sr",
+        'system/Bild\u00fcr.rs "x\\',
+    ],
+    ids=["unregistered", "patient-context", "launch-scopes", "empty", "malformed", "non-ascii-quoted"],
+)
+def test_nothing_grantable_is_invalid_scope(sandbox: Sandbox, scope: str) -> None:
+    assert_oauth_error(sandbox.backend_token(sandbox.assertion("backend-rs"), scope=scope), "invalid_scope")
+
+
+def test_token_endpoint_wants_a_urlencoded_post(sandbox: Sandbox) -> None:
+    assert httpx.get(sandbox.token_endpoint).status_code == 405
+    response = httpx.post(sandbox.token_endpoint, json={"grant_type": "client_credentials"})
+    assert_oauth_error(response, "invalid_request")
+
+
+def test_unsupported_grant_type(sandbox: Sandbox) -> None:
+    response = httpx.post(sandbox.token_endpoint, data={"grant_type": "password", "username": "u", "password": "p"})
+    assert_oauth_error(response, "unsupported_grant_type")
