@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749 import AuthorizationServer, InvalidClientError, OAuth2Error, OAuth2Payload, OAuth2Request
 from sqlalchemy import Engine
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -96,6 +96,16 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         if isinstance(body, dict):
             return JSONResponse(body, status_code=status, headers=dict(headers))
         return Response(body or b"", status_code=status, headers=dict(headers))
+
+    def handle_error_response(self, request: OAuth2Request | None, error: OAuth2Error) -> Response:
+        """RFC 6749 §5.2: a client that tried the Authorization header gets 401 and a challenge.
+
+        Authlib does so only where Basic is an accepted method; at the token endpoint (assertions
+        only) a client sending Basic credentials would otherwise get a plain 400.
+        """
+        if isinstance(error, InvalidClientError) and request is not None and "authorization" in request.headers:
+            error.status_code = 401
+        return super().handle_error_response(request, error)  # type: ignore[no-any-return]
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         """Authlib's hook for framework signals; the sandbox has none."""

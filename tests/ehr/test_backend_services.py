@@ -139,7 +139,8 @@ def test_client_secret_does_not_buy_a_backend_token(sandbox: Sandbox) -> None:
         data={"grant_type": "client_credentials", "scope": "system/ImagingStudy.rs"},
         auth=("imaging", sandbox.secrets["imaging"]),
     )
-    assert_oauth_error(response, "invalid_client")
+    assert_oauth_error(response, "invalid_client", status=401)  # it used the Authorization header
+    assert response.headers["www-authenticate"].startswith("Basic ")
 
 
 def test_scope_is_narrowed_to_the_registration(sandbox: Sandbox) -> None:

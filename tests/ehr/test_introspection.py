@@ -132,3 +132,11 @@ def test_expired_token_is_inactive(short_lived: tuple[str, str, Path]) -> None:
     time.sleep(3.2)
     response = httpx.post(f"{url}/auth/introspect", data={"token": token}, auth=("imaging", secret))
     assert response.json() == {"active": False}
+
+
+def test_introspection_without_a_token_parameter_is_invalid_request(sandbox: Sandbox) -> None:
+    response = httpx.post(
+        f"{sandbox.url}/auth/introspect", data={"tok": "x"}, auth=("imaging", sandbox.secrets["imaging"])
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
