@@ -38,7 +38,7 @@ ALGORITHMS = ["RS384", "ES384"]
 MAX_LIFETIME = 300  # seconds an assertion may be valid for: SMART Backend Services says five minutes
 CLOCK_SKEW = 10  # seconds of leeway on exp (and on the five-minute horizon)
 JWKS_CACHE_SECONDS = 300
-JWKS_REFRESH_SECONDS = 30  # an unknown kid refetches at most this often, so callers cannot make us hammer a URI
+JWKS_REFRESH_SECONDS = 5  # an unknown kid refetches at most this often, so callers cannot make us hammer a URI
 
 
 def invalid_client(description: str) -> InvalidClientError:

@@ -96,7 +96,7 @@ def grant(requested: str, registered: str, contexts: Collection[str] = CONTEXTS,
     scopes and the launch scopes (`openid`, `launch/patient`, ...) mean nothing and are refused even
     if registered.
     """
-    registered_literal = set(registered.split())
+    registered_literal = list(dict.fromkeys(registered.split()))  # in registration order: answers are stable
     registered_resources = [s for s in (parse(s) for s in registered_literal) if s is not None]
     granted: list[str] = []
     refused: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey, RSAKey
 
-from tests.ehr.conftest import Sandbox
+from aperture.ehr.assertions import JWKS_REFRESH_SECONDS
+from tests.ehr.conftest import Sandbox, public_jwks, register
 
 
 def _b64(value: dict[str, Any]) -> str:
@@ -186,3 +188,24 @@ def test_token_endpoint_wants_a_urlencoded_post(sandbox: Sandbox) -> None:
 def test_unsupported_grant_type(sandbox: Sandbox) -> None:
     response = httpx.post(sandbox.token_endpoint, data={"grant_type": "password", "username": "u", "password": "p"})
     assert_oauth_error(response, "unsupported_grant_type")
+
+
+def test_jwks_uri_key_rotation_is_picked_up_after_the_refetch_interval(
+    sandbox: Sandbox, jwks_host: tuple[str, Path]
+) -> None:
+    """A new kid at the jwks_uri is fetched again, but at most every few seconds (callers cannot force fetches)."""
+    base, folder = jwks_host
+    old, new = (
+        RSAKey.generate_key(2048, parameters={"kid": "old"}),
+        RSAKey.generate_key(2048, parameters={"kid": "new"}),
+    )
+    (folder / "rotating.json").write_text(json.dumps(public_jwks(old)))
+    register(sandbox.server.data, "--kind", "backend", "--name", "rotating", "--client-id", "rotating",
+             "--scope", "system/ImagingStudy.rs", "--jwks-uri", f"{base}/rotating.json")  # fmt: skip
+    sandbox.keys["rotating"] = old
+    assert sandbox.backend_token(sandbox.assertion("rotating")).status_code == 200
+    (folder / "rotating.json").write_text(json.dumps(public_jwks(new)))
+    sandbox.keys["rotating"] = new
+    assert_oauth_error(sandbox.backend_token(sandbox.assertion("rotating")), "invalid_client")
+    time.sleep(JWKS_REFRESH_SECONDS + 0.2)
+    assert sandbox.backend_token(sandbox.assertion("rotating")).status_code == 200
