@@ -37,6 +37,8 @@ PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _TEXT_SINGLE = frozenset({"LT", "ST", "UT", "UR"})
 _TEXT_MULTI = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI", "PN"})
 _BINARY_NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
+_SIZES = {code: struct.calcsize(code) for code in _BINARY_NUMBERS.values()}
+_ASCII_VRS = frozenset({"UI", "CS", "DA", "TM", "DT", "AS", "IS", "DS"})
 _FAST_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 
 
@@ -50,8 +52,8 @@ class BulkRef:
     length: int | None
 
 
-class _Slow(Exception):
-    """The fast path declines this element; pydicom converts it."""
+class NeedsPydicom(Exception):
+    """The fast conversion declines this element; pydicom converts it."""
 
 
 def instance_json(
@@ -88,9 +90,9 @@ def _dataset(
         raw = ds.get_item(tag)
         try:
             if encoding is None:
-                raise _Slow
+                raise NeedsPydicom
             out[key] = _fast(raw, tag, elem_path, prefix, bulk, file_offsets, encoding, ds)
-        except _Slow:
+        except NeedsPydicom:
             out[key] = _slow(ds, tag, elem_path, prefix, bulk, encoding, file_offsets)
     return out
 
@@ -108,45 +110,63 @@ def _fast(
     if not isinstance(raw, RawDataElement):
         if raw.VR == "SQ":  # offsets inside items are not reliable file positions: parse on demand
             return _sequence(raw.value, path, prefix, bulk, False, encoding)
-        raise _Slow
+        raise NeedsPydicom
     vr = raw.VR or dictionary_VR_or_none(tag)
     if vr is None or " or " in vr:
-        raise _Slow
-    value = raw.value
-    length = raw.length
+        raise NeedsPydicom
+    offset = raw.value_tell if file_offsets else None
+    return element_json(vr, raw.value, raw.length, offset, tag, path, prefix, bulk, raw.is_little_endian, encoding)
+
+
+def element_json(
+    vr: str,
+    value: bytes | None,
+    length: int,
+    offset: int | None,
+    tag: int,
+    path: str,
+    prefix: str,
+    bulk: list[BulkRef],
+    little_endian: bool,
+    encoding: str,
+) -> dict[str, Any]:
+    """DICOM JSON of one element from its raw value (None: not read); raises NeedsPydicom.
+
+    Shared by the pydicom path (`instance_json`) and the byte-level header reader
+    (`aperture.dicom.header`), so both format every value the same way.
+    """
     if vr in BULK_VRS:
         if value is None or length > BULK_THRESHOLD or tag in PIXEL_TAGS:
-            offset = raw.value_tell if file_offsets else None
             bulk.append(BulkRef(path, vr, offset, length))
             return {"vr": vr, "BulkDataURI": f"{prefix}/{path}"}
         if not value:
             return {"vr": vr}
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
     if value is None:
-        raise _Slow  # a long text value deferred by the reader
+        raise NeedsPydicom  # a long text value deferred by the reader
     if vr == "SQ":
-        raise _Slow
+        raise NeedsPydicom
     if not value:
         return {"vr": vr}
-    if vr in _BINARY_NUMBERS:
-        code = _BINARY_NUMBERS[vr]
-        size = struct.calcsize(code)
+    code = _BINARY_NUMBERS.get(vr)
+    if code is not None:
+        size = _SIZES[code]
         if len(value) % size:
-            raise _Slow
-        endian = "<" if raw.is_little_endian else ">"
+            raise NeedsPydicom
+        endian = "<" if little_endian else ">"
         numbers = list(struct.unpack(f"{endian}{len(value) // size}{code}", value))
         if code in "fd" and any(math.isnan(n) or math.isinf(n) for n in numbers):
-            raise _Slow
+            raise NeedsPydicom
         return {"vr": vr, "Value": numbers}
     if vr == "AT":
-        endian = "<" if raw.is_little_endian else ">"
+        endian = "<" if little_endian else ">"
         count = len(value) // 4
         pairs = struct.unpack(f"{endian}{count * 2}H", value[: count * 4])
         return {"vr": vr, "Value": [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)]}
     try:
-        text = value.decode("ascii" if vr in ("UI", "CS", "DA", "TM", "DT", "AS", "IS", "DS") else encoding)
+        text = value.decode("ascii" if vr in _ASCII_VRS else encoding)
     except UnicodeDecodeError:
-        raise _Slow from None  # bytes outside the declared character set: pydicom's lenient decoding
+        raise NeedsPydicom from None  # bytes outside the declared character set: pydicom's lenient decoding
     if vr in _TEXT_SINGLE:
         text = text.rstrip(" \x00")
         return {"vr": vr, "Value": [text]} if text else {"vr": vr}
@@ -162,8 +182,8 @@ def _fast(
     elif vr in _TEXT_MULTI:
         items = [p.strip(" \x00") or None for p in parts]
     else:
-        raise _Slow
-    if all(i is None for i in items):
+        raise NeedsPydicom
+    if items.count(None) == len(items):
         return {"vr": vr}
     return {"vr": vr, "Value": items}
 
@@ -188,12 +208,12 @@ def _number(text: str, kind: Callable[[str], Any]) -> Any:
             try:
                 as_float = float(text)
             except ValueError as exc:
-                raise _Slow from exc
+                raise NeedsPydicom from exc
             if as_float.is_integer():
                 return int(as_float)
-        raise _Slow from None
+        raise NeedsPydicom from None
     if isinstance(number, float) and (math.isnan(number) or math.isinf(number)):
-        raise _Slow
+        raise NeedsPydicom
     if isinstance(number, float) and number.is_integer() and "." not in text and "e" not in text.lower():
         return int(number)
     return number

@@ -29,13 +29,22 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import pydicom
 from pydicom.filereader import read_file_meta_info
 from pydicom.tag import Tag
 
-__all__ = ["FrameError", "FrameIndex", "build_frame_index", "index_at", "read_frames"]
+__all__ = [
+    "FrameAttributes",
+    "FrameError",
+    "FrameIndex",
+    "build_frame_index",
+    "index_at",
+    "locate_frames",
+    "native_frame_length",
+    "read_frames",
+]
 
 DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -131,6 +140,25 @@ def index_at(fp: BinaryIO, ds: pydicom.Dataset, transfer_syntax: str, file_size:
 
     Ingest calls this with the file and header it already has open, so no file is parsed twice.
     """
+    return locate_frames(fp, _DatasetAttributes(ds), transfer_syntax, file_size)
+
+
+class FrameAttributes(Protocol):
+    """What locating frames needs from the header, asked for only when it is needed."""
+
+    def bits_allocated(self) -> int: ...
+
+    def number_of_frames(self) -> int | None:
+        """Number of Frames (1 when absent), or None when it is unusable."""
+
+    def frame_length(self, n_frames: int) -> int | None:
+        """Bytes per native frame, or None if frames are not byte-addressable."""
+
+    def extended_offsets(self, fp: BinaryIO) -> list[int] | None: ...
+
+
+def locate_frames(fp: BinaryIO, attributes: FrameAttributes, transfer_syntax: str, file_size: int) -> FrameIndex | None:
+    """The frame index of the Pixel Data element at the current position of `fp`."""
     if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
         return None
     little_endian = transfer_syntax != _BIG_ENDIAN
@@ -141,28 +169,47 @@ def index_at(fp: BinaryIO, ds: pydicom.Dataset, transfer_syntax: str, file_size:
     tag, vr, value_length = header
     if tag != _PIXEL_DATA:
         return None  # Float/Double Float Pixel Data, or something unexpected
-    if not little_endian and vr == b"OW" and int(ds.get("BitsAllocated", 0) or 0) <= 8:
+    if not little_endian and vr == b"OW" and attributes.bits_allocated() <= 8:
         return None  # byte pixels stored as swapped 16-bit words: frames may straddle words
     value_offset = fp.tell()
 
-    n_frames = _number_of_frames(ds)
+    n_frames = attributes.number_of_frames()
     if n_frames is None:
         return None
     if (value_length == _UNDEFINED_LENGTH) != (transfer_syntax not in _NATIVE):
         return None  # encoding contradicts the transfer syntax: do not guess
     if value_length == _UNDEFINED_LENGTH:
-        runs = _encapsulated_runs(fp, ds, transfer_syntax, n_frames, value_offset, file_size)
+        runs = _encapsulated_runs(fp, attributes, transfer_syntax, n_frames, value_offset, file_size)
         if runs is None:
             return None
         return FrameIndex(encapsulated=True, transfer_syntax=transfer_syntax, frames=runs)
 
-    frame_length = _native_frame_length(ds, n_frames)
+    frame_length = attributes.frame_length(n_frames)
     if frame_length is None or frame_length * n_frames > value_length:
         return None
     if value_offset + value_length > file_size:
         return None
     frames = tuple(((value_offset + i * frame_length, frame_length),) for i in range(n_frames))
     return FrameIndex(encapsulated=False, transfer_syntax=transfer_syntax, frames=frames)
+
+
+class _DatasetAttributes:
+    """FrameAttributes of a parsed pydicom data set."""
+
+    def __init__(self, ds: pydicom.Dataset) -> None:
+        self.ds = ds
+
+    def bits_allocated(self) -> int:
+        return int(self.ds.get("BitsAllocated", 0) or 0)
+
+    def number_of_frames(self) -> int | None:
+        return _number_of_frames(self.ds)
+
+    def frame_length(self, n_frames: int) -> int | None:
+        return _native_frame_length(self.ds, n_frames)
+
+    def extended_offsets(self, fp: BinaryIO) -> list[int] | None:
+        return _extended_offsets(fp, self.ds)
 
 
 def read_frames(path: str | os.PathLike[str], index: FrameIndex, numbers: Sequence[int]) -> list[bytes]:
@@ -246,10 +293,16 @@ def _native_frame_length(ds: pydicom.Dataset, n_frames: int) -> int | None:
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
     except (AttributeError, TypeError, ValueError):
         return None
+    ybr_422 = ds.get("PhotometricInterpretation") == "YBR_FULL_422"
+    return native_frame_length(rows, columns, bits, samples, ybr_422, n_frames)
+
+
+def native_frame_length(rows: int, columns: int, bits: int, samples: int, ybr_422: bool, n_frames: int) -> int | None:
+    """Bytes per native frame of these Image Pixel attributes, or None if frames are not byte-addressable."""
     if rows <= 0 or columns <= 0 or bits <= 0:
         return None
     frame_bits = rows * columns * samples * bits
-    if ds.get("PhotometricInterpretation") == "YBR_FULL_422" and samples == 3:
+    if ybr_422 and samples == 3:
         frame_bits = frame_bits // 3 * 2  # stored with horizontal chroma subsampling
     if frame_bits % 8:
         # Only the first frame starts on a byte boundary; fine when it is the only one.
@@ -259,7 +312,7 @@ def _native_frame_length(ds: pydicom.Dataset, n_frames: int) -> int | None:
 
 def _encapsulated_runs(
     fp: BinaryIO,
-    ds: pydicom.Dataset,
+    attributes: FrameAttributes,
     transfer_syntax: str,
     n_frames: int,
     value_offset: int,
@@ -307,7 +360,7 @@ def _encapsulated_runs(
 
     starts = _starts_from_offsets(basic_offsets, fragments, n_frames)
     if starts is None:
-        extended = _extended_offsets(fp, ds)
+        extended = attributes.extended_offsets(fp)
         starts = _starts_from_offsets(extended, fragments, n_frames) if extended else None
     if starts is None and transfer_syntax in _JPEG_FAMILY:
         starts = [i for i, fragment in enumerate(fragments) if fragment[3].startswith(_FRAME_START_MARKERS)]
