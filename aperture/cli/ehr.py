@@ -56,6 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     add.add_argument("--jwks-uri", default=None, help="backend: where the public JWK Set is published")
     add.add_argument("--redirect-uri", action="append", default=[], help="exact redirect URI (repeatable)")
     add.add_argument("--introspect", action="store_true", help="confidential: a resource server that introspects")
+    add.add_argument("--launch-url", default=None, help="EHR launch: the app page that receives ?iss=&launch=")
+    add.add_argument(
+        "--pre-approved", action="store_true", help="organisational policy: EHR launches skip the consent screen"
+    )
     add.set_defaults(handler=run_clients_add)
     listing = clients.add_parser("list", help="list registered clients (never their secrets)")
     _common(listing)
@@ -145,6 +149,8 @@ def run_clients_add(args: argparse.Namespace) -> int:
                 jwks_uri=args.jwks_uri,
                 redirect_uris=tuple(args.redirect_uri),
                 introspect=args.introspect,
+                launch_url=args.launch_url,
+                pre_approved=args.pre_approved,
             )
         finally:
             engine.dispose()

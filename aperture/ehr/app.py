@@ -14,12 +14,10 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from urllib.parse import parse_qsl
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,17 +25,21 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from aperture import __version__
-from aperture.ehr.authorization import SandboxAuthorizationServer, StarletteOAuth2Request
+from aperture.ehr.accounts import seed_accounts
+from aperture.ehr.authorization import SandboxAuthorizationServer, StarletteOAuth2Request, urlencoded_form
+from aperture.ehr.authorize import authorize
 from aperture.ehr.config import EhrConfig
 from aperture.ehr.discovery import smart_configuration
 from aperture.ehr.errors import EhrError
+from aperture.ehr.fhir import ROUTES as FHIR_ROUTES
 from aperture.ehr.keys import load_or_create_signing_key, public_jwks
+from aperture.ehr.launchpage import ehr_launch
+from aperture.ehr.people import load_directory
 from aperture.ehr.store import open_store
 from aperture.server.accesslog import AccessLog
 
 log = logging.getLogger("aperture.ehr")
 
-MAX_FORM_BYTES = 64 * 1024  # an assertion is a few kB; nothing legitimate comes near this
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -76,24 +78,6 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(public_jwks(request.app.state.signing_key))
 
 
-async def urlencoded_form(request: Request) -> FormData:
-    """The application/x-www-form-urlencoded body (RFC 6749 §3.2), read with the standard library.
-
-    Starlette's `request.form()` needs python-multipart even for urlencoded bodies; OAuth never
-    sends multipart, so parsing it here keeps that dependency out.
-    """
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise InvalidRequestError(f"The request body is larger than {MAX_FORM_BYTES} bytes.")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except UnicodeDecodeError:
-        raise InvalidRequestError("The request body is not UTF-8 (RFC 6749 Appendix B).") from None
-    return FormData(pairs)
-
-
 def _oauth_endpoint(run: Callable[[SandboxAuthorizationServer, StarletteOAuth2Request], Response]) -> Callable:  # type: ignore[type-arg]
     """A route that reads the urlencoded form, then runs one Authlib endpoint in a worker thread."""
 
@@ -129,7 +113,8 @@ def create_app(config: EhrConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = open_store(config.data)
         app.state.signing_key = load_or_create_signing_key(config.data)
-        app.state.authorization = SandboxAuthorizationServer(config, engine)
+        app.state.authorization = SandboxAuthorizationServer(config, engine, app.state.signing_key)
+        await run_in_threadpool(seed_accounts, engine, app.state.directory)
         try:
             yield
         finally:
@@ -140,6 +125,9 @@ def create_app(config: EhrConfig) -> Starlette:
             Route("/healthz", healthz),
             Route("/fhir/.well-known/smart-configuration", discovery),
             Route("/.well-known/jwks.json", jwks),
+            Route("/auth/authorize", authorize, methods=["GET", "POST"]),
+            Route("/ehr/launch", ehr_launch, methods=["GET", "POST"]),
+            *FHIR_ROUTES,
             Route("/auth/token", token, methods=["POST"]),
             Route("/auth/introspect", introspect, methods=["POST"]),
             Route("/auth/revoke", revoke, methods=["POST"]),
@@ -148,4 +136,5 @@ def create_app(config: EhrConfig) -> Starlette:
         lifespan=lifespan,
     )
     app.state.config = config
+    app.state.directory = load_directory()
     return app

@@ -14,8 +14,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
+from urllib.parse import parse_qsl
 
-from authlib.oauth2.rfc6749 import AuthorizationServer, InvalidClientError, OAuth2Error, OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749 import (
+    AuthorizationServer,
+    InvalidClientError,
+    InvalidRequestError,
+    OAuth2Error,
+    OAuth2Payload,
+    OAuth2Request,
+)
+from joserfc.jwk import RSAKey
 from sqlalchemy import Engine
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -23,10 +32,33 @@ from starlette.responses import JSONResponse, Response
 
 from aperture.ehr.assertions import PrivateKeyJWT, RemoteJWKS
 from aperture.ehr.clients import Client, get_client
+from aperture.ehr.codes import BrowserLaunchGrant, S256Only
 from aperture.ehr.config import EhrConfig
 from aperture.ehr.grants import BackendServicesGrant
+from aperture.ehr.idtokens import SandboxIdTokens
 from aperture.ehr.introspection import Introspection, Revocation
-from aperture.ehr.tokens import new_token_response, store_token
+from aperture.ehr.refresh import RotatingRefreshGrant
+from aperture.ehr.tokens import Grantee, new_token_response, store_refresh_token, store_token
+
+MAX_FORM_BYTES = 64 * 1024  # an assertion is a few kB; nothing legitimate comes near this
+
+
+async def urlencoded_form(request: Request) -> FormData:
+    """The application/x-www-form-urlencoded body (RFC 6749 §3.2), read with the standard library.
+
+    Starlette's `request.form()` needs python-multipart even for urlencoded bodies; OAuth never
+    sends multipart, so parsing it here keeps that dependency out.
+    """
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise InvalidRequestError(f"The request body is larger than {MAX_FORM_BYTES} bytes.")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidRequestError("The request body is not UTF-8 (RFC 6749 Appendix B).") from None
+    return FormData(pairs)
 
 
 class FormPayload(OAuth2Payload):  # type: ignore[misc]
@@ -65,8 +97,20 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
         return self.payload.data  # type: ignore[no-any-return]
 
 
+class StarletteAuthorizationRequest(StarletteOAuth2Request):
+    """An authorization request: its OAuth parameters are the query string, whatever the method.
+
+    The sandbox's own sign-in, patient and consent forms post back to the same URL, query string
+    and all, so every step re-validates the app's original request; the form body holds only the
+    user's answers.
+    """
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(request, FormData(request.query_params.multi_items()))
+
+
 class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
-    def __init__(self, config: EhrConfig, engine: Engine) -> None:
+    def __init__(self, config: EhrConfig, engine: Engine, signing_key: RSAKey) -> None:
         super().__init__()
         self.config = config
         self.engine = engine
@@ -75,6 +119,8 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(engine, config.token_endpoint, RemoteJWKS())
         )
         self.register_grant(BackendServicesGrant)
+        self.register_grant(BrowserLaunchGrant, [S256Only(required=True), SandboxIdTokens(engine, config, signing_key)])
+        self.register_grant(RotatingRefreshGrant)
         self.register_endpoint(Introspection(engine, config))
         self.register_endpoint(Revocation(engine))
 
@@ -82,10 +128,27 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return get_client(self.engine, client_id)
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
-        store_token(self.engine, token, client_id=request.client.client_id, audience=self.config.audiences)
+        """Store the access token (and refresh token) with the launch context of the grant it came from."""
+        grantee: Grantee | None = request.user if isinstance(request.user, Grantee) else None
+        if grantee is None:
+            store_token(self.engine, token, client_id=request.client.client_id, audience=self.config.audiences)
+            return
+        lineage = request.authorization_code or request.refresh_token
+        grant_id = lineage.code_hash if request.authorization_code else lineage.grant_id
+        store_token(
+            self.engine, token, client_id=request.client.client_id, audience=self.config.audiences,
+            patient=grantee.patient, user=grantee.user, grant_id=grant_id,
+        )  # fmt: skip
+        if "refresh_token" in token:
+            store_refresh_token(
+                self.engine, token["refresh_token"], client_id=request.client.client_id, grantee=grantee,
+                grant_id=grant_id,
+            )  # fmt: skip
 
-    def _new_token(self, grant_type: str, client: Client, scope: str | None = None, **_: Any) -> dict[str, Any]:
-        return new_token_response(scope or "", self.config.access_token_lifetime)
+    def _new_token(
+        self, grant_type: str, client: Client, scope: str | None = None, include_refresh_token: bool = False, **_: Any
+    ) -> dict[str, Any]:
+        return new_token_response(scope or "", self.config.access_token_lifetime, refresh=include_refresh_token)
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         if not isinstance(request, OAuth2Request):

@@ -2,7 +2,7 @@
 
 - confidential: a server-side app or a resource server (the imaging server) with a client secret,
   authenticating with HTTP Basic (`client_secret_basic`);
-- public: a browser or native app with no secret (it will use PKCE in the browser launch);
+- public: a browser or native app with no secret (PKCE in the browser launch);
 - backend: a SMART Backend Services client that signs JWT assertions (`private_key_jwt`) with a
   key from its JWK Set, registered inline or as a `jwks_uri`.
 
@@ -67,6 +67,8 @@ class Client(ClientMixin):  # type: ignore[misc]
     jwks_uri: str | None = None
     redirect_uris: tuple[str, ...] = ()
     introspect: bool = False
+    launch_url: str | None = None  # EHR launch: the app's launch page
+    pre_approved: bool = False  # organisational policy: the EHR launch skips the consent screen
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -105,6 +107,10 @@ class Client(ClientMixin):  # type: ignore[misc]
             answer["redirect_uris"] = list(self.redirect_uris)
         if self.introspect:
             answer["introspect"] = True
+        if self.launch_url:
+            answer["launch_url"] = self.launch_url
+        if self.pre_approved:
+            answer["pre_approved"] = True
         return answer
 
 
@@ -119,10 +125,18 @@ def register_client(
     jwks_uri: str | None = None,
     redirect_uris: tuple[str, ...] = (),
     introspect: bool = False,
+    launch_url: str | None = None,
+    pre_approved: bool = False,
 ) -> tuple[Client, str | None]:
     """Validate and store a registration; returns the client and its secret (confidential only, shown once)."""
     client_id = client_id or secrets.token_urlsafe(12)
     _check_registration(kind, scope, jwks, jwks_uri, redirect_uris, introspect)
+    if kind == "backend" and (launch_url or pre_approved):
+        raise InvalidClientMetadata("A backend client has no browser launch: no launch URL, no pre-approval.")
+    if launch_url is not None and (not _is_web_url(launch_url) or urlsplit(launch_url).fragment):
+        raise InvalidClientMetadata(
+            f"Launch URL {launch_url!r} must be https (or http on loopback), without a #fragment."
+        )
     secret = secrets.token_urlsafe(32) if kind == "confidential" else None
     client = Client(
         client_id=client_id,
@@ -134,6 +148,8 @@ def register_client(
         jwks_uri=jwks_uri,
         redirect_uris=redirect_uris,
         introspect=introspect,
+        launch_url=launch_url,
+        pre_approved=pre_approved,
     )
     row = {
         "client_id": client.client_id,
@@ -145,6 +161,8 @@ def register_client(
         "jwks_uri": jwks_uri,
         "redirect_uris": json.dumps(list(redirect_uris)),
         "introspect": introspect,
+        "launch_url": launch_url,
+        "pre_approved": pre_approved,
         "created_at": int(time.time()),
     }
     try:
@@ -178,6 +196,8 @@ def _from_row(row: Any) -> Client:
         jwks_uri=row["jwks_uri"],
         redirect_uris=tuple(json.loads(row["redirect_uris"])),
         introspect=bool(row["introspect"]),
+        launch_url=row["launch_url"],
+        pre_approved=bool(row["pre_approved"]),
     )
 
 

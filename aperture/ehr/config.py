@@ -55,6 +55,15 @@ class EhrConfig:
         return self.fhir_base
 
     @property
+    def authorization_endpoint(self) -> str:
+        return f"{self.base_url}/auth/authorize"
+
+    @property
+    def launch_page(self) -> str:
+        """The EHR launch page, where a signed-in user opens a registered app for a patient."""
+        return f"{self.base_url}/ehr/launch"
+
+    @property
     def token_endpoint(self) -> str:
         return f"{self.base_url}/auth/token"
 

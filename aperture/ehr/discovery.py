@@ -1,12 +1,10 @@
 """SMART discovery: `{fhir}/.well-known/smart-configuration` (SMART App Launch 2.2 §Discovery) and the JWKS.
 
-The document states only what the sandbox does today, so a client that trusts discovery is never
-sent to an endpoint that does not work: SMART Backend Services with RS384/ES384 assertions, v1 and
-v2 scopes, introspection and revocation. The browser launch (`authorization_endpoint`,
-`authorization_code`, `launch-ehr`, `launch-standalone`, `client-public`, `sso-openid-connect`, the
-`app-launch` imaging mode) and RFC 7591 `registration_endpoint` are added here as they land.
-`code_challenge_methods_supported` is already `["S256"]`: SMART 2.2 requires the field, and S256 is
-the only method the authorization endpoint will take.
+The document states only what the sandbox does, so a client that trusts discovery is never sent
+to an endpoint that does not work: the browser launch (standalone and EHR, public and symmetric
+confidential clients, OpenID Connect with RS384 id_tokens, refresh tokens), SMART Backend Services
+with RS384/ES384 assertions, v1 and v2 scopes, introspection and revocation. RFC 7591
+`registration_endpoint` is added when dynamic registration lands.
 
 `associated_endpoints` points apps at the imaging FHIR base (from config) with the SMART Imaging
 Access capabilities: `smart-imaging-access` names the interface, the mode URI says how to get a token.
@@ -18,14 +16,46 @@ from typing import Any
 
 from aperture.ehr.assertions import ALGORITHMS
 from aperture.ehr.config import EhrConfig
+from aperture.ehr.keys import SIGNING_ALG
 
 SMART_IMAGING_ACCESS = "smart-imaging-access"
 IMAGING_BACKEND_SERVICES = "http://fhir.org/argonaut/smart-imaging/capabilities/backend-services"
-IMAGING_APP_LAUNCH = "http://fhir.org/argonaut/smart-imaging/capabilities/app-launch"  # with the browser launch
+IMAGING_APP_LAUNCH = "http://fhir.org/argonaut/smart-imaging/capabilities/app-launch"
 
-CAPABILITIES = ["client-confidential-asymmetric", "permission-v1", "permission-v2"]
-GRANT_TYPES = ["client_credentials"]
+CAPABILITIES = [
+    "launch-ehr",
+    "launch-standalone",
+    "client-public",
+    "client-confidential-symmetric",
+    "client-confidential-asymmetric",
+    "context-ehr-patient",
+    "context-standalone-patient",
+    "permission-offline",
+    "permission-online",
+    "permission-patient",
+    "permission-user",
+    "permission-v1",
+    "permission-v2",
+    "sso-openid-connect",
+]
+GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
 SCOPES = [
+    "openid",
+    "fhirUser",
+    "launch",
+    "launch/patient",
+    "offline_access",
+    "online_access",
+    "patient/ImagingStudy.rs",
+    "patient/ImagingStudy.read",
+    "patient/Patient.rs",
+    "patient/Patient.read",
+    "patient/*.rs",
+    "patient/*.read",
+    "user/ImagingStudy.rs",
+    "user/Patient.rs",
+    "user/*.rs",
+    "user/*.read",
     "system/ImagingStudy.rs",
     "system/ImagingStudy.read",
     "system/Patient.rs",
@@ -41,8 +71,9 @@ def smart_configuration(config: EhrConfig) -> dict[str, Any]:
     document: dict[str, Any] = {
         "issuer": config.issuer,
         "jwks_uri": config.jwks_uri,
+        "authorization_endpoint": config.authorization_endpoint,
         "token_endpoint": config.token_endpoint,
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
         "introspection_endpoint": config.introspection_endpoint,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
@@ -50,11 +81,16 @@ def smart_configuration(config: EhrConfig) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
         "grant_types_supported": list(GRANT_TYPES),
         "scopes_supported": list(SCOPES),
+        "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
+        "id_token_signing_alg_values_supported": [SIGNING_ALG],
         "capabilities": list(CAPABILITIES),
     }
     if config.imaging_fhir_base:
         document["associated_endpoints"] = [
-            {"url": config.imaging_fhir_base, "capabilities": [SMART_IMAGING_ACCESS, IMAGING_BACKEND_SERVICES]}
+            {
+                "url": config.imaging_fhir_base,
+                "capabilities": [SMART_IMAGING_ACCESS, IMAGING_APP_LAUNCH, IMAGING_BACKEND_SERVICES],
+            }
         ]
     return document

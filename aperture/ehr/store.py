@@ -1,4 +1,4 @@
-"""The sandbox's own SQLite database in its `--data` folder: clients, access tokens, assertion ids.
+"""The sandbox's own SQLite database in its `--data` folder: clients, tokens, codes, sign-ins, launches.
 
 The sandbox is a separate party from the imaging server, so it keeps its own file (`ehr.sqlite3`)
 and never opens the imaging index. SQLite is set up as the imaging server sets up its index (WAL,
@@ -6,8 +6,10 @@ and never opens the imaging index. SQLite is set up as the imaging server sets u
 created at open with `create_all`: sandbox data is disposable test and development state, so it
 has no migrations; a changed schema means a fresh `--data` folder.
 
-Secrets never reach this file in clear: client secrets and access tokens are stored as SHA-256
-hashes (see `aperture.ehr.clients` and `aperture.ehr.tokens` for why a fast hash is enough).
+Secrets never reach this file in clear: client secrets, access and refresh tokens, authorization
+codes, session cookies and launch ids are random values stored as SHA-256 hashes (see
+`aperture.ehr.clients` and `aperture.ehr.tokens` for why a fast hash is enough); the seed users'
+passwords, which people choose, get scrypt (`aperture.ehr.accounts`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ clients = Table(
     Column("jwks_uri", Text),  # or where to fetch it (backend clients)
     Column("redirect_uris", Text, nullable=False, default="[]"),  # JSON list, matched exactly
     Column("introspect", Boolean, nullable=False, default=False),  # a resource server that may introspect
+    Column("launch_url", Text),  # where the EHR launch page sends the browser (?iss=...&launch=...)
+    Column("pre_approved", Boolean, nullable=False, default=False),  # organisational policy: no consent screen
     Column("created_at", Integer, nullable=False),
 )
 
@@ -60,6 +64,68 @@ access_tokens = Table(
     Column("issued_at", Integer, nullable=False),
     Column("expires_at", Integer, nullable=False),
     Column("revoked_at", Integer),
+    Column("grant_id", String(64), index=True),  # the authorization code's hash it descends from
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 hex of the opaque refresh token
+    Column("client_id", String(128), ForeignKey("clients.client_id"), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("account", String(128), nullable=False),  # login of the user who granted it
+    Column("user", String(256)),
+    Column("patient", String(128)),
+    Column("session_hash", String(64)),  # online_access: valid only while this sign-in lasts
+    Column("grant_id", String(64), nullable=False, index=True),
+    Column("issued_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False),
+    Column("revoked_at", Integer),
+)
+
+authorization_codes = Table(
+    "authorization_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),  # SHA-256 hex of the code
+    Column("client_id", String(128), ForeignKey("clients.client_id"), nullable=False),
+    Column("redirect_uri", Text),  # as sent in the authorization request (None: the registered default)
+    Column("scope", Text, nullable=False),  # what the user granted
+    Column("account", String(128), nullable=False),
+    Column("user", String(256)),  # FHIR reference the user acts as
+    Column("patient", String(128)),
+    Column("session_hash", String(64)),
+    Column("nonce", String(256)),
+    Column("code_challenge", String(128), nullable=False),
+    Column("code_challenge_method", String(8), nullable=False),
+    Column("auth_time", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False),
+    Column("used_at", Integer),  # set by the first exchange; a second one revokes what the first got
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("login", String(128), primary_key=True),
+    Column("password_hash", String(256), nullable=False),  # scrypt, see aperture.ehr.accounts
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),  # SHA-256 hex of the cookie value
+    Column("account", String(128), nullable=False),
+    Column("auth_time", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False),
+)
+
+launches = Table(
+    "launches",
+    metadata,
+    Column("launch_hash", String(64), primary_key=True),  # SHA-256 hex of the launch parameter
+    Column("client_id", String(128), ForeignKey("clients.client_id"), nullable=False),
+    Column("account", String(128), nullable=False),  # who launched: only they can bind it
+    Column("patient", String(128), nullable=False),
+    Column("expires_at", Integer, nullable=False),
 )
 
 assertion_ids = Table(

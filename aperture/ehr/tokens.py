@@ -20,7 +20,10 @@ from typing import Any
 from authlib.oauth2.rfc6749 import TokenMixin
 from sqlalchemy import Engine, insert, select, update
 
-from aperture.ehr.store import access_tokens
+from aperture.ehr.store import access_tokens, refresh_tokens
+
+REFRESH_SCOPES = ("offline_access", "online_access")
+OFFLINE_LIFETIME = 30 * 86400  # seconds an offline_access refresh token lasts; online_access ends with the sign-in
 
 
 def hash_token(token: str) -> str:
@@ -60,9 +63,33 @@ class AccessToken(TokenMixin):  # type: ignore[misc]
         return self.user
 
 
-def new_token_response(scope: str, lifetime: int) -> dict[str, Any]:
-    """A fresh RFC 6749 §5.1 token response, before it is stored (Authlib's generate/save split)."""
-    return {"access_token": secrets.token_urlsafe(32), "token_type": "Bearer", "expires_in": lifetime, "scope": scope}
+@dataclass(frozen=True)
+class Grantee:
+    """Who granted a browser-launch token, and for which patient: what Authlib calls the token's user."""
+
+    account: str  # the login (the id_token's stable `sub`)
+    user: str  # the FHIR reference they act as (fhirUser), e.g. RelatedPerson/elena-for-maya
+    patient: str | None  # launch context
+    scope: str  # what they granted (after the consent screen)
+    session_hash: str | None = None  # their sign-in, which online_access refresh tokens live with
+    auth_time: int = 0
+
+
+def new_token_response(scope: str, lifetime: int, *, refresh: bool = False) -> dict[str, Any]:
+    """A fresh RFC 6749 §5.1 token response, before it is stored (Authlib's generate/save split).
+
+    A refresh token comes only when asked for (`refresh`) and the scope has offline_access or
+    online_access, as SMART 2.2 says.
+    """
+    response = {
+        "access_token": secrets.token_urlsafe(32),
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "scope": scope,
+    }
+    if refresh and any(s in REFRESH_SCOPES for s in scope.split()):
+        response["refresh_token"] = secrets.token_urlsafe(32)
+    return response
 
 
 def store_token(
@@ -73,8 +100,13 @@ def store_token(
     audience: Sequence[str],
     patient: str | None = None,
     user: str | None = None,
+    grant_id: str | None = None,
 ) -> None:
-    """Record the token of `response` by its hash; `response` gains the SMART launch context fields."""
+    """Record the token of `response` by its hash; `response` gains the SMART launch context fields.
+
+    `grant_id` names the authorization code the token descends from (directly or by refresh), so
+    that all of them can be revoked if that code is presented twice.
+    """
     now = int(time.time())
     with engine.begin() as conn:
         conn.execute(
@@ -87,6 +119,7 @@ def store_token(
                 audience=json.dumps(list(audience)),
                 issued_at=now,
                 expires_at=now + int(response["expires_in"]),
+                grant_id=grant_id,
             )
         )
     if patient is not None:
@@ -122,3 +155,92 @@ def revoke_token(engine: Engine, token: AccessToken) -> None:
             .where(access_tokens.c.token_hash == token.token_hash, access_tokens.c.revoked_at.is_(None))
             .values(revoked_at=int(time.time()))
         )
+
+
+@dataclass(frozen=True)
+class RefreshToken(TokenMixin):  # type: ignore[misc]
+    """A stored refresh token as Authlib's refresh_token grant sees it."""
+
+    token_hash: str
+    client_id: str
+    scope: str
+    grantee: Grantee
+    grant_id: str
+    expires_at: int
+    revoked_at: int | None = None
+
+    def check_client(self, client: Any) -> bool:
+        return bool(client.get_client_id() == self.client_id)
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return self.expires_at - int(time.time())
+
+    def is_expired(self) -> bool:
+        return time.time() >= self.expires_at
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+def store_refresh_token(engine: Engine, token: str, *, client_id: str, grantee: Grantee, grant_id: str) -> None:
+    """Record a refresh token by its hash; online_access ones are tied to the grantee's sign-in."""
+    now = int(time.time())
+    online = "offline_access" not in grantee.scope.split()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(refresh_tokens).values(
+                token_hash=hash_token(token),
+                client_id=client_id,
+                scope=grantee.scope,
+                account=grantee.account,
+                user=grantee.user,
+                patient=grantee.patient,
+                session_hash=grantee.session_hash if online else None,
+                grant_id=grant_id,
+                issued_at=now,
+                expires_at=now + OFFLINE_LIFETIME,
+            )  # fmt: skip
+        )
+
+
+def find_refresh_token(engine: Engine, token: str) -> RefreshToken | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == hash_token(token)))
+            .mappings()
+            .first()
+        )
+    if row is None:
+        return None
+    grantee = Grantee(row["account"], row["user"], row["patient"], row["scope"], row["session_hash"])
+    return RefreshToken(
+        row["token_hash"],
+        row["client_id"],
+        row["scope"],
+        grantee,
+        row["grant_id"],
+        row["expires_at"],
+        row["revoked_at"],
+    )
+
+
+def revoke_refresh_token(engine: Engine, token_hash: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=int(time.time()))
+        )
+
+
+def revoke_grant(engine: Engine, grant_id: str) -> None:
+    """Revoke every access and refresh token descending from one authorization code (RFC 6749 §4.1.2)."""
+    now = int(time.time())
+    with engine.begin() as conn:
+        for table in (access_tokens, refresh_tokens):
+            conn.execute(
+                update(table).where(table.c.grant_id == grant_id, table.c.revoked_at.is_(None)).values(revoked_at=now)
+            )

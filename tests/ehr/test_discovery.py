@@ -24,24 +24,31 @@ def test_smart_configuration_states_endpoints_grants_and_imaging_access(sandbox:
     assert config["token_endpoint"] == sandbox.token_endpoint
     assert config["introspection_endpoint"] == f"{sandbox.url}/auth/introspect"
     assert config["revocation_endpoint"] == f"{sandbox.url}/auth/revoke"
-    assert config["grant_types_supported"] == ["client_credentials"]
+    assert config["authorization_endpoint"] == f"{sandbox.url}/auth/authorize"
+    assert config["grant_types_supported"] == ["authorization_code", "refresh_token", "client_credentials"]
     assert config["code_challenge_methods_supported"] == ["S256"]
-    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "client_secret_basic"]
+    assert config["id_token_signing_alg_values_supported"] == ["RS384"]
     assert config["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
     assert {"system/ImagingStudy.rs", "system/ImagingStudy.read"} <= set(config["scopes_supported"])
-    assert {"client-confidential-asymmetric", "permission-v1", "permission-v2"} <= set(config["capabilities"])
+    assert {
+        "launch-ehr", "launch-standalone", "client-public", "client-confidential-symmetric",
+        "client-confidential-asymmetric", "context-ehr-patient", "context-standalone-patient", "permission-patient",
+        "permission-user", "permission-v1", "permission-v2", "sso-openid-connect",
+    } <= set(config["capabilities"])  # fmt: skip
+    assert {"launch/patient", "openid", "fhirUser", "patient/ImagingStudy.rs"} <= set(config["scopes_supported"])
     assert config["associated_endpoints"] == [
         {
             "url": IMAGING_FHIR_BASE,
             "capabilities": [
                 "smart-imaging-access",
+                "http://fhir.org/argonaut/smart-imaging/capabilities/app-launch",
                 "http://fhir.org/argonaut/smart-imaging/capabilities/backend-services",
             ],
         }
     ]
-    # Nothing is advertised that does not work yet: the browser launch is not there.
-    assert "authorization_endpoint" not in config
-    assert "launch-standalone" not in config["capabilities"]
+    # Nothing is advertised that does not work yet: dynamic registration is not there.
+    assert "registration_endpoint" not in config
 
 
 def test_jwks_is_the_public_half_of_a_private_key_kept_0600_in_data(sandbox: Sandbox) -> None:
@@ -56,7 +63,7 @@ def test_jwks_is_the_public_half_of_a_private_key_kept_0600_in_data(sandbox: San
 
 
 def test_unknown_path_answers_in_oauth_error_shape(sandbox: Sandbox) -> None:
-    response = httpx.get(f"{sandbox.url}/auth/authorize")
+    response = httpx.get(f"{sandbox.url}/auth/register")
     assert response.status_code == 404
     assert response.json()["error"] == "invalid_request"
 

@@ -1,0 +1,80 @@
+"""`{base}/ehr/launch`: the EHR's launch page, where a signed-in user opens a registered app for a patient.
+
+The page lists the patients the user may act for (a clinician's care-team panel) and the apps
+registered with a launch URL. Launching records the context (`aperture.ehr.launches`) and sends the
+browser to `{launch_url}?iss={fhir base}&launch={value}`; the app then starts an authorization
+request carrying `launch`, which binds that patient.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from aperture.ehr.accounts import sign_in
+from aperture.ehr.authorization import urlencoded_form
+from aperture.ehr.clients import get_client, list_clients
+from aperture.ehr.launches import create_launch
+from aperture.ehr.pages import error_page, launch_page, login_page
+from aperture.ehr.people import Directory, User
+from aperture.ehr.sessions import csrf_ok, csrf_token, current_session, keep_csrf, set_session_cookie, start_session
+
+
+async def ehr_launch(request: Request) -> Response:
+    form = await urlencoded_form(request) if request.method == "POST" else FormData()
+    return await run_in_threadpool(_launch, request, form)
+
+
+def _launch(request: Request, form: FormData) -> Response:
+    engine = request.app.state.authorization.engine
+    directory: Directory = request.app.state.directory
+    config = request.app.state.config
+    secure = config.base_url.startswith("https://")
+    csrf = csrf_token(request)
+    action = request.url.path
+    session = current_session(engine, request)
+    user: User | None = directory.user(session.account) if session else None
+    cookie: str | None = None
+    response: Response
+    if request.method == "POST" and not csrf_ok(request, form.get("csrf")):  # type: ignore[arg-type]
+        response = error_page("Please start again", "This form has expired or did not come from this page.")
+    elif request.method == "POST" and form.get("step") == "login":
+        user = sign_in(engine, directory, str(form.get("username", "")), str(form.get("password", "")))
+        if user is None:
+            response = login_page(action, csrf, "Sign in to launch an app.", "Wrong user name or password.")
+        else:
+            cookie, _ = start_session(engine, user.login)
+            response = _page(engine, directory, action, csrf, user)
+    elif user is None:
+        response = login_page(action, csrf, "Sign in to launch an app.")
+    elif request.method == "POST" and form.get("step") == "launch":
+        response = _start(engine, directory, config.fhir_base, user, form)
+    else:
+        response = _page(engine, directory, action, csrf, user)
+    keep_csrf(response, csrf, secure=secure)
+    if cookie is not None:
+        set_session_cookie(response, cookie, secure=secure)
+    return response
+
+
+def _page(engine: object, directory: Directory, action: str, csrf: str, user: User) -> Response:
+    apps = [(c.client_id, c.name) for c in list_clients(engine) if c.launch_url]  # type: ignore[arg-type]
+    who = directory.acting_as(user, None)
+    return launch_page(action, csrf, f"{user.login} ({who})", directory.patients_for(user), apps)
+
+
+def _start(engine: object, directory: Directory, fhir_base: str, user: User, form: FormData) -> Response:
+    patient, client_id = str(form.get("patient", "")), str(form.get("client_id", ""))
+    client = get_client(engine, client_id)  # type: ignore[arg-type]
+    if client is None or not client.launch_url:
+        return error_page("Unknown app", "That app is not registered with a launch URL.")
+    if not directory.may_see(user, patient):
+        return error_page("Not your patient", "You may not open that patient's record.", 403)
+    value = create_launch(engine, client_id=client.client_id, account=user.login, patient=patient)  # type: ignore[arg-type]
+    parts = urlsplit(client.launch_url)
+    query = "&".join(q for q in (parts.query, urlencode({"iss": fhir_base, "launch": value})) if q)
+    return RedirectResponse(urlunsplit(parts._replace(query=query)), status_code=303)
