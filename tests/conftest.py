@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -82,14 +83,41 @@ def start_server(data: Path, *, config: str | None = None, log_name: str = "serv
     raise RuntimeError(f"aperture serve did not answer /healthz in 30 s:\n{log.read_text()}")
 
 
+SHARED_CONFIG = "[dicomweb]\nallow_delete = true\n[store]\nhtj2k_copies = false\n"
+
+
+def shared_server(tmp_path_factory: pytest.TempPathFactory, database_url: str | None = None) -> ApertureServer:
+    """One server for tests that only add their own studies and read them back.
+
+    HTJ2K copies are off: frame answers to `transfer-syntax=*` stay the stored bytes, whenever a test runs.
+    """
+    config = SHARED_CONFIG + (f'database_url = "{database_url}"\n' if database_url else "")
+    return start_server(tmp_path_factory.mktemp("shared") / "data", config=config)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApertureServer]:
-    """One shared server for tests that only add their own studies and read them back."""
-    data = tmp_path_factory.mktemp("shared") / "data"
-    # HTJ2K copies off: frame answers to `transfer-syntax=*` stay the stored bytes, whenever a test runs.
-    srv = start_server(data, config="[dicomweb]\nallow_delete = true\n[store]\nhtj2k_copies = false\n")
+    srv = shared_server(tmp_path_factory)
     yield srv
     srv.stop()
+
+
+def database_config(request: pytest.FixtureRequest, backend: str, name: str) -> str:
+    """Configuration lines that put a server's index in `backend` ("sqlite" is the default)."""
+    if backend == "sqlite":
+        return ""
+    url = request.getfixturevalue("postgres").create_database(name)
+    return f'[store]\ndatabase_url = "{url}"\n'
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster for the whole run (see tests/postgres.py)."""
+    from tests.postgres import Cluster
+
+    cluster = Cluster().start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

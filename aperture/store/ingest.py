@@ -102,6 +102,15 @@ def _first(element: dict[str, Any] | None) -> str:
     return "" if value is None else str(value)
 
 
+def _date(element: dict[str, Any] | None) -> str:
+    """A DA value as the index matches it: YYYYMMDD, from the ACR-NEMA form YYYY.MM.DD too.
+
+    Anything longer is not a date: indexed as empty (the stored JSON keeps the value as sent).
+    """
+    text = _first(element).strip().replace(".", "")
+    return text if len(text) <= 8 else ""
+
+
 def _int_or_none(element: dict[str, Any] | None) -> int | None:
     text = _first(element)
     try:
@@ -365,9 +374,9 @@ def study_values(record: InstanceRecord) -> dict[str, Any]:
         "patient_id": record.patient.patient_id,
         "issuer": record.patient.issuer,
         "patient_name_upper": _first(attrs.get("00100010")).upper(),
-        "patient_birth_date": _first(attrs.get("00100030")),
+        "patient_birth_date": _date(attrs.get("00100030")),
         "patient_sex": _first(attrs.get("00100040")),
-        "study_date": _first(attrs.get("00080020")),
+        "study_date": _date(attrs.get("00080020")),
         "study_time": _first(attrs.get("00080030")).replace(":", ""),
         "accession_number": _first(attrs.get("00080050")),
         "study_id": _first(attrs.get("00200010")),
@@ -384,7 +393,7 @@ def series_values(record: InstanceRecord) -> dict[str, Any]:
         "modality": _first(attrs.get("00080060")),
         "series_number": _int_or_none(attrs.get("00200011")),
         "series_description": _first(attrs.get("0008103E")),
-        "pps_start_date": _first(attrs.get("00400244")),
+        "pps_start_date": _date(attrs.get("00400244")),
         "pps_start_time": _first(attrs.get("00400245")).replace(":", ""),
         "attrs": _dumps(attrs),
     }

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.helpers import make_instance, stow
+from tests.helpers import make_instance, store_sample, stow
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +192,14 @@ def test_series_answers_carry_named_study_attributes(client: httpx.Client, corpu
     assert series and all(s["00100030"]["Value"] == ["19800101"] for s in series)
     instances = search(client, "/instances", PatientID=f"Q{corpus['tag']}-2", PatientSex="F", includefield="00100030")
     assert instances and all("00100040" in i and "00100030" in i for i in instances)
+
+
+def test_an_acr_nema_dotted_study_date_matches_as_a_date(client: httpx.Client) -> None:
+    """color-pl.dcm has StudyDate 1994.11.05 (the old YYYY.MM.DD form): it matches 19941105 and ranges."""
+    _, url = store_sample(client, "color-pl.dcm")
+    study = url.split("/studies/", 1)[1].split("/", 1)[0]
+    for date in ("19941105", "19941101-19941130", "-19941105", "19941105-"):
+        assert uids(search(client, StudyInstanceUID=study, StudyDate=date)) == {study}, date
+    assert search(client, StudyInstanceUID=study, StudyDate="19941106-") == []
+    (answer,) = search(client, StudyInstanceUID=study)
+    assert answer["00080020"]["Value"] == ["1994.11.05"]  # the stored value is returned as sent

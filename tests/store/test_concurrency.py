@@ -6,14 +6,19 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from pydicom.uid import generate_uid
 
-from tests.conftest import start_server
+from tests.conftest import database_config, start_server
 from tests.helpers import make_instance, sequence_items, stow
 
 
-def test_six_clients_store_the_same_study_concurrently(tmp_path: Path) -> None:
-    srv = start_server(tmp_path / "data", config="[server]\nworkers = 2\n")
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_six_clients_store_the_same_study_concurrently(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    config = "[server]\nworkers = 2\n" + database_config(request, backend, "concurrency")
+    srv = start_server(tmp_path / "data", config=config)
     try:
         study, series = generate_uid(), generate_uid()
         parts = [make_instance(study=study, series=series, instance_number=n) for n in range(300)]

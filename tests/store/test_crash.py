@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from pydicom.uid import generate_uid
 
-from tests.conftest import start_server
+from tests.conftest import database_config, start_server
 from tests.helpers import make_instance, multipart_body, stow
 
 
@@ -37,9 +38,11 @@ def _slow_body(body: bytes, killed: threading.Event) -> Iterator[bytes]:
         time.sleep(0.01)
 
 
-def test_sigkill_during_and_after_upload(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigkill_during_and_after_upload(tmp_path: Path, request: pytest.FixtureRequest, backend: str) -> None:
     data = tmp_path / "data"
-    srv = start_server(data)
+    config = database_config(request, backend, "crash")
+    srv = start_server(data, config=config)
     uploaded: dict[str, bytes] = {}
 
     def remember(parts: list[bytes], study: str) -> None:
@@ -81,7 +84,7 @@ def test_sigkill_during_and_after_upload(tmp_path: Path) -> None:
     assert any((data / "tmp").iterdir()), "the kill should have left a partial upload behind"
 
     # 2. killed after the body arrived, while instances are being written and indexed
-    srv = start_server(data)
+    srv = start_server(data, config=config)
     assert not any((data / "tmp").iterdir()), "partial uploads are removed at startup"
     study2 = generate_uid()
     parts2 = []
@@ -98,7 +101,7 @@ def test_sigkill_during_and_after_upload(tmp_path: Path) -> None:
     srv.stop(signal.SIGKILL)
     thread.join(timeout=30)
 
-    srv = start_server(data)
+    srv = start_server(data, config=config)
     try:
         with httpx.Client(base_url=srv.dicomweb, timeout=60) as http:
             served = _everything_served_is_whole(http, uploaded)
