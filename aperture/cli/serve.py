@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from aperture.config import ConfigError, load_config
-from aperture.server.asgi import SETTINGS_ENV
-from aperture.store.engine import open_engine
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -62,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("aperture").warning(
         "--auth none: every request is allowed, with no authorization. Never expose this server."
     )
+    # imported here, not at the top: other subcommands (`aperture ehr`) must not load the imaging server
+    from aperture.server.asgi import SETTINGS_ENV
+    from aperture.store.engine import open_engine
+
     config.store.path.mkdir(parents=True, exist_ok=True)
     open_engine(config.database_url).dispose()  # migrate once here, not racing in every worker
     settings = {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in overrides.items()}
