@@ -29,6 +29,13 @@ from joserfc.jwk import ECKey, RSAKey
 from tests.conftest import ApertureServer, free_port
 
 IMAGING_FHIR_BASE = "http://imaging.test/fhir"
+APP = "http://127.0.0.1:65500/app"  # browser-launch apps' pages; tests intercept them, nothing listens there
+REDIRECT_URI = f"{APP}/callback"
+LAUNCH_URL = f"{APP}/launch"
+APP_SCOPE = (
+    "launch launch/patient openid fhirUser offline_access online_access "
+    "patient/Patient.rs patient/ImagingStudy.rs patient/DiagnosticReport.rs user/Patient.rs"
+)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 BACKEND_SCOPE = "system/ImagingStudy.rs system/Patient.read"
 
@@ -160,7 +167,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, jwks_host: tuple[str, Path
     register(data, "--kind", "public", "--name", "Viewer", "--client-id", "viewer",
              "--scope", "patient/ImagingStudy.rs patient/Patient.read launch/patient openid fhirUser",
              "--redirect-uri", "http://127.0.0.1:3000/callback")  # fmt: skip
+    register(data, "--kind", "public", "--name", "Growth Chart", "--client-id", "growth", "--scope", APP_SCOPE,
+             "--redirect-uri", REDIRECT_URI, "--launch-url", LAUNCH_URL)  # fmt: skip
+    portal = register(data, "--kind", "confidential", "--name", "Care Portal", "--client-id", "portal",
+                      "--scope", APP_SCOPE, "--redirect-uri", REDIRECT_URI, "--launch-url", LAUNCH_URL)  # fmt: skip
+    register(data, "--kind", "public", "--name", "Radiology Viewer", "--client-id", "trusted-viewer",
+             "--scope", APP_SCOPE, "--redirect-uri", REDIRECT_URI, "--launch-url", LAUNCH_URL,
+             "--pre-approved")  # fmt: skip
     server = start_sandbox(data)
-    secrets = {"imaging": imaging["client_secret"], "other-app": other["client_secret"]}
+    secrets = {"imaging": imaging["client_secret"], "other-app": other["client_secret"],
+               "portal": portal["client_secret"]}  # fmt: skip
     yield Sandbox(server, keys, secrets)
     server.stop()

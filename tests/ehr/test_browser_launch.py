@@ -1,0 +1,107 @@
+"""fhirclient (the Python SMART on FHIR client) completes a standalone and an EHR launch, clicked through in chromium.
+
+The app is fhirclient in the test process; the user is Debian's chromium driven by Playwright. The
+app's redirect and launch URLs are intercepted in the browser (nothing listens there): the test
+hands the callback URL to fhirclient, which exchanges the code and reads the patient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from fhirclient import client as smart
+
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.ehr.conftest import APP, LAUNCH_URL, REDIRECT_URI, Sandbox
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Route
+
+SCOPE = "openid fhirUser patient/Patient.rs patient/ImagingStudy.rs"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `make install` installs the Debian package chromium (as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15000)
+
+    def app_page(route: Route) -> None:
+        route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>app</title><p>app</p>")
+
+    page.route(f"{APP}/**", app_page)
+    yield page
+    context.close()
+
+
+def sign_in(page: Page, login: str, password: str) -> None:
+    page.get_by_label("User name").fill(login)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_standalone_launch_parent_picks_child_and_reads_her(sandbox: Sandbox, page: Page) -> None:
+    app = smart.FHIRClient(
+        settings={"app_id": "growth", "api_base": f"{sandbox.url}/fhir", "redirect_uri": REDIRECT_URI, "scope": SCOPE}
+    )
+    page.goto(app.authorize_url)
+    sign_in(page, "elena", "elena-demo")
+    assert page.get_by_role("heading", name="Choose a patient").is_visible()
+    page.get_by_label("Maya Alvarez", exact=False).check()
+    page.get_by_role("button", name="Continue").click()
+    assert page.get_by_role("heading", name="Allow access?").is_visible()
+    assert "Maya Alvarez" in page.content()
+    with page.expect_request(f"{REDIRECT_URI}**") as callback:
+        page.get_by_role("button", name="Allow").click()
+    app.handle_callback(callback.value.url)
+    assert app.patient_id == "maya-alvarez"
+    assert app.launch_context["scope"].split() == ["launch/patient", *SCOPE.split()]
+    patient = app.patient
+    assert patient is not None and patient.name[0].given == ["Maya"] and patient.name[0].family == "Alvarez"
+    assert patient.identifier[0].value == "AGH-100234"
+    assert "id_token" in app.launch_context
+
+
+def test_ehr_launch_clinician_launches_app_for_panel_patient(sandbox: Sandbox, page: Page) -> None:
+    page.goto(f"{sandbox.url}/ehr/launch")
+    sign_in(page, "dr.chen", "chen-demo")
+    assert "Tomas Berg" not in page.content()  # not on Dr. Chen's panel
+    page.get_by_label("Walter Minh Nguyen", exact=False).check()
+    page.get_by_label("Growth Chart").check()
+    with page.expect_request(f"{LAUNCH_URL}**") as launched:
+        page.get_by_role("button", name="Launch").click()
+    page.wait_for_url(f"{LAUNCH_URL}**")  # the app's launch page has loaded before the app redirects
+    launch_url = launched.value.url
+    query = parse_qs(urlsplit(launch_url).query)
+    assert query["iss"] == [f"{sandbox.url}/fhir"]
+    app = smart.FHIRClient(
+        settings={
+            "app_id": "growth",
+            "api_base": query["iss"][0],
+            "redirect_uri": REDIRECT_URI,
+            "scope": SCOPE,
+            "launch_token": query["launch"][0],
+        }  # fmt: skip
+    )
+    page.goto(app.authorize_url)
+    assert page.get_by_role("heading", name="Allow access?").is_visible()  # already signed in: no second sign-in
+    with page.expect_request(f"{REDIRECT_URI}**") as callback:
+        page.get_by_role("button", name="Allow").click()
+    app.handle_callback(callback.value.url)
+    assert app.patient_id == "walter-nguyen"
+    assert app.patient is not None and app.patient.name[0].family == "Nguyen"

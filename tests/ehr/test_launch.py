@@ -1,0 +1,344 @@
+"""The browser launch without a browser: the sign-in, picker and consent pages are plain forms, so httpx can post them.
+
+These tests drive the authorization endpoint as a user with a cookie jar would, then check each
+security rule at the token endpoint, in introspection and at the FHIR server.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field
+from html import unescape
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from tests.ehr.conftest import APP_SCOPE, LAUNCH_URL, REDIRECT_URI, Sandbox
+
+SCOPE = "launch/patient openid fhirUser offline_access patient/Patient.rs patient/ImagingStudy.rs"
+
+
+@dataclass
+class Flow:
+    """One authorization request with its PKCE verifier and state."""
+
+    sandbox: Sandbox
+    client_id: str = "growth"
+    scope: str = SCOPE
+    verifier: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    state: str = field(default_factory=lambda: secrets.token_urlsafe(8))
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def challenge(self) -> str:
+        return base64.urlsafe_b64encode(hashlib.sha256(self.verifier.encode()).digest()).decode().rstrip("=")
+
+    def url(self, **overrides: str | None) -> str:
+        params: dict[str, str | None] = {
+            "response_type": "code", "client_id": self.client_id, "redirect_uri": REDIRECT_URI,
+            "scope": self.scope, "state": self.state, "aud": f"{self.sandbox.url}/fhir",
+            "code_challenge": self.challenge, "code_challenge_method": "S256", **self.extra, **overrides,
+        }  # fmt: skip
+        return f"{self.sandbox.url}/auth/authorize?{urlencode({k: v for k, v in params.items() if v is not None})}"
+
+    def exchange(self, code: str, **overrides: str | None) -> httpx.Response:
+        data: dict[str, str | None] = {
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "code_verifier": self.verifier, "client_id": self.client_id, **overrides,
+        }  # fmt: skip
+        auth = (
+            (self.client_id, self.sandbox.secrets[self.client_id]) if self.client_id in self.sandbox.secrets else None
+        )
+        body = {k: v for k, v in data.items() if v is not None}
+        return httpx.post(self.sandbox.token_endpoint, data=body, auth=auth)  # type: ignore[arg-type]
+
+
+def field_value(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no {name} field in:\n{html}"
+    return unescape(match.group(1))
+
+
+def offered(html: str) -> list[str]:
+    return [unescape(v) for v in re.findall(r'type="checkbox" name="scope" value="([^"]*)"', html)]
+
+
+class User:
+    """A person at a browser without JavaScript: a cookie jar that reads and posts forms."""
+
+    def __init__(self, login: str, password: str) -> None:
+        self.http = httpx.Client(follow_redirects=False)
+        self.login, self.password = login, password
+
+    def post(self, url: str, html: str, **fields: str | list[str]) -> httpx.Response:
+        return self.http.post(url, data={"csrf": field_value(html, "csrf"), **fields})
+
+    def start(self, url: str) -> httpx.Response:
+        page = self.http.get(url)
+        if "Sign in" in page.text and page.status_code == 200:
+            page = self.post(url, page.text, step="login", username=self.login, password=self.password)
+        return page
+
+    def consent(self, url: str, patient: str | None = None, untick: tuple[str, ...] = (), add: tuple[str, ...] = ()):
+        page = self.start(url)
+        if "Choose a patient" in page.text:
+            assert patient is not None, page.text
+            page = self.post(url, page.text, step="patient", patient=patient)
+        assert "Allow access?" in page.text, page.text
+        ticked = [s for s in offered(page.text) if s not in untick] + list(add)
+        fields: dict[str, str | list[str]] = {"step": "consent", "decision": "allow", "scope": ticked}
+        if 'name="patient"' in page.text:
+            fields["patient"] = field_value(page.text, "patient")
+        return self.post(url, page.text, **fields)
+
+
+def code_from(response: httpx.Response, state: str) -> str:
+    assert response.status_code in (302, 303), response.text
+    location = response.headers["location"]
+    assert location.startswith(REDIRECT_URI)
+    query = parse_qs(urlsplit(location).query)
+    assert query["state"] == [state]
+    return query["code"][0]
+
+
+def error_from(response: httpx.Response) -> dict[str, list[str]]:
+    assert response.status_code in (302, 303), response.text
+    assert response.headers["location"].startswith(REDIRECT_URI)
+    return parse_qs(urlsplit(response.headers["location"]).query)
+
+
+def tokens(sandbox: Sandbox, login: str = "walter", password: str = "walter-demo", **kw: object) -> dict:
+    flow = Flow(sandbox, **kw)  # type: ignore[arg-type]
+    response = flow.exchange(code_from(User(login, password).consent(flow.url()), flow.state))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_parent_gets_a_token_for_her_child_as_related_person(sandbox: Sandbox) -> None:
+    flow = Flow(sandbox)
+    answer = flow.exchange(
+        code_from(User("elena", "elena-demo").consent(flow.url(), patient="maya-alvarez"), flow.state)
+    )
+    assert answer.status_code == 200, answer.text
+    token = answer.json()
+    assert token["patient"] == "maya-alvarez"
+    assert token["scope"].split() == SCOPE.split()
+    assert token["refresh_token"]
+    jwks = KeySet.import_key_set(httpx.get(f"{sandbox.url}/.well-known/jwks.json").json())
+    claims = jwt.decode(token["id_token"], jwks, algorithms=["RS384"]).claims
+    assert claims["iss"] == f"{sandbox.url}/fhir" and claims["aud"] == ["growth"] and claims["sub"] == "elena"
+    assert claims["fhirUser"] == f"{sandbox.url}/fhir/RelatedPerson/elena-for-maya"
+    info = sandbox.introspect(token["access_token"]).json()
+    assert info["active"] and info["patient"] == "maya-alvarez"
+    assert info["fhirUser"] == f"{sandbox.url}/fhir/RelatedPerson/elena-for-maya"
+
+
+def test_picker_offers_only_the_clinicians_panel_and_refuses_another_patient(sandbox: Sandbox) -> None:
+    flow, user = Flow(sandbox), User("dr.chen", "chen-demo")
+    page = user.start(flow.url())
+    assert "Choose a patient" in page.text
+    listed = re.findall(r'name="patient" value="([^"]*)"', page.text)
+    assert listed == ["walter-nguyen", "priya-raman", "maya-alvarez"]
+    forged = user.post(flow.url(), page.text, step="patient", patient="tomas-berg")
+    assert "Choose a patient" in forged.text  # asked again, no consent for Tomas
+    forged = user.post(flow.url(), page.text, step="consent", decision="allow", patient="tomas-berg", scope="openid")
+    assert "location" not in forged.headers
+
+
+def test_a_user_with_one_patient_sees_no_picker(sandbox: Sandbox) -> None:
+    assert tokens(sandbox)["patient"] == "walter-nguyen"
+
+
+def test_deselected_imaging_is_absent_from_the_token_and_introspection(sandbox: Sandbox) -> None:
+    flow = Flow(sandbox)
+    response = User("walter", "walter-demo").consent(flow.url(), untick=("patient/ImagingStudy.rs",))
+    token = flow.exchange(code_from(response, flow.state)).json()
+    assert "patient/ImagingStudy.rs" not in token["scope"].split()
+    assert "patient/Patient.rs" in token["scope"].split()
+    assert "patient/ImagingStudy.rs" not in sandbox.introspect(token["access_token"]).json()["scope"].split()
+
+
+def test_scopes_are_never_wider_than_registered_or_offered(sandbox: Sandbox) -> None:
+    flow = Flow(sandbox, scope=SCOPE + " patient/Observation.rs patient/*.cruds system/*.rs")
+    user = User("walter", "walter-demo")
+    page = user.start(flow.url())
+    assert "patient/Observation.rs" not in offered(page.text)
+    response = user.consent(flow.url(), add=("patient/*.cruds", "user/*.rs"))  # a forged form adds scopes
+    token = flow.exchange(code_from(response, flow.state)).json()
+    granted = token["scope"].split()
+    assert not {"patient/Observation.rs", "patient/*.cruds", "system/*.rs", "user/*.rs"} & set(granted)
+    assert set(granted) <= set(APP_SCOPE.split())  # the wildcard narrowed to what is registered
+
+
+def test_denying_sends_access_denied(sandbox: Sandbox) -> None:
+    flow, user = Flow(sandbox), User("walter", "walter-demo")
+    page = user.start(flow.url())
+    answer = error_from(user.post(flow.url(), page.text, step="consent", decision="deny"))
+    assert answer["error"] == ["access_denied"] and answer["state"] == [flow.state]
+
+
+def test_a_form_without_the_anti_forgery_value_is_refused(sandbox: Sandbox) -> None:
+    flow, user = Flow(sandbox), User("walter", "walter-demo")
+    user.start(flow.url())
+    response = user.http.post(flow.url(), data={"step": "consent", "decision": "allow", "scope": "openid"})
+    assert response.status_code == 400 and "location" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"code_challenge": None, "code_challenge_method": None},
+        {"code_challenge_method": "plain"},
+        {"code_challenge_method": None},
+    ],  # fmt: skip
+    ids=["missing", "plain", "method-missing"],
+)
+def test_authorization_without_s256_pkce_is_refused(sandbox: Sandbox, overrides: dict[str, str | None]) -> None:
+    flow = Flow(sandbox)
+    response = httpx.get(flow.url(**overrides), follow_redirects=False)
+    answer = error_from(response)
+    assert answer["error"] == ["invalid_request"] and answer["state"] == [flow.state]
+
+
+def test_wrong_or_missing_code_verifier_is_refused(sandbox: Sandbox) -> None:
+    flow = Flow(sandbox)
+    code = code_from(User("walter", "walter-demo").consent(flow.url()), flow.state)
+    wrong = flow.exchange(code, code_verifier=secrets.token_urlsafe(48))
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    flow = Flow(sandbox)
+    code = code_from(User("walter", "walter-demo").consent(flow.url()), flow.state)
+    missing = flow.exchange(code, code_verifier=None)
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+
+
+def test_redirect_uri_must_match_exactly(sandbox: Sandbox) -> None:
+    flow = Flow(sandbox)
+    response = httpx.get(flow.url(redirect_uri=REDIRECT_URI + "/"), follow_redirects=False)
+    assert response.status_code == 400 and "location" not in response.headers  # never sent to an unknown URI
+    code = code_from(User("walter", "walter-demo").consent(flow.url()), flow.state)
+    answer = flow.exchange(code, redirect_uri=REDIRECT_URI + "?x=1")
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+
+
+def test_aud_must_be_this_fhir_server(sandbox: Sandbox) -> None:
+    flow = Flow(sandbox)
+    answer = error_from(httpx.get(flow.url(aud="https://elsewhere.test/fhir"), follow_redirects=False))
+    assert answer["error"] == ["invalid_request"]
+
+
+def test_code_reuse_is_refused_and_revokes_the_tokens_it_gave(sandbox: Sandbox) -> None:
+    flow = Flow(sandbox)
+    code = code_from(User("walter", "walter-demo").consent(flow.url()), flow.state)
+    first = flow.exchange(code).json()
+    assert sandbox.introspect(first["access_token"]).json()["active"] is True
+    again = flow.exchange(code)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    assert sandbox.introspect(first["access_token"]).json() == {"active": False}
+    refresh = httpx.post(sandbox.token_endpoint, data={"grant_type": "refresh_token", "client_id": "growth",
+                                                       "refresh_token": first["refresh_token"]})  # fmt: skip
+    assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant"
+
+
+def test_refresh_rotates_keeps_the_patient_and_may_only_narrow(sandbox: Sandbox) -> None:
+    first = tokens(sandbox)
+    wider = httpx.post(sandbox.token_endpoint, data={"grant_type": "refresh_token", "client_id": "growth",
+                       "refresh_token": first["refresh_token"], "scope": "patient/*.rs"})  # fmt: skip
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+    answer = httpx.post(
+        sandbox.token_endpoint,
+        data={
+            "grant_type": "refresh_token",
+            "client_id": "growth",
+            "refresh_token": first["refresh_token"],
+            "scope": "patient/Patient.rs offline_access",
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    second = answer.json()
+    assert second["patient"] == "walter-nguyen" and second["scope"] == "patient/Patient.rs offline_access"
+    assert second["refresh_token"] != first["refresh_token"]
+    old = httpx.post(sandbox.token_endpoint, data={"grant_type": "refresh_token", "client_id": "growth",
+                     "refresh_token": first["refresh_token"]})  # fmt: skip
+    assert old.status_code == 400  # rotated: the old refresh token is spent
+
+
+def test_confidential_client_authenticates_with_its_secret(sandbox: Sandbox) -> None:
+    flow = Flow(sandbox, client_id="portal")
+    code = code_from(User("walter", "walter-demo").consent(flow.url()), flow.state)
+    anonymous = httpx.post(
+        sandbox.token_endpoint,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": flow.verifier,
+            "client_id": "portal",
+        },
+    )
+    assert anonymous.status_code in (400, 401) and anonymous.json()["error"] == "invalid_client"
+    flow = Flow(sandbox, client_id="portal")
+    code = code_from(User("walter", "walter-demo").consent(flow.url()), flow.state)
+    assert flow.exchange(code).json()["patient"] == "walter-nguyen"
+
+
+def ehr_launch(sandbox: Sandbox, user: User, client_id: str, patient: str) -> str:
+    page = user.start(f"{sandbox.url}/ehr/launch")
+    response = user.post(f"{sandbox.url}/ehr/launch", page.text, step="launch", client_id=client_id, patient=patient)
+    assert response.status_code == 303 and response.headers["location"].startswith(LAUNCH_URL)
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query["iss"] == [f"{sandbox.url}/fhir"]
+    return query["launch"][0]
+
+
+def test_ehr_launch_of_a_pre_approved_app_is_zero_click(sandbox: Sandbox) -> None:
+    user = User("dr.chen", "chen-demo")
+    launch = ehr_launch(sandbox, user, "trusted-viewer", "priya-raman")
+    flow = Flow(sandbox, client_id="trusted-viewer", scope="launch openid fhirUser patient/ImagingStudy.rs",
+                extra={"launch": launch})  # fmt: skip
+    response = user.http.get(flow.url())  # no sign-in page, no consent page: straight back to the app
+    token = flow.exchange(code_from(response, flow.state)).json()
+    assert token["patient"] == "priya-raman"
+    info = sandbox.introspect(token["access_token"]).json()
+    assert info["fhirUser"] == f"{sandbox.url}/fhir/Practitioner/dr-chen"
+
+
+def test_a_launch_binds_only_its_own_app_and_user(sandbox: Sandbox) -> None:
+    launch = ehr_launch(sandbox, User("dr.chen", "chen-demo"), "growth", "walter-nguyen")
+    other_app = Flow(sandbox, client_id="trusted-viewer", scope="launch patient/Patient.rs", extra={"launch": launch})
+    assert error_from(httpx.get(other_app.url(), follow_redirects=False))["error"] == ["invalid_request"]
+    same_app = Flow(sandbox, scope="launch patient/Patient.rs", extra={"launch": launch})
+    response = User("walter", "walter-demo").start(same_app.url())
+    assert response.status_code == 403 and "location" not in response.headers
+
+
+def test_fhir_patient_read_follows_the_token(sandbox: Sandbox) -> None:
+    token = tokens(sandbox)["access_token"]
+    fhir = f"{sandbox.url}/fhir"
+    own = httpx.get(f"{fhir}/Patient/walter-nguyen", headers={"Authorization": f"Bearer {token}"})
+    assert own.status_code == 200 and own.headers["content-type"].startswith("application/fhir+json")
+    assert own.json()["identifier"][0] == {
+        "use": "usual",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+        "system": "http://aperture.example.org/fhir/sid/mrn",
+        "value": "AGH-100377",
+    }
+    other = httpx.get(f"{fhir}/Patient/tomas-berg", headers={"Authorization": f"Bearer {token}"})
+    assert other.status_code == 403 and other.json()["resourceType"] == "OperationOutcome"
+    anonymous = httpx.get(f"{fhir}/Patient/walter-nguyen")
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+    bogus = httpx.get(f"{fhir}/Patient/walter-nguyen", headers={"Authorization": "Bearer nope"})
+    assert bogus.status_code == 401 and 'error="invalid_token"' in bogus.headers["www-authenticate"]
+    metadata = httpx.get(f"{fhir}/metadata").json()
+    assert metadata["resourceType"] == "CapabilityStatement" and metadata["fhirVersion"] == "4.0.1"
+
+
+def test_wrong_password_is_refused_without_saying_which_part(sandbox: Sandbox) -> None:
+    flow, user = Flow(sandbox), User("walter", "nope")
+    page = user.start(flow.url())
+    assert page.status_code == 401 and "Wrong user name or password" in page.text
