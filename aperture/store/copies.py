@@ -5,7 +5,9 @@ A worker thread per server process claims instances that have no copy yet (claim
 encodes their frames with `aperture.dicom.htj2k`, writes the codestreams back to back into one
 derived file next to the instance, and records where each frame is. The stored original is never
 touched. Work is off the STOW-RS request path and yields to uploads: while any STOW-RS request is
-in flight in this process, the worker waits. A crash leaves claims behind; claims older than
+in flight in this process, and for `SETTLE_SECONDS` after the last one ended (a client sending a
+study in several requests leaves short gaps between them), the worker waits, also between the
+instances of a claimed batch. A crash leaves claims behind; claims older than
 `STALE_CLAIM_SECONDS` are taken again.
 """
 
@@ -29,6 +31,8 @@ from aperture.store.schema import frame_copies, instances, studies
 
 log = logging.getLogger("aperture.copies")
 STALE_CLAIM_SECONDS = 600
+SETTLE_SECONDS = 0.3  # quiet time after an upload before the worker takes the CPU again
+MAX_DEFER_SECONDS = 10.0  # under a steady stream of uploads, still copy one instance this often
 CLAIM_BATCH = 4
 
 
@@ -49,6 +53,8 @@ class CopyWorker:
         self.blobs = blobs
         self.idle_seconds = idle_seconds
         self.uploads_in_flight = 0  # STOW-RS requests running in this process (they come first)
+        self._last_upload = 0.0  # time.monotonic() when the last one ended
+        self._last_copy = time.monotonic()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="htj2k-copies", daemon=True)
@@ -66,8 +72,16 @@ class CopyWorker:
             self._thread.join(timeout=10)
 
     def nudge(self) -> None:
-        """New instances were stored: look for work now rather than at the next idle tick."""
+        """New instances were stored: look for work once uploads have settled, not at the next idle tick."""
+        self._last_upload = time.monotonic()
         self._wake.set()
+
+    def _uploading(self) -> bool:
+        """Whether to keep out of the uploads' way (never for longer than MAX_DEFER_SECONDS)."""
+        now = time.monotonic()
+        if now - self._last_copy > MAX_DEFER_SECONDS:
+            return False
+        return bool(self.uploads_in_flight) or now - self._last_upload < SETTLE_SECONDS
 
     def pending(self) -> int:
         """Instances with frames still waiting for (or getting) their copy."""
@@ -84,7 +98,7 @@ class CopyWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self.uploads_in_flight:
+            if self._uploading():
                 self._stop.wait(0.05)
                 continue
             try:
@@ -93,13 +107,17 @@ class CopyWorker:
                 log.exception("claiming HTJ2K work failed")
                 claims = []
             if not claims:
+                self._last_copy = time.monotonic()  # nothing waits: the deferral clock starts again
                 self._wake.wait(self.idle_seconds)
                 self._wake.clear()
                 continue
             for claim in claims:
+                while self._uploading() and not self._stop.is_set():
+                    self._stop.wait(0.05)
                 if self._stop.is_set():
                     return
                 self._copy(claim)
+                self._last_copy = time.monotonic()
 
     def _claim(self) -> list[_Claim]:
         now = int(time.time())
