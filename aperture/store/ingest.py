@@ -71,6 +71,11 @@ def prepare_upload(path: Path, digest: str | None = None) -> InstanceRecord | In
     return record
 
 
+def prepare_uploads(uploads: list[tuple[Path, str | None]]) -> list[InstanceRecord | InvalidInstance]:
+    """`prepare_upload` for several (path, digest) pairs: one trip to a parser process for all."""
+    return [prepare_upload(path, digest) for path, digest in uploads]
+
+
 def file_digest(path: Path) -> str:
     """The content fingerprint of a file: 128-bit XXH3, the validator behind strong ETags.
 
