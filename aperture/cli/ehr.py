@@ -33,6 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     serve.add_argument("--port", type=int, default=None, help="port (default 9090)")
     serve.add_argument("--public-url", default=None, help="URL apps use to reach the sandbox")
     serve.add_argument("--imaging-fhir-base", default=None, help="imaging server's FHIR base, for discovery")
+    serve.add_argument(
+        "--dynamic-registration", action="store_true", default=None, help="open RFC 7591 registration at /register"
+    )
     serve.set_defaults(handler=run_serve)
 
     token = commands.add_parser("token", help="print a token response for a registered client, no browser flow")
@@ -60,6 +63,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     add.add_argument(
         "--pre-approved", action="store_true", help="organisational policy: EHR launches skip the consent screen"
     )
+    add.add_argument(
+        "--patients", nargs="+", action="extend", default=[], metavar="ID",
+        help="backend: patients (FHIR ids) the client is pre-authorized for, every study of theirs",
+    )  # fmt: skip
+    add.add_argument(
+        "--studies", nargs="+", action="extend", default=[], metavar="UID",
+        help="backend: single studies (StudyInstanceUID) the client is pre-authorized for",
+    )  # fmt: skip
     add.set_defaults(handler=run_clients_add)
     listing = clients.add_parser("list", help="list registered clients (never their secrets)")
     _common(listing)
@@ -87,7 +98,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         config = _config(
-            args, host=args.host, port=args.port, public_url=args.public_url, imaging_fhir_base=args.imaging_fhir_base
+            args,
+            host=args.host,
+            port=args.port,
+            public_url=args.public_url,
+            imaging_fhir_base=args.imaging_fhir_base,
+            dynamic_registration=args.dynamic_registration,
         )
         open_store(config.data).dispose()  # create the schema once here, not racing in workers
         load_or_create_signing_key(config.data)
@@ -132,11 +148,14 @@ def run_token(args: argparse.Namespace) -> int:
 
 
 def run_clients_add(args: argparse.Namespace) -> int:
+    from aperture.ehr.people import load_directory
+    from aperture.ehr.preauthorization import check_preauthorization, store_preauthorization
     from aperture.ehr.store import open_store
 
     try:
         config = _config(args)
         jwks = _read_jwks(args.jwks) if args.jwks else None
+        reach = check_preauthorization(load_directory(), args.kind, args.patients, args.studies)
         engine = open_store(config.data)
         try:
             client, secret = register_client(
@@ -152,11 +171,12 @@ def run_clients_add(args: argparse.Namespace) -> int:
                 launch_url=args.launch_url,
                 pre_approved=args.pre_approved,
             )
+            store_preauthorization(engine, client.client_id, reach)
         finally:
             engine.dispose()
     except (ConfigError, EhrError) as exc:
         return _fail(str(exc))
-    answer = client.describe()
+    answer = {**client.describe(), **reach.describe()}
     if secret is not None:
         answer["client_secret"] = secret
         print("aperture ehr: the client secret is shown only now; store it safely.", file=sys.stderr)
@@ -171,8 +191,14 @@ def run_clients_list(args: argparse.Namespace) -> int:
         engine = open_store(_config(args).data)
     except ConfigError as exc:
         return _fail(str(exc))
+    from aperture.ehr.preauthorization import find_preauthorization
+
     try:
-        print(json.dumps([client.describe() for client in list_clients(engine)], indent=2))
+        listing = [
+            {**client.describe(), **find_preauthorization(engine, client.client_id).describe()}
+            for client in list_clients(engine)
+        ]
+        print(json.dumps(listing, indent=2))
     finally:
         engine.dispose()
     return 0

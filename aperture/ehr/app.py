@@ -35,6 +35,7 @@ from aperture.ehr.fhir import ROUTES as FHIR_ROUTES
 from aperture.ehr.keys import load_or_create_signing_key, public_jwks
 from aperture.ehr.launchpage import ehr_launch
 from aperture.ehr.people import load_directory
+from aperture.ehr.registration import register
 from aperture.ehr.store import open_store
 from aperture.server.accesslog import AccessLog
 
@@ -131,6 +132,7 @@ def create_app(config: EhrConfig) -> Starlette:
             Route("/auth/token", token, methods=["POST"]),
             Route("/auth/introspect", introspect, methods=["POST"]),
             Route("/auth/revoke", revoke, methods=["POST"]),
+            *([Route("/register", register, methods=["POST"])] if config.dynamic_registration else []),
         ],
         exception_handlers={EhrError: ehr_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,

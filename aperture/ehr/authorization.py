@@ -37,6 +37,7 @@ from aperture.ehr.config import EhrConfig
 from aperture.ehr.grants import BackendServicesGrant
 from aperture.ehr.idtokens import SandboxIdTokens
 from aperture.ehr.introspection import Introspection, Revocation
+from aperture.ehr.policy import attach_details
 from aperture.ehr.refresh import RotatingRefreshGrant
 from aperture.ehr.tokens import Grantee, new_token_response, store_refresh_token, store_token
 
@@ -130,6 +131,10 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         """Store the access token (and refresh token) with the launch context of the grant it came from."""
         grantee: Grantee | None = request.user if isinstance(request.user, Grantee) else None
+        attach_details(
+            self.engine, self.config, token, client_id=request.client.client_id,
+            patient=grantee.patient if grantee else None, user=grantee.user if grantee else None,
+        )  # fmt: skip
         if grantee is None:
             store_token(self.engine, token, client_id=request.client.client_id, audience=self.config.audiences)
             return

@@ -133,7 +133,7 @@ def register_client(
     _check_registration(kind, scope, jwks, jwks_uri, redirect_uris, introspect)
     if kind == "backend" and (launch_url or pre_approved):
         raise InvalidClientMetadata("A backend client has no browser launch: no launch URL, no pre-approval.")
-    if launch_url is not None and (not _is_web_url(launch_url) or urlsplit(launch_url).fragment):
+    if launch_url is not None and (not is_web_url(launch_url) or urlsplit(launch_url).fragment):
         raise InvalidClientMetadata(
             f"Launch URL {launch_url!r} must be https (or http on loopback), without a #fragment."
         )
@@ -226,7 +226,7 @@ def _check_registration(
             raise InvalidClientMetadata("A backend client needs its public keys: give a JWK Set or a jwks_uri, one.")
         if jwks is not None:
             check_public_jwks(jwks)
-        if jwks_uri is not None and not _is_web_url(jwks_uri):
+        if jwks_uri is not None and not is_web_url(jwks_uri):
             raise InvalidClientMetadata(f"jwks_uri {jwks_uri!r} must be https (or http on loopback).")
     elif jwks is not None or jwks_uri is not None:
         raise InvalidClientMetadata("Only backend clients authenticate with keys; this kind does not take a JWK Set.")
@@ -235,7 +235,7 @@ def _check_registration(
     if kind == "backend" and redirect_uris:
         raise InvalidClientMetadata("A backend client has no browser flow, so no redirect URIs.")
     for uri in redirect_uris:
-        if not _is_web_url(uri) or urlsplit(uri).fragment:
+        if not is_web_url(uri) or urlsplit(uri).fragment:
             raise InvalidClientMetadata(
                 f"Redirect URI {uri!r} must be https (or http on loopback), without a #fragment."
             )
@@ -261,6 +261,6 @@ def check_public_jwks(jwks: dict[str, Any]) -> KeySet:
         raise InvalidClientMetadata(f"The JWK Set cannot be read: {exc}") from None
 
 
-def _is_web_url(uri: str) -> bool:
+def is_web_url(uri: str) -> bool:
     parts = urlsplit(uri)
     return parts.scheme in ("http", "https") and bool(parts.hostname) and is_secure_transport(uri)

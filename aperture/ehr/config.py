@@ -24,6 +24,7 @@ class EhrConfig:
     public_url: str = ""  # URL apps use to reach the sandbox, e.g. https://ehr.example.org ; empty: http://host:port
     imaging_fhir_base: str = ""  # the imaging server's FHIR base, advertised in associated_endpoints
     access_token_lifetime: int = 3600  # seconds
+    dynamic_registration: bool = False  # RFC 7591 at {public_url}/register, open to anyone who can reach it
 
     def __post_init__(self) -> None:
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
@@ -76,6 +77,11 @@ class EhrConfig:
         return f"{self.base_url}/auth/revoke"
 
     @property
+    def registration_endpoint(self) -> str:
+        """RFC 7591 dynamic registration (served and advertised only with `dynamic_registration`)."""
+        return f"{self.base_url}/register"
+
+    @property
     def jwks_uri(self) -> str:
         return f"{self.base_url}/.well-known/jwks.json"
 
@@ -111,6 +117,8 @@ def load_ehr_config(path: Path | None = None, **overrides: Any) -> EhrConfig:
         if key not in known:
             raise ConfigError(f"Unknown key 'ehr.{key}' in {source}; known: {', '.join(known)}.")
         default = getattr(EhrConfig(), key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"'ehr.{key}' in {source} must be true or false, not {value!r}.")
         if isinstance(default, int) and not isinstance(value, int):
             raise ConfigError(f"'ehr.{key}' in {source} must be an integer, not {value!r}.")
         if isinstance(default, str) and not isinstance(value, str):

@@ -3,8 +3,8 @@
 The document states only what the sandbox does, so a client that trusts discovery is never sent
 to an endpoint that does not work: the browser launch (standalone and EHR, public and symmetric
 confidential clients, OpenID Connect with RS384 id_tokens, refresh tokens), SMART Backend Services
-with RS384/ES384 assertions, v1 and v2 scopes, introspection and revocation. RFC 7591
-`registration_endpoint` is added when dynamic registration lands.
+with RS384/ES384 assertions, v1 and v2 scopes, introspection and revocation, and the RFC 7591
+`registration_endpoint` only when dynamic registration is switched on.
 
 `associated_endpoints` points apps at the imaging FHIR base (from config) with the SMART Imaging
 Access capabilities: `smart-imaging-access` names the interface, the mode URI says how to get a token.
@@ -86,6 +86,8 @@ def smart_configuration(config: EhrConfig) -> dict[str, Any]:
         "id_token_signing_alg_values_supported": [SIGNING_ALG],
         "capabilities": list(CAPABILITIES),
     }
+    if config.dynamic_registration:
+        document["registration_endpoint"] = config.registration_endpoint
     if config.imaging_fhir_base:
         document["associated_endpoints"] = [
             {

@@ -5,7 +5,7 @@ meant for this server by `aud`) is 401 with a `WWW-Authenticate: Bearer` challen
 scopes do not allow reading the resource, or whose patient context is another patient, is 403.
 `patient/` scopes reach only the token's patient; `user/` scopes reach the patients the token's
 user may act for (a RelatedPerson reaches only its one patient); `system/` scopes, for backend
-services, reach every patient until per-client pre-authorization lands. Errors are
+services, reach only the patients the client is pre-authorized for (`aperture.ehr.policy`). Errors are
 OperationOutcome resources. More resource types plug in as more `read_*` functions and routes.
 """
 
@@ -23,6 +23,7 @@ from aperture.ehr import scopes
 from aperture.ehr.config import EhrConfig
 from aperture.ehr.errors import InvalidScope
 from aperture.ehr.people import Directory, Patient
+from aperture.ehr.policy import system_patients
 from aperture.ehr.tokens import AccessToken, find_token
 
 FHIR_JSON = "application/fhir+json"
@@ -113,7 +114,9 @@ def _bearer(request: Request, config: EhrConfig) -> AccessToken | Response:
     return token
 
 
-def _may_read(token: AccessToken, resource: str, patient_id: str, directory: Directory) -> bool:
+def _may_read(
+    token: AccessToken, resource: str, patient_id: str, directory: Directory, preauthorized: frozenset[str]
+) -> bool:
     for scope in token.scope.split():
         try:
             parsed = scopes.parse(scope)
@@ -125,7 +128,7 @@ def _may_read(token: AccessToken, resource: str, patient_id: str, directory: Dir
             return True
         if parsed.context == "user" and token.user and patient_id in directory.patients_for_reference(token.user):
             return True
-        if parsed.context == "system" and token.user is None:
+        if parsed.context == "system" and token.user is None and patient_id in preauthorized:
             return True
     return False
 
@@ -141,7 +144,8 @@ async def read_patient(request: Request) -> Response:
     if isinstance(token, Response):
         return token
     patient_id = request.path_params["id"]
-    if not _may_read(token, "Patient", patient_id, directory):
+    preauthorized = await run_in_threadpool(system_patients, request.app.state.authorization.engine, token.client_id)
+    if not _may_read(token, "Patient", patient_id, directory, preauthorized):
         return outcome(403, "forbidden", "This token does not allow reading that patient.")
     patient = directory.patients.get(patient_id)
     if patient is None:

@@ -5,7 +5,8 @@ only clients registered as resource servers (`--introspect`) learn anything: for
 or a token that is unknown, expired or revoked, the answer is just `{"active": false}` (RFC 7662
 §2.2). An active answer carries the SMART 2.2 fields: `scope`, `client_id`, `exp`, plus `iat`,
 `iss`, `sub`, `aud`, `token_type`, and the launch context (`patient`) and `fhirUser` when the token
-has them.
+has them, and, for a token that may read imaging, the EHR's policy for it as RFC 9396
+`authorization_details` (`aperture.ehr.policy`).
 
 Revocation (RFC 7009) is for the client the token was issued to, authenticated as it
 authenticates at the token endpoint; afterwards introspection says `active: false`.
@@ -22,6 +23,8 @@ from sqlalchemy import Engine
 
 from aperture.ehr.clients import Client
 from aperture.ehr.config import EhrConfig
+from aperture.ehr.people import load_directory
+from aperture.ehr.policy import details_for_token
 from aperture.ehr.tokens import AccessToken, find_token, revoke_token
 
 
@@ -55,6 +58,12 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             answer["patient"] = token.patient
         if token.user is not None:
             answer["fhirUser"] = f"{self.config.fhir_base}/{token.user}"
+        details = details_for_token(
+            self.engine, self.config, load_directory(),
+            scope=token.scope, client_id=token.client_id, patient=token.patient, user=token.user,
+        )  # fmt: skip
+        if details:
+            answer["authorization_details"] = details
         return answer
 
 

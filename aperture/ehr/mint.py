@@ -17,6 +17,7 @@ from aperture.ehr import scopes
 from aperture.ehr.clients import get_client
 from aperture.ehr.config import EhrConfig
 from aperture.ehr.errors import InvalidRequest, InvalidScope, UnknownClient
+from aperture.ehr.policy import attach_details
 from aperture.ehr.tokens import new_token_response, store_token
 
 _USER = re.compile(r"(Patient|Practitioner|PractitionerRole|RelatedPerson|Person)/[A-Za-z0-9\-.]{1,64}")
@@ -52,5 +53,6 @@ def mint_token(
     if patient is None and any(s.startswith("patient/") for s in result.granted):
         raise InvalidRequest("patient/ scopes need a patient: add --patient ID.")
     response = new_token_response(str(result), config.access_token_lifetime)
+    attach_details(engine, config, response, client_id=client.client_id, patient=patient, user=user)
     store_token(engine, response, client_id=client.client_id, audience=config.audiences, patient=patient, user=user)
     return response

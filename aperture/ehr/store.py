@@ -52,6 +52,15 @@ clients = Table(
     Column("created_at", Integer, nullable=False),
 )
 
+preauthorizations = Table(
+    "preauthorizations",
+    metadata,
+    Column("client_id", String(128), ForeignKey("clients.client_id"), nullable=False),
+    Column("patient", String(128), nullable=False),  # the patient's logical id
+    Column("study", String(128), nullable=False, default=""),  # a StudyInstanceUID; "": every study of the patient
+    PrimaryKeyConstraint("client_id", "patient", "study"),
+)
+
 access_tokens = Table(
     "access_tokens",
     metadata,
