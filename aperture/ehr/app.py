@@ -32,6 +32,7 @@ from aperture.ehr.config import EhrConfig
 from aperture.ehr.discovery import smart_configuration
 from aperture.ehr.errors import EhrError
 from aperture.ehr.fhir import ROUTES as FHIR_ROUTES
+from aperture.ehr.fhir import load as load_clinical_record
 from aperture.ehr.keys import load_or_create_signing_key, public_jwks
 from aperture.ehr.launchpage import ehr_launch
 from aperture.ehr.people import load_directory
@@ -116,6 +117,7 @@ def create_app(config: EhrConfig) -> Starlette:
         app.state.signing_key = load_or_create_signing_key(config.data)
         app.state.authorization = SandboxAuthorizationServer(config, engine, app.state.signing_key)
         await run_in_threadpool(seed_accounts, engine, app.state.directory)
+        await run_in_threadpool(load_clinical_record, engine, app.state.directory, config)
         try:
             yield
         finally:

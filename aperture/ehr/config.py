@@ -23,6 +23,7 @@ class EhrConfig:
     data: Path = Path("ehr-data")
     public_url: str = ""  # URL apps use to reach the sandbox, e.g. https://ehr.example.org ; empty: http://host:port
     imaging_fhir_base: str = ""  # the imaging server's FHIR base, advertised in associated_endpoints
+    imaging_dicomweb_base: str = ""  # its WADO-RS base for ImagingStudy endpoints; empty: derived (wado_rs_base)
     access_token_lifetime: int = 3600  # seconds
     dynamic_registration: bool = False  # RFC 7591 at {public_url}/register, open to anyone who can reach it
 
@@ -34,12 +35,18 @@ class EhrConfig:
                 f"'ehr.imaging_fhir_base' must be an http(s) URL such as https://imaging.example.org/fhir, "
                 f"not {self.imaging_fhir_base!r}."
             )
+        if self.imaging_dicomweb_base and not self.imaging_dicomweb_base.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"'ehr.imaging_dicomweb_base' must be an http(s) URL such as https://imaging.example.org/dicom-web, "
+                f"not {self.imaging_dicomweb_base!r}."
+            )
         if not 1 <= self.access_token_lifetime <= 86400:
             raise ConfigError(
                 f"'ehr.access_token_lifetime' is in seconds, between 1 and 86400, not {self.access_token_lifetime}."
             )
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
         object.__setattr__(self, "imaging_fhir_base", self.imaging_fhir_base.rstrip("/"))
+        object.__setattr__(self, "imaging_dicomweb_base", self.imaging_dicomweb_base.rstrip("/"))
         object.__setattr__(self, "data", Path(self.data))
 
     @property
@@ -50,6 +57,19 @@ class EhrConfig:
     def fhir_base(self) -> str:
         """The clinical FHIR base: SMART discovery lives under it, and it is the issuer."""
         return f"{self.base_url}/fhir"
+
+    @property
+    def wado_rs_base(self) -> str:
+        """The imaging server's WADO-RS base, which ImagingStudy endpoints point at ('' if unknown).
+
+        Set explicitly, or derived from an imaging FHIR base in Aperture's layout, where FHIR is at
+        `{public_url}/fhir` and DICOMweb at `{public_url}/dicom-web`.
+        """
+        if self.imaging_dicomweb_base:
+            return self.imaging_dicomweb_base
+        if self.imaging_fhir_base.endswith("/fhir"):
+            return self.imaging_fhir_base.removesuffix("/fhir") + "/dicom-web"
+        return ""
 
     @property
     def issuer(self) -> str:

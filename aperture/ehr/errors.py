@@ -4,12 +4,16 @@
     ├── InvalidRequest           400  invalid_request  a parameter or option is missing or malformed
     ├── InvalidScope             400  invalid_scope    a scope is malformed or wider than the client may have
     ├── InvalidClientMetadata    400  invalid_client_metadata  a registration is incomplete or contradictory
-    └── UnknownClient            401  invalid_client   no client is registered under that id
+    ├── UnknownClient            401  invalid_client   no client is registered under that id
+    ├── InvalidToken             401  invalid_token    (RFC 6750) no token, or an unknown, expired, revoked one
+    ├── InsufficientScope        403  insufficient_scope  (RFC 6750) the token does not reach that resource
+    └── ResourceNotFound         404  not_found        no such FHIR resource (as far as the token may know)
 
 Inside the OAuth flows Authlib's own `OAuth2Error` classes carry these codes to the wire; code that
 runs outside them (the admin CLI, registration) raises these. Either way a client sees RFC 6749 §5.2
 JSON, `{"error": <code>, "error_description": <message>}`, built in one place
-(`aperture.ehr.app.ehr_error`), and a person at the command line sees the message.
+(`aperture.ehr.app.ehr_error`), and a person at the command line sees the message. The FHIR server
+answers the same errors as OperationOutcome resources instead (`aperture.ehr.fhir.outcomes`).
 """
 
 from __future__ import annotations
@@ -58,3 +62,21 @@ class UnknownClient(EhrError):
     status = 401
     error = "invalid_client"
     default_message = "No client is registered under this id; list them with `aperture ehr clients list`."
+
+
+class InvalidToken(EhrError):
+    status = 401
+    error = "invalid_token"  # RFC 6750 §3.1
+    default_message = "Send a valid access token: Authorization: Bearer <token>."
+
+
+class InsufficientScope(EhrError):
+    status = 403
+    error = "insufficient_scope"  # RFC 6750 §3.1
+    default_message = "The access token does not allow this."
+
+
+class ResourceNotFound(EhrError):
+    status = 404
+    error = "not_found"
+    default_message = "No such resource."

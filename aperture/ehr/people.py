@@ -34,6 +34,8 @@ class Study:
     date: str
     withheld_from: tuple[str, ...] = ()  # FHIR references of users who may not see it
     patient_only: bool = False  # consent: nobody but the patient
+    number_of_series: int | None = None  # when the seed knows them (ImagingStudy.numberOfSeries)
+    number_of_instances: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class Directory:
                     return f"RelatedPerson/{rp}"
         if user.patient:
             return f"Patient/{user.patient}"
+        if user.proxy_for:  # someone with no record of their own (Arjun) acts as their proxy
+            return f"RelatedPerson/{user.proxy_for[0]}"
         raise EhrError(f"User {user.login!r} has no FHIR identity in the seed file.")
 
     def user_for_reference(self, reference: str) -> User | None:
@@ -161,6 +165,8 @@ def parse_directory(document: dict[str, Any]) -> Directory:
                 date=s["date"],
                 withheld_from=tuple(s.get("withheld_from", ())),
                 patient_only=bool(s.get("patient_only", False)),
+                number_of_series=s.get("number_of_series"),
+                number_of_instances=s.get("number_of_instances"),
             )
             for s in raw.get("studies", ())
         )

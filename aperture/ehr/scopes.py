@@ -124,3 +124,21 @@ def validate(scopes: str, contexts: Collection[str] = CONTEXTS) -> None:
         parsed = parse(scope)
         if parsed is not None and parsed.context not in contexts:
             raise InvalidScope(f"Scope {scope!r} is not allowed here: use {' or '.join(f'{c}/' for c in contexts)}.")
+
+
+def contexts_allowing(scopes: str, resource: str, permission: str) -> frozenset[str]:
+    """The contexts (patient, user, system) in which the space-separated `scopes` allow `permission` on `resource`.
+
+    This is the one place a resource server decides what a token's scopes allow: v2 and v1 forms,
+    wildcards, and malformed or literal scopes counting for nothing. `permission` is one letter of
+    'cruds' (`r` for read, `s` for search).
+    """
+    allowed: set[str] = set()
+    for scope in scopes.split():
+        try:
+            parsed = parse(scope)
+        except InvalidScope:
+            continue
+        if parsed is not None and parsed.resource in ("*", resource) and permission in parsed.permissions:
+            allowed.add(parsed.context)
+    return frozenset(allowed)

@@ -1,0 +1,168 @@
+"""The search parameters each resource type supports, and the index entries they draw from a resource.
+
+A parameter is a name, a FHIR search type and a function that picks its values out of the
+resource's JSON (what a SearchParameter's FHIRPath expression does). The same definitions build
+the SQLite search index when resources are stored, parse and match searches, and list the
+parameters in the CapabilityStatement, so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aperture.ehr.fhir.dates import date_range
+
+Resource = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    param: str
+    system: str | None = None  # token: the coding or identifier system
+    value: str | None = None  # token code, string, reference "Type/id" or uri
+    low: str | None = None  # date: the range [low, high) the value covers
+    high: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    name: str
+    type: str  # token | string | date | reference | uri (FHIR search parameter types)
+    values: Callable[[Resource], list[Any]]  # token: (system, code) pairs; others: strings
+    documentation: str
+
+    def entries(self, resource: Resource) -> Iterator[IndexEntry]:
+        for value in self.values(resource):
+            if self.type == "token":
+                system, code = value
+                if code:
+                    yield IndexEntry(self.name, system=system, value=code)
+            elif self.type == "date":
+                low, high = date_range(value)
+                yield IndexEntry(self.name, low=low, high=high)
+            elif value:
+                yield IndexEntry(self.name, value=str(value))
+
+
+def _identifiers(resource: Resource) -> list[tuple[str | None, str]]:
+    return [(i.get("system"), i.get("value", "")) for i in resource.get("identifier", ())]
+
+
+def _codings(*concepts: Any) -> list[tuple[str | None, str]]:
+    pairs: list[tuple[str | None, str]] = []
+    for concept in concepts:
+        for item in concept if isinstance(concept, list) else [concept]:
+            pairs += [(c.get("system"), c.get("code", "")) for c in (item or {}).get("coding", ())]
+    return pairs
+
+
+def _names(part: str) -> Callable[[Resource], list[str]]:
+    def values(resource: Resource) -> list[str]:
+        found: list[str] = []
+        for name in resource.get("name", ()):
+            if part in ("family", "name") and name.get("family"):
+                found.append(name["family"])
+            if part in ("given", "name"):
+                found += name.get("given", [])
+            if part == "name" and name.get("text"):
+                found.append(name["text"])
+        return found
+
+    return values
+
+
+def _reference(field: str) -> Callable[[Resource], list[str]]:
+    def values(resource: Resource) -> list[str]:
+        value = resource.get(field)
+        items = value if isinstance(value, list) else [value] if value else []
+        return [item["reference"] for item in items if "reference" in item]
+
+    return values
+
+
+def _field(name: str) -> Callable[[Resource], list[str]]:
+    return lambda resource: [resource[name]] if name in resource else []
+
+
+def _endpoint_addresses(resource: Resource) -> list[str]:
+    return [c["address"] for c in resource.get("contained", ()) if c.get("resourceType") == "Endpoint"]
+
+
+IDENTIFIER = SearchParam("identifier", "token", _identifiers, "system|value, value or system|")
+LAST_UPDATED = SearchParam(
+    "_lastUpdated", "date", lambda r: [r["meta"]["lastUpdated"]] if "lastUpdated" in r.get("meta", {}) else [],
+    "when the sandbox last changed the resource (meta.lastUpdated), with prefixes ge, gt, le, lt, eq, ne, sa, eb",
+)  # fmt: skip
+NAME = SearchParam("name", "string", _names("name"), "any part of a name, matched from its start (:exact, :contains)")
+FAMILY = SearchParam("family", "string", _names("family"), "family name, matched from its start")
+GIVEN = SearchParam("given", "string", _names("given"), "given name, matched from its start")
+
+
+def _subject(doc: str) -> list[SearchParam]:
+    return [
+        SearchParam("patient", "reference", _reference("subject"), f"{doc}: 123, Patient/123 or its absolute URL"),
+        SearchParam("subject", "reference", _reference("subject"), "the same as patient"),
+    ]
+
+
+PARAMS: dict[str, list[SearchParam]] = {
+    "Patient": [
+        IDENTIFIER,
+        NAME,
+        FAMILY,
+        GIVEN,
+        SearchParam("birthdate", "date", _field("birthDate"), "date of birth, with prefixes such as ge, lt"),
+        SearchParam("gender", "token", lambda r: [(None, r.get("gender", ""))], "male | female | other | unknown"),
+    ],
+    "RelatedPerson": [
+        SearchParam("patient", "reference", _reference("patient"), "the patient this person is related to"),
+        NAME,
+    ],
+    "Practitioner": [IDENTIFIER, NAME, FAMILY, GIVEN],
+    "ServiceRequest": [
+        *_subject("the patient the order is for"),
+        SearchParam("identifier", "token", _identifiers, "the accession number (system|value or value)"),
+        SearchParam("authored", "date", _field("authoredOn"), "when the order was placed"),
+    ],
+    "DiagnosticReport": [
+        *_subject("the patient the report is about"),
+        SearchParam("category", "token", lambda r: _codings(r.get("category", [])), "e.g. http://loinc.org|LP29684-5"),
+        SearchParam("code", "token", lambda r: _codings(r.get("code")), "e.g. http://loinc.org|18748-4"),
+        SearchParam("date", "date", _field("effectiveDateTime"), "the clinically relevant date (effective)"),
+        SearchParam("identifier", "token", _identifiers, "the accession number"),
+        SearchParam("based-on", "reference", _reference("basedOn"), "the ServiceRequest, ServiceRequest/{id}"),
+    ],
+    "ImagingStudy": [
+        *_subject("the patient the study is of"),
+        SearchParam(
+            "identifier",
+            "token",
+            _identifiers,
+            "urn:oid:{StudyInstanceUID} (or urn:dicom:uid|urn:oid:...) or the accession number",
+        ),  # fmt: skip
+        SearchParam("started", "date", _field("started"), "when the study started"),
+        SearchParam(
+            "modality",
+            "token",
+            lambda r: [(m.get("system"), m.get("code", "")) for m in r.get("modality", [])],
+            "DICOM modality, e.g. http://dicom.nema.org/resources/ontology/DCM|CT or CT",
+        ),  # fmt: skip
+        SearchParam("endpoint", "uri", _endpoint_addresses, "the WADO-RS address of the study's Endpoint"),
+        SearchParam("basedon", "reference", _reference("basedOn"), "the ServiceRequest, ServiceRequest/{id}"),
+    ],
+}
+# Resource types whose instances belong to one patient's compartment; the others (Practitioner) do not.
+PATIENT_COMPARTMENT = frozenset({"Patient", "RelatedPerson", "ServiceRequest", "DiagnosticReport", "ImagingStudy"})
+# _include values accepted: the Endpoint is contained in each ImagingStudy, so there is nothing to add.
+INCLUDES = {"ImagingStudy": ("ImagingStudy:endpoint",)}
+
+
+def params_for(resource_type: str) -> dict[str, SearchParam]:
+    return {p.name: p for p in [*PARAMS[resource_type], LAST_UPDATED]}
+
+
+def index_entries(resource: Resource) -> list[IndexEntry]:
+    """What the search index holds for `resource`, one entry per parameter value."""
+    return [entry for param in params_for(resource["resourceType"]).values() for entry in param.entries(resource)]
