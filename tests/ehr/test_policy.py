@@ -179,3 +179,8 @@ def test_pre_authorization_names_only_what_the_ehr_knows(tmp_path: Path, argumen
                  "--scope", "system/ImagingStudy.rs" if "backend" in arguments else "patient/ImagingStudy.rs",
                  check=False)  # fmt: skip
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_a_proxy_without_a_record_of_their_own_can_use_the_ehr_launch_page(sandbox: Sandbox) -> None:
+    page = User("arjun", "arjun-demo").start(f"{sandbox.url}/ehr/launch")
+    assert page.status_code == 200 and "RelatedPerson/arjun-for-priya" in page.text
