@@ -34,6 +34,8 @@ class Study:
     date: str
     withheld_from: tuple[str, ...] = ()  # FHIR references of users who may not see it
     patient_only: bool = False  # consent: nobody but the patient
+    number_of_series: int | None = None  # when the seed knows them (ImagingStudy.numberOfSeries)
+    number_of_instances: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ def parse_directory(document: dict[str, Any]) -> Directory:
                 date=s["date"],
                 withheld_from=tuple(s.get("withheld_from", ())),
                 patient_only=bool(s.get("patient_only", False)),
+                number_of_series=s.get("number_of_series"),
+                number_of_instances=s.get("number_of_instances"),
             )
             for s in raw.get("studies", ())
         )
