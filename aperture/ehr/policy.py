@@ -34,7 +34,6 @@ from sqlalchemy import Engine
 
 from aperture.ehr import scopes
 from aperture.ehr.config import EhrConfig
-from aperture.ehr.errors import InvalidScope
 from aperture.ehr.people import Directory, Patient, Study, load_directory
 from aperture.ehr.preauthorization import Preauthorization, find_preauthorization
 
@@ -56,15 +55,8 @@ class PatientReach:
 
 def imaging_contexts(scope: str) -> frozenset[str]:
     """The contexts (patient, user, system) in which `scope` allows reading or searching ImagingStudy."""
-    contexts: set[str] = set()
-    for item in scope.split():
-        try:
-            parsed = scopes.parse(item)
-        except InvalidScope:
-            continue
-        if parsed and parsed.resource in ("*", IMAGING_RESOURCE) and parsed.permissions & {"r", "s"}:
-            contexts.add(parsed.context)
-    return frozenset(contexts)
+    readable = scopes.contexts_allowing(scope, IMAGING_RESOURCE, "r")
+    return readable | scopes.contexts_allowing(scope, IMAGING_RESOURCE, "s")
 
 
 def visible_to(study: Study, patient: Patient, accessor: str | None) -> bool:
