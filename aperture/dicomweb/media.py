@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from aperture.errors import NotAcceptable
 
@@ -57,9 +58,18 @@ def _split_ranges(header: str) -> list[str]:
 
 
 def parse_accept(header: str | None) -> list[MediaRange]:
-    """Media ranges by preference (q descending, header order kept for ties); empty header is */*."""
-    if not header or not header.strip():
-        return [MediaRange("*/*")]
+    """Media ranges by preference (q descending, header order kept for ties); empty header is */*.
+
+    Every WADO-RS and QIDO-RS request parses one, and clients send the same few headers again and
+    again: the answers for recent headers are kept (ranges are never changed after parsing).
+    """
+    return list(_parse_accept(header or ""))
+
+
+@lru_cache(maxsize=512)
+def _parse_accept(header: str) -> tuple[MediaRange, ...]:
+    if not header.strip():
+        return (MediaRange("*/*"),)
     ranges: list[tuple[float, int, MediaRange]] = []
     for position, text in enumerate(_split_ranges(header)):
         media, _, rest = text.partition(";")
@@ -79,7 +89,7 @@ def parse_accept(header: str | None) -> list[MediaRange]:
         if q > 0:
             ranges.append((q, position, MediaRange(media.strip().lower(), params, q)))
     ranges.sort(key=lambda item: (-item[0], item[1]))
-    return [r for _, _, r in ranges]
+    return tuple(r for _, _, r in ranges)
 
 
 @dataclass(frozen=True)

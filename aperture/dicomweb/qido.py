@@ -6,12 +6,14 @@ Route → policy → index → DICOM JSON. When a page is cut by `limit`, the an
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from aperture.auth.requirements import READ_IMAGING, authorize
 from aperture.dicom.attributes import Level
-from aperture.dicom.query import QueryError, parse_query
+from aperture.dicom.query import Query, QueryError, parse_query
 from aperture.dicomweb.caching import json_response
 from aperture.dicomweb.media import accepts, parse_accept
 from aperture.dicomweb.threads import off_loop
@@ -29,8 +31,8 @@ async def search(request: Request, level: Level) -> Response:
     scope = await authorize(request, READ_IMAGING)
     config = request.app.state.config.dicomweb
     try:
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "accept"]
-        query = parse_query(params, level, default_limit=config.default_limit, max_limit=config.max_limit)
+        params = tuple((k, v) for k, v in request.query_params.multi_items() if k != "accept")
+        query = _parsed_query(params, level, config.default_limit, config.max_limit)
     except QueryError as exc:
         raise InvalidQuery(str(exc)) from exc
     index = request.app.state.index
@@ -48,6 +50,12 @@ async def search(request: Request, level: Level) -> Response:
     if result.more:
         response.headers["Warning"] = '299 aperture "There are additional results that can be requested"'
     return response
+
+
+@lru_cache(maxsize=1024)
+def _parsed_query(params: tuple[tuple[str, str], ...], level: Level, default_limit: int, max_limit: int) -> Query:
+    """`parse_query`, remembered: viewers and worklists repeat the same searches (queries are immutable)."""
+    return parse_query(list(params), level, default_limit=default_limit, max_limit=max_limit)
 
 
 def _check_accept(request: Request) -> None:
