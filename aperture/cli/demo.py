@@ -1,8 +1,11 @@
-"""`aperture demo`: the imaging server with sample studies loaded, printing the URLs to open.
+"""`aperture demo`: the imaging server and the EHR sandbox with sample studies, printing the URLs to open.
 
-Sample studies: a synthetic CT series and every storable file of pydicom's test data set (real
-files from many vendors, compressed and odd ones included). They are stored through the same
-STOW-RS path a modality would use, once the server answers.
+Sample studies: the studies of the EHR sandbox's seed patients (`aperture/ehr/seed.json`, the one
+data file both sides read, so the EHR's ImagingStudy index, its policy and the images agree:
+same StudyInstanceUIDs, accession numbers, MRNs and issuer), a synthetic CT series, and every
+storable file of pydicom's test data set (real files from many vendors, compressed and odd ones
+included). They are stored through the same STOW-RS path a modality would use, once the server
+answers.
 """
 
 from __future__ import annotations
@@ -17,16 +20,43 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("demo", help="start the server with sample studies and print the URLs")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=8080, help="imaging server port (default 8080)")
+    parser.add_argument("--ehr-port", type=int, default=9090, help="EHR sandbox port (default 9090)")
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: a new temporary one)")
     parser.add_argument("--no-wait", action="store_true", help="load the samples and exit (for checks)")
     parser.set_defaults(handler=run)
+
+
+def _seed_studies() -> list[bytes]:
+    """The images of the EHR seed patients' studies, under the UIDs and identifiers the EHR uses."""
+    from aperture.dicom.synthetic import patient_study
+    from aperture.ehr.people import load_directory
+
+    directory = load_directory()
+    files: list[bytes] = []
+    for patient in directory.patients.values():
+        for study in patient.studies:
+            files += patient_study(
+                study_uid=study.uid,
+                accession=study.accession,
+                modality=study.modality,
+                description=study.description,
+                study_date=study.date.replace("-", ""),
+                patient_id=patient.mrn,
+                issuer=directory.issuers[patient.mrn_system],
+                patient_name=f"{patient.family}^{' '.join(patient.given)}",
+                birth_date=patient.birth_date.replace("-", ""),
+                sex={"female": "F", "male": "M"}.get(patient.gender, "O"),
+                images=min(study.number_of_instances or 12, 40),
+            )
+    return files
 
 
 def _sample_files() -> list[bytes]:
@@ -35,7 +65,8 @@ def _sample_files() -> list[bytes]:
 
     from aperture.dicom.synthetic import ct_study
 
-    files = list(ct_study(n_slices=40, rows=256, cols=256, patient_id="DEMO-CT", patient_name="Demo^Ct"))
+    files = _seed_studies()
+    files += ct_study(n_slices=40, rows=256, cols=256, patient_id="DEMO-CT", patient_name="Demo^Ct")
     seen: set[str] = set()
     for name in sorted(get_testdata_files("*.dcm")):
         data = Path(name).read_bytes()
@@ -75,52 +106,90 @@ def _stow(client: httpx.Client, base: str, files: list[bytes]) -> tuple[int, int
     return stored, failed
 
 
+def _wait_healthy(client: httpx.Client, url: str, process: subprocess.Popen[bytes]) -> bool:
+    for _ in range(300):
+        if process.poll() is not None:
+            return False
+        try:
+            if client.get(url).status_code == 200:
+                return True
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     data = args.data or Path(tempfile.mkdtemp(prefix="aperture-demo-"))
-    base = f"http://127.0.0.1:{args.port}/dicom-web"
-    command = [sys.executable, "-m", "aperture", "serve", "--host", "127.0.0.1", "--port", str(args.port),
-               "--data", str(data), "--auth", "none"]  # fmt: skip
+    imaging = f"http://127.0.0.1:{args.port}"
+    ehr = f"http://127.0.0.1:{args.ehr_port}"
+    base = f"{imaging}/dicom-web"
     data.mkdir(parents=True, exist_ok=True)
-    log_path = data / "server.log"
-    log = open(log_path, "ab")
-    server = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+    commands = {
+        "imaging server": [sys.executable, "-m", "aperture", "serve", "--host", "127.0.0.1", "--port", str(args.port),
+                           "--data", str(data), "--auth", "none"],
+        "EHR sandbox": [sys.executable, "-m", "aperture", "ehr", "serve", "--host", "127.0.0.1",
+                        "--port", str(args.ehr_port), "--data", str(data / "ehr"),
+                        "--imaging-fhir-base", f"{imaging}/fhir"],
+    }  # fmt: skip
+    logs = {"imaging server": data / "server.log", "EHR sandbox": data / "ehr.log"}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     warnings.simplefilter("ignore")  # pydicom's warnings about odd sample files are not news here
     try:
+        for name, command in commands.items():
+            log = open(logs[name], "ab")  # the child process writes it until the end
+            processes[name] = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
         with httpx.Client(timeout=60) as client:
-            for _ in range(200):
-                try:
-                    if client.get(f"http://127.0.0.1:{args.port}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            else:
-                print(f"aperture demo: the server did not start; see {log_path}.", file=sys.stderr)
-                return 1
+            for name, health in (("imaging server", f"{imaging}/healthz"), ("EHR sandbox", f"{ehr}/healthz")):
+                if not _wait_healthy(client, health, processes[name]):
+                    print(f"aperture demo: the {name} did not start; see {logs[name]}.", file=sys.stderr)
+                    return 1
             stored, failed = _stow(client, base, _sample_files())
             studies = client.get(f"{base}/studies", params={"limit": 1000}).json()
-        print()
-        print(f"Aperture demo is running ({stored} sample instances stored, {failed} refused as unstorable).")
-        print(f"  DICOMweb base (QIDO/WADO/STOW): {base}")
-        print(f"  All studies:                    {base}/studies")
-        if studies:
-            uid = studies[0]["0020000D"]["Value"][0]
-            print(f"  A study's metadata:             {base}/studies/{uid}/metadata")
-            print(f"  Download it as a zip:           {base}/studies/{uid}?accept=application/zip")
-        print(f"  Health:                         http://127.0.0.1:{args.port}/healthz")
-        print(f"  Data folder:                    {data}")
-        print(f"  Server log:                     {log_path}")
+        _print_urls(args, data, logs, stored, failed, studies)
         if args.no_wait:
-            print("(--no-wait: stopping the server now.)", flush=True)
+            print("(--no-wait: stopping the servers now.)", flush=True)
             return 0
         print("Press Ctrl-C to stop.", flush=True)
-        server.wait()
-        return server.returncode or 0
+        while all(process.poll() is None for process in processes.values()):
+            time.sleep(0.5)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes.values():
             try:
-                server.wait(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                server.kill()
+                process.kill()
+
+
+def _print_urls(
+    args: argparse.Namespace, data: Path, logs: dict[str, Path], stored: int, failed: int, studies: list[Any]
+) -> None:
+    from aperture.ehr.people import load_directory
+
+    imaging = f"http://127.0.0.1:{args.port}"
+    ehr = f"http://127.0.0.1:{args.ehr_port}"
+    base = f"{imaging}/dicom-web"
+    print()
+    print(f"Aperture demo is running ({stored} sample instances stored, {failed} refused as unstorable).")
+    print("Imaging server (no authorization in this version: --auth none)")
+    print(f"  DICOMweb base (QIDO/WADO/STOW): {base}")
+    print(f"  All studies:                    {base}/studies")
+    if studies:
+        uid = studies[0]["0020000D"]["Value"][0]
+        print(f"  A study's metadata:             {base}/studies/{uid}/metadata")
+        print(f"  Download it as a zip:           {base}/studies/{uid}?accept=application/zip")
+    print(f"  Health:                         {imaging}/healthz")
+    print("EHR sandbox (SMART on FHIR; its seed patients' studies are stored above)")
+    print(f"  SMART discovery:                {ehr}/fhir/.well-known/smart-configuration")
+    print(f"  FHIR base:                      {ehr}/fhir")
+    print(f"  EHR launch page:                {ehr}/ehr/launch")
+    users = ", ".join(f"{user.login} / {user.password}" for user in load_directory().users.values())
+    print(f"  Sign in as (login / password):  {users}")
+    print("  Register an app:                aperture ehr clients add --data " + str(data / "ehr") + " ...")
+    print(f"Data folder:                      {data}")
+    print(f"Logs:                             {logs['imaging server']}, {logs['EHR sandbox']}")

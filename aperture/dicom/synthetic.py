@@ -113,18 +113,24 @@ def ct_study(
     patient_name: str = "Bench^Ct",
     study_date: str = "20240105",
     seed: int = 0,
+    study_uid: str | None = None,
+    accession: str | None = None,
+    study_description: str = "CT CHEST ABDOMEN PELVIS W CONTRAST",
+    birth_date: str = "19700101",
+    sex: str = "O",
 ) -> Iterator[bytes]:
     """Yield ``n_slices`` Part-10 CT Image Storage files forming one study with one axial series.
 
     Each file is Explicit VR Little Endian, 16 bits allocated/stored, signed pixels with
     RescaleSlope 1 / RescaleIntercept -1024 (so stored value = HU + 1024), soft-tissue window,
     0.7 mm pixels, 1.25 mm slices with ImagePositionPatient advancing in -z. UIDs derive from
-    ``patient_id``, ``study_date`` and ``seed`` only, so the same call yields the same study.
+    ``patient_id``, ``study_date`` and ``seed`` only (or from ``study_uid`` when it is given), so
+    the same call yields the same study.
     """
     if n_slices < 1 or rows < 8 or cols < 8:
         raise ValueError("need n_slices >= 1 and rows, cols >= 8")
-    key = ("ct", patient_id, study_date, seed)
-    study_uid = synthetic_uid(*key, "study")
+    key: tuple[object, ...] = ("ct", patient_id, study_date, seed) if study_uid is None else ("ct", study_uid)
+    study_uid = study_uid or synthetic_uid(*key, "study")
     series_uid = synthetic_uid(*key, "series")
     frame_of_ref = synthetic_uid(*key, "for")
     pixel_spacing = 0.7
@@ -144,9 +150,9 @@ def ct_study(
     # General Study
     ds.StudyDate = study_date
     ds.StudyTime = "083000"
-    ds.AccessionNumber = f"ACC-{patient_id}"[:16]
+    ds.AccessionNumber = accession if accession is not None else f"ACC-{patient_id}"[:16]
     ds.ReferringPhysicianName = "Referring^Doctor"
-    ds.StudyDescription = "CT CHEST ABDOMEN PELVIS W CONTRAST"
+    ds.StudyDescription = study_description
     ds.StudyInstanceUID = study_uid
     ds.StudyID = "1"
     # General Series
@@ -168,9 +174,10 @@ def ct_study(
     ds.PatientName = patient_name
     ds.PatientID = patient_id
     ds.IssuerOfPatientID = issuer
-    ds.PatientBirthDate = "19700101"
-    ds.PatientSex = "O"
-    ds.PatientAge = f"{max(0, int(study_date[:4]) - 1970):03d}Y"
+    ds.PatientBirthDate = birth_date
+    ds.PatientSex = sex
+    if birth_date[:4].isdigit():
+        ds.PatientAge = f"{max(0, int(study_date[:4]) - int(birth_date[:4])):03d}Y"
     # Frame of Reference
     ds.FrameOfReferenceUID = frame_of_ref
     ds.PositionReferenceIndicator = ""
@@ -314,3 +321,80 @@ def small_study(
         ds.WindowWidth = "4096"
         ds.PixelData = (img * 16).astype("<u2").tobytes()
     return _to_bytes(ds)
+
+
+def patient_study(
+    *,
+    study_uid: str,
+    accession: str,
+    modality: str,
+    description: str,
+    study_date: str,
+    patient_id: str,
+    issuer: str,
+    patient_name: str,
+    birth_date: str = "",
+    sex: str = "O",
+    images: int = 12,
+    rows: int = 256,
+    cols: int = 256,
+) -> Iterator[bytes]:
+    """A study that an EHR knows by its UID and accession number: one series of ``images`` images.
+
+    CT is a CT Image Storage volume (`ct_study`); any other modality is a series of Secondary
+    Capture images carrying that Modality, which every viewer shows. UIDs below the study derive
+    from ``study_uid``, so the same call yields the same files.
+    """
+    if modality == "CT":
+        yield from ct_study(
+            images, rows, cols, patient_id=patient_id, issuer=issuer, patient_name=patient_name,
+            study_date=study_date, study_uid=study_uid, accession=accession, study_description=description,
+            birth_date=birth_date, sex=sex,
+        )  # fmt: skip
+        return
+    series_uid = synthetic_uid("patient-study", study_uid, "series")
+    yy, xx = np.ogrid[:rows, :cols]
+    for number in range(1, images + 1):
+        sop_uid = synthetic_uid("patient-study", study_uid, "instance", number)
+        ds = Dataset()
+        ds.file_meta = _file_meta(SecondaryCaptureImageStorage, sop_uid)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.ImageType = ["DERIVED", "SECONDARY"]
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
+        ds.StudyTime = "091500"
+        ds.AccessionNumber = accession
+        ds.Modality = modality
+        ds.ConversionType = "WSD"
+        ds.Manufacturer = "Aperture Synthetic"
+        ds.InstitutionName = "Aperture General Hospital"
+        ds.ReferringPhysicianName = "Referring^Doctor"
+        ds.StudyDescription = description
+        ds.SeriesDescription = description
+        ds.PatientName = patient_name
+        ds.PatientID = patient_id
+        ds.IssuerOfPatientID = issuer
+        ds.PatientBirthDate = birth_date
+        ds.PatientSex = sex
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = accession[-8:]
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = number
+        ds.PatientOrientation = ""
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = rows
+        ds.Columns = cols
+        ds.PixelRepresentation = 0
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.WindowCenter = "2048"
+        ds.WindowWidth = "4096"
+        radius = min(rows, cols) * (0.15 + 0.25 * number / images)
+        disc = (yy - rows / 2) ** 2 + (xx - cols / 2) ** 2 <= radius**2
+        ramp = (yy * 7 + xx * 3 + number * 40) % 2048 + 512
+        ds.PixelData = np.where(disc, 3600, ramp).astype("<u2").tobytes()
+        yield _to_bytes(ds)
