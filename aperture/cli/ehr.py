@@ -82,8 +82,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="TOML file with an [ehr] table")
 
 
+# Written by `aperture ehr serve` into its data folder: the settings it serves with, so that the other
+# commands on that folder (`token`, `clients`) issue tokens for the URLs it really publishes.
+SERVING_FILE = "serving.json"
+
+
 def _config(args: argparse.Namespace, **flags: Any) -> EhrConfig:
-    return load_ehr_config(args.config, data=str(args.data) if args.data else None, **flags)
+    config = load_ehr_config(args.config, data=str(args.data) if args.data else None, **flags)
+    served = config.data / SERVING_FILE
+    if args.config is None and not flags and served.is_file():
+        try:
+            settings = json.loads(served.read_text(encoding="utf-8"))
+            return EhrConfig(**{**settings, "data": config.data})
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{served} is not what aperture ehr serve writes ({exc}); remove it.") from exc
+    return config
 
 
 def _fail(message: str) -> int:
@@ -107,6 +120,7 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         open_store(config.data).dispose()  # create the schema once here, not racing in workers
         load_or_create_signing_key(config.data)
+        (config.data / SERVING_FILE).write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
     except ConfigError as exc:
         return _fail(str(exc))
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)

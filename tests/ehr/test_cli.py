@@ -33,6 +33,15 @@ def test_minted_patient_token_introspects_with_its_launch_context(sandbox: Sandb
     assert info["scope"] == "patient/ImagingStudy.rs launch/patient"
 
 
+def test_a_minted_token_works_on_the_port_the_sandbox_serves(sandbox: Sandbox) -> None:
+    """`aperture ehr token --data DIR` takes the served URLs from DIR (the sandbox here is not on 9090)."""
+    response = mint(sandbox, "--client-id", "viewer", "--scope", "patient/Patient.read", "--patient", "walter-nguyen")
+    headers = {"Authorization": f"Bearer {response['access_token']}"}
+    read = httpx.get(f"{sandbox.url}/fhir/Patient/walter-nguyen", headers=headers, timeout=10)
+    assert read.status_code == 200, read.text
+    assert read.json()["id"] == "walter-nguyen"
+
+
 def test_minted_backend_token_introspects(sandbox: Sandbox) -> None:
     response = mint(sandbox, "--client-id", "backend-es", "--scope", "system/Patient.read")
     info = sandbox.introspect(str(response["access_token"])).json()
