@@ -2,7 +2,7 @@
 
 The document states only what the sandbox does, so a client that trusts discovery is never sent
 to an endpoint that does not work: the browser launch (standalone and EHR, public and symmetric
-confidential clients, OpenID Connect with RS384 id_tokens, refresh tokens), SMART Backend Services
+confidential clients, OpenID Connect with RS256 id_tokens, refresh tokens), SMART Backend Services
 with RS384/ES384 assertions, v1 and v2 scopes, introspection and revocation, and the RFC 7591
 `registration_endpoint` only when dynamic registration is switched on.
 

@@ -1,7 +1,7 @@
 """OpenID Connect id_tokens for `openid fhirUser`, on Authlib's `OpenIDCode` extension.
 
 The id_token is a JWT signed with the sandbox's own key (`aperture.ehr.keys`, published at
-`jwks_uri`) with the key's algorithm, RS384; discovery says so in
+`jwks_uri`) with the key's algorithm, RS256 (OpenID Connect's default); discovery says so in
 `id_token_signing_alg_values_supported`. Its `sub` is the user's login (stable across patients);
 `fhirUser` (when that scope is granted) is the absolute URL of the FHIR resource the user acts
 as: for a parent acting for a child, the RelatedPerson. `nonce` is checked for replay per client.

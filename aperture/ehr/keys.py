@@ -21,7 +21,9 @@ from joserfc.jwk import RSAKey
 from aperture.config import ConfigError
 
 KEY_FILE = "signing-key.jwk.json"
-SIGNING_ALG = "RS384"
+# RS256: OpenID Connect's default id_token algorithm, which every OpenID Provider must offer and
+# clients that register no `id_token_signed_response_alg` expect (OIDC Core 3.1.3.7, Discovery 3).
+SIGNING_ALG = "RS256"
 
 
 def load_or_create_signing_key(data: Path) -> RSAKey:
@@ -42,7 +44,9 @@ def load_or_create_signing_key(data: Path) -> RSAKey:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ConfigError(f"The signing key {path} is readable by others (mode {mode:04o}); run: chmod 600 {path}")
-    return RSAKey.import_key(json.loads(path.read_text(encoding="utf-8")))
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored["alg"] = SIGNING_ALG  # a key made by an earlier version was marked RS384: same key, today's algorithm
+    return RSAKey.import_key(stored)
 
 
 def public_jwks(key: RSAKey) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def test_smart_configuration_states_endpoints_grants_and_imaging_access(sandbox:
     assert config["grant_types_supported"] == ["authorization_code", "refresh_token", "client_credentials"]
     assert config["code_challenge_methods_supported"] == ["S256"]
     assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "client_secret_basic"]
-    assert config["id_token_signing_alg_values_supported"] == ["RS384"]
+    assert config["id_token_signing_alg_values_supported"] == ["RS256"]  # OIDC Discovery: RS256 must be offered
     assert config["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
     assert {"system/ImagingStudy.rs", "system/ImagingStudy.read"} <= set(config["scopes_supported"])
     assert {
@@ -58,8 +58,8 @@ def test_jwks_is_the_public_half_of_a_private_key_kept_0600_in_data(sandbox: San
     key_file = sandbox.server.data / "signing-key.jwk.json"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     private = RSAKey.import_key(json.loads(key_file.read_text()))
-    signed = jwt.encode({"alg": "RS384", "kid": private.kid}, {"iss": "x"}, private, algorithms=["RS384"])
-    assert jwt.decode(signed, KeySet.import_key_set(jwks), algorithms=["RS384"]).claims == {"iss": "x"}
+    signed = jwt.encode({"alg": "RS256", "kid": private.kid}, {"iss": "x"}, private, algorithms=["RS256"])
+    assert jwt.decode(signed, KeySet.import_key_set(jwks), algorithms=["RS256"]).claims == {"iss": "x"}
 
 
 def test_unknown_path_answers_in_oauth_error_shape(sandbox: Sandbox) -> None:

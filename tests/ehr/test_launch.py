@@ -131,7 +131,7 @@ def test_parent_gets_a_token_for_her_child_as_related_person(sandbox: Sandbox) -
     assert token["scope"].split() == SCOPE.split()
     assert token["refresh_token"]
     jwks = KeySet.import_key_set(httpx.get(f"{sandbox.url}/.well-known/jwks.json").json())
-    claims = jwt.decode(token["id_token"], jwks, algorithms=["RS384"]).claims
+    claims = jwt.decode(token["id_token"], jwks, algorithms=["RS256"]).claims
     assert claims["iss"] == f"{sandbox.url}/fhir" and claims["aud"] == ["growth"] and claims["sub"] == "elena"
     assert claims["fhirUser"] == f"{sandbox.url}/fhir/RelatedPerson/elena-for-maya"
     info = sandbox.introspect(token["access_token"]).json()
