@@ -57,11 +57,26 @@ class ApertureServer:
 
 def start_server(data: Path, *, config: str | None = None, log_name: str = "server.log") -> ApertureServer:
     """Start `aperture serve --auth none` on a free port and wait until /healthz answers."""
+    return start_command(["serve", "--data", str(data), "--auth", "none"], data, config=config, log_name=log_name)
+
+
+def start_command(
+    arguments: list[str],
+    data: Path,
+    *,
+    config: str | None = None,
+    log_name: str = "server.log",
+    config_name: str = "config.toml",
+) -> ApertureServer:
+    """Start `aperture <arguments> --host 127.0.0.1 --port <free>` and wait until /healthz answers.
+
+    `config`, when given, is written next to `data` and passed with --config; the output goes to a
+    log next to `data`, which an error message quotes.
+    """
     port = free_port()
-    command = [sys.executable, "-m", "aperture", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--data", str(data), "--auth", "none"]  # fmt: skip
+    command = [sys.executable, "-m", "aperture", *arguments, "--host", "127.0.0.1", "--port", str(port)]
     if config is not None:
-        config_path = data.parent / f"{data.name}-config.toml"
+        config_path = data.parent / f"{data.name}-{config_name}"
         config_path.write_text(config)
         command += ["--config", str(config_path)]
     log = data.parent / f"{data.name}-{log_name}"
@@ -70,17 +85,18 @@ def start_server(data: Path, *, config: str | None = None, log_name: str = "serv
         command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
     )
     server = ApertureServer(process, port, data, log)
+    name = " ".join(["aperture", *arguments[:2]]) if arguments[0] == "ehr" else "aperture serve"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"aperture serve exited with {process.returncode}:\n{log.read_text()}")
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log.read_text()}")
         try:
             if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
                 return server
         except httpx.TransportError:
             time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"aperture serve did not answer /healthz in 30 s:\n{log.read_text()}")
+    raise RuntimeError(f"{name} did not answer /healthz in 30 s:\n{log.read_text()}")
 
 
 SHARED_CONFIG = "[dicomweb]\nallow_delete = true\n[store]\nhtj2k_copies = false\n"

@@ -8,7 +8,6 @@ refusal. A JWK Set for the `jwks_uri` client is served by a plain HTTP server in
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from tests.conftest import ApertureServer, free_port
+from tests.conftest import ApertureServer, start_command
 
 IMAGING_FHIR_BASE = "http://imaging.test/fhir"
 APP = "http://127.0.0.1:65500/app"  # browser-launch apps' pages; tests intercept them, nothing listens there
@@ -53,30 +52,8 @@ def register(data: Path, *args: str) -> dict[str, Any]:
 
 def start_sandbox(data: Path, *, config: str | None = None) -> ApertureServer:
     """Start `aperture ehr serve` on a free port and wait until /healthz answers."""
-    port = free_port()
-    command = [sys.executable, "-m", "aperture", "ehr", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--data", str(data), "--imaging-fhir-base", IMAGING_FHIR_BASE]  # fmt: skip
-    if config is not None:
-        config_path = data.parent / f"{data.name}-ehr.toml"
-        config_path.write_text(config)
-        command += ["--config", str(config_path)]
-    log = data.parent / f"{data.name}-ehr.log"
-    handle = open(log, "ab")
-    process = subprocess.Popen(
-        command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
-    )
-    server = ApertureServer(process, port, data, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"aperture ehr serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"aperture ehr serve did not answer /healthz in 30 s:\n{log.read_text()}")
+    arguments = ["ehr", "serve", "--data", str(data), "--imaging-fhir-base", IMAGING_FHIR_BASE]
+    return start_command(arguments, data, config=config, log_name="ehr.log", config_name="ehr.toml")
 
 
 @dataclass
