@@ -84,6 +84,18 @@ def _to_bytes(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
+def _grayscale_pixels(ds: Dataset, rows: int, cols: int, *, allocated: int, stored: int, signed: bool) -> None:
+    """The Image Pixel module attributes of a single-sample grayscale image."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = allocated
+    ds.BitsStored = stored
+    ds.HighBit = stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+
+
 def _ds_num(value: float) -> str:
     """Format a number for a DS element (at most 16 characters, no exponent for normal values)."""
     text = f"{value:.6f}".rstrip("0").rstrip(".")
@@ -202,14 +214,7 @@ def ct_study(
     ds.ImagePositionPatient = ["0", "0", "0"]
     ds.SliceLocation = "0"
     # Image Pixel
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
+    _grayscale_pixels(ds, rows, cols, allocated=16, stored=16, signed=True)
 
     body, noise = _ct_phantom(rows, cols, n_slices, seed)
     yy, xx = np.ogrid[:rows, :cols]
@@ -298,25 +303,16 @@ def small_study(
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.PatientOrientation = ""
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    ds.PixelRepresentation = 0
+    _grayscale_pixels(ds, rows, cols, allocated=16, stored=12, signed=False)
 
     yy, xx = np.ogrid[:rows, :cols]
     ramp = (yy * 3 + xx * (1 + index % 5)) % 256
     disc = (yy - rows / 2) ** 2 + (xx - cols / 2) ** 2 <= (min(rows, cols) * (0.2 + 0.02 * (index % 10))) ** 2
     img = np.where(disc, 230, ramp).astype(np.uint16)
     if modality == "US":
-        ds.BitsAllocated = 8
-        ds.BitsStored = 8
-        ds.HighBit = 7
+        _grayscale_pixels(ds, rows, cols, allocated=8, stored=8, signed=False)
         ds.PixelData = img.astype(np.uint8).tobytes()
     else:
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
         ds.WindowCenter = "2048"
         ds.WindowWidth = "4096"
         ds.PixelData = (img * 16).astype("<u2").tobytes()
@@ -383,14 +379,7 @@ def patient_study(
         ds.SeriesNumber = 1
         ds.InstanceNumber = number
         ds.PatientOrientation = ""
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = rows
-        ds.Columns = cols
-        ds.PixelRepresentation = 0
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
+        _grayscale_pixels(ds, rows, cols, allocated=16, stored=12, signed=False)
         ds.WindowCenter = "2048"
         ds.WindowWidth = "4096"
         radius = min(rows, cols) * (0.15 + 0.25 * number / images)
