@@ -118,12 +118,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApertureServer]
     srv.stop()
 
 
-def database_config(request: pytest.FixtureRequest, backend: str, name: str) -> str:
-    """Configuration lines that put a server's index in `backend` ("sqlite" is the default)."""
-    if backend == "sqlite":
-        return ""
-    url = request.getfixturevalue("postgres").create_database(name)
-    return f'[store]\ndatabase_url = "{url}"\n'
+def database_config(request: pytest.FixtureRequest, backend: str, name: str, *, store: str = "") -> str:
+    """A `[store]` table that puts a server's index in `backend` ("sqlite", the default, or "postgresql").
+
+    `store` holds other `[store]` lines the test needs (TOML allows one table of a name).
+    """
+    lines = store
+    if backend != "sqlite":
+        lines += f'database_url = "{request.getfixturevalue("postgres").create_database(name)}"\n'
+    return f"[store]\n{lines}" if lines else ""
 
 
 @pytest.fixture(scope="session")
