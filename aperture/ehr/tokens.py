@@ -30,8 +30,29 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class _StoredToken(TokenMixin):  # type: ignore[misc]
+    """What every stored token answers Authlib: whose it is, its scope, and whether it still counts."""
+
+    client_id: str
+    scope: str
+    expires_at: int
+    revoked_at: int | None
+
+    def check_client(self, client: Any) -> bool:
+        return bool(client.get_client_id() == self.client_id)
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_expired(self) -> bool:
+        return time.time() >= self.expires_at
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
 @dataclass(frozen=True)
-class AccessToken(TokenMixin):  # type: ignore[misc]
+class AccessToken(_StoredToken):
     """A stored token as Authlib's introspection and revocation endpoints see it."""
 
     token_hash: str
@@ -44,20 +65,8 @@ class AccessToken(TokenMixin):  # type: ignore[misc]
     user: str | None = None
     revoked_at: int | None = None
 
-    def check_client(self, client: Any) -> bool:
-        return bool(client.get_client_id() == self.client_id)
-
-    def get_scope(self) -> str:
-        return self.scope
-
     def get_expires_in(self) -> int:
         return self.expires_at - self.issued_at
-
-    def is_expired(self) -> bool:
-        return time.time() >= self.expires_at
-
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
 
     def get_user(self) -> str | None:
         return self.user
@@ -158,7 +167,7 @@ def revoke_token(engine: Engine, token: AccessToken) -> None:
 
 
 @dataclass(frozen=True)
-class RefreshToken(TokenMixin):  # type: ignore[misc]
+class RefreshToken(_StoredToken):
     """A stored refresh token as Authlib's refresh_token grant sees it."""
 
     token_hash: str
@@ -169,20 +178,8 @@ class RefreshToken(TokenMixin):  # type: ignore[misc]
     expires_at: int
     revoked_at: int | None = None
 
-    def check_client(self, client: Any) -> bool:
-        return bool(client.get_client_id() == self.client_id)
-
-    def get_scope(self) -> str:
-        return self.scope
-
     def get_expires_in(self) -> int:
         return self.expires_at - int(time.time())
-
-    def is_expired(self) -> bool:
-        return time.time() >= self.expires_at
-
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
 
 
 def store_refresh_token(engine: Engine, token: str, *, client_id: str, grantee: Grantee, grant_id: str) -> None:
