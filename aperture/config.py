@@ -98,18 +98,23 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+def read_toml_file(path: Path) -> dict[str, Any]:
+    """A TOML config file's tables, or a ConfigError a person can act on (missing file, bad TOML)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Config file {path} does not exist.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+
+
 def load_config(path: Path | None = None, **overrides: dict[str, Any]) -> Config:
     """Read `path` (if given), then apply `overrides` such as `server={"port": 9000}`."""
     raw: dict[str, Any] = {}
     source = "command line"
     if path is not None:
         source = str(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"Config file {path} does not exist.") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+        raw = read_toml_file(path)
     for section, values in overrides.items():
         raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
     sections: dict[str, Any] = {}

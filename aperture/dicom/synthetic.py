@@ -84,6 +84,15 @@ def _to_bytes(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
+def _patient(ds: Dataset, name: str, patient_id: str, issuer: str, birth_date: str, sex: str) -> None:
+    """The Patient module attributes (PatientID is qualified by its issuer, as Aperture stores it)."""
+    ds.PatientName = name
+    ds.PatientID = patient_id
+    ds.IssuerOfPatientID = issuer
+    ds.PatientBirthDate = birth_date
+    ds.PatientSex = sex
+
+
 def _grayscale_pixels(ds: Dataset, rows: int, cols: int, *, allocated: int, stored: int, signed: bool) -> None:
     """The Image Pixel module attributes of a single-sample grayscale image."""
     ds.SamplesPerPixel = 1
@@ -183,11 +192,7 @@ def ct_study(
     ds.ManufacturerModelName = "Phantom CT"
     ds.SoftwareVersions = "1.0"
     # Patient
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
-    ds.IssuerOfPatientID = issuer
-    ds.PatientBirthDate = birth_date
-    ds.PatientSex = sex
+    _patient(ds, patient_name, patient_id, issuer, birth_date, sex)
     if birth_date[:4].isdigit():
         ds.PatientAge = f"{max(0, int(study_date[:4]) - int(birth_date[:4])):03d}Y"
     # Frame of Reference
@@ -291,11 +296,14 @@ def small_study(
     ds.ReferringPhysicianName = "Referring^Doctor"
     ds.StudyDescription = study_desc
     ds.SeriesDescription = series_desc
-    ds.PatientName = f"{_FAMILY[index % len(_FAMILY)]}^{_GIVEN[(index // len(_FAMILY)) % len(_GIVEN)]}"
-    ds.PatientID = f"PAT{index:05d}"
-    ds.IssuerOfPatientID = issuer
-    ds.PatientBirthDate = f"{birth_year}{1 + index % 12:02d}{1 + index % 28:02d}"
-    ds.PatientSex = "FM"[index % 2]
+    _patient(
+        ds,
+        f"{_FAMILY[index % len(_FAMILY)]}^{_GIVEN[(index // len(_FAMILY)) % len(_GIVEN)]}",
+        f"PAT{index:05d}",
+        issuer,
+        f"{birth_year}{1 + index % 12:02d}{1 + index % 28:02d}",
+        "FM"[index % 2],
+    )
     ds.BodyPartExamined = body_part
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = synthetic_uid(*key, "series")
@@ -368,11 +376,7 @@ def patient_study(
         ds.ReferringPhysicianName = "Referring^Doctor"
         ds.StudyDescription = description
         ds.SeriesDescription = description
-        ds.PatientName = patient_name
-        ds.PatientID = patient_id
-        ds.IssuerOfPatientID = issuer
-        ds.PatientBirthDate = birth_date
-        ds.PatientSex = sex
+        _patient(ds, patient_name, patient_id, issuer, birth_date, sex)
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
         ds.StudyID = accession[-8:]

@@ -8,12 +8,11 @@ reports in introspection can never disagree.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from aperture.config import ConfigError
+from aperture.config import ConfigError, read_toml_file
 
 
 @dataclass(frozen=True)
@@ -121,12 +120,7 @@ def load_ehr_config(path: Path | None = None, **overrides: Any) -> EhrConfig:
     source = "command line"
     if path is not None:
         source = str(path)
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"Config file {path} does not exist.") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+        document = read_toml_file(path)
         unknown = sorted(set(document) - {"ehr"})
         if unknown:
             raise ConfigError(f"Unknown section [{unknown[0]}] in {path}; the EHR sandbox reads only [ehr].")
