@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -113,3 +114,13 @@ def store_sample(client, name: str) -> tuple[bytes, str]:  # type: ignore[no-unt
     data = sample_with_new_uids(name)
     answer = stow(client, [data]).json()
     return data, str(answer["00081199"]["Value"][0]["00081190"]["Value"][0])
+
+
+def partial_uploads(data: Path) -> list[Path]:
+    """What uploads left in the data folder's `tmp/`: every file there but the empty spares."""
+    spare = data / "tmp" / "spare"
+    return [
+        path
+        for path in (data / "tmp").rglob("*")
+        if path != spare and not (path.parent == spare and path.is_file() and path.stat().st_size == 0)
+    ]

@@ -66,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     config.store.path.mkdir(parents=True, exist_ok=True)
     open_engine(config.database_url).dispose()  # migrate once here, not racing in every worker
+    if config.server.workers > 1:  # one worker cleans tmp/ itself; several must not race to
+        from aperture.server.app import clean_temp
+        from aperture.store.blobs import BlobStore
+
+        clean_temp(BlobStore(config.store.path))
     settings = {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in overrides.items()}
     if args.config:
         settings["config_file"] = str(args.config)  # type: ignore[assignment]

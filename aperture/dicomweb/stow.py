@@ -23,12 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aperture.auth.requirements import WRITE_IMAGING, authorize
-from aperture.dicom.instance import (
-    CANNOT_UNDERSTAND,
-    DATASET_DOES_NOT_MATCH_SOP_CLASS,
-    InstanceRecord,
-    InvalidInstance,
-)
+from aperture.dicom.instance import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS, InvalidInstance
+from aperture.dicomweb.body import read_ahead
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.multipart import Part, read_parts
 from aperture.dicomweb.threads import off_loop
@@ -40,7 +36,7 @@ from aperture.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from aperture.store.ingest import Outcome, prepare_uploads
+from aperture.store.ingest import Outcome, Upload, prepare_uploads
 
 _DICOM = "application/dicom"
 log = logging.getLogger("aperture.dicomweb")
@@ -77,10 +73,10 @@ class _Parsing:
     def __init__(self, loop: asyncio.AbstractEventLoop, pool: Executor) -> None:
         self.loop = loop
         self.pool = pool
-        self.unsent: list[tuple[Path, str, asyncio.Future[InstanceRecord | InvalidInstance]]] = []
+        self.unsent: list[tuple[Path, str, asyncio.Future[Upload | InvalidInstance]]] = []
 
-    def add(self, path: Path, fingerprint: str) -> asyncio.Future[InstanceRecord | InvalidInstance]:
-        future: asyncio.Future[InstanceRecord | InvalidInstance] = self.loop.create_future()
+    def add(self, path: Path, fingerprint: str) -> asyncio.Future[Upload | InvalidInstance]:
+        future: asyncio.Future[Upload | InvalidInstance] = self.loop.create_future()
         self.unsent.append((path, fingerprint, future))
         if len(self.unsent) >= PARSE_BATCH:
             self.flush()
@@ -93,7 +89,7 @@ class _Parsing:
         batch, self.unsent = self.unsent, []
         trip = self.loop.run_in_executor(self.pool, prepare_uploads, [(path, digest) for path, digest, _ in batch])
 
-        def deliver(trip: asyncio.Future[list[InstanceRecord | InvalidInstance]]) -> None:
+        def deliver(trip: asyncio.Future[list[Upload | InvalidInstance]]) -> None:
             error = None if trip.cancelled() else trip.exception()
             for index, (_, _, future) in enumerate(batch):
                 if future.done():
@@ -137,7 +133,7 @@ async def _store_instances(request: Request) -> Response:
     media, params = _media(request.headers.get("content-type", ""))
     sinks: list[_TempSink] = []
     parts: list[tuple[Part, _TempSink]] = []
-    prepared: list[asyncio.Future[InstanceRecord | InvalidInstance]] = []
+    prepared: list[asyncio.Future[Upload | InvalidInstance]] = []
     loop = asyncio.get_running_loop()
     parsing = _Parsing(loop, state.parsers)
 
@@ -160,7 +156,7 @@ async def _store_instances(request: Request) -> Response:
         else:
             prepared.append(parsing.add(sink.path, sink.fingerprint.hexdigest()))
             return
-        done: asyncio.Future[InstanceRecord | InvalidInstance] = loop.create_future()
+        done: asyncio.Future[Upload | InvalidInstance] = loop.create_future()
         done.set_result(problem)
         prepared.append(done)
 
@@ -173,21 +169,21 @@ async def _store_instances(request: Request) -> Response:
                     "(Part-10 files). The metadata-and-bulk-data form of STOW-RS is not supported."
                 )
             boundary = params.get("boundary", "")
-            await read_parts(
-                request.stream(), boundary, open_sink, close_sink, max_bytes=state.config.store.max_upload_bytes
-            )
+            async with contextlib.aclosing(read_ahead(request)) as body:
+                await read_parts(body, boundary, open_sink, close_sink, max_bytes=state.config.store.max_upload_bytes)
         elif media == _DICOM:  # a single Part-10 body: accepted for convenience
             part = Part({"content-type": _DICOM})
             sink = open_sink(part)
             total = 0
-            async for chunk in request.stream():
-                total += len(chunk)
-                if total > state.config.store.max_upload_bytes:
-                    sink.handle.close()
-                    raise PayloadTooLarge(
-                        f"The upload exceeds the limit of {state.config.store.max_upload_bytes} bytes."
-                    )
-                sink.write(chunk)
+            async with contextlib.aclosing(read_ahead(request)) as body:
+                async for chunk in body:
+                    total += len(chunk)
+                    if total > state.config.store.max_upload_bytes:
+                        sink.handle.close()
+                        raise PayloadTooLarge(
+                            f"The upload exceeds the limit of {state.config.store.max_upload_bytes} bytes."
+                        )
+                    sink.write(chunk)
             part.size = total
             close_sink(part, sink)
         else:
@@ -217,11 +213,11 @@ async def _store_instances(request: Request) -> Response:
 def _store(
     state: Any,
     parts: list[tuple[Part, _TempSink]],
-    records: list[InstanceRecord | InvalidInstance],
+    records: list[Upload | InvalidInstance],
     study_uid: str | None,
     scope: Any,
 ) -> list[Outcome]:
-    batch: list[tuple[Path, InstanceRecord]] = []
+    batch: list[tuple[Path, Upload]] = []
     results: list[Outcome | None] = []
     for number, ((_, sink), record) in enumerate(zip(parts, records, strict=True), start=1):
         if isinstance(record, InvalidInstance):

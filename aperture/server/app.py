@@ -67,15 +67,21 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(answer)
 
 
+def clean_temp(blobs: BlobStore) -> None:
+    """Remove what uploads cut short by a crash left in `tmp/`: only while no upload can run."""
+    leftovers = blobs.clean_temp()
+    if leftovers:
+        log.warning("removed %d partial upload(s) left by an earlier crash", leftovers)
+
+
 def create_app(config: Config) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tune_allocator()
         config.store.path.mkdir(parents=True, exist_ok=True)
         blobs = BlobStore(config.store.path)
-        leftovers = blobs.clean_temp()
-        if leftovers:
-            log.warning("removed %d partial upload(s) left by an earlier crash", leftovers)
+        if config.server.workers <= 1:  # with more, `aperture serve` cleans once before they start
+            clean_temp(blobs)
         engine = open_engine(config.database_url)
         app.state.engine = engine
         app.state.blobs = blobs
@@ -100,6 +106,7 @@ def create_app(config: Config) -> Starlette:
             if app.state.copies is not None:
                 app.state.copies.stop()
             app.state.parsers.shutdown(wait=False, cancel_futures=True)
+            blobs.close()
             engine.dispose()
 
     app = _ApertureApp(

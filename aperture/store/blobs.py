@@ -16,6 +16,8 @@ import re
 import secrets
 import shutil
 import sys
+import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,6 +87,76 @@ def _flush(path: Path, sync: Callable[[int], None]) -> None:
         os.close(fd)
 
 
+# Empty upload files kept ready in tmp/spare/. Creating a file costs ext4 0.1-0.4 ms when many
+# inodes were freed in the last minutes (its allocator skips those): 15 ms of a 50-instance STOW
+# batch, measured here. A background thread makes them ahead of need, off the request's path.
+SPARE_TEMPS = 8
+
+
+class _SpareTemps:
+    """A few empty, open files in `folder`, refilled by a background thread as they are taken."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(exist_ok=True)
+        self.ready: deque[tuple[Path, BinaryIO]] = deque()
+        self.wanted = threading.Event()
+        self.stopped = False
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def make(self) -> tuple[Path, BinaryIO]:
+        path = self.folder / f"{secrets.token_hex(12)}.part"
+        return path, open(path, "xb")
+
+    def take(self) -> tuple[Path, BinaryIO]:
+        try:
+            spare = self.ready.popleft()
+        except IndexError:
+            spare = self.make()
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None and not self.stopped:
+                    self.thread = threading.Thread(target=self._refill, name="aperture-spare-temps", daemon=True)
+                    self.thread.start()
+        self.wanted.set()
+        return spare
+
+    def _refill(self) -> None:
+        while not self.stopped:
+            self.wanted.wait()
+            self.wanted.clear()
+            try:
+                while not self.stopped and len(self.ready) < SPARE_TEMPS:
+                    self.ready.append(self.make())
+            except OSError:
+                pass  # a full or read-only disk: uploads create their own files, and report the error
+        self._discard()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.wanted.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        self._discard()
+
+    def _discard(self) -> None:
+        while self.ready:
+            try:
+                path, handle = self.ready.popleft()
+            except IndexError:
+                return
+            handle.close()
+            path.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _digest(uid: str) -> str:
     return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()
 
@@ -100,21 +172,40 @@ class BlobStore:
         self._new_dirs: set[Path] = set()
         # sync_file_range can block while the disk queue is full: never on a request's thread
         self._writeback = ThreadPoolExecutor(1, "aperture-writeback") if _SYNC_FILE_RANGE is not None else None
+        self._spares = _SpareTemps(self.tmp / "spare")
+
+    def close(self) -> None:
+        """Stop the background threads and remove the spare upload files."""
+        self._spares.stop()
+        if self._writeback is not None:
+            self._writeback.shutdown(wait=True)
 
     def clean_temp(self) -> int:
-        """Remove partial uploads left by a crash; returns how many."""
+        """Remove partial uploads left by a crash, and spare files; returns how many partial uploads.
+
+        Only while no upload can be running: at startup, before any request is served.
+        """
         count = 0
         for entry in self.tmp.iterdir():
-            if entry.is_dir():
+            if entry == self._spares.folder:
+                for spare in entry.iterdir():
+                    count += _size(spare) > 0  # a spare that was written to: an upload cut short
+                    spare.unlink(missing_ok=True)
+            elif entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
+                count += 1
             else:
                 entry.unlink(missing_ok=True)
-            count += 1
+                count += 1
         return count
 
     def new_temp(self) -> tuple[Path, BinaryIO]:
-        path = self.tmp / f"{secrets.token_hex(12)}.part"
-        return path, open(path, "xb")
+        """An empty file under `tmp/`, open for writing, for one upload or derived file.
+
+        The caller renames it into place (`place`) or unlinks it; the spare files ready for later
+        uploads (`tmp/spare/`) are always empty.
+        """
+        return self._spares.take()
 
     def start_writeback(self, temp: Path) -> None:
         """Let the disk start on a finished upload now, so that `make_durable` waits for less.

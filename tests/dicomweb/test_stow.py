@@ -7,7 +7,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from tests.conftest import ApertureServer, start_server
-from tests.helpers import make_instance, multipart_body, sequence_items, stow
+from tests.helpers import make_instance, multipart_body, partial_uploads, sequence_items, stow
 
 
 def _count(client: httpx.Client, study: str) -> int:
@@ -187,7 +187,7 @@ def test_upload_over_the_limit_is_413_and_stores_nothing(tmp_path) -> None:  # t
             assert response.status_code == 413
             assert "200000" in response.json()["message"]
             assert http.get(f"/studies/{study}/metadata").status_code == 404
-            assert list((srv.data / "tmp").iterdir()) == []
+            assert partial_uploads(srv.data) == []
             assert http.get("/studies").status_code == 200  # still serving
     finally:
         srv.stop()

@@ -6,12 +6,11 @@ import time
 from pathlib import Path
 
 from aperture.auth.policy import allow_everything
-from aperture.dicom.instance import read_instance
 from aperture.store import copies as copies_module
 from aperture.store.blobs import BlobStore
 from aperture.store.copies import CopyWorker
 from aperture.store.engine import open_engine
-from aperture.store.ingest import Ingest
+from aperture.store.ingest import Ingest, Upload, prepare_upload
 from tests.helpers import make_instance
 
 
@@ -23,7 +22,9 @@ def _worker_with_work(tmp_path: Path, count: int = 3) -> CopyWorker:
         temp, handle = blobs.new_temp()
         with handle:
             handle.write(make_instance(instance_number=n, rows=64, columns=64))
-        batch.append((temp, read_instance(temp)))
+        upload = prepare_upload(temp)
+        assert isinstance(upload, Upload)
+        batch.append((temp, upload))
     Ingest(engine, blobs, "reject").ingest(batch, allow_everything())
     return CopyWorker(engine, blobs, idle_seconds=0.05)
 

@@ -13,7 +13,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from tests.conftest import database_config, start_server
-from tests.helpers import make_instance, multipart_body, stow
+from tests.helpers import make_instance, multipart_body, partial_uploads, stow
 
 
 def _everything_served_is_whole(http: httpx.Client, uploaded: dict[str, bytes]) -> int:
@@ -82,11 +82,11 @@ def test_sigkill_during_and_after_upload(tmp_path: Path, request: pytest.Fixture
     srv.stop(signal.SIGKILL)
     killed.set()
     thread.join()
-    assert any((data / "tmp").iterdir()), "the kill should have left a partial upload behind"
+    assert partial_uploads(data), "the kill should have left a partial upload behind"
 
     # 2. killed after the body arrived, while instances are being written and indexed
     srv = start_server(data, config=config)
-    leftovers = list((data / "tmp").iterdir())
+    leftovers = partial_uploads(data)
     if leftovers:
         srv.stop()  # no server outlives a failed test
     assert not leftovers, f"partial uploads are removed at startup: {leftovers}"

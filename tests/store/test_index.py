@@ -8,14 +8,13 @@ import pytest
 
 from aperture.auth.policy import allow_everything
 from aperture.dicom.attributes import Level
-from aperture.dicom.instance import read_instance
 from aperture.dicom.query import Query, parse_query
 from aperture.errors import InvalidQuery
 from aperture.store import index as index_module
 from aperture.store.blobs import BlobStore
 from aperture.store.engine import open_engine
 from aperture.store.index import Index, is_point_lookup
-from aperture.store.ingest import Ingest
+from aperture.store.ingest import Ingest, Upload, prepare_upload
 from tests.helpers import make_instance
 
 
@@ -28,7 +27,9 @@ def index(tmp_path: Path) -> Index:
         temp, handle = blobs.new_temp()
         with handle:
             handle.write(make_instance(patient_id=f"SCAN-{n}", extra={"BodyPartExamined": "CHEST" if n else "HEAD"}))
-        batch.append((temp, read_instance(temp)))
+        upload = prepare_upload(temp)
+        assert isinstance(upload, Upload)
+        batch.append((temp, upload))
     Ingest(engine, blobs, "reject").ingest(batch, allow_everything())
     return Index(engine)
 
