@@ -37,7 +37,7 @@ from aperture.dicomweb.caching import boundary_for, etag, not_modified, with_ran
 from aperture.dicomweb.lru import ByteCache
 from aperture.dicomweb.media import MediaRange
 from aperture.dicomweb.threads import off_loop
-from aperture.dicomweb.wado import accept_ranges, resolve_and, validator
+from aperture.dicomweb.wado import LOOP_READ, accept_ranges, resolve_and, validator
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
@@ -234,7 +234,17 @@ async def retrieve_frames(request: Request) -> Response:
             return is_multipart, media, ts, tag, None  # the caller may answer 304 without reading
         return is_multipart, media, ts, tag, _frames(ref, blobs.path(ref.blob), numbers, ts, blobs, cache)
 
-    refs, answer = await resolve_and(request, read)
+    def small(refs: list[InstanceRef]) -> bool:  # a read of stored bytes, no decoding: fine on the loop
+        ref = refs[0]
+        if ref.size > LOOP_READ or ref.frames is None or ref.num_frames == 0:
+            return False
+        try:
+            _, _, ts = negotiate_frames(ranges, ref.transfer_syntax, True, ref.copy_frames is not None)
+        except NotAcceptable:  # `read` raises it again, where it runs
+            return False
+        return ts == ref.transfer_syntax
+
+    refs, answer = await resolve_and(request, read, small)
     assert answer is not None
     is_multipart, media, ts, tag, frames = answer
     if (unchanged := not_modified(request, tag)) is not None:

@@ -1,9 +1,13 @@
-"""A size-bounded, least-recently-used cache of bytes, shared by threads."""
+"""Least-recently-used caches shared by threads: of bytes bounded by size, of values by count."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class ByteCache:
@@ -39,3 +43,30 @@ class ByteCache:
             while self._size > self.max_bytes:
                 _, dropped = self._entries.popitem(last=False)
                 self._size -= len(dropped)
+
+
+class RecentValues(Generic[K, V]):
+    """The last `count` values put, by key (e.g. parsed headers by blob name, which names one content).
+
+    The same rule as ByteCache: a caller consults it only after the request is authorized and
+    looked up, and keys it by what changes whenever the data does.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.count:
+                self._entries.popitem(last=False)

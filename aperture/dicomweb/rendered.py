@@ -33,7 +33,7 @@ from aperture.dicom.render import (
 )
 from aperture.dicom.transcode import LITTLE_ENDIAN_NATIVE
 from aperture.dicomweb.caching import etag, not_modified_tag
-from aperture.dicomweb.lru import ByteCache
+from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.wado import resolve_and, validator
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
@@ -133,6 +133,7 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
     blobs = request.app.state.blobs
     index = request.app.state.index
     cache: ByteCache | None = request.app.state.rendered_cache
+    headers: RecentValues[str, dict[str, Any]] = request.app.state.render_headers
     if_none_match = request.headers.get("if-none-match", "")
 
     def draw(refs: list[InstanceRef], scope: AccessScope) -> tuple[str, bytes | None]:
@@ -150,8 +151,12 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
         if body is None:
 
             def header() -> dict[str, Any]:
-                found = index.metadata(scope, ref.study_uid, ref.series_uid, ref.sop_uid)
-                return json.loads(found[0][0]) if found else {}
+                parsed = headers.get(ref.blob)
+                if parsed is None:
+                    found = index.metadata(scope, ref.study_uid, ref.series_uid, ref.sop_uid)
+                    parsed = json.loads(found[0][0]) if found else {}
+                    headers.put(ref.blob, parsed)  # read only, by every later drawing of this instance
+                return parsed
 
             body = _draw(ask, ref, blobs.path(ref.blob), header)
             if cache is not None:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 
 from aperture import __version__
 from aperture.config import Config, ServerConfig
-from aperture.dicomweb.lru import ByteCache
+from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.routes import routes as dicomweb_routes
 from aperture.server.accesslog import AccessLog
 from aperture.server.cors import CrossOrigin
@@ -38,6 +38,7 @@ from aperture.store.index import Index
 from aperture.store.ingest import Ingest, warm_up
 
 log = logging.getLogger("aperture.server")
+RENDER_HEADERS = 256  # parsed instance headers kept for redrawing (a few KB each)
 
 
 class _ApertureApp(Starlette):
@@ -90,6 +91,8 @@ def create_app(config: Config) -> Starlette:
         cache_bytes = config.dicomweb.rendered_cache_bytes
         app.state.rendered_cache = ByteCache(cache_bytes) if cache_bytes > 0 else None
         app.state.frame_cache = ByteCache(cache_bytes) if cache_bytes > 0 else None
+        # a window/level drag redraws one instance many times: its header is parsed once
+        app.state.render_headers = RecentValues(RENDER_HEADERS)
         app.state.parsers = ProcessPoolExecutor(
             max_workers=config.store.parser_processes or max(1, (os.cpu_count() or 2) - 1),
             mp_context=multiprocessing.get_context("forkserver"),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import httpx
 import numpy as np
+from PIL import Image
 from pydicom.uid import generate_uid
 
-from aperture.dicomweb.lru import ByteCache
+from aperture.dicomweb.lru import ByteCache, RecentValues
 from tests.conftest import start_server
 from tests.helpers import make_instance, stow
 
@@ -43,3 +45,36 @@ def test_overwritten_instance_is_rendered_anew(tmp_path: Path) -> None:
             assert http.get(url, headers={"Accept": "image/png"}).content != first
     finally:
         srv.stop()
+
+
+def test_recent_values_keep_the_last_ones_used() -> None:
+    recent: RecentValues[str, int] = RecentValues(count=2)
+    recent.put("a", 1)
+    recent.put("b", 2)
+    assert recent.get("a") == 1  # "a" is now the most recent
+    recent.put("c", 3)
+    assert (recent.get("a"), recent.get("b"), recent.get("c")) == (1, None, 3)
+
+
+def test_a_header_change_is_drawn_at_once_after_an_overwrite(tmp_path: Path) -> None:
+    """Parsed headers are kept for redrawing: an overwrite (MONOCHROME2 to 1) must still show."""
+    srv = start_server(tmp_path / "data", config='[store]\nduplicate_policy = "overwrite"\n')
+    try:
+        with httpx.Client(base_url=srv.dicomweb, timeout=30) as http:
+            study, series, sop = generate_uid(), generate_uid(), generate_uid()
+            ramp = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 4).tobytes()
+            kept = {"study": study, "series": series, "sop": sop, "rows": 32, "columns": 32}
+            assert stow(http, [make_instance(**kept, extra={"PixelData": ramp})]).status_code == 200
+            url = f"/studies/{study}/series/{series}/instances/{sop}/rendered"
+            before = _pixels(http.get(url, params={"window": "2000,4000,linear"}, headers={"Accept": "image/png"}))
+            inverted = make_instance(**kept, extra={"PixelData": ramp, "PhotometricInterpretation": "MONOCHROME1"})
+            assert stow(http, [inverted]).status_code == 200
+            after = _pixels(http.get(url, params={"window": "2000,4000,linear"}, headers={"Accept": "image/png"}))
+            assert np.array_equal(after, 255 - before)
+    finally:
+        srv.stop()
+
+
+def _pixels(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.asarray(Image.open(io.BytesIO(response.content)), dtype=np.int16)
