@@ -91,6 +91,7 @@ class BenchData:
     long_series: list[bytes]  # one series of LONG_SERIES instances, for the series metadata probe
     long_study_uid: str
     long_series_uid: str
+    ct_copies: list[list[bytes]] = field(default_factory=list)  # the CT study again, new UIDs: more STOW samples
 
     @property
     def ct_bytes(self) -> int:
@@ -98,17 +99,18 @@ class BenchData:
 
     @property
     def n_studies(self) -> int:
-        return len(self.small) + 2  # the CT study and the long-series study
+        return len(self.small) + 2 + len(self.ct_copies)  # the CT studies and the long-series study
 
 
 def _size(files: Sequence[bytes]) -> str:
     return f"{sum(map(len, files)) / MB:.1f} MB"
 
 
-def generate(n_slices: int, n_small: int) -> BenchData:
+def generate(n_slices: int, n_small: int, stow_repeat: int = 1) -> BenchData:
     t = time.perf_counter()
     ct = list(synthetic.ct_study(n_slices))
     log(f"generated CT study: {len(ct)} slices, {_size(ct)}, {time.perf_counter() - t:.1f} s")
+    ct_copies = [list(synthetic.ct_study(n_slices, seed=n)) for n in range(1, stow_repeat)]
     t = time.perf_counter()
     small = [synthetic.small_study(i) for i in range(n_small)]
     log(f"generated {len(small)} small studies, {_size(small)}, {time.perf_counter() - t:.1f} s")
@@ -133,6 +135,7 @@ def generate(n_slices: int, n_small: int) -> BenchData:
         long_series=long_series,
         long_study_uid=str(first.StudyInstanceUID),
         long_series_uid=str(first.SeriesInstanceUID),
+        ct_copies=ct_copies,
     )
 
 
@@ -324,12 +327,26 @@ class Stow:
     nbytes: int = 0
     requests: int = 0
     error: str | None = None
+    samples: list[float] = field(default_factory=list)  # each STOW's time, when the median of several is shown
+
+    @classmethod
+    def median_of(cls, runs: Sequence[Stow]) -> Stow:
+        """The run with the median time (the first error, if any), carrying every run's time."""
+        failed = next((r for r in runs if r.error is not None), None)
+        if failed is not None:
+            return failed
+        ordered = sorted(runs, key=lambda r: r.seconds)
+        middle = ordered[(len(ordered) - 1) // 2]
+        return cls(middle.seconds, middle.instances, middle.nbytes, middle.requests, None, [r.seconds for r in runs])
 
     def cell(self) -> str:
         if self.error is not None:
             return f"n/a (error: {self.error})"
         rate = self.instances / self.seconds
-        return f"{self.seconds:.2f} s · {rate:,.0f} inst/s · {self.nbytes / self.seconds / MB:,.1f} MB/s"
+        text = f"{self.seconds:.2f} s · {rate:,.0f} inst/s · {self.nbytes / self.seconds / MB:,.1f} MB/s"
+        if len(self.samples) > 1:
+            text += f" (median of {len(self.samples)}: {', '.join(f'{x:.2f}' for x in self.samples)} s)"
+        return text
 
 
 def stow(client: httpx.Client, base: str, files: Sequence[bytes], batch: int) -> Stow:
@@ -562,7 +579,12 @@ def htj2k_stow_row(workdir: Path, data: BenchData, args: argparse.Namespace, on:
     config.write_text("[store]\nhtj2k_copies = false\n")
     server = start_aperture(workdir / "htj2k-off", ["--config", str(config), *args.aperture_arg])
     try:
-        off = stow(httpx.Client(), server.url + "/dicom-web", data.ct, args.stow_batch)
+        base = server.url + "/dicom-web"
+        runs = []
+        for files in (data.ct, *data.ct_copies):
+            runs.append(stow(httpx.Client(), base, files, args.stow_batch))
+            wait_for_background(server)  # nothing to wait for with copies off: the same pause as above
+        off = Stow.median_of(runs)
     finally:
         server.stop()
     if off.error is not None:
@@ -774,6 +796,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeat-large", type=int, default=5, help="timed repeats of the full-study retrieve; default 5"
     )
     parser.add_argument("--stow-batch", type=int, default=50, help="CT instances per STOW-RS request; default 50")
+    parser.add_argument(
+        "--stow-repeat", type=int, default=3, help="CT studies stored (new UIDs each), median shown; default 3"
+    )
     parser.add_argument("--small-batch", type=int, default=100, help="small studies per STOW-RS request; default 100")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (data, configs, logs)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
@@ -798,6 +823,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--slices, --small, --repeat and --repeat-large must be at least 1")
     if args.stow_batch < 1 or args.small_batch < 1:
         parser.error("batch sizes must be at least 1")
+    if args.stow_repeat < 1:
+        parser.error("--stow-repeat must be at least 1")
     return args
 
 
@@ -842,7 +869,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
     load_before = os.getloadavg()
     if load_before[0] > BUSY_LOAD:
         log(f"WARNING: load average {load_before[0]:.2f} before the run: other work will add noise to the numbers")
-    data = generate(args.slices, args.small)
+    data = generate(args.slices, args.small, args.stow_repeat)
     harness_problems: list[str] = []
 
     servers["Orthanc"] = orthanc = start_orthanc(workdir)
@@ -869,9 +896,17 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
     n_ct_req = math.ceil(len(data.ct) / args.stow_batch)
     n_small_req = math.ceil(len(data.small) / args.small_batch)
     stows: dict[str, dict[str, Stow]] = {"ct": {}, "small": {}}
+    ct_runs: dict[str, list[Stow]] = {t.name: [] for t in targets}
+    for number, files in enumerate([data.ct, *data.ct_copies], start=1):
+        for target in targets if number % 2 else targets[::-1]:  # who goes first alternates
+            if any(r.error is not None for r in ct_runs[target.name]):
+                continue
+            if servers.get("Aperture") is not None:  # every sample starts with both servers quiet
+                wait_for_background(servers["Aperture"])  # type: ignore[arg-type]
+            log(f"STOW-RS CT study #{number} into {target.name}: {len(files)} instances in {n_ct_req} requests")
+            ct_runs[target.name].append(stow(target.client, target.base, files, args.stow_batch))
     for target in targets:
-        log(f"STOW-RS CT study into {target.name}: {len(data.ct)} instances in {n_ct_req} requests")
-        stows["ct"][target.name] = result = stow(target.client, target.base, data.ct, args.stow_batch)
+        stows["ct"][target.name] = result = Stow.median_of(ct_runs[target.name])
         if result.error is None:
             log(f"STOW-RS small studies into {target.name}: {len(data.small)} in {n_small_req} requests")
             stows["small"][target.name] = stow(target.client, target.base, data.small, args.small_batch)
@@ -896,7 +931,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
     rows: list[Row] = []
     stow_labels = {
         "ct": f"STOW-RS CT study, {len(data.ct)} instances, {data.ct_bytes / MB:.0f} MB "
-        f"({_requests(n_ct_req, args.stow_batch)})",
+        f"({_requests(n_ct_req, args.stow_batch)}; each time new UIDs)",
         "small": f"STOW-RS {len(data.small)} one-instance studies ({_requests(n_small_req, args.small_batch)})",
     }
     for kind, label in stow_labels.items():
