@@ -64,6 +64,25 @@ BUSY_LOAD = 0.5  # 1-minute load average above which the run warns that other wo
 _T0 = time.monotonic()
 
 
+SLOW_CREATE_US = 100  # file creation slower than this: ext4 is skipping recently freed inodes
+
+
+def file_creation_cost(workdir: Path, count: int = 200) -> float:
+    """Microseconds to create one empty file where the servers keep their data (the files stay).
+
+    ext4 does not reuse an inode freed in the last minutes, and searching past many of them makes
+    each new file cost up to 1 ms instead of ~20 µs: after a test run or an earlier benchmark
+    deleted thousands of files nearby, every STOW here is slower, Aperture's more than Orthanc's
+    (all its uploads start in one folder, where Orthanc spreads its files over many).
+    """
+    folder = workdir / "creation-probe"
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for n in range(count):
+        os.close(os.open(folder / f"{n}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    return (time.perf_counter() - start) / count * 1e6
+
+
 def log(message: str) -> None:
     """Progress goes to stderr so that stdout carries only the table."""
     print(f"[{time.monotonic() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
@@ -871,6 +890,12 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
         log(f"WARNING: load average {load_before[0]:.2f} before the run: other work will add noise to the numbers")
     data = generate(args.slices, args.small, args.stow_repeat)
     harness_problems: list[str] = []
+    creation_us = file_creation_cost(workdir)
+    if creation_us > SLOW_CREATE_US:
+        log(
+            f"WARNING: creating a file takes {creation_us:.0f} µs here (usually ~20 µs): many files were deleted "
+            "nearby in the last minutes. STOW-RS rows will be slow; wait 5 minutes, or set TMPDIR elsewhere."
+        )
 
     servers["Orthanc"] = orthanc = start_orthanc(workdir)
     log(f"Orthanc {orthanc.version} at {orthanc.url} (pid {orthanc.proc.pid})")
@@ -1005,6 +1030,8 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
     env = environment(servers)
     busy = " — the machine was busy: expect noise" if load_before[0] > BUSY_LOAD else ""
     env["load average before the run"] = " / ".join(f"{x:.2f}" for x in load_before) + f" (1/5/15 min){busy}"
+    slow = " — slow: files were deleted nearby in the last minutes" if creation_us > SLOW_CREATE_US else ""
+    env["file creation in the data folders"] = f"{creation_us:.0f} µs per file{slow}"
     env["dataset"] = (
         f"CT {len(data.ct)} × {data.rows}×{data.cols} 16-bit ({data.ct_bytes / MB:.1f} MB), "
         f"{len(data.small)} one-instance studies; {data.n_studies} studies in total"
