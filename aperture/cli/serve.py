@@ -19,6 +19,11 @@ from typing import Any
 from aperture.config import ConfigError, load_config
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# How much of a request body granian reads from the socket at a time (its default is 400 KB). STOW-RS
+# handles each chunk in Python, so fewer, larger chunks cost less: a 158 MB STOW was about 10%
+# faster with 1 MB, in two runs of seven against the default. The price: up to 1 MB per connection
+# while a body is arriving.
+HTTP1_BUFFER_BYTES = 1 << 20
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ[SETTINGS_ENV] = json.dumps(settings)
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
     print(f"Aperture DICOMweb: http://{config.server.host}:{config.server.port}/dicom-web", flush=True)
     Granian(
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         factory=True,
         log_access=False,  # it would log query strings as sent; aperture.access redacts tokens instead
         log_dictconfig=worker_logging(),
+        http1_settings=HTTP1Settings(max_buffer_size=HTTP1_BUFFER_BYTES),
     ).serve()
     return 0
 
