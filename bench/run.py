@@ -72,8 +72,8 @@ def file_creation_cost(workdir: Path, count: int = 200) -> float:
 
     ext4 does not reuse an inode freed in the last minutes, and searching past many of them makes
     each new file cost up to 1 ms instead of ~20 µs: after a test run or an earlier benchmark
-    deleted thousands of files nearby, every STOW here is slower, Aperture's more than Orthanc's
-    (all its uploads start in one folder, where Orthanc spreads its files over many).
+    deleted thousands of files nearby, every STOW here is slower. Both servers create a file per
+    instance, so both pay about the same extra time, which weighs more on the faster one's ratio.
     """
     folder = workdir / "creation-probe"
     folder.mkdir(parents=True, exist_ok=True)
