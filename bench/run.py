@@ -373,29 +373,31 @@ def stow(client: httpx.Client, base: str, files: Sequence[bytes], batch: int) ->
 
     Uploads go through curl, not httpx: httpx sends a 150 MB body at well under 1 GB/s on this
     machine, which would cap both servers at the client's speed. curl's own `time_total` is used,
-    so process start-up is not counted. ``client`` is kept for the signature's sake.
+    so process start-up is not counted. curl reads each body from a pipe, not a file: a body file
+    would be dirty data on the disk the servers write to, and a server that flushes the filesystem
+    to make its uploads durable (Aperture's syncfs) would be timed writing the client's file too.
+    ``client`` is kept for the signature's sake.
     """
     del client
     result = Stow(instances=len(files), nbytes=sum(map(len, files)), requests=0)
     sent = 0
     with tempfile.TemporaryDirectory(prefix="aperture-bench-stow-") as scratch:
-        body_path, answer_path = Path(scratch) / "body", Path(scratch) / "answer"
+        answer_path = Path(scratch) / "answer"
         for start in range(0, len(files), batch):
             chunk = files[start : start + batch]
             body, content_type = multipart_body(chunk)
-            body_path.write_bytes(body)
             sent += len(chunk)
             result.requests += 1
             done = subprocess.run(
                 ["curl", "-s", "-S", "-o", str(answer_path), "-w", "%{http_code} %{time_total}",
-                 "--data-binary", f"@{body_path}", "-H", f"Content-Type: {content_type}",
+                 "--data-binary", "@-", "-H", f"Content-Type: {content_type}",
                  "-H", f"Accept: {ACCEPT_JSON}", "-H", "Expect:", f"{base}/studies"],
-                capture_output=True, text=True, check=False,
+                input=body, capture_output=True, check=False,
             )  # fmt: skip
             if done.returncode != 0:
-                result.error = f"curl failed: {done.stderr.strip()[:200]}"
+                result.error = f"curl failed: {done.stderr.decode(errors='replace').strip()[:200]}"
                 return result
-            status, seconds = done.stdout.split()
+            status, seconds = done.stdout.decode().split()
             result.seconds += float(seconds)
             resp = httpx.Response(int(status), content=answer_path.read_bytes())
             problem = _stow_problem(resp, len(chunk))
