@@ -36,7 +36,7 @@ async def search(request: Request, level: Level) -> Response:
     except QueryError as exc:
         raise InvalidQuery(str(exc)) from exc
     index = request.app.state.index
-    if is_point_lookup(query, study_uid):  # a few indexed rows: cheaper here than a thread hop
+    if index.answers_inline and is_point_lookup(query, study_uid):  # a few indexed rows: cheaper here than a hop
         result = index.search(query, scope)
     else:
         result = await off_loop(index.search, query, scope, study_uid=study_uid, series_uid=series_uid)

@@ -76,9 +76,10 @@ async def resolve_and(
     """Authorize, look up the instances, and run `then` on them (and the scope): at most one worker-thread trip.
 
     On small requests (one frame, one instance) the hop to a worker thread costs as much as the
-    work, so a URL that names an instance is looked up on the event loop (an indexed row or two),
-    and `then` runs there too when `small(refs)` says it is a short read (`LOOP_READ`).
-    Everything else makes one trip: lookup and `then` together.
+    work, so with an embedded index (`Index.answers_inline`) a URL that names an instance is
+    looked up on the event loop (an indexed row or two), and `then` runs there too when
+    `small(refs)` says it is a short read (`LOOP_READ`). Everything else makes one trip: lookup
+    and `then` together.
     """
     study, series, instance = _uids(request)
     scope = await authorize(request, READ_IMAGING)
@@ -90,7 +91,7 @@ async def resolve_and(
             raise not_found(study, series, instance)
         return refs
 
-    if instance is None:
+    if instance is None or not index.answers_inline:
 
         def work() -> tuple[list[InstanceRef], T | None]:
             refs = lookup()

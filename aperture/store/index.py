@@ -302,6 +302,10 @@ def is_point_lookup(query: Query, study_uid: str | None = None) -> bool:
 class Index:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # An embedded database (SQLite) answers a point lookup in tens of microseconds, in this
+        # process: callers may run such lookups on the event loop. A database server (PostgreSQL)
+        # costs a network round trip, which must never block the loop.
+        self.answers_inline = engine.dialect.name == "sqlite"
 
     # -- QIDO-RS ---------------------------------------------------------------------------------
 
