@@ -13,7 +13,6 @@ random value, and the hash only has to keep a copied database from yielding usab
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -31,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from aperture.ehr import scopes
 from aperture.ehr.errors import InvalidClientMetadata, InvalidScope
-from aperture.ehr.store import clients
+from aperture.ehr.store import clients, stored_hash
 
 ClientKind = Literal["confidential", "public", "backend"]
 KINDS: tuple[ClientKind, ...] = ("confidential", "public", "backend")
@@ -48,10 +47,6 @@ _GRANT_TYPES: dict[ClientKind, set[str]] = {
     "backend": {"client_credentials"},
 }
 _PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
-
-
-def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ class Client(ClientMixin):  # type: ignore[misc]
     def check_client_secret(self, client_secret: str) -> bool:
         if self.secret_hash is None:
             return False
-        return hmac.compare_digest(hash_secret(client_secret), self.secret_hash)
+        return hmac.compare_digest(stored_hash(client_secret), self.secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return endpoint in _AUTH_METHODS[self.kind].get(method, set())
@@ -143,7 +138,7 @@ def register_client(
         kind=kind,
         name=name,
         scope=" ".join(dict.fromkeys(scope.split())),
-        secret_hash=hash_secret(secret) if secret else None,
+        secret_hash=stored_hash(secret) if secret else None,
         jwks=jwks,
         jwks_uri=jwks_uri,
         redirect_uris=redirect_uris,

@@ -14,7 +14,6 @@ What is added to Authlib:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -27,16 +26,12 @@ from authlib.oidc.core import AuthorizationCodeMixin
 from sqlalchemy import Engine, insert, select, update
 
 from aperture.ehr.clients import Client
-from aperture.ehr.store import authorization_codes
+from aperture.ehr.store import authorization_codes, stored_hash
 from aperture.ehr.tokens import Grantee, revoke_grant
 
 log = logging.getLogger("aperture.ehr")
 
 CODE_LIFETIME = 120  # seconds; RFC 6749 recommends at most ten minutes
-
-
-def hash_code(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -104,7 +99,7 @@ class BrowserLaunchGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         with self.engine.begin() as conn:
             conn.execute(
                 insert(authorization_codes).values(
-                    code_hash=hash_code(code),
+                    code_hash=stored_hash(code),
                     client_id=request.client.client_id,
                     redirect_uri=request.payload.redirect_uri,
                     scope=grantee.scope,
@@ -122,7 +117,7 @@ class BrowserLaunchGrant(AuthorizationCodeGrant):  # type: ignore[misc]
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         """The code, claimed for this exchange; None if unknown, expired, another client's, or reused."""
-        code_hash = hash_code(code)
+        code_hash = stored_hash(code)
         with self.engine.begin() as conn:
             row = (
                 conn.execute(select(authorization_codes).where(authorization_codes.c.code_hash == code_hash))

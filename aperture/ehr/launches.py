@@ -9,14 +9,13 @@ for, for the user who made it, and for a few minutes.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, insert, select
 
-from aperture.ehr.store import launches
+from aperture.ehr.store import launches, stored_hash
 
 LAUNCH_LIFETIME = 300  # seconds from the click to the authorization request
 
@@ -28,10 +27,6 @@ class Launch:
     patient: str
 
 
-def _hash(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
 def create_launch(engine: Engine, *, client_id: str, account: str, patient: str) -> str:
     """Record a launch and return the opaque value for the app's `launch` parameter."""
     value = secrets.token_urlsafe(24)
@@ -40,7 +35,7 @@ def create_launch(engine: Engine, *, client_id: str, account: str, patient: str)
         conn.execute(delete(launches).where(launches.c.expires_at < now))
         conn.execute(
             insert(launches).values(
-                launch_hash=_hash(value),
+                launch_hash=stored_hash(value),
                 client_id=client_id,
                 account=account,
                 patient=patient,
@@ -53,7 +48,7 @@ def create_launch(engine: Engine, *, client_id: str, account: str, patient: str)
 def find_launch(engine: Engine, value: str) -> Launch | None:
     """The launch recorded under `value`, if it has not expired."""
     with engine.connect() as conn:
-        row = conn.execute(select(launches).where(launches.c.launch_hash == _hash(value))).mappings().first()
+        row = conn.execute(select(launches).where(launches.c.launch_hash == stored_hash(value))).mappings().first()
     if row is None or row["expires_at"] < time.time():
         return None
     return Launch(row["client_id"], row["account"], row["patient"])

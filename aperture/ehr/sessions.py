@@ -8,7 +8,6 @@ tokens end with it). Every form carries a second random value that must equal a 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -18,7 +17,7 @@ from sqlalchemy import Engine, delete, insert, select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aperture.ehr.store import sessions
+from aperture.ehr.store import sessions, stored_hash
 
 SESSION_COOKIE = "aperture_ehr_session"
 CSRF_COOKIE = "aperture_ehr_csrf"
@@ -32,16 +31,12 @@ class Session:
     auth_time: int
 
 
-def _hash(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
 def current_session(engine: Engine, request: Request) -> Session | None:
     value = request.cookies.get(SESSION_COOKIE)
     if not value:
         return None
     with engine.connect() as conn:
-        row = conn.execute(select(sessions).where(sessions.c.session_hash == _hash(value))).mappings().first()
+        row = conn.execute(select(sessions).where(sessions.c.session_hash == stored_hash(value))).mappings().first()
     if row is None or row["expires_at"] <= time.time():
         return None
     return Session(row["session_hash"], row["account"], row["auth_time"])
@@ -61,10 +56,10 @@ def start_session(engine: Engine, account: str) -> tuple[str, Session]:
         conn.execute(delete(sessions).where(sessions.c.expires_at < now))
         conn.execute(
             insert(sessions).values(
-                session_hash=_hash(value), account=account, auth_time=now, expires_at=now + SESSION_LIFETIME
+                session_hash=stored_hash(value), account=account, auth_time=now, expires_at=now + SESSION_LIFETIME
             )
         )
-    return value, Session(_hash(value), account, now)
+    return value, Session(stored_hash(value), account, now)
 
 
 def set_session_cookie(response: Response, value: str, *, secure: bool) -> None:
@@ -77,7 +72,7 @@ def end_session(engine: Engine, request: Request, response: Response) -> None:
     value = request.cookies.get(SESSION_COOKIE)
     if value:
         with engine.begin() as conn:
-            conn.execute(delete(sessions).where(sessions.c.session_hash == _hash(value)))
+            conn.execute(delete(sessions).where(sessions.c.session_hash == stored_hash(value)))
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 

@@ -14,6 +14,7 @@ passwords, which people choose, get scrypt (`aperture.ehr.accounts`).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from sqlalchemy import (
@@ -34,6 +35,12 @@ from sqlalchemy import (
 DATABASE_FILE = "ehr.sqlite3"
 
 metadata = MetaData()
+
+
+def stored_hash(secret: str) -> str:
+    """What this file keeps of a random secret (token, code, client secret, cookie, launch id)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
 
 clients = Table(
     "clients",

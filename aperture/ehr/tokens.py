@@ -9,7 +9,6 @@ than a slow hash for the same reason as client secrets: the values are random, n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
@@ -20,14 +19,10 @@ from typing import Any
 from authlib.oauth2.rfc6749 import TokenMixin
 from sqlalchemy import Engine, insert, select, update
 
-from aperture.ehr.store import access_tokens, refresh_tokens
+from aperture.ehr.store import access_tokens, refresh_tokens, stored_hash
 
 REFRESH_SCOPES = ("offline_access", "online_access")
 OFFLINE_LIFETIME = 30 * 86400  # seconds an offline_access refresh token lasts; online_access ends with the sign-in
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class _StoredToken(TokenMixin):  # type: ignore[misc]
@@ -120,7 +115,7 @@ def store_token(
     with engine.begin() as conn:
         conn.execute(
             insert(access_tokens).values(
-                token_hash=hash_token(response["access_token"]),
+                token_hash=stored_hash(response["access_token"]),
                 client_id=client_id,
                 scope=response["scope"],
                 patient=patient,
@@ -138,7 +133,7 @@ def store_token(
 def find_token(engine: Engine, token: str) -> AccessToken | None:
     with engine.connect() as conn:
         row = (
-            conn.execute(select(access_tokens).where(access_tokens.c.token_hash == hash_token(token)))
+            conn.execute(select(access_tokens).where(access_tokens.c.token_hash == stored_hash(token)))
             .mappings()
             .first()
         )
@@ -189,7 +184,7 @@ def store_refresh_token(engine: Engine, token: str, *, client_id: str, grantee: 
     with engine.begin() as conn:
         conn.execute(
             insert(refresh_tokens).values(
-                token_hash=hash_token(token),
+                token_hash=stored_hash(token),
                 client_id=client_id,
                 scope=grantee.scope,
                 account=grantee.account,
@@ -206,7 +201,7 @@ def store_refresh_token(engine: Engine, token: str, *, client_id: str, grantee: 
 def find_refresh_token(engine: Engine, token: str) -> RefreshToken | None:
     with engine.connect() as conn:
         row = (
-            conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == hash_token(token)))
+            conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == stored_hash(token)))
             .mappings()
             .first()
         )

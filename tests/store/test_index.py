@@ -71,7 +71,7 @@ def test_only_study_lookups_by_patient_study_or_accession_count_as_point_lookups
     assert not is_point_lookup(query(Level.STUDY, ("PatientID", "PAT01")), study_uid="1.2.3")
 
 
-def test_only_an_embedded_index_answers_on_the_event_loop(tmp_path: Path, postgres) -> None:  # type: ignore[no-untyped-def]
+def test_only_an_embedded_index_offers_to_answer_on_the_event_loop(tmp_path: Path, postgres) -> None:  # type: ignore[no-untyped-def]
     """A PostgreSQL round trip must never block the event loop; an SQLite lookup may."""
     assert Index(open_engine(f"sqlite:///{tmp_path / 'inline.sqlite3'}")).answers_inline
     assert not Index(open_engine(postgres.create_database("inline_lookups"))).answers_inline
