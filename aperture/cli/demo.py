@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                            "--data", str(data), "--auth", "none"],
         "EHR sandbox": [sys.executable, "-m", "aperture", "ehr", "serve", "--host", "127.0.0.1",
                         "--port", str(args.ehr_port), "--data", str(data / "ehr"),
-                        "--imaging-fhir-base", f"{imaging}/fhir"],
+                        "--imaging-fhir-base", f"{imaging}/fhir", "--cors-origin", "*"],
     }  # fmt: skip
     logs = {"imaging server": data / "server.log", "EHR sandbox": data / "ehr.log"}
     processes: dict[str, subprocess.Popen[bytes]] = {}

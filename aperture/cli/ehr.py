@@ -36,6 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     serve.add_argument(
         "--dynamic-registration", action="store_true", default=None, help="open RFC 7591 registration at /register"
     )
+    serve.add_argument(
+        "--cors-origin", action="append", default=None, dest="cors_origins", metavar="ORIGIN",
+        help="browser origin allowed to call the token and FHIR endpoints (repeatable; '*' for any)",
+    )  # fmt: skip
     serve.set_defaults(handler=run_serve)
 
     token = commands.add_parser("token", help="print a token response for a registered client, no browser flow")
@@ -75,6 +79,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     listing = clients.add_parser("list", help="list registered clients (never their secrets)")
     _common(listing)
     listing.set_defaults(handler=run_clients_list)
+    approve = clients.add_parser(
+        "approve", help="approve a dynamically registered app: launch page, CORS, no 'unverified' warning"
+    )
+    _common(approve)
+    approve.add_argument("client_id")
+    approve.set_defaults(handler=run_clients_approve)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +127,7 @@ def run_serve(args: argparse.Namespace) -> int:
             public_url=args.public_url,
             imaging_fhir_base=args.imaging_fhir_base,
             dynamic_registration=args.dynamic_registration,
+            cors_origins=args.cors_origins,
         )
         open_store(config.data).dispose()  # create the schema once here, not racing in workers
         load_or_create_signing_key(config.data)
@@ -215,6 +226,22 @@ def run_clients_list(args: argparse.Namespace) -> int:
         print(json.dumps(listing, indent=2))
     finally:
         engine.dispose()
+    return 0
+
+
+def run_clients_approve(args: argparse.Namespace) -> int:
+    from aperture.ehr.clients import approve_client
+    from aperture.ehr.store import open_store
+
+    try:
+        engine = open_store(_config(args).data)
+        try:
+            client = approve_client(engine, args.client_id)
+        finally:
+            engine.dispose()
+    except (ConfigError, EhrError) as exc:
+        return _fail(str(exc))
+    print(json.dumps(client.describe(), indent=2))
     return 0
 
 

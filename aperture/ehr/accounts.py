@@ -4,7 +4,8 @@ Unlike tokens and client secrets (256 random bits, where SHA-256 is enough), pas
 people and guessable, so they get a slow, salted hash: the standard library's scrypt (RFC 7914).
 The stored form is `scrypt$n$r$p$salt$hash` so the cost can change without a schema change.
 Accounts are written from the seed file at startup; a login that is not in the seed file does not
-exist.
+exist. The sign-in pages go through `attempt_sign_in`, which applies the throttle
+(`aperture.ehr.throttle`) before any password is checked.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import base64
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.sqlite import insert
+from starlette.requests import Request
 
 from aperture.ehr.people import Directory, User
 from aperture.ehr.store import accounts
+from aperture.ehr.throttle import SignInThrottle
 
 _N, _R, _P = 2**14, 8, 1  # about 16 MiB and a few tens of ms: fine for a sandbox's sign-ins
 
@@ -65,3 +69,24 @@ def sign_in(engine: Engine, directory: Directory, login: str, password: str) -> 
     if not password_matches(password, stored):
         return None
     return directory.user(login)
+
+
+@dataclass(frozen=True)
+class SignInAttempt:
+    user: User | None  # None: refused
+    retry_after: int = 0  # > 0: refused unchecked, the user name or the address is locked for so many seconds
+
+
+def attempt_sign_in(request: Request, login: str, password: str) -> SignInAttempt:
+    """A sign-in from one of the pages, through the app's throttle; a locked name or address is not checked."""
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    address = request.client.host if request.client else "unknown"
+    wait = throttle.retry_after(login, address)
+    if wait:
+        return SignInAttempt(None, wait)
+    user = sign_in(request.app.state.authorization.engine, request.app.state.directory, login, password)
+    if user is None:
+        throttle.failed(login, address)
+        return SignInAttempt(None)
+    throttle.succeeded(login)
+    return SignInAttempt(user)

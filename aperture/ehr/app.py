@@ -5,7 +5,8 @@ introspection, revocation), which hand a parsed request to Authlib in a worker t
 answered in RFC 6749 §5.2 shape everywhere (`{"error", "error_description"}`): Authlib's within the
 OAuth flows, `ehr_error` for the sandbox's own, and the same shape for 404/405 and the unexpected.
 The access log is the imaging server's (`aperture.server.accesslog`), which never logs headers
-or bodies, so client secrets, assertions and tokens stay out of the log.
+or bodies, so client secrets, assertions and tokens stay out of the log. CORS
+(`aperture.ehr.cors`) sits inside it and outside the error handling, so errors carry it too.
 """
 
 from __future__ import annotations
@@ -28,16 +29,20 @@ from aperture import __version__
 from aperture.ehr.accounts import seed_accounts
 from aperture.ehr.authorization import SandboxAuthorizationServer, StarletteOAuth2Request, urlencoded_form
 from aperture.ehr.authorize import authorize
+from aperture.ehr.clients import approved_redirect_origins
 from aperture.ehr.config import EhrConfig
+from aperture.ehr.cors import CrossOrigin
 from aperture.ehr.discovery import smart_configuration
 from aperture.ehr.errors import EhrError
 from aperture.ehr.fhir import ROUTES as FHIR_ROUTES
 from aperture.ehr.fhir import load as load_clinical_record
 from aperture.ehr.keys import load_or_create_signing_key, public_jwks
 from aperture.ehr.launchpage import ehr_launch
+from aperture.ehr.logout import LOGOUT_PATH, logout
 from aperture.ehr.people import load_directory
 from aperture.ehr.registration import register
 from aperture.ehr.store import open_store
+from aperture.ehr.throttle import SignInThrottle
 from aperture.server.accesslog import AccessLog
 
 log = logging.getLogger("aperture.ehr")
@@ -104,10 +109,15 @@ revoke = _oauth_endpoint(lambda server, req: server.create_endpoint_response("re
 
 
 class _SandboxApp(Starlette):
-    """Starlette with the access log outside its error middleware, so 500 answers are logged too."""
+    """Starlette with the access log and CORS outside its error middleware, so 500 answers get both."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return AccessLog(super().build_middleware_stack())
+        config: EhrConfig = self.state.config
+        origins = CrossOrigin(
+            super().build_middleware_stack(), config.cors_origins,
+            lambda: approved_redirect_origins(self.state.authorization.engine),
+        )  # fmt: skip
+        return AccessLog(origins)
 
 
 def create_app(config: EhrConfig) -> Starlette:
@@ -130,6 +140,7 @@ def create_app(config: EhrConfig) -> Starlette:
             Route("/.well-known/jwks.json", jwks),
             Route("/auth/authorize", authorize, methods=["GET", "POST"]),
             Route("/ehr/launch", ehr_launch, methods=["GET", "POST"]),
+            Route(LOGOUT_PATH, logout, methods=["GET", "POST"]),
             *FHIR_ROUTES,
             Route("/auth/token", token, methods=["POST"]),
             Route("/auth/introspect", introspect, methods=["POST"]),
@@ -141,4 +152,5 @@ def create_app(config: EhrConfig) -> Starlette:
     )
     app.state.config = config
     app.state.directory = load_directory()
+    app.state.sign_in_throttle = SignInThrottle(known=app.state.directory.users)
     return app

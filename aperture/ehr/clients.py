@@ -6,6 +6,11 @@
 - backend: a SMART Backend Services client that signs JWT assertions (`private_key_jwt`) with a
   key from its JWK Set, registered inline or as a `jwks_uri`.
 
+A client registered through RFC 7591 (`dynamic`) is unapproved until the admin approves it
+(`aperture ehr clients approve`): until then it is not on the EHR launch page, cannot be launched
+from there, its redirect origins get no CORS, and the consent screen marks it as unverified.
+Clients the admin registers are approved by that act.
+
 Client secrets are generated here (256 random bits, `secrets.token_urlsafe(32)`), shown once, and
 stored only as a SHA-256 hash. A slow password hash would add nothing: nobody can guess a 256-bit
 random value, and the hash only has to keep a copied database from yielding usable secrets.
@@ -25,12 +30,12 @@ from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749 import ClientMixin
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from aperture.ehr import scopes
-from aperture.ehr.errors import InvalidClientMetadata, InvalidScope
-from aperture.ehr.store import clients, stored_hash
+from aperture.ehr.errors import InvalidClientMetadata, InvalidScope, UnknownClient
+from aperture.ehr.store import clients, dynamic_clients, stored_hash
 
 ClientKind = Literal["confidential", "public", "backend"]
 KINDS: tuple[ClientKind, ...] = ("confidential", "public", "backend")
@@ -64,6 +69,8 @@ class Client(ClientMixin):  # type: ignore[misc]
     introspect: bool = False
     launch_url: str | None = None  # EHR launch: the app's launch page
     pre_approved: bool = False  # organisational policy: the EHR launch skips the consent screen
+    dynamic: bool = False  # registered by itself (RFC 7591), not by the admin
+    approved: bool = True  # False for a dynamic registration the admin has not approved yet
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -106,7 +113,14 @@ class Client(ClientMixin):  # type: ignore[misc]
             answer["launch_url"] = self.launch_url
         if self.pre_approved:
             answer["pre_approved"] = True
+        if self.dynamic:
+            answer["registered"] = "dynamically"
+            answer["approved"] = self.approved
         return answer
+
+    def redirect_origins(self) -> set[str]:
+        """The origins (scheme://host[:port]) of the registered redirect URIs, as browsers write them."""
+        return {origin for uri in self.redirect_uris if (origin := url_origin(uri))}
 
 
 def register_client(
@@ -122,8 +136,12 @@ def register_client(
     introspect: bool = False,
     launch_url: str | None = None,
     pre_approved: bool = False,
+    dynamic: bool = False,
 ) -> tuple[Client, str | None]:
-    """Validate and store a registration; returns the client and its secret (confidential only, shown once)."""
+    """Validate and store a registration; returns the client and its secret (confidential only, shown once).
+
+    `dynamic`: registered through RFC 7591, so unapproved until the admin approves it.
+    """
     client_id = client_id or secrets.token_urlsafe(12)
     _check_registration(kind, scope, jwks, jwks_uri, redirect_uris, introspect)
     if kind == "backend" and (launch_url or pre_approved):
@@ -145,6 +163,8 @@ def register_client(
         introspect=introspect,
         launch_url=launch_url,
         pre_approved=pre_approved,
+        dynamic=dynamic,
+        approved=not dynamic,
     )
     row = {
         "client_id": client.client_id,
@@ -163,21 +183,65 @@ def register_client(
     try:
         with engine.begin() as conn:
             conn.execute(insert(clients).values(**row))
+            if dynamic:
+                conn.execute(insert(dynamic_clients).values(client_id=client_id, registered_at=row["created_at"]))
     except IntegrityError:
         raise InvalidClientMetadata(f"A client with id {client_id!r} is already registered.") from None
     return client, secret
 
 
+def _with_approval() -> Select:  # type: ignore[type-arg]
+    return select(
+        clients, dynamic_clients.c.registered_at.label("dynamic_at"), dynamic_clients.c.approved_at
+    ).select_from(clients.outerjoin(dynamic_clients, dynamic_clients.c.client_id == clients.c.client_id))
+
+
 def get_client(engine: Engine, client_id: str) -> Client | None:
     with engine.connect() as conn:
-        row = conn.execute(select(clients).where(clients.c.client_id == client_id)).mappings().first()
+        row = conn.execute(_with_approval().where(clients.c.client_id == client_id)).mappings().first()
     return _from_row(row) if row else None
 
 
 def list_clients(engine: Engine) -> list[Client]:
     with engine.connect() as conn:
-        rows = conn.execute(select(clients).order_by(clients.c.created_at, clients.c.client_id)).mappings().all()
+        rows = conn.execute(_with_approval().order_by(clients.c.created_at, clients.c.client_id)).mappings().all()
     return [_from_row(row) for row in rows]
+
+
+def approve_client(engine: Engine, client_id: str) -> Client:
+    """The admin's approval of a dynamically registered client (a client the admin registered already is)."""
+    now = int(time.time())
+    with engine.begin() as conn:
+        conn.execute(
+            update(dynamic_clients)
+            .where(dynamic_clients.c.client_id == client_id, dynamic_clients.c.approved_at.is_(None))
+            .values(approved_at=now)
+        )
+    client = get_client(engine, client_id)
+    if client is None:
+        raise UnknownClient(f"No client is registered under the id {client_id!r}; see `aperture ehr clients list`.")
+    return client
+
+
+def approved_redirect_origins(engine: Engine) -> frozenset[str]:
+    """The redirect origins of every approved client: browser apps that may call the sandbox cross-origin."""
+    return frozenset(
+        origin for client in list_clients(engine) if client.approved for origin in client.redirect_origins()
+    )
+
+
+def url_origin(uri: str) -> str | None:
+    """`uri`'s origin as a browser sends it in `Origin` (lower case, default port left out); None if not a web URL."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
 def _from_row(row: Any) -> Client:
@@ -193,6 +257,8 @@ def _from_row(row: Any) -> Client:
         introspect=bool(row["introspect"]),
         launch_url=row["launch_url"],
         pre_approved=bool(row["pre_approved"]),
+        dynamic=row["dynamic_at"] is not None,
+        approved=row["dynamic_at"] is None or row["approved_at"] is not None,
     )
 
 

@@ -8,9 +8,10 @@ reports in introspection can never disagree.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from aperture.config import ConfigError, read_toml_file
 
@@ -25,8 +26,24 @@ class EhrConfig:
     imaging_dicomweb_base: str = ""  # its WADO-RS base for ImagingStudy endpoints; empty: derived (wado_rs_base)
     access_token_lifetime: int = 3600  # seconds
     dynamic_registration: bool = False  # RFC 7591 at {public_url}/register, open to anyone who can reach it
+    cors_origins: tuple[str, ...] = ()  # browser origins besides registered apps' redirect origins; ("*",): any
+
+    _ORIGIN: ClassVar[re.Pattern[str]] = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", re.IGNORECASE)
 
     def __post_init__(self) -> None:
+        origins = self.cors_origins
+        if not isinstance(origins, list | tuple) or not all(isinstance(o, str) for o in origins):
+            raise ConfigError(f"'ehr.cors_origins' must be a list of strings, e.g. [\"https://app.example.org\"], "
+                              f"not {origins!r}.")  # fmt: skip
+        if "*" in origins and len(origins) > 1:
+            raise ConfigError("'ehr.cors_origins' is either [\"*\"] or a list of origins, not both.")
+        for origin in origins:
+            if origin != "*" and not self._ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"'ehr.cors_origins' entry {origin!r} is not an origin: write scheme://host[:port], "
+                    "with no path and no trailing slash (e.g. https://viewer.example.org)."
+                )
+        object.__setattr__(self, "cors_origins", tuple(o.lower() for o in origins))
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"'ehr.public_url' must start with http:// or https://, not {self.public_url!r}.")
         if self.imaging_fhir_base and not self.imaging_fhir_base.startswith(("http://", "https://")):
@@ -101,6 +118,11 @@ class EhrConfig:
         return f"{self.base_url}/register"
 
     @property
+    def end_session_endpoint(self) -> str:
+        """Sign-out: ends the browser's sign-in session (OpenID Connect RP-Initiated Logout style)."""
+        return f"{self.base_url}/auth/logout"
+
+    @property
     def jwks_uri(self) -> str:
         return f"{self.base_url}/.well-known/jwks.json"
 
@@ -111,7 +133,7 @@ class EhrConfig:
 
     def to_json(self) -> dict[str, Any]:
         """Settings as JSON, handed to the HTTP server's worker processes."""
-        return {**asdict(self), "data": str(self.data)}
+        return {**asdict(self), "data": str(self.data), "cors_origins": list(self.cors_origins)}
 
 
 def load_ehr_config(path: Path | None = None, **overrides: Any) -> EhrConfig:
@@ -131,6 +153,8 @@ def load_ehr_config(path: Path | None = None, **overrides: Any) -> EhrConfig:
         if key not in known:
             raise ConfigError(f"Unknown key 'ehr.{key}' in {source}; known: {', '.join(known)}.")
         default = getattr(EhrConfig(), key)
+        if isinstance(default, tuple):
+            continue  # lists are checked by EhrConfig itself
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"'ehr.{key}' in {source} must be true or false, not {value!r}.")
         if isinstance(default, int) and not isinstance(value, int):

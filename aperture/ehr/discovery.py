@@ -4,7 +4,8 @@ The document states only what the sandbox does, so a client that trusts discover
 to an endpoint that does not work: the browser launch (standalone and EHR, public and symmetric
 confidential clients, OpenID Connect with RS256 id_tokens, refresh tokens), SMART Backend Services
 with RS384/ES384 assertions, v1 and v2 scopes, introspection and revocation, and the RFC 7591
-`registration_endpoint` only when dynamic registration is switched on.
+`registration_endpoint` only when dynamic registration is switched on, sign-out
+(`end_session_endpoint`) and RFC 9207's `iss` in authorization responses.
 
 `associated_endpoints` points apps at the imaging FHIR base (from config) with the SMART Imaging
 Access capabilities: `smart-imaging-access` names the interface, the mode URI says how to get a token.
@@ -85,6 +86,8 @@ def smart_configuration(config: EhrConfig) -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "id_token_signing_alg_values_supported": [SIGNING_ALG],
         "capabilities": list(CAPABILITIES),
+        "end_session_endpoint": config.end_session_endpoint,
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207: iss on every authorization response
     }
     if config.dynamic_registration:
         document["registration_endpoint"] = config.registration_endpoint

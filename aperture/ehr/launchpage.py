@@ -1,7 +1,8 @@
 """`{base}/ehr/launch`: the EHR's launch page, where a signed-in user opens a registered app for a patient.
 
-The page lists the patients the user may act for (a clinician's care-team panel) and the apps
-registered with a launch URL. Launching records the context (`aperture.ehr.launches`) and sends the
+The page lists the patients the user may act for (a clinician's care-team panel) and the approved
+apps registered with a launch URL (an app that registered itself is listed once the admin approves
+it). Launching records the context (`aperture.ehr.launches`) and sends the
 browser to `{launch_url}?iss={fhir base}&launch={value}`; the app then starts an authorization
 request carrying `launch`, which binds that patient.
 """
@@ -15,10 +16,11 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from aperture.ehr.accounts import sign_in
+from aperture.ehr.accounts import attempt_sign_in
 from aperture.ehr.authorization import urlencoded_form
 from aperture.ehr.clients import get_client, list_clients
 from aperture.ehr.launches import create_launch
+from aperture.ehr.logout import LOGOUT_PATH
 from aperture.ehr.pages import error_page, launch_page, login_page
 from aperture.ehr.people import Directory, User
 from aperture.ehr.sessions import csrf_ok, csrf_token, current_session, keep_csrf, set_session_cookie, start_session
@@ -34,20 +36,23 @@ def _launch(request: Request, form: FormData) -> Response:
     directory: Directory = request.app.state.directory
     config = request.app.state.config
     secure = config.base_url.startswith("https://")
-    csrf = csrf_token(request)
     action = request.url.path
     session = current_session(engine, request)
+    csrf = csrf_token(request, session)
     user: User | None = directory.user(session.account) if session else None
     cookie: str | None = None
     response: Response
-    if request.method == "POST" and not csrf_ok(request, form.get("csrf")):  # type: ignore[arg-type]
+    if request.method == "POST" and not csrf_ok(request, form.get("csrf"), session):  # type: ignore[arg-type]
         response = error_page("Please start again", "This form has expired or did not come from this page.")
     elif request.method == "POST" and form.get("step") == "login":
-        user = sign_in(engine, directory, str(form.get("username", "")), str(form.get("password", "")))
+        attempt = attempt_sign_in(request, str(form.get("username", "")), str(form.get("password", "")))
+        user = attempt.user
         if user is None:
-            response = login_page(action, csrf, "Sign in to launch an app.", "Wrong user name or password.")
+            error = "Wrong user name or password."
+            response = login_page(action, csrf, "Sign in to launch an app.", error, attempt.retry_after)
         else:
-            cookie, _ = start_session(engine, user.login)
+            cookie, session = start_session(engine, user.login)
+            csrf = session.csrf  # a new anti-forgery value from sign-in on
             response = _page(engine, directory, action, csrf, user)
     elif user is None:
         response = login_page(action, csrf, "Sign in to launch an app.")
@@ -62,9 +67,9 @@ def _launch(request: Request, form: FormData) -> Response:
 
 
 def _page(engine: object, directory: Directory, action: str, csrf: str, user: User) -> Response:
-    apps = [(c.client_id, c.name) for c in list_clients(engine) if c.launch_url]  # type: ignore[arg-type]
+    apps = [(c.client_id, c.name) for c in list_clients(engine) if c.launch_url and c.approved]  # type: ignore[arg-type]
     who = directory.acting_as(user, None)
-    return launch_page(action, csrf, f"{user.login} ({who})", directory.patients_for(user), apps)
+    return launch_page(action, csrf, f"{user.login} ({who})", directory.patients_for(user), apps, LOGOUT_PATH)
 
 
 def _start(engine: object, directory: Directory, fhir_base: str, user: User, form: FormData) -> Response:
@@ -72,6 +77,9 @@ def _start(engine: object, directory: Directory, fhir_base: str, user: User, for
     client = get_client(engine, client_id)  # type: ignore[arg-type]
     if client is None or not client.launch_url:
         return error_page("Unknown app", "That app is not registered with a launch URL.")
+    if not client.approved:
+        return error_page("App not approved", "That app registered itself and the EHR's administrator has not "
+                          "approved it yet (aperture ehr clients approve).", 403)  # fmt: skip
     if not directory.may_see(user, patient):
         return error_page("Not your patient", "You may not open that patient's record.", 403)
     value = create_launch(engine, client_id=client.client_id, account=user.login, patient=patient)  # type: ignore[arg-type]

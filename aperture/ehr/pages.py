@@ -28,13 +28,13 @@ _STYLE = (
 )
 
 
-def page(title: str, body: str, status: int = 200) -> HTMLResponse:
+def page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
     html = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
         f'<meta name="viewport" content="width=device-width"><style>{_STYLE}</style></head>'
         f"<body><h1>{escape(title)}</h1>{body}</body></html>"
     )
-    return HTMLResponse(html, status_code=status, headers=_HEADERS)
+    return HTMLResponse(html, status_code=status, headers={**_HEADERS, **(headers or {})})
 
 
 def _form(action: str, csrf: str, step: str, inner: str) -> str:
@@ -45,15 +45,24 @@ def _form(action: str, csrf: str, step: str, inner: str) -> str:
     )
 
 
-def login_page(action: str, csrf: str, purpose: str, error: str | None = None) -> HTMLResponse:
+def login_page(action: str, csrf: str, purpose: str, error: str | None = None, retry_after: int = 0) -> HTMLResponse:
+    """The sign-in form; with `error`, 401; with `retry_after` (the throttle's lockout), 429 and Retry-After."""
+    if retry_after:
+        minutes = max(1, -(-retry_after // 60))
+        error = (
+            "Too many failed sign-ins for this user name or from this address. "
+            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        )
     notice = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
     inner = (
         '<label>User name <input name="username" autocomplete="username" required autofocus></label>'
         '<label>Password <input name="password" type="password" autocomplete="current-password" required></label>'
         '<button type="submit">Sign in</button>'
     )
+    status = 429 if retry_after else 401 if error else 200
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
     return page("Sign in to the EHR sandbox", f"<p>{escape(purpose)}</p>{notice}{_form(action, csrf, 'login', inner)}",
-                401 if error else 200)  # fmt: skip
+                status, headers)  # fmt: skip
 
 
 def patient_picker(action: str, csrf: str, app_name: str, patients: Iterable[Patient]) -> HTMLResponse:
@@ -73,6 +82,7 @@ def consent_page(
     app_name: str,
     patient: Patient | None,
     groups: dict[str, list[ScopeItem]],
+    unverified: bool = False,
 ) -> HTMLResponse:
     titles = {"imaging": "Imaging", "clinical": "Other clinical data", "access": "Sign-in and access"}
     sections = ""
@@ -95,13 +105,19 @@ def consent_page(
         f"<p><strong>{escape(app_name)}</strong> asks to do the following{about}. "
         "Untick anything you do not want to allow.</p>"
     )
+    if unverified:
+        intro = (
+            '<p class="error" role="alert"><strong>Unverified app.</strong> It registered itself and has not '
+            "been approved by the EHR's administrator: its name is only what it says about itself. "
+            "Allow access only if you know and trust it.</p>" + intro
+        )
     buttons = '<button type="submit" name="decision" value="allow">Allow</button>'
     buttons += '<button type="submit" name="decision" value="deny">Deny</button>'
     return page("Allow access?", intro + _form(action, csrf, "consent", hidden + sections + buttons))
 
 
 def launch_page(
-    action: str, csrf: str, who: str, patients: Iterable[Patient], apps: Iterable[tuple[str, str]]
+    action: str, csrf: str, who: str, patients: Iterable[Patient], apps: Iterable[tuple[str, str]], logout: str
 ) -> HTMLResponse:
     patient_choices = "".join(
         f'<label><input type="radio" name="patient" value="{escape(p.id)}" required> '
@@ -118,7 +134,20 @@ def launch_page(
         f"<fieldset><legend>Patient</legend>{patient_choices}</fieldset>"
         f'<fieldset><legend>App</legend>{app_choices}</fieldset><button type="submit">Launch</button>'
     )
-    return page("Launch an app", f"<p>Signed in as {escape(who)}.</p>" + _form(action, csrf, "launch", inner))
+    sign_out = _form(logout, csrf, "logout", '<button type="submit">Sign out</button>')
+    return page(
+        "Launch an app", f"<p>Signed in as {escape(who)}.</p>" + _form(action, csrf, "launch", inner) + sign_out
+    )
+
+
+def logout_page(action: str, csrf: str, who: str) -> HTMLResponse:
+    """Sign-out asks first: a GET (a link, an app's redirect) never ends a session by itself."""
+    inner = '<button type="submit">Sign out</button>'
+    return page("Sign out?", f"<p>Signed in as {escape(who)}.</p>" + _form(action, csrf, "logout", inner))
+
+
+def signed_out_page() -> HTMLResponse:
+    return page("Signed out", "<p>You are signed out of the EHR sandbox.</p>")
 
 
 def error_page(title: str, message: str, status: int = 400) -> HTMLResponse:

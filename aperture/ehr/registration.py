@@ -16,8 +16,9 @@ Anything else (client_secret_post, client_secret_jwt, tls_client_auth, ...) is r
 https (plain http only on loopback) or has a fragment (`invalid_redirect_uri`), scopes the kind may
 not have, and a missing scope. The admin-only powers (introspection, zero-click pre-approval,
 backend pre-authorization) cannot be registered here. `initiate_login_uri` (OpenID Connect
-Dynamic Registration) becomes the app's EHR launch URL. The client secret of a confidential client
-is in the 201 answer only, stored as a hash, and never logged.
+Dynamic Registration) becomes the app's EHR launch URL. A client registered here is unapproved
+until the admin runs `aperture ehr clients approve` (see `aperture.ehr.clients`). The client
+secret of a confidential client is in the 201 answer only, stored as a hash, and never logged.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class DynamicRegistration(ClientRegistrationEndpoint):  # type: ignore[misc]
                 jwks_uri=metadata.get("jwks_uri"),
                 redirect_uris=tuple(metadata.get("redirect_uris", ())),
                 launch_url=metadata.get("initiate_login_uri"),
+                dynamic=True,  # unapproved until the admin approves it (aperture.ehr.clients)
             )
         except InvalidClientMetadata as exc:
             raise InvalidClientMetadataError(wire_description(exc.message)) from None

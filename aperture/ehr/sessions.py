@@ -2,12 +2,18 @@
 
 A session is a random cookie value (HttpOnly, SameSite=Lax, Path=/), stored only as its SHA-256
 hash with the login and the time of sign-in (`auth_time` in id_tokens; `online_access` refresh
-tokens end with it). Every form carries a second random value that must equal a cookie of its own
-(double-submit), so another site cannot post a sign-in or a consent on the user's behalf.
+tokens end with it). Every form carries an anti-forgery value, so another site cannot post a
+sign-in or a consent on the user's behalf. Before sign-in it is a random value that must equal a
+cookie of its own (double-submit). From sign-in on it is derived from the session cookie's secret
+value (HMAC), so it changes at every sign-in, and a value known before (one an attacker planted in
+the CSRF cookie, say) is worth nothing after. Signing out deletes the session row, so the old
+cookie signs in to nothing.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 import time
@@ -29,6 +35,13 @@ class Session:
     session_hash: str
     account: str
     auth_time: int
+    csrf: str = ""  # the anti-forgery value of this sign-in's forms (`session_csrf`)
+
+
+def session_csrf(cookie_value: str) -> str:
+    """The anti-forgery value for a signed-in browser: only who holds the (HttpOnly) session cookie knows it."""
+    digest = hmac.new(cookie_value.encode(), b"aperture-ehr-csrf", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def current_session(engine: Engine, request: Request) -> Session | None:
@@ -39,7 +52,7 @@ def current_session(engine: Engine, request: Request) -> Session | None:
         row = conn.execute(select(sessions).where(sessions.c.session_hash == stored_hash(value))).mappings().first()
     if row is None or row["expires_at"] <= time.time():
         return None
-    return Session(row["session_hash"], row["account"], row["auth_time"])
+    return Session(row["session_hash"], row["account"], row["auth_time"], session_csrf(value))
 
 
 def session_alive(engine: Engine, session_hash: str) -> bool:
@@ -59,7 +72,7 @@ def start_session(engine: Engine, account: str) -> tuple[str, Session]:
                 session_hash=stored_hash(value), account=account, auth_time=now, expires_at=now + SESSION_LIFETIME
             )
         )
-    return value, Session(stored_hash(value), account, now)
+    return value, Session(stored_hash(value), account, now, session_csrf(value))
 
 
 def set_session_cookie(response: Response, value: str, *, secure: bool) -> None:
@@ -76,15 +89,25 @@ def end_session(engine: Engine, request: Request, response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
-def csrf_token(request: Request) -> str:
-    """The anti-forgery value for forms on this page: the cookie's, or a new one (set it with `keep_csrf`)."""
-    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+def csrf_token(request: Request, session: Session | None = None) -> str:
+    """The anti-forgery value for forms on this page (set it with `keep_csrf`).
+
+    Signed in: the session's. Not: the cookie's, or a new random one.
+    """
+    if session is not None:
+        return session.csrf
+    return request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def keep_csrf(response: Response, token: str, *, secure: bool) -> None:
     response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="lax", secure=secure, path="/")
 
 
-def csrf_ok(request: Request, submitted: str | None) -> bool:
-    cookie = request.cookies.get(CSRF_COOKIE)
-    return bool(cookie and submitted) and hmac.compare_digest(cookie.encode(), (submitted or "").encode())
+def csrf_ok(request: Request, submitted: str | None, session: Session | None = None) -> bool:
+    """Whether a form post carries the right anti-forgery value: the session's if signed in, else the cookie's."""
+    expected = session.csrf if session is not None else request.cookies.get(CSRF_COOKIE)
+    return bool(expected and submitted) and hmac.compare_digest(expected.encode(), (submitted or "").encode())

@@ -144,6 +144,25 @@ launches = Table(
     Column("expires_at", Integer, nullable=False),
 )
 
+# Tables added after the first release are separate tables rather than new columns, so `create_all`
+# adds them to an existing data folder instead of leaving it with a schema it cannot read.
+
+dynamic_clients = Table(
+    "dynamic_clients",
+    metadata,
+    Column("client_id", String(128), ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True),
+    Column("registered_at", Integer, nullable=False),
+    Column("approved_at", Integer),  # set by `aperture ehr clients approve`; None: not yet approved
+)
+
+launch_uses = Table(
+    "launch_uses",
+    metadata,
+    Column("launch_hash", String(64), ForeignKey("launches.launch_hash", ondelete="CASCADE"), primary_key=True),
+    Column("code_challenge", String(128), nullable=False),  # the one authorization request the launch serves
+    Column("used_at", Integer),  # that request has ended (code issued or access denied): the launch is spent
+)
+
 assertion_ids = Table(
     "assertion_ids",
     metadata,

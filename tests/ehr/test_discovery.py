@@ -77,3 +77,9 @@ def test_sandbox_does_not_import_the_imaging_server() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"aperture.ehr pulled in: {out}"
+
+
+def test_discovery_advertises_logout_and_the_iss_authorization_response_parameter(sandbox: Sandbox) -> None:
+    config = httpx.get(f"{sandbox.url}/fhir/.well-known/smart-configuration").json()
+    assert config["end_session_endpoint"] == f"{sandbox.url}/auth/logout"
+    assert config["authorization_response_iss_parameter_supported"] is True

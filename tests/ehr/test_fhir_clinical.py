@@ -319,3 +319,21 @@ def test_the_endpoint_address_is_the_configured_wado_rs_base(configured_sandbox:
     (entry,) = tomas.search("ImagingStudy", patient="tomas-berg")["entry"]
     assert entry["resource"]["contained"][0]["address"] == wado
     assert tomas.ids("ImagingStudy", endpoint=wado) == ["agh-a-7041"]
+
+
+def test_fhir_answers_and_errors_are_not_kept_in_shared_caches(mint: Minter) -> None:
+    walter = mint("patient/*.rs", patient="walter-nguyen", user="Patient/walter-nguyen")
+    answers = [
+        walter.get("Patient/walter-nguyen"),  # 200
+        walter.get("ImagingStudy", patient="walter-nguyen"),  # 200 Bundle
+        walter.get("Patient/tomas-berg"),  # 403
+        walter.get("Patient/nobody"),  # 404
+        walter.get("Patient", foo="1"),  # 400
+        walter.get("metadata"),
+        Fhir(walter.base, None).get("Patient/walter-nguyen"),  # 401
+    ]
+    for response in answers:
+        directives = {d.strip() for d in response.headers.get("cache-control", "").split(",")}
+        assert {"private", "no-store"} <= directives, (response.status_code, response.headers.get("cache-control"))
+    not_allowed = httpx.post(f"{walter.base}/Patient/walter-nguyen", headers=walter.headers)  # 405, OAuth shape
+    assert not_allowed.status_code == 405 and "no-store" in not_allowed.headers["cache-control"]

@@ -140,3 +140,22 @@ def test_introspection_without_a_token_parameter_is_invalid_request(sandbox: San
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+def test_token_introspection_and_revocation_answers_are_never_cached(sandbox: Sandbox) -> None:
+    token = backend_token(sandbox)
+    answers = [
+        sandbox.backend_token(sandbox.assertion("backend-rs")),  # 200 token
+        sandbox.backend_token("not-a-jwt"),  # 400 error
+        httpx.post(sandbox.token_endpoint, data={"grant_type": "password"}),
+        httpx.post(sandbox.token_endpoint, content=b"{}", headers={"Content-Type": "application/json"}),
+        sandbox.introspect(token),  # 200 active
+        sandbox.introspect("unknown"),  # 200 inactive
+        httpx.post(f"{sandbox.url}/auth/introspect", data={"token": token}),  # 401
+        httpx.post(f"{sandbox.url}/auth/revoke", data={"token": token}),  # 400/401
+        httpx.post(f"{sandbox.url}/auth/revoke", data={"token": token, "client_assertion_type":
+                   "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                   "client_assertion": sandbox.assertion("backend-rs")}),  # 200
+    ]  # fmt: skip
+    for response in answers:
+        assert "no-store" in response.headers.get("cache-control", ""), (response.request.url, response.status_code)

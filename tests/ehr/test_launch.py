@@ -10,8 +10,10 @@ import base64
 import hashlib
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html import unescape
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -19,7 +21,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.ehr.conftest import APP_SCOPE, LAUNCH_URL, REDIRECT_URI, Sandbox
+from tests.ehr.conftest import APP_SCOPE, LAUNCH_URL, REDIRECT_URI, Sandbox, register, start_sandbox
 
 SCOPE = "launch/patient openid fhirUser offline_access patient/Patient.rs patient/ImagingStudy.rs"
 
@@ -342,3 +344,126 @@ def test_wrong_password_is_refused_without_saying_which_part(sandbox: Sandbox) -
     flow, user = Flow(sandbox), User("walter", "nope")
     page = user.start(flow.url())
     assert page.status_code == 401 and "Wrong user name or password" in page.text
+
+
+SESSION_COOKIE = "aperture_ehr_session"
+
+
+@pytest.fixture
+def fresh_sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """A sandbox of its own, so sign-in lockouts cannot spill into other tests' accounts or address."""
+    register(tmp_path / "data", "--kind", "public", "--name", "Growth Chart", "--client-id", "growth",
+             "--scope", APP_SCOPE, "--redirect-uri", REDIRECT_URI)  # fmt: skip
+    server = start_sandbox(tmp_path / "data")
+    yield Sandbox(server, {})
+    server.stop()
+
+
+def test_five_wrong_passwords_lock_the_account_even_for_the_right_one(fresh_sandbox: Sandbox) -> None:
+    launch_page, flow = f"{fresh_sandbox.url}/ehr/launch", Flow(fresh_sandbox)
+    for url in (launch_page, flow.url(), launch_page, flow.url(), launch_page):  # both sign-in pages count
+        assert User("tomas", "guess").start(url).status_code == 401
+    for url in (launch_page, flow.url()):
+        locked = User("tomas", "tomas-demo").start(url)
+        assert locked.status_code == 429, locked.text
+        assert int(locked.headers["retry-after"]) > 0
+        assert "Too many failed sign-ins" in locked.text
+        assert SESSION_COOKIE not in locked.cookies
+    other = User("walter", "walter-demo").start(launch_page)  # other accounts from the same address are fine
+    assert other.status_code == 200 and "Launch an app" in other.text
+
+
+def test_twenty_failed_sign_ins_from_one_address_lock_it(fresh_sandbox: Sandbox) -> None:
+    launch_page = f"{fresh_sandbox.url}/ehr/launch"
+    for n in range(20):  # logins that do not exist: nothing is kept per name, the address is throttled
+        assert User(f"nobody-{n}", "guess").start(launch_page).status_code == 401
+    locked = User("walter", "walter-demo").start(launch_page)
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    assert SESSION_COOKIE not in locked.cookies
+
+
+def test_the_sign_in_throttle_keeps_a_bounded_number_of_records() -> None:
+    from aperture.ehr.throttle import SignInThrottle
+
+    throttle = SignInThrottle(known={"walter"}, capacity=100)
+    for n in range(1000):
+        throttle.failed(f"attacker-chosen-{n}", f"10.0.{n // 250}.{n % 250}")
+    assert throttle.size() <= 2 * 100
+    for _ in range(5):
+        throttle.failed("walter", "192.0.2.1")
+    for n in range(1000):  # a flood of other names and addresses does not push the account's lock out
+        throttle.failed(f"other-{n}", f"198.51.{n // 250}.{n % 250}")
+    assert throttle.retry_after("walter", "203.0.113.9") > 0
+
+
+def test_the_anti_forgery_value_changes_at_sign_in(sandbox: Sandbox) -> None:
+    flow, user = Flow(sandbox), User("walter", "walter-demo")
+    login = user.http.get(flow.url())
+    before = field_value(login.text, "csrf")
+    consent = user.post(flow.url(), login.text, step="login", username="walter", password="walter-demo")
+    assert "Allow access?" in consent.text
+    assert field_value(consent.text, "csrf") != before
+    forged = user.http.post(
+        flow.url(), data={"csrf": before, "step": "consent", "decision": "allow", "scope": "openid"}
+    )
+    assert forged.status_code == 400 and "location" not in forged.headers
+    user.http.cookies.set("aperture_ehr_csrf", before)  # even with the old value planted back in the cookie
+    forged = user.http.post(
+        flow.url(), data={"csrf": before, "step": "consent", "decision": "allow", "scope": "openid"}
+    )
+    assert forged.status_code == 400 and "location" not in forged.headers
+
+
+def test_logout_ends_the_session_on_the_server(sandbox: Sandbox) -> None:
+    user = User("walter", "walter-demo")
+    page = user.start(f"{sandbox.url}/ehr/launch")
+    assert "Launch an app" in page.text
+    old = user.http.cookies[SESSION_COOKIE]
+    done = user.post(f"{sandbox.url}/auth/logout", page.text)
+    assert done.status_code == 200 and "You are signed out" in done.text
+    replay = httpx.get(Flow(sandbox).url(), cookies={SESSION_COOKIE: old})
+    assert replay.status_code == 200 and "Sign in" in replay.text and "Allow access?" not in replay.text
+
+
+def test_logout_returns_only_to_a_registered_redirect_origin(sandbox: Sandbox) -> None:
+    user = User("walter", "walter-demo")
+    user.start(f"{sandbox.url}/ehr/launch")
+    query = {"post_logout_redirect_uri": f"{LAUNCH_URL}?bye=1", "client_id": "growth", "state": "s-1"}
+    url = f"{sandbox.url}/auth/logout?{urlencode(query)}"
+    confirm = user.http.get(url)  # a GET changes nothing: the user confirms with a form
+    assert confirm.status_code == 200 and "Sign out" in confirm.text
+    assert user.http.get(f"{sandbox.url}/ehr/launch").status_code == 200
+    done = user.post(url, confirm.text)
+    assert done.status_code == 303 and done.headers["location"] == f"{LAUNCH_URL}?bye=1&state=s-1"
+    for bad in ({**query, "post_logout_redirect_uri": "https://evil.example/"}, {**query, "client_id": "nobody"},
+                {"post_logout_redirect_uri": LAUNCH_URL}):  # fmt: skip
+        refused = user.http.get(f"{sandbox.url}/auth/logout?{urlencode(bad)}")
+        assert refused.status_code == 400 and "location" not in refused.headers
+
+
+def test_a_launch_value_serves_one_authorization_request(sandbox: Sandbox) -> None:
+    user = User("dr.chen", "chen-demo")
+    launch = ehr_launch(sandbox, user, "growth", "walter-nguyen")
+    first = Flow(sandbox, scope="launch patient/Patient.rs", extra={"launch": launch})
+    page = user.http.get(first.url())
+    assert "Allow access?" in page.text
+    second = Flow(sandbox, scope="launch patient/Patient.rs", extra={"launch": launch})
+    answer = error_from(user.http.get(second.url()))
+    assert answer["error"] == ["invalid_request"] and "already used" in answer["error_description"][0]
+    allowed = user.post(first.url(), page.text, step="consent", decision="allow", scope=offered(page.text),
+                        patient=field_value(page.text, "patient"))  # fmt: skip
+    assert first.exchange(code_from(allowed, first.state)).json()["patient"] == "walter-nguyen"
+    again = error_from(user.http.get(first.url()))  # the same request once more: the launch is spent
+    assert again["error"] == ["invalid_request"] and "already used" in again["error_description"][0]
+
+
+def test_authorization_responses_name_the_issuer(sandbox: Sandbox) -> None:
+    issuer = f"{sandbox.url}/fhir"
+    flow = Flow(sandbox)
+    success = User("walter", "walter-demo").consent(flow.url())
+    assert parse_qs(urlsplit(success.headers["location"]).query)["iss"] == [issuer]
+    assert error_from(httpx.get(flow.url(aud="https://elsewhere.test/fhir")))["iss"] == [issuer]
+    assert error_from(httpx.get(flow.url(code_challenge_method="plain")))["iss"] == [issuer]
+    user = User("walter", "walter-demo")
+    page = user.start(flow.url())
+    assert error_from(user.post(flow.url(), page.text, step="consent", decision="deny"))["iss"] == [issuer]

@@ -3,6 +3,7 @@ makes work in the existing flows (a public client's PKCE code flow through the s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from tests.ehr.conftest import REDIRECT_URI, Sandbox, public_jwks, start_sandbox
+from tests.ehr.conftest import LAUNCH_URL, REDIRECT_URI, Sandbox, ehr, public_jwks, start_sandbox
 from tests.ehr.test_launch import Flow, User, code_from
 
 APP = {
@@ -180,3 +181,36 @@ def test_admin_powers_cannot_be_registered(open_sandbox: Sandbox) -> None:
 def test_a_config_value_that_is_not_a_boolean_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="must be true or false"):
         start_sandbox(tmp_path / "data", config='[ehr]\ndynamic_registration = "yes"\n')
+
+
+def test_a_self_registered_app_is_unverified_and_off_the_launch_page_until_approved(open_sandbox: Sandbox) -> None:
+    data = str(open_sandbox.server.data)
+    metadata = {**APP, "client_name": "Self-registered launcher", "initiate_login_uri": LAUNCH_URL}
+    client_id = post(open_sandbox, metadata).json()["client_id"]
+    (listed,) = [c for c in json.loads(ehr("clients", "list", "--data", data).stdout) if c["client_id"] == client_id]
+    assert listed["registered"] == "dynamically" and listed["approved"] is False
+    clinician, launch_page = User("dr.chen", "chen-demo"), f"{open_sandbox.url}/ehr/launch"
+    page = clinician.start(launch_page)
+    assert "Self-registered launcher" not in page.text
+    forged = clinician.post(launch_page, page.text, step="launch", client_id=client_id, patient="walter-nguyen")
+    assert forged.status_code == 403 and "location" not in forged.headers
+    flow = Flow(open_sandbox, client_id=client_id)
+    consent = User("walter", "walter-demo").start(flow.url())  # standalone: allowed, marked unverified
+    assert "Allow access?" in consent.text and "not been approved" in consent.text
+    origin = "http://127.0.0.1:65500"  # its redirect URI's origin: no CORS for it yet
+    preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+    assert httpx.options(f"{open_sandbox.url}/auth/token", headers=preflight).status_code == 403
+
+    approved = json.loads(ehr("clients", "approve", "--data", data, client_id).stdout)
+    assert approved["client_id"] == client_id and approved["approved"] is True
+    (listed,) = [c for c in json.loads(ehr("clients", "list", "--data", data).stdout) if c["client_id"] == client_id]
+    assert listed["approved"] is True
+    assert "Self-registered launcher" in clinician.http.get(launch_page).text
+    assert "not been approved" not in User("walter", "walter-demo").start(flow.url()).text
+    answer = httpx.options(f"{open_sandbox.url}/auth/token", headers=preflight)
+    assert answer.status_code == 204 and answer.headers["access-control-allow-origin"] == origin
+
+
+def test_approving_an_unknown_client_names_the_problem(open_sandbox: Sandbox) -> None:
+    result = ehr("clients", "approve", "--data", str(open_sandbox.server.data), "no-such-client", check=False)
+    assert result.returncode == 2 and "no-such-client" in result.stderr

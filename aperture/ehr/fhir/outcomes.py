@@ -1,7 +1,9 @@
 """FHIR answers: `application/fhir+json` bodies, and the sandbox's errors as OperationOutcome resources.
 
 The OAuth endpoints answer errors in RFC 6749 shape; a FHIR client expects an OperationOutcome, so
-the FHIR routes turn the same `EhrError`s into one, with the RFC 6750 challenge on 401.
+the FHIR routes turn the same `EhrError`s into one, with the RFC 6750 challenge on 401. Every FHIR
+answer, errors included, is `Cache-Control: private, no-store`: it is one token's view of patient
+data, which no shared cache may keep or hand to another requester.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ FHIR_JSON = "application/fhir+json"
 _ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported"}
 
 
+PRIVATE = {"Cache-Control": "private, no-store"}
+
+
 class FhirResponse(JSONResponse):
     media_type = FHIR_JSON
+
+    def __init__(self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+        super().__init__(content, status_code=status_code, headers={**PRIVATE, **(headers or {})})
 
 
 def operation_outcome(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
