@@ -34,7 +34,7 @@ from aperture.ehr.accounts import attempt_sign_in
 from aperture.ehr.authorization import SandboxAuthorizationServer, StarletteAuthorizationRequest, urlencoded_form
 from aperture.ehr.clients import Client
 from aperture.ehr.consent import consent_items, granted_scopes
-from aperture.ehr.launches import Launch, bind_launch, find_launch, spend_launch
+from aperture.ehr.launches import LAUNCH_USED, Launch, bind_launch, find_launch, spend_launch
 from aperture.ehr.pages import consent_page, error_page, login_page, patient_picker
 from aperture.ehr.people import Directory, Patient, User
 from aperture.ehr.sessions import (
@@ -122,7 +122,7 @@ class _Authorize:
 
     def _launch_used(self, grant: AuthorizationCodeGrant) -> Response:
         error = InvalidRequestError(
-            "This 'launch' was already used by another authorization request; launch the app again from the EHR.",
+            LAUNCH_USED,
             redirect_uri=grant.redirect_uri, state=grant.request.payload.state,
         )  # fmt: skip
         return self._after_post(self.server.handle_error_response(self.oauth, error))
@@ -161,7 +161,7 @@ class _Authorize:
             )  # fmt: skip
         if not launch.serves(payload.get("code_challenge")):
             raise InvalidRequestError(
-                "This 'launch' was already used by another authorization request; launch the app again from the EHR.",
+                LAUNCH_USED,
                 redirect_uri=grant.redirect_uri, state=state,
             )  # fmt: skip
         return launch

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from aperture.ehr.store import launch_uses, launches, stored_hash
 
 LAUNCH_LIFETIME = 300  # seconds from the click to the authorization request
+LAUNCH_USED = "This 'launch' was already used by another authorization request; launch the app again from the EHR."
 
 
 @dataclass(frozen=True)
