@@ -396,6 +396,23 @@ def test_the_sign_in_throttle_keeps_a_bounded_number_of_records() -> None:
     assert throttle.retry_after("walter", "203.0.113.9") > 0
 
 
+def test_a_lockout_ends_after_its_period_and_failures_age_out_of_the_window() -> None:
+    from aperture.ehr.throttle import ACCOUNT_FAILURES, LOCKOUT, WINDOW, SignInThrottle
+
+    now = [1000.0]
+    throttle = SignInThrottle(known={"walter"}, clock=lambda: now[0])  # a clock the test moves, not waits for
+    for _ in range(ACCOUNT_FAILURES):
+        throttle.failed("walter", "192.0.2.1")
+    assert throttle.retry_after("walter", "192.0.2.1") == LOCKOUT
+    now[0] += LOCKOUT
+    assert throttle.retry_after("walter", "192.0.2.1") == 0
+    for _ in range(ACCOUNT_FAILURES - 1):  # spread over more than the window: never locked
+        throttle.failed("walter", "192.0.2.1")
+        now[0] += WINDOW / 2 + 1
+    throttle.failed("walter", "192.0.2.1")
+    assert throttle.retry_after("walter", "192.0.2.1") == 0
+
+
 def test_the_anti_forgery_value_changes_at_sign_in(sandbox: Sandbox) -> None:
     flow, user = Flow(sandbox), User("walter", "walter-demo")
     login = user.http.get(flow.url())
