@@ -106,9 +106,18 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
 
         return resolve
 
+    def extract_assertion(self, assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """As Authlib's, but JSON nested past Python's recursion limit is invalid_client, not a 500."""
+        try:
+            return super().extract_assertion(assertion)  # type: ignore[no-any-return]
+        except RecursionError:
+            raise invalid_client("The client assertion's payload is not a JSON object.") from None
+
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=ALGORITHMS)
+        except RecursionError:
+            raise invalid_client("The client assertion is not acceptable: JSON nested too deep.") from None
         except JoseError as exc:
             raise invalid_client(f"The client assertion is not acceptable: {exc.description or exc.error}") from exc
         self.verify_claims(token.claims)
@@ -151,7 +160,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
             if client is None:
                 return
             token = jwt.decode(assertion, self.resolve_client_public_key(client), algorithms=ALGORITHMS)
-        except (JoseError, InvalidClientError, ValueError, TypeError, KeyError, AttributeError):
+        except (JoseError, InvalidClientError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
             return
         jti, exp = token.claims.get("jti"), token.claims.get("exp")
         if not isinstance(jti, str) or isinstance(exp, bool) or not isinstance(exp, int | float):
@@ -266,7 +275,7 @@ def fetch_jwks(uri: str, allowed_origins: tuple[str, ...]) -> KeySet:
         raise JwksUnavailable(f"{type(exc).__name__}: {exc}") from None
     try:
         return check_public_jwks(json.loads(body))
-    except (ValueError, InvalidClientMetadata) as exc:
+    except (ValueError, RecursionError, InvalidClientMetadata) as exc:
         raise JwksUnavailable(f"its answer is not a usable JWK Set: {getattr(exc, 'message', exc)}") from None
 
 

@@ -193,7 +193,7 @@ async def register(request: Request) -> Response:
             return _error(server, InvalidClientMetadataError(f"The metadata is larger than {MAX_BODY_BYTES} bytes."))
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested past the limit
         data = None
     json_body = request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
     if not json_body or not isinstance(data, dict) or not data:

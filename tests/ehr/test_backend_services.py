@@ -227,6 +227,12 @@ def test_an_assertion_with_a_nan_exp_is_invalid_client(sandbox: Sandbox) -> None
     assert_oauth_error(sandbox.backend_token(sandbox.assertion("backend-rs", exp=float("nan"))), "invalid_client")
 
 
+def test_an_assertion_nested_past_the_recursion_limit_is_invalid_client(sandbox: Sandbox) -> None:
+    header = _b64({"alg": "RS384", "kid": "rs-1"})
+    payload = base64.urlsafe_b64encode(b'{"sub": ' + b"[" * 15000 + b"]" * 15000 + b"}").rstrip(b"=").decode()
+    assert_oauth_error(sandbox.backend_token(f"{header}.{payload}.c2ln"), "invalid_client")
+
+
 def test_an_assertion_sent_in_the_query_string_is_refused_and_spent(sandbox: Sandbox) -> None:
     """Issue 12: the URL is logged, so an assertion sent there must not work afterwards in a body."""
     assertion = sandbox.assertion("backend-rs")

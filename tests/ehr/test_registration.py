@@ -34,6 +34,9 @@ def open_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     server.stop()
 
 
+DEEP = b"[" * 30000 + b"]" * 30000  # JSON nested past Python's recursion limit
+
+
 def post(sandbox: Sandbox, metadata: Any, **kwargs: Any) -> httpx.Response:
     return httpx.post(f"{sandbox.url}/register", json=metadata, **kwargs)
 
@@ -190,7 +193,11 @@ def test_a_public_https_jwks_uri_registers(open_sandbox: Sandbox) -> None:
     assert post(open_sandbox, metadata).status_code == 201
 
 
-@pytest.mark.parametrize("body", [b"[]", b"{}", b"not json", b'{"scope": 5}'])
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b"{}", b"not json", b'{"scope": 5}', DEEP, b'{"a": ' + DEEP + b"}"],
+    ids=["array", "empty", "not-json", "scope-not-string", "nested-past-the-recursion-limit", "nested-member"],
+)
 def test_a_body_that_is_not_client_metadata_is_refused(open_sandbox: Sandbox, body: bytes) -> None:
     response = httpx.post(f"{open_sandbox.url}/register", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata"
