@@ -31,6 +31,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -64,6 +65,7 @@ JWKS_DEADLINE = 5.0  # seconds for the whole answer
 MAX_JWKS_BYTES = 64 * 1024  # a JWK Set of a few keys is a few kB
 MAX_JWKS_URI_LENGTH = 2048
 JWKS_FAILURE = "Could not get a usable JWK Set from the client's jwks_uri."
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*", re.ASCII)
 
 
 def invalid_client(description: str) -> InvalidClientError:
@@ -230,6 +232,8 @@ def jwks_uri_problem(uri: str, allowed_origins: tuple[str, ...]) -> str | None:
     if parts.username is not None or parts.password is not None or parts.fragment or "#" in uri:
         return "must have no user name, password or #fragment"
     host = parts.hostname.rstrip(".")
+    if not _HOST_NAME.fullmatch(host) and not host.count(":"):
+        return "must name its host in ASCII letters, digits, '-' and '.' (an IDN in its xn-- form)"
     if host == "localhost" or host.endswith(".localhost"):
         return "must name a public host, not localhost"
     try:

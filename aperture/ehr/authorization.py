@@ -156,6 +156,15 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             "A client_assertion sent there is spent; sign a new one."
         )
 
+    def authenticate_client(self, request: OAuth2Request, methods: list[str], endpoint: str = "token") -> Client:
+        """As Authlib's, but HTTP Basic credentials that are not UTF-8 are invalid_client, not a 500."""
+        try:
+            return super().authenticate_client(request, methods, endpoint)  # type: ignore[no-any-return]
+        except UnicodeDecodeError:
+            raise InvalidClientError(
+                status_code=401, description="The HTTP Basic credentials are not UTF-8 (RFC 7617 section 2.1)."
+            ) from None
+
     def query_client(self, client_id: str) -> Client | None:
         return get_client(self.engine, client_id)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -45,6 +46,15 @@ def test_introspection_without_client_authentication_is_401(sandbox: Sandbox) ->
     assert response.json()["error"] == "invalid_client"
     assert response.headers["www-authenticate"].startswith("Basic ")
     assert "active" not in response.json()
+
+
+@pytest.mark.parametrize("endpoint", ["introspect", "revoke", "token"])
+def test_basic_credentials_that_are_not_utf8_are_401(sandbox: Sandbox, endpoint: str) -> None:
+    """They were a 500 (UnicodeDecodeError in Authlib's Basic parsing)."""
+    header = "Basic " + base64.b64encode(b"\xff\xfe:secret").decode()
+    data = {"token": "x", "grant_type": "refresh_token", "refresh_token": "x"}
+    response = httpx.post(f"{sandbox.url}/auth/{endpoint}", data=data, headers={"Authorization": header})
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client", response.text
 
 
 def test_introspection_with_a_wrong_secret_is_401(sandbox: Sandbox) -> None:

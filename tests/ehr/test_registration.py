@@ -176,6 +176,8 @@ def test_a_backend_client_without_keys_or_with_private_keys_is_refused(open_sand
         "https://user:pw@jwks.example.org/jwks.json",
         "https://jwks.example.org/jwks.json#frag",
         "ftp://jwks.example.org/jwks.json",
+        "https://a b.example.org/jwks.json",
+        "https://%00.example.org/jwks.json",
     ],
 )
 def test_a_jwks_uri_the_sandbox_would_not_fetch_is_refused(open_sandbox: Sandbox, jwks_uri: str) -> None:
