@@ -150,10 +150,10 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         for name, value in query.multi_items():
             if name.lower() == "client_assertion" and value:
                 self.private_key_jwt.spend(value)
+        spent = " The client_assertion sent there is spent; sign a new one." if "client_assertion" in named else ""
         raise InvalidRequestError(
             f"Send {', '.join(named)} in the application/x-www-form-urlencoded form body, never in the URL's "
-            "query string (RFC 6749 sections 2.3.1 and 3.2): query strings are logged. "
-            "A client_assertion sent there is spent; sign a new one."
+            f"query string (RFC 6749 sections 2.3.1 and 3.2): query strings are logged.{spent}"
         )
 
     def authenticate_client(self, request: OAuth2Request, methods: list[str], endpoint: str = "token") -> Client:
