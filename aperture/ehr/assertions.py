@@ -203,7 +203,7 @@ class RemoteJWKS:
         try:
             found: KeySet | None = fetch_jwks(uri, self.allowed_origins)
         except JwksUnavailable as exc:
-            log.info("jwks_uri %s not used: %s", uri, exc)
+            log.info("jwks_uri %s not used: %s", _for_log(uri), exc)
             found = None
         with self._lock:
             self._cache[uri] = (time.monotonic(), found)
@@ -281,6 +281,15 @@ def fetch_jwks(uri: str, allowed_origins: tuple[str, ...]) -> KeySet:
         return check_public_jwks(json.loads(body))
     except (ValueError, RecursionError, InvalidClientMetadata) as exc:
         raise JwksUnavailable(f"its answer is not a usable JWK Set: {getattr(exc, 'message', exc)}") from None
+
+
+def _for_log(uri: str) -> str:
+    """`uri` without a user name, password or query, which might hold a secret."""
+    try:
+        parts = urlsplit(uri)
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+    except ValueError:
+        return "(not a URL)"
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
