@@ -3,7 +3,8 @@
 Introspection requires client authentication (HTTP Basic with a confidential client's secret), and
 only clients registered as resource servers (`--introspect`) learn anything: for any other client,
 or a token that is unknown, expired or revoked, the answer is just `{"active": false}` (RFC 7662
-§2.2). An active answer carries the SMART 2.2 fields: `scope`, `client_id`, `exp`, plus `iat`,
+§2.2). Only access tokens are introspected: a refresh token is never sent to a resource server, so
+it too is `active: false` here. An active answer carries the SMART 2.2 fields: `scope`, `client_id`, `exp`, plus `iat`,
 `iss`, `sub`, `aud`, `token_type`, and the launch context (`patient`) and `fhirUser` when the token
 has them, and, for a token that may read imaging, the EHR's policy for it as RFC 9396
 `authorization_details` (`aperture.ehr.policy`).
