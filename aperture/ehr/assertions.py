@@ -21,9 +21,10 @@ change it between check and fetch); plain http or a non-public host only for an 
 listed in `jwks_allowed_origins`. No redirects, no proxies from the environment, JWKS_TIMEOUT
 seconds to connect and between reads, JWKS_DEADLINE seconds from connecting to the end of the body
 (checked after each read, so a fetch ends within JWKS_DEADLINE + JWKS_TIMEOUT of connecting), at
-most MAX_JWKS_BYTES. Name resolution is the system resolver's, with its own timeouts. Whatever goes wrong, the client reads the same JWKS_FAILURE (so the sandbox is no
-oracle for which ports answer inside its network); the log says what it was. A failed fetch is
-retried at most every JWKS_REFRESH_SECONDS.
+most MAX_JWKS_BYTES. Name resolution is the system resolver's, with its own timeouts. Whatever
+goes wrong, the client reads the same JWKS_FAILURE (so the sandbox is no oracle for which ports
+answer inside its network); the log says what it was. A failed fetch is retried at most every
+JWKS_REFRESH_SECONDS.
 """
 
 from __future__ import annotations
