@@ -27,7 +27,12 @@ from starlette.types import ASGIApp
 
 from aperture import __version__
 from aperture.ehr.accounts import seed_accounts
-from aperture.ehr.authorization import SandboxAuthorizationServer, StarletteOAuth2Request, urlencoded_form
+from aperture.ehr.authorization import (
+    SandboxAuthorizationServer,
+    StarletteOAuth2Request,
+    query_credentials,
+    urlencoded_form,
+)
 from aperture.ehr.authorize import authorize
 from aperture.ehr.clients import approved_redirect_origins
 from aperture.ehr.config import EhrConfig
@@ -91,6 +96,8 @@ def _oauth_endpoint(run: Callable[[SandboxAuthorizationServer, StarletteOAuth2Re
     async def endpoint(request: Request) -> Response:
         server: SandboxAuthorizationServer = request.app.state.authorization
         try:
+            if query_credentials(request.query_params.keys()):  # refused, and a client_assertion there spent
+                await run_in_threadpool(server.refuse_query_credentials, request.query_params)
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
                 raise InvalidRequestError(
                     "Send the parameters as application/x-www-form-urlencoded (RFC 6749 section 3.2)."

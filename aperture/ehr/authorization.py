@@ -13,6 +13,7 @@ the routes read the form body asynchronously and then run Authlib in a worker th
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,7 +27,7 @@ from authlib.oauth2.rfc6749 import (
 )
 from joserfc.jwk import RSAKey
 from sqlalchemy import Engine
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -42,6 +43,18 @@ from aperture.ehr.refresh import RotatingRefreshGrant
 from aperture.ehr.tokens import Grantee, new_token_response, store_refresh_token, store_token
 
 MAX_FORM_BYTES = 64 * 1024  # an assertion is a few kB; nothing legitimate comes near this
+# Parameters that are credentials: at the token, introspection and revocation endpoints they are
+# refused in a query string, which access logs, proxies and browser histories keep (RFC 6749 §2.3.1,
+# §3.2; RFC 6750 §2.3 for tokens).
+QUERY_CREDENTIALS = frozenset(
+    {"access_token", "actor_token", "assertion", "client_assertion", "client_secret", "code", "code_verifier",
+     "device_code", "id_token", "password", "refresh_token", "subject_token", "token"}
+)  # fmt: skip
+
+
+def query_credentials(query: Iterable[str]) -> list[str]:
+    """The credential parameters named in a query string (lowercased, sorted, each once)."""
+    return sorted({name.lower() for name in query if name.lower() in QUERY_CREDENTIALS})
 
 
 async def urlencoded_form(request: Request) -> FormData:
@@ -116,14 +129,41 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.config = config
         self.engine = engine
         self.register_token_generator("default", self._new_token)
-        self.register_client_auth_method(
-            PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(engine, config.token_endpoint, RemoteJWKS())
-        )
+        self.private_key_jwt = PrivateKeyJWT(engine, config.token_endpoint, RemoteJWKS(config.jwks_allowed_origins))
+        self.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, self.private_key_jwt)
         self.register_grant(BackendServicesGrant)
         self.register_grant(BrowserLaunchGrant, [S256Only(required=True), SandboxIdTokens(engine, config, signing_key)])
         self.register_grant(RotatingRefreshGrant)
         self.register_endpoint(Introspection(engine, config))
         self.register_endpoint(Revocation(engine))
+
+    def refuse_query_credentials(self, query: QueryParams) -> None:
+        """Refuse a request with credentials in its query string, spending any client assertion there.
+
+        The assertion is spent first because the refusal alone would leave it usable: the URL it
+        came in is in the access log, and the same assertion would then work in a form body. The
+        message names the parameters, never their values.
+        """
+        named = query_credentials(query.keys())
+        if not named:
+            return
+        for name, value in query.multi_items():
+            if name.lower() == "client_assertion" and value:
+                self.private_key_jwt.spend(value)
+        spent = " The client_assertion sent there is spent; sign a new one." if "client_assertion" in named else ""
+        raise InvalidRequestError(
+            f"Send {', '.join(named)} in the application/x-www-form-urlencoded form body, never in the URL's "
+            f"query string (RFC 6749 sections 2.3.1 and 3.2): query strings are logged.{spent}"
+        )
+
+    def authenticate_client(self, request: OAuth2Request, methods: list[str], endpoint: str = "token") -> Client:
+        """As Authlib's, but HTTP Basic credentials that are not UTF-8 are invalid_client, not a 500."""
+        try:
+            return super().authenticate_client(request, methods, endpoint)  # type: ignore[no-any-return]
+        except UnicodeDecodeError:
+            raise InvalidClientError(
+                status_code=401, description="The HTTP Basic credentials are not UTF-8 (RFC 7617 section 2.1)."
+            ) from None
 
     def query_client(self, client_id: str) -> Client | None:
         return get_client(self.engine, client_id)
@@ -151,9 +191,23 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             )  # fmt: skip
 
     def _new_token(
-        self, grant_type: str, client: Client, scope: str | None = None, include_refresh_token: bool = False, **_: Any
+        self,
+        grant_type: str,
+        client: Client,
+        user: Any = None,
+        scope: str | None = None,
+        include_refresh_token: bool = False,
+        **_: Any,
     ) -> dict[str, Any]:
-        return new_token_response(scope or "", self.config.access_token_lifetime, refresh=include_refresh_token)
+        """A token response; whether a refresh token comes depends on the grant's scope, not the request's.
+
+        A refresh that narrows the access token to a scope without offline_access keeps the grant
+        going (RFC 6749 §6: the new refresh token has the scope of the one presented).
+        """
+        grant_scope = user.scope if isinstance(user, Grantee) else None
+        return new_token_response(
+            scope or "", self.config.access_token_lifetime, refresh=include_refresh_token, grant_scope=grant_scope
+        )
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         if not isinstance(request, OAuth2Request):

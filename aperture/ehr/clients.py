@@ -43,7 +43,7 @@ KINDS: tuple[ClientKind, ...] = ("confidential", "public", "backend")
 # Which client authentication each kind uses, at which endpoints (Authlib asks per endpoint).
 _AUTH_METHODS: dict[ClientKind, dict[str, set[str]]] = {
     "confidential": {"client_secret_basic": {"token", "introspection", "revocation"}},
-    "public": {"none": {"token"}},
+    "public": {"none": {"token", "revocation"}},  # RFC 7009 §2.1: a public client sends its client_id
     "backend": {"private_key_jwt": {"token", "revocation"}},
 }
 _GRANT_TYPES: dict[ClientKind, set[str]] = {

@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from aperture.config import ConfigError, read_toml_file
 
@@ -27,6 +28,9 @@ class EhrConfig:
     access_token_lifetime: int = 3600  # seconds
     dynamic_registration: bool = False  # RFC 7591 at {public_url}/register, open to anyone who can reach it
     cors_origins: tuple[str, ...] = ()  # browser origins besides registered apps' redirect origins; ("*",): any
+    # Origins (scheme://host:port) whose jwks_uri the sandbox may fetch although they are plain http or a
+    # loopback/private address; every other jwks_uri must be https to a public address.
+    jwks_allowed_origins: tuple[str, ...] = ()
 
     _ORIGIN: ClassVar[re.Pattern[str]] = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", re.IGNORECASE)
 
@@ -60,6 +64,7 @@ class EhrConfig:
             raise ConfigError(
                 f"'ehr.access_token_lifetime' is in seconds, between 1 and 86400, not {self.access_token_lifetime}."
             )
+        object.__setattr__(self, "jwks_allowed_origins", _origins(self.jwks_allowed_origins))
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
         object.__setattr__(self, "imaging_fhir_base", self.imaging_fhir_base.rstrip("/"))
         object.__setattr__(self, "imaging_dicomweb_base", self.imaging_dicomweb_base.rstrip("/"))
@@ -133,7 +138,39 @@ class EhrConfig:
 
     def to_json(self) -> dict[str, Any]:
         """Settings as JSON, handed to the HTTP server's worker processes."""
-        return {**asdict(self), "data": str(self.data), "cors_origins": list(self.cors_origins)}
+        return {
+            **asdict(self),
+            "data": str(self.data),
+            "cors_origins": list(self.cors_origins),
+            "jwks_allowed_origins": list(self.jwks_allowed_origins),
+        }
+
+
+def origin(url: str) -> str:
+    """`scheme://host:port` of an http(s) URL, lowercased and with the port spelled out ('' if not http(s))."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def _origins(values: Any) -> tuple[str, ...]:
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(
+            f"'ehr.jwks_allowed_origins' is a list of origins such as [\"http://127.0.0.1:8000\"], not {values!r}."
+        )
+    found = []
+    for value in values:
+        normalized = origin(value)
+        if not normalized or urlsplit(value).path not in ("", "/") or urlsplit(value).username is not None:
+            raise ConfigError(f"'ehr.jwks_allowed_origins' takes origins (scheme://host:port, no path), not {value!r}.")
+        found.append(normalized)
+    return tuple(found)
 
 
 def load_ehr_config(path: Path | None = None, **overrides: Any) -> EhrConfig:

@@ -14,7 +14,9 @@ with an imaging server. What the metadata asks for decides the kind of client:
 Anything else (client_secret_post, client_secret_jwt, tls_client_auth, ...) is refused with
 `invalid_client_metadata` rather than silently substituted, and so are a redirect URI that is not
 https (plain http only on loopback) or has a fragment (`invalid_redirect_uri`), scopes the kind may
-not have, and a missing scope. The admin-only powers (introspection, zero-click pre-approval,
+not have, a missing scope, and a `jwks_uri` the sandbox would not fetch (not https, or a loopback,
+private or reserved address, unless its origin is in `jwks_allowed_origins`; see
+`aperture.ehr.assertions`). The admin-only powers (introspection, zero-click pre-approval,
 backend pre-authorization) cannot be registered here. `initiate_login_uri` (OpenID Connect
 Dynamic Registration) becomes the app's EHR launch URL. A client registered here is unapproved
 until the admin runs `aperture ehr clients approve` (see `aperture.ehr.clients`). The client
@@ -40,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aperture.ehr.assertions import jwks_uri_problem
 from aperture.ehr.clients import Client, ClientKind, is_web_url, register_client
 from aperture.ehr.errors import InvalidClientMetadata, wire_description
 
@@ -89,6 +92,10 @@ class DynamicRegistration(ClientRegistrationEndpoint):  # type: ignore[misc]
 
     def extract_client_metadata(self, request: JsonRequest) -> dict[str, Any]:
         _check_shapes(request.payload.data)
+        jwks_uri = request.payload.data.get("jwks_uri")
+        problem = jwks_uri_problem(jwks_uri, self.server.config.jwks_allowed_origins) if jwks_uri else None
+        if problem:
+            raise InvalidClientMetadataError(f"jwks_uri {problem}.")
         for uri in request.payload.data.get("redirect_uris") or ():
             if not is_web_url(uri) or "#" in uri:
                 raise InvalidRedirectURIError(
@@ -188,7 +195,7 @@ async def register(request: Request) -> Response:
             return _error(server, InvalidClientMetadataError(f"The metadata is larger than {MAX_BODY_BYTES} bytes."))
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested past the limit
         data = None
     json_body = request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
     if not json_body or not isinstance(data, dict) or not data:

@@ -79,11 +79,13 @@ class Grantee:
     auth_time: int = 0
 
 
-def new_token_response(scope: str, lifetime: int, *, refresh: bool = False) -> dict[str, Any]:
+def new_token_response(
+    scope: str, lifetime: int, *, refresh: bool = False, grant_scope: str | None = None
+) -> dict[str, Any]:
     """A fresh RFC 6749 §5.1 token response, before it is stored (Authlib's generate/save split).
 
-    A refresh token comes only when asked for (`refresh`) and the scope has offline_access or
-    online_access, as SMART 2.2 says.
+    A refresh token comes only when asked for (`refresh`) and the grant's scope (`grant_scope`,
+    by default the token's `scope`) has offline_access or online_access, as SMART 2.2 says.
     """
     response = {
         "access_token": secrets.token_urlsafe(32),
@@ -91,7 +93,7 @@ def new_token_response(scope: str, lifetime: int, *, refresh: bool = False) -> d
         "expires_in": lifetime,
         "scope": scope,
     }
-    if refresh and any(s in REFRESH_SCOPES for s in scope.split()):
+    if refresh and any(s in REFRESH_SCOPES for s in (grant_scope or scope).split()):
         response["refresh_token"] = secrets.token_urlsafe(32)
     return response
 
@@ -219,17 +221,23 @@ def find_refresh_token(engine: Engine, token: str) -> RefreshToken | None:
     )
 
 
-def revoke_refresh_token(engine: Engine, token_hash: str) -> None:
+def spend_refresh_token(engine: Engine, token_hash: str) -> bool:
+    """Revoke a live refresh token in one statement; False if it was not live (spent by someone else first)."""
     with engine.begin() as conn:
-        conn.execute(
+        spent = conn.execute(
             update(refresh_tokens)
             .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.revoked_at.is_(None))
             .values(revoked_at=int(time.time()))
-        )
+        ).rowcount
+    return bool(spent)
 
 
 def revoke_grant(engine: Engine, grant_id: str) -> None:
-    """Revoke every access and refresh token descending from one authorization code (RFC 6749 §4.1.2)."""
+    """Revoke every access and refresh token descending from one authorization code.
+
+    For a reused code (RFC 6749 §4.1.2), a reused refresh token (RFC 9700 §4.14.2) and a revoked
+    refresh token (RFC 7009 §2.1).
+    """
     now = int(time.time())
     with engine.begin() as conn:
         for table in (access_tokens, refresh_tokens):

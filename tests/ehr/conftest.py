@@ -2,7 +2,8 @@
 
 Backend clients hold real keys made with joserfc; `Sandbox.assertion()` signs a SMART Backend
 Services client assertion with them, and tests change one claim or header at a time to see each
-refusal. A JWK Set for the `jwks_uri` client is served by a plain HTTP server in a thread.
+refusal. A JWK Set for the `jwks_uri` client is served by a plain HTTP server in a thread, whose
+origin the sandbox is configured to allow (`jwks_allowed_origins`).
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, jwks_host: tuple[str, Path
     register(data, "--kind", "public", "--name", "Radiology Viewer", "--client-id", "trusted-viewer",
              "--scope", APP_SCOPE, "--redirect-uri", REDIRECT_URI, "--launch-url", LAUNCH_URL,
              "--pre-approved")  # fmt: skip
-    server = start_sandbox(data)
+    # The JWKS server is plain http on loopback, which the sandbox fetches only from an allowed origin.
+    server = start_sandbox(data, config=f'[ehr]\njwks_allowed_origins = ["{base}"]\n')
     secrets = {"imaging": imaging["client_secret"], "other-app": other["client_secret"],
                "portal": portal["client_secret"]}  # fmt: skip
     yield Sandbox(server, keys, secrets)

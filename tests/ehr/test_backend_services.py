@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +22,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey, RSAKey
 
-from aperture.ehr.assertions import JWKS_REFRESH_SECONDS
-from tests.ehr.conftest import Sandbox, public_jwks, register
+from aperture.ehr.assertions import JWKS_REFRESH_SECONDS, MAX_JWKS_BYTES
+from tests.ehr.conftest import ASSERTION_TYPE, Sandbox, public_jwks, register
 
 
 def _b64(value: dict[str, Any]) -> str:
@@ -209,3 +213,111 @@ def test_jwks_uri_key_rotation_is_picked_up_after_the_refetch_interval(
     assert_oauth_error(sandbox.backend_token(sandbox.assertion("rotating")), "invalid_client")
     time.sleep(JWKS_REFRESH_SECONDS + 0.2)
     assert sandbox.backend_token(sandbox.assertion("rotating")).status_code == 200
+
+
+def test_an_assertion_for_a_client_without_keys_is_invalid_client(sandbox: Sandbox) -> None:
+    """sub naming a confidential or public client (no keys to check it with) was a 500."""
+    for client_id in ("portal", "viewer"):
+        sandbox.keys[client_id] = sandbox.keys["backend-rs"]
+        assert_oauth_error(sandbox.backend_token(sandbox.assertion(client_id)), "invalid_client")
+
+
+def test_an_assertion_with_a_nan_exp_is_invalid_client(sandbox: Sandbox) -> None:
+    """NaN compares false with everything, so no exp check may rely on a comparison alone."""
+    assert_oauth_error(sandbox.backend_token(sandbox.assertion("backend-rs", exp=float("nan"))), "invalid_client")
+
+
+def test_an_assertion_nested_past_the_recursion_limit_is_invalid_client(sandbox: Sandbox) -> None:
+    header = _b64({"alg": "RS384", "kid": "rs-1"})
+    payload = base64.urlsafe_b64encode(b'{"sub": ' + b"[" * 15000 + b"]" * 15000 + b"}").rstrip(b"=").decode()
+    assert_oauth_error(sandbox.backend_token(f"{header}.{payload}.c2ln"), "invalid_client")
+
+
+def test_an_assertion_sent_in_the_query_string_is_refused_and_spent(sandbox: Sandbox) -> None:
+    """Issue 12: the URL is logged, so an assertion sent there must not work afterwards in a body."""
+    assertion = sandbox.assertion("backend-rs")
+    in_query = httpx.post(
+        sandbox.token_endpoint,
+        params={"client_assertion": assertion, "client_assertion_type": ASSERTION_TYPE},
+        data={"grant_type": "client_credentials", "scope": "system/ImagingStudy.rs"},
+    )
+    assert_oauth_error(in_query, "invalid_request")
+    assert "form body" in in_query.json()["error_description"]
+    replayed = sandbox.backend_token(assertion)
+    assert_oauth_error(replayed, "invalid_client")
+    assert sandbox.backend_token(sandbox.assertion("backend-rs")).status_code == 200  # a fresh one works
+
+
+class _Counting(BaseHTTPRequestHandler):
+    """Answers every GET with `body` and counts them: whether the sandbox fetched at all."""
+
+    hits = 0
+    body = b'{"keys": []}'
+
+    def do_GET(self) -> None:
+        type(self).hits += 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def counting_host() -> Iterator[tuple[str, type[_Counting]]]:
+    handler = type("Counter", (_Counting,), {"hits": 0})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _backend_with_jwks_uri(sandbox: Sandbox, client_id: str, uri: str) -> str:
+    register(sandbox.server.data, "--kind", "backend", "--name", client_id, "--client-id", client_id,
+             "--scope", "system/ImagingStudy.rs", "--jwks-uri", uri)  # fmt: skip
+    sandbox.keys[client_id] = RSAKey.generate_key(2048, parameters={"kid": f"{client_id}-1"})
+    response = sandbox.backend_token(sandbox.assertion(client_id))
+    assert_oauth_error(response, "invalid_client")
+    return str(response.json()["error_description"])
+
+
+def test_jwks_uri_failures_read_the_same_whatever_went_wrong(
+    sandbox: Sandbox, counting_host: tuple[str, type[_Counting]]
+) -> None:
+    """No port-scan oracle: closed port, open port, not a JWK Set, a host not allowed: one message."""
+    base, counter = counting_host
+    messages = {
+        _backend_with_jwks_uri(sandbox, "probe-closed", f"http://127.0.0.1:{_closed_port()}/jwks.json"),
+        _backend_with_jwks_uri(sandbox, "probe-open", f"{sandbox.url}/healthz"),
+        _backend_with_jwks_uri(sandbox, "probe-https-loopback", f"https://127.0.0.1:{sandbox.server.port}/x"),
+        _backend_with_jwks_uri(sandbox, "probe-counted", f"{base}/jwks.json"),
+    }
+    assert len(messages) == 1, messages
+    assert counter.hits == 0  # http to a host no admin allowed is never fetched
+
+
+def test_jwks_uri_answers_are_bounded_and_redirects_not_followed(sandbox: Sandbox, jwks_host: tuple[str, Path]) -> None:
+    """On an allowed host (the test's JWKS server): a body over the size limit, or a redirect, is refused."""
+    base, folder = jwks_host
+    key = RSAKey.generate_key(2048, parameters={"kid": "big-1"})
+    (folder / "big.json").write_text(json.dumps({**public_jwks(key), "padding": "x" * (MAX_JWKS_BYTES + 1)}))
+    register(sandbox.server.data, "--kind", "backend", "--name", "big", "--client-id", "big",
+             "--scope", "system/ImagingStudy.rs", "--jwks-uri", f"{base}/big.json")  # fmt: skip
+    sandbox.keys["big"] = key
+    assert_oauth_error(sandbox.backend_token(sandbox.assertion("big")), "invalid_client")
+    (folder / "moved").mkdir()
+    (folder / "moved" / "index.html").write_text(json.dumps(public_jwks(key)))
+    register(sandbox.server.data, "--kind", "backend", "--name", "moved", "--client-id", "moved",
+             "--scope", "system/ImagingStudy.rs", "--jwks-uri", f"{base}/moved")  # fmt: skip  # 301 to /moved/
+    sandbox.keys["moved"] = key
+    assert_oauth_error(sandbox.backend_token(sandbox.assertion("moved")), "invalid_client")

@@ -337,3 +337,50 @@ def test_fhir_answers_and_errors_are_not_kept_in_shared_caches(mint: Minter) -> 
         assert {"private", "no-store"} <= directives, (response.status_code, response.headers.get("cache-control"))
     not_allowed = httpx.post(f"{walter.base}/Patient/walter-nguyen", headers=walter.headers)  # 405, OAuth shape
     assert not_allowed.status_code == 405 and "no-store" in not_allowed.headers["cache-control"]
+
+
+@pytest.mark.parametrize(
+    "resource_type, name, value",
+    [
+        ("Patient", "_count", "²"),  # '²'.isdigit() is True, int('²') fails
+        ("Patient", "_offset", "²"),
+        ("Patient", "_count", "٥"),  # an Arabic-Indic five: a digit to Python, not to FHIR
+        ("Patient", "_count", "9" * 5000),  # past int()'s 4300-digit limit
+        ("Patient", "_offset", "1" * 40),
+        ("ImagingStudy", "started", "9999-12-31"),  # the day after is past datetime.max
+        ("Patient", "birthdate", "9999-12-31"),
+        ("ImagingStudy", "started", "0001-01-01T00:00:00+14:00"),  # before datetime.min in UTC
+        ("ImagingStudy", "started", "9999-12-31T23:59:59-14:00"),
+        ("ImagingStudy", "started", "9999-12-31T23:59Z"),
+        ("ImagingStudy", "_lastUpdated", "ge9999-12-31"),
+        ("DiagnosticReport", "date", "le9999-12-31T23:59:59Z"),
+        ("ServiceRequest", "authored", "9999"),
+        ("ImagingStudy", "started", "２０２６"),  # fullwidth digits
+        ("ImagingStudy", "started", "0000"),
+        ("Patient", "birthdate", "ge"),
+        ("Patient", "name", ",".join(["a"] * 1200)),  # more ORed values than SQLite's expression depth
+    ],  # fmt: skip
+)
+def test_malformed_parameters_are_400_naming_the_parameter(
+    mint: Minter, resource_type: str, name: str, value: str
+) -> None:
+    """Issue 12: these were 500s. The OperationOutcome names the parameter and says what it takes."""
+    chen = mint("user/*.rs", user="Practitioner/dr-chen")
+    refused = chen.get(resource_type, **{name: value})
+    assert refused.status_code == 400, refused.text
+    (issue,) = refused.json()["issue"]
+    assert issue["code"] == "invalid"
+    assert issue["diagnostics"].startswith(f"{name}:"), issue["diagnostics"]
+
+
+def test_oversized_searches_are_400_not_500(mint: Minter) -> None:
+    chen = mint("user/*.rs", user="Practitioner/dr-chen")
+    url = f"{chen.base}/Patient/_search"
+    form = {**chen.headers, "Content-Type": "application/x-www-form-urlencoded"}
+    long_name = httpx.post(url, content="name=" + "a" * 60000, headers=form)  # past SQLite's LIKE pattern limit
+    assert long_name.status_code == 400 and long_name.json()["issue"][0]["diagnostics"].startswith("name:")
+    many = httpx.post(url, content="&".join(["name=a"] * 1001), headers=form)
+    assert many.status_code == 400 and "parameters" in many.json()["issue"][0]["diagnostics"]
+    huge = httpx.post(url, content="_id=" + ",".join(["a"] * 40000), headers=form)
+    assert huge.status_code == 400, huge.text
+    assert chen.get("Patient", _count="2").status_code == 200  # the ordinary search still works

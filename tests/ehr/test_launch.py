@@ -234,6 +234,13 @@ def test_aud_must_be_this_fhir_server(sandbox: Sandbox) -> None:
     assert answer["error"] == ["invalid_request"]
 
 
+def refresh(sandbox: Sandbox, refresh_token: str, client_id: str = "growth", **extra: str) -> httpx.Response:
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+    if client_id in sandbox.secrets:
+        return httpx.post(sandbox.token_endpoint, data=data, auth=(client_id, sandbox.secrets[client_id]))
+    return httpx.post(sandbox.token_endpoint, data={**data, "client_id": client_id})
+
+
 def test_code_reuse_is_refused_and_revokes_the_tokens_it_gave(sandbox: Sandbox) -> None:
     flow = Flow(sandbox)
     code = code_from(User("walter", "walter-demo").consent(flow.url()), flow.state)
@@ -268,6 +275,37 @@ def test_refresh_rotates_keeps_the_patient_and_may_only_narrow(sandbox: Sandbox)
     old = httpx.post(sandbox.token_endpoint, data={"grant_type": "refresh_token", "client_id": "growth",
                      "refresh_token": first["refresh_token"]})  # fmt: skip
     assert old.status_code == 400  # rotated: the old refresh token is spent
+
+
+def test_reusing_a_rotated_out_refresh_token_revokes_the_whole_grant(sandbox: Sandbox) -> None:
+    """RFC 9700 §4.14.2: a spent refresh token coming back means one of two holders is an attacker."""
+    first = tokens(sandbox)
+    second = refresh(sandbox, first["refresh_token"]).json()
+    third = refresh(sandbox, second["refresh_token"]).json()
+    reused = refresh(sandbox, first["refresh_token"])
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    assert refresh(sandbox, third["refresh_token"]).json()["error"] == "invalid_grant"  # the live one is gone too
+    for answer in (first, second, third):
+        assert sandbox.introspect(answer["access_token"]).json() == {"active": False}
+    other = tokens(sandbox)  # another authorization of the same app and user is not touched
+    assert sandbox.introspect(other["access_token"]).json()["active"] is True
+
+
+def test_a_narrowed_refresh_narrows_only_the_access_token(sandbox: Sandbox) -> None:
+    """RFC 6749 §6: the new refresh token has the scope of the one presented, whatever the request narrows."""
+    first = tokens(sandbox)
+    granted = first["scope"]
+    assert "offline_access" in granted.split()
+    narrow = refresh(sandbox, first["refresh_token"], scope="patient/Patient.rs")
+    assert narrow.status_code == 200, narrow.text
+    assert narrow.json()["scope"] == "patient/Patient.rs"
+    assert narrow.json()["refresh_token"]  # without offline_access in the request, the grant goes on
+    full = refresh(sandbox, narrow.json()["refresh_token"])
+    assert full.status_code == 200 and full.json()["scope"] == granted
+    other = refresh(sandbox, full.json()["refresh_token"], scope="patient/ImagingStudy.rs")
+    assert other.status_code == 200 and other.json()["scope"] == "patient/ImagingStudy.rs"
+    info = sandbox.introspect(other.json()["access_token"]).json()
+    assert info["active"] is True and info["scope"] == "patient/ImagingStudy.rs"
 
 
 def test_confidential_client_authenticates_with_its_secret(sandbox: Sandbox) -> None:

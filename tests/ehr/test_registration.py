@@ -35,6 +35,9 @@ def open_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     server.stop()
 
 
+DEEP = b"[" * 30000 + b"]" * 30000  # JSON nested past Python's recursion limit
+
+
 def post(sandbox: Sandbox, metadata: Any, **kwargs: Any) -> httpx.Response:
     return httpx.post(f"{sandbox.url}/register", json=metadata, **kwargs)
 
@@ -162,7 +165,42 @@ def test_a_backend_client_without_keys_or_with_private_keys_is_refused(open_sand
         assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata", extra
 
 
-@pytest.mark.parametrize("body", [b"[]", b"{}", b"not json", b'{"scope": 5}'])
+@pytest.mark.parametrize(
+    "jwks_uri",
+    [
+        "http://127.0.0.1:9/jwks.json",  # loopback http: the SSRF of issue 12
+        "https://127.0.0.1:9/jwks.json",  # https, but to a loopback address
+        "https://10.0.0.8/jwks.json",
+        "https://[::1]/jwks.json",
+        "https://169.254.169.254/latest/meta-data",  # cloud metadata
+        "http://jwks.example.org/jwks.json",  # plain http
+        "https://user:pw@jwks.example.org/jwks.json",
+        "https://jwks.example.org/jwks.json#frag",
+        "ftp://jwks.example.org/jwks.json",
+        "https://a b.example.org/jwks.json",
+        "https://%00.example.org/jwks.json",
+    ],
+)
+def test_a_jwks_uri_the_sandbox_would_not_fetch_is_refused(open_sandbox: Sandbox, jwks_uri: str) -> None:
+    metadata = {"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+                "scope": "system/ImagingStudy.rs", "jwks_uri": jwks_uri}  # fmt: skip
+    response = post(open_sandbox, metadata)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_client_metadata"
+    assert "jwks_uri" in response.json()["error_description"]
+
+
+def test_a_public_https_jwks_uri_registers(open_sandbox: Sandbox) -> None:
+    metadata = {"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+                "scope": "system/ImagingStudy.rs", "jwks_uri": "https://jwks.example.org/keys.json"}  # fmt: skip
+    assert post(open_sandbox, metadata).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b"{}", b"not json", b'{"scope": 5}', DEEP, b'{"a": ' + DEEP + b"}"],
+    ids=["array", "empty", "not-json", "scope-not-string", "nested-past-the-recursion-limit", "nested-member"],
+)
 def test_a_body_that_is_not_client_metadata_is_refused(open_sandbox: Sandbox, body: bytes) -> None:
     response = httpx.post(f"{open_sandbox.url}/register", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata"

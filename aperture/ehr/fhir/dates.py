@@ -3,6 +3,12 @@
 `2026-02` is the whole of February: `date=2026-02` matches a report of 2026-02-03, and
 `date=ge2026-02-03` matches it too. Every value becomes `[low, high)` in one sortable text form
 (`YYYY-MM-DDTHH:MM:SS` in UTC); values without a time zone are taken as UTC.
+
+Digits are ASCII only (`\\d` would take any Unicode digit, such as a fullwidth ２０２６). Both ends of
+the range must be datetimes in UTC between years 0001 and 9999, so the latest whole day that can be
+compared is 9999-12-30 (the end of 9999-12-31 would be in year 10000), and a time zone offset may not
+push a moment out of those years (`0001-01-01T00:00:00+14:00` is in year 0). Anything outside is an
+InvalidRequest that says so, never an OverflowError.
 """
 
 from __future__ import annotations
@@ -13,7 +19,11 @@ from datetime import UTC, datetime, timedelta
 from aperture.ehr.errors import InvalidRequest
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S"
-_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?")
+_DATE = re.compile(
+    r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2})(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]{1,9})?)?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?"
+)
+SUPPORTED_RANGE = "0001-01-01 to 9999-12-30, in UTC"
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 
 
@@ -21,7 +31,7 @@ def date_range(value: str) -> tuple[str, str]:
     """The range `[low, high)` a FHIR date, dateTime or instant covers, as sortable text."""
     match = _DATE.fullmatch(value)
     if match is None:
-        raise InvalidRequest(f"{value!r} is not a FHIR date such as 2026-02-03 or 2026-02-03T10:00:00Z.")
+        raise InvalidRequest(f"{shown(value)} is not a FHIR date such as 2026-02-03 or 2026-02-03T10:00:00Z.")
     year, month, day, hour, minute, second, zone = match.groups()
     try:
         if month is None:
@@ -37,9 +47,20 @@ def date_range(value: str) -> tuple[str, str]:
             moment = datetime.fromisoformat(f"{year}-{month}-{day}T{hour}:{minute}:{second or '00'}{zone or '+00:00'}")
             low = moment.astimezone(UTC)
             high = low + (timedelta(seconds=1) if second else timedelta(minutes=1))
+    except OverflowError:
+        raise InvalidRequest(f"{shown(value)} is outside the dates this server compares ({SUPPORTED_RANGE}).") from None
     except ValueError as exc:
-        raise InvalidRequest(f"{value!r} is not a valid date: {exc}.") from None
+        if "out of range" in str(exc) and "year" in str(exc):
+            raise InvalidRequest(
+                f"{shown(value)} is outside the dates this server compares ({SUPPORTED_RANGE})."
+            ) from None
+        raise InvalidRequest(f"{shown(value)} is not a valid date: {exc}.") from None
     return low.strftime(_FORMAT), high.strftime(_FORMAT)
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """`value` quoted for a message, cut to `limit` characters (a caller may send thousands)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + "..."
 
 
 def split_prefix(value: str) -> tuple[str, str]:

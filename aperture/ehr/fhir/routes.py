@@ -27,7 +27,7 @@ from aperture.ehr.fhir.access import access
 from aperture.ehr.fhir.capability import capability_statement
 from aperture.ehr.fhir.outcomes import FhirResponse, error_outcome, operation_outcome
 from aperture.ehr.fhir.params import PARAMS
-from aperture.ehr.fhir.query import Search, parse_search
+from aperture.ehr.fhir.query import MAX_SEARCH_BODY, Search, parse_search
 from aperture.ehr.tokens import AccessToken, find_token
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -123,7 +123,12 @@ async def search(request: Request) -> Response:
     if request.method == "POST":
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
             raise InvalidRequest("POST _search takes application/x-www-form-urlencoded parameters.")
-        pairs += parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_SEARCH_BODY:
+                raise InvalidRequest(f"A POST _search body is at most {MAX_SEARCH_BODY} bytes.")
+        pairs += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     return FhirResponse(await run_in_threadpool(search_resources, request, resource_type, pairs))
 
 
