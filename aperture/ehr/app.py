@@ -41,6 +41,7 @@ from aperture.ehr.discovery import smart_configuration
 from aperture.ehr.errors import EhrError
 from aperture.ehr.fhir import ROUTES as FHIR_ROUTES
 from aperture.ehr.fhir import load as load_clinical_record
+from aperture.ehr.fhir.outcomes import operation_outcome
 from aperture.ehr.keys import load_or_create_signing_key, public_jwks
 from aperture.ehr.launchpage import ehr_launch
 from aperture.ehr.logout import LOGOUT_PATH, logout
@@ -66,9 +67,14 @@ async def ehr_error(_request: Request, exc: Exception) -> Response:
     return oauth_error(exc.status, exc.error, exc.message)
 
 
-async def http_error(_request: Request, exc: Exception) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405: an OperationOutcome under /fhir/ (what a FHIR client reads), else RFC 6749 shape."""
     assert isinstance(exc, HTTPException)
     hint = {404: "No such endpoint; discovery is at /fhir/.well-known/smart-configuration."}
+    if request.url.path.startswith("/fhir/") and exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        text = f"{request.method} is not supported here" + (f"; this URL serves {allowed}." if allowed else ".")
+        return operation_outcome(405, text, exc.headers)
     return oauth_error(exc.status_code, "invalid_request", hint.get(exc.status_code, str(exc.detail)), exc.headers)
 
 

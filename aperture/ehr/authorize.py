@@ -57,6 +57,22 @@ async def authorize(request: Request) -> Response:
     return await run_in_threadpool(_Authorize(request, form).run)
 
 
+def malformed_parameters(items: list[tuple[str, str]]) -> str | None:
+    """Why an authorization request's parameters cannot be read, or None.
+
+    RFC 6749 §3.1 forbids sending a parameter twice, and its values are printable text: a control
+    character could not be echoed back in an error description (Authlib refuses to build one).
+    """
+    seen: set[str] = set()
+    for name, value in items:
+        if name in seen:
+            return f"The parameter '{name[:40]}' is sent more than once; send each parameter once (RFC 6749 §3.1)."
+        seen.add(name)
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name + value):
+            return f"The parameter {name[:40]!r} holds a control character; its value must be printable text."
+    return None
+
+
 class _Authorize:
     """One pass through the authorization endpoint (runs in a worker thread: Authlib and SQLite block)."""
 
@@ -93,6 +109,9 @@ class _Authorize:
         session = current_session(self.server.engine, self.request)
         user = self.directory.user(session.account) if session else None
         self.csrf = csrf_token(self.request, session)
+        malformed = malformed_parameters(self.request.query_params.multi_items())
+        if malformed:
+            return error_page("This app's request cannot be served", malformed)
         try:
             grant = self.server.get_consent_grant(self.oauth, end_user=user)
             launch = self._check_smart_rules(grant)

@@ -384,3 +384,11 @@ def test_oversized_searches_are_400_not_500(mint: Minter) -> None:
     huge = httpx.post(url, content="_id=" + ",".join(["a"] * 40000), headers=form)
     assert huge.status_code == 400, huge.text
     assert chen.get("Patient", _count="2").status_code == 200  # the ordinary search still works
+
+
+def test_a_method_the_fhir_server_does_not_serve_is_an_operation_outcome(mint: Minter) -> None:
+    walter = mint("patient/*.rs", patient="walter-nguyen", user="Patient/walter-nguyen")
+    answer = httpx.post(f"{walter.base}//_search", headers=walter.headers)  # was 405 in OAuth shape (fuzz test)
+    assert answer.status_code == 405 and answer.headers["content-type"].startswith("application/fhir+json")
+    (issue,) = answer.json()["issue"]
+    assert issue["code"] == "not-supported" and "POST is not supported" in issue["diagnostics"]

@@ -522,3 +522,18 @@ def test_authorization_responses_name_the_issuer(sandbox: Sandbox) -> None:
     user = User("walter", "walter-demo")
     page = user.start(flow.url())
     assert error_from(user.post(flow.url(), page.text, step="consent", decision="deny"))["iss"] == [issuer]
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ([("response_type", "code"), ("response_type", "\x00")], "more than once"),  # was a 500 (fuzz test)
+        ([("response_type", "\x00")], "control character"),  # Authlib cannot echo it: was a 500
+        ([("response_type", "code"), ("state", "a\nb")], "control character"),
+    ],
+)
+def test_a_repeated_parameter_or_a_control_character_is_a_clear_400(
+    sandbox: Sandbox, params: list[tuple[str, str]], expected: str
+) -> None:
+    answer = httpx.get(f"{sandbox.url}/auth/authorize", params=[*params, ("client_id", "viewer")])
+    assert answer.status_code == 400 and expected in unescape(answer.text), answer.text
