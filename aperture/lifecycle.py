@@ -6,8 +6,10 @@ a busy port would share it with the first, silently, and requests would alternat
 on (with or without SO_REUSEPORT) is then a start-up error that names the address.
 
 `die_with_parent` asks Linux to signal a process when its parent ends (PR_SET_PDEATHSIG), so a
-worker busy with a long request, or a parser process, cannot keep running (and holding memory and
-the port) after the server process is gone. Elsewhere it does nothing.
+worker busy with a long request cannot keep running (and holding memory and the port) after the
+server process is gone. Elsewhere it does nothing. A parser process's parent is a multiprocessing
+forkserver, which only ends once all its children have (they hold its "alive" pipe), so
+`die_with` has a parser process watch the worker it serves instead.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import select
 import signal
 import socket
 import sys
+import threading
+import time
 
 _PR_SET_PDEATHSIG = 1
 
@@ -72,3 +77,35 @@ def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> Non
         return  # not allowed here (a seccomp sandbox): the server's own stop still ends its children
     if os.getppid() != before or (parent is not None and before != parent):
         os.kill(os.getpid(), sig)
+
+
+def die_with(pid: int) -> None:
+    """End this process (SIGKILL) as soon as process `pid` has ended: a daemon thread waits for it.
+
+    Linux gives a pidfd to wait on; elsewhere the thread checks once a second.
+    """
+
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(pid)
+        except ProcessLookupError:
+            handle = -1  # already gone
+        except (AttributeError, OSError):
+            while _exists(pid):
+                time.sleep(1)
+            handle = -1
+        if handle >= 0:
+            select.select([handle], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name=f"die-with-{pid}", daemon=True).start()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

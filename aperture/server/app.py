@@ -12,7 +12,6 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
@@ -27,7 +26,7 @@ from aperture import __version__
 from aperture.config import Config, ServerConfig
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.routes import routes as dicomweb_routes
-from aperture.lifecycle import die_with_parent
+from aperture.lifecycle import die_with
 from aperture.logs import AccessLog, quiet_warnings
 from aperture.server.cors import CrossOrigin
 from aperture.server.handlers import EXCEPTION_HANDLERS
@@ -70,10 +69,10 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(answer)
 
 
-def parser_started() -> None:
-    """In each parser process: end with the forkserver that made it (which ends with this worker),
-    and keep pydicom's warnings about odd uploads out of the log."""
-    die_with_parent(signal.SIGKILL)
+def parser_started(worker: int) -> None:
+    """In each parser process: end when the worker it parses for ends, however that ends (a killed
+    worker cannot shut its pool down), and keep pydicom's warnings about odd uploads out of the log."""
+    die_with(worker)
     quiet_warnings()
 
 
@@ -106,6 +105,7 @@ def create_app(config: Config) -> Starlette:
             max_workers=config.store.parser_processes or max(1, (os.cpu_count() or 2) - 1),
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=parser_started,
+            initargs=(os.getpid(),),
         )
         await asyncio.get_running_loop().run_in_executor(app.state.parsers, warm_up)
         app.state.copies = CopyWorker(engine, blobs) if config.store.htj2k_copies else None
