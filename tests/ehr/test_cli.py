@@ -191,3 +191,18 @@ def test_the_default_log_holds_no_patient_id_or_credential(tmp_path: Path) -> No
     assert "Aperture EHR sandbox:" in log and "aperture.access" not in log, log
     for name, value in private.items():
         assert value not in log, f"{name} value in the default log:\n{log}"
+
+
+def test_sandbox_sql_errors_do_not_quote_the_values_bound(tmp_path: Path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from aperture.ehr.store import open_store
+
+    engine = open_store(tmp_path / "ehr")
+    try:
+        with pytest.raises(SQLAlchemyError) as raised, engine.begin() as conn:
+            conn.execute(text("INSERT INTO no_such_table (v) VALUES (:v)"), {"v": "password-private-3"})
+    finally:
+        engine.dispose()
+    assert "password-private-3" not in str(raised.value)
