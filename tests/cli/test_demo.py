@@ -130,3 +130,16 @@ def test_demo_on_a_busy_port_is_a_start_up_error(fresh_server: ApertureServer, t
     assert f"127.0.0.1:{fresh_server.port} is already in use" in output and "--port" in output, output
     assert "Aperture demo is running" not in output
     assert not (tmp_path / "demo" / "server.log").exists()  # nothing was started
+
+
+def test_killing_the_demo_ends_both_servers(tmp_path: Path) -> None:
+    process, console, _port, _ehr_port = _start_demo(tmp_path / "demo")
+    try:
+        assert "Press Ctrl-C" in console, console
+        tree = descendants(process.pid)
+        process.kill()  # SIGKILL: the demo cannot stop anything itself
+        process.wait(timeout=10)
+        left = wait_until_gone(tree, 30)
+        assert not left, f"still running 30 s after the demo was killed: {sorted(left)}"
+    finally:
+        _kill_group(process)
