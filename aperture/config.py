@@ -46,6 +46,7 @@ class ServerConfig:
     public_url: str = ""  # e.g. https://pacs.example.org/imaging ; empty: derived from each request
     auth: Literal["none", "smart"] = "smart"
     workers: int = 1
+    access_log: bool = False  # one line per request on `aperture.access`, query values redacted (debugging)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; ("*",) any; empty: same-origin only
     trusted_proxies: tuple[str, ...] = ()  # IPs / CIDRs whose X-Forwarded-* headers are believed; empty: none
 

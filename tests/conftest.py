@@ -99,7 +99,7 @@ def start_command(
     raise RuntimeError(f"{name} did not answer /healthz in 30 s:\n{log.read_text()}")
 
 
-SHARED_CONFIG = "[dicomweb]\nallow_delete = true\n[store]\nhtj2k_copies = false\n"
+SHARED_CONFIG = "[server]\naccess_log = true\n[dicomweb]\nallow_delete = true\n[store]\nhtj2k_copies = false\n"
 
 
 def shared_server(tmp_path_factory: pytest.TempPathFactory, database_url: str | None = None) -> ApertureServer:

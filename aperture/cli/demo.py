@@ -24,6 +24,11 @@ from typing import Any
 
 import httpx
 
+from aperture.lifecycle import ListenError, check_listen, die_with_parent
+
+# A server gets this long to stop after SIGTERM (its workers get 5 s of it, then are killed).
+STOP_SECONDS = 10
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("demo", help="start the server with sample studies and print the URLs")
@@ -31,6 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--ehr-port", type=int, default=9090, help="EHR sandbox port (default 9090)")
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: a new temporary one)")
     parser.add_argument("--no-wait", action="store_true", help="load the samples and exit (for checks)")
+    parser.add_argument(
+        "--access-log", action="store_true", help="both servers log one line per request (query values redacted)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -118,26 +126,46 @@ def _wait_healthy(client: httpx.Client, url: str, process: subprocess.Popen[byte
     return False
 
 
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM and SIGHUP end the demo as Ctrl-C does: its servers with it
+
+
+def _child_setup() -> None:
+    """In each server process, before it runs: it gets SIGTERM when the demo ends, however it ends."""
+    die_with_parent(signal.SIGTERM)
+
+
 def run(args: argparse.Namespace) -> int:
+    for port, flag in ((args.port, "--port"), (args.ehr_port, "--ehr-port")):
+        try:
+            check_listen("127.0.0.1", port, flag)
+        except ListenError as exc:
+            print(f"aperture demo: {exc}", file=sys.stderr)
+            return 1
     data = args.data or Path(tempfile.mkdtemp(prefix="aperture-demo-"))
     imaging = f"http://127.0.0.1:{args.port}"
     ehr = f"http://127.0.0.1:{args.ehr_port}"
     base = f"{imaging}/dicom-web"
     data.mkdir(parents=True, exist_ok=True)
+    access_log = ["--access-log"] if args.access_log else []
     commands = {
         "imaging server": [sys.executable, "-m", "aperture", "serve", "--host", "127.0.0.1", "--port", str(args.port),
-                           "--data", str(data), "--auth", "none"],
+                           "--data", str(data), "--auth", "none", *access_log],
         "EHR sandbox": [sys.executable, "-m", "aperture", "ehr", "serve", "--host", "127.0.0.1",
                         "--port", str(args.ehr_port), "--data", str(data / "ehr"),
-                        "--imaging-fhir-base", f"{imaging}/fhir", "--cors-origin", "*"],
+                        "--imaging-fhir-base", f"{imaging}/fhir", "--cors-origin", "*", *access_log],
     }  # fmt: skip
     logs = {"imaging server": data / "server.log", "EHR sandbox": data / "ehr.log"}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     warnings.simplefilter("ignore")  # pydicom's warnings about odd sample files are not news here
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
     try:
         for name, command in commands.items():
-            log = open(logs[name], "ab")  # the child process writes it until the end
-            processes[name] = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+            with open(logs[name], "ab") as log:  # the child process writes it until the end
+                processes[name] = subprocess.Popen(
+                    command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_child_setup
+                )
         with httpx.Client(timeout=60) as client:
             for name, health in (("imaging server", f"{imaging}/healthz"), ("EHR sandbox", f"{ehr}/healthz")):
                 if not _wait_healthy(client, health, processes[name]):
@@ -156,14 +184,22 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the stopping short
+        _stop(processes)
+
+
+def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each server; one that has not ended after STOP_SECONDS is killed (its workers die with it)."""
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _print_urls(

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from aperture.cli.serve import LOG_FORMAT, worker_logging
+from aperture.cli.serve import serve_with_granian
 from aperture.config import ConfigError
 from aperture.ehr.clients import KINDS, list_clients, register_client
 from aperture.ehr.config import EhrConfig, load_ehr_config
 from aperture.ehr.errors import EhrError
+from aperture.lifecycle import ListenError, check_listen
+from aperture.logs import console_logging
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,6 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--cors-origin", action="append", default=None, dest="cors_origins", metavar="ORIGIN",
         help="browser origin allowed to call the token and FHIR endpoints (repeatable; '*' for any)",
     )  # fmt: skip
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log one line per request, every query value but public OAuth ones REDACTED (debugging)",
+    )
     serve.set_defaults(handler=run_serve)
 
     token = commands.add_parser("token", help="print a token response for a registered client, no browser flow")
@@ -109,9 +115,9 @@ def _config(args: argparse.Namespace, **flags: Any) -> EhrConfig:
     return config
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 2) -> int:
     print(f"aperture ehr: {message}", file=sys.stderr)
-    return 2
+    return status
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -129,27 +135,22 @@ def run_serve(args: argparse.Namespace) -> int:
             dynamic_registration=args.dynamic_registration,
             cors_origins=args.cors_origins,
         )
+    except ConfigError as exc:
+        return _fail(str(exc))
+    try:  # before anything is written: a second sandbox on a busy port must change nothing
+        check_listen(config.host, config.port)
+    except ListenError as exc:
+        return _fail(str(exc), status=1)
+    try:
         open_store(config.data).dispose()  # create the schema once here, not racing in workers
         load_or_create_signing_key(config.data)
         (config.data / SERVING_FILE).write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
     except ConfigError as exc:
         return _fail(str(exc))
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    console_logging()
     os.environ[SETTINGS_ENV] = json.dumps(config.to_json())
-    from granian import Granian
-    from granian.constants import Interfaces
-
     print(f"Aperture EHR sandbox: {config.fhir_base}/.well-known/smart-configuration", flush=True)
-    Granian(
-        "aperture.ehr.asgi:from_environment",
-        address=config.host,
-        port=config.port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        factory=True,
-        log_access=False,  # aperture.access logs requests without headers or bodies
-        log_dictconfig=worker_logging(),
-    ).serve()
+    serve_with_granian("aperture.cli.workers:ehr", config.host, config.port, workers=1, access_log=args.access_log)
     return 0
 
 

@@ -8,22 +8,25 @@ under granian.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from aperture.config import ConfigError, load_config
+from aperture.lifecycle import ListenError, check_listen
+from aperture.logs import console_logging, worker_logging
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # How much of a request body granian reads from the socket at a time (its default is 400 KB). STOW-RS
 # handles each chunk in Python, so fewer, larger chunks cost less: a 158 MB STOW was about 10%
 # faster with 1 MB, in two runs of seven against the default. The price: up to 1 MB per connection
 # while a body is arriving.
 HTTP1_BUFFER_BYTES = 1 << 20
+# On SIGTERM, SIGINT or SIGHUP a worker gets this long to finish the requests under way, then it is
+# killed: a worker streaming a large study or parsing a large upload must not keep the server alive.
+WORKER_STOP_SECONDS = 5
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,13 +43,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     parser.add_argument("--public-url", default=None, help="URL clients use to reach this server")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log one line per request, every query value but paging ones REDACTED (debugging)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     overrides = {
         "server": {"host": args.host, "port": args.port, "auth": args.auth, "public_url": args.public_url,
-                   "workers": args.workers},
+                   "workers": args.workers, "access_log": args.access_log},
         "store": {"path": str(args.data) if args.data else None},
     }  # fmt: skip
     try:
@@ -61,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("aperture").warning(
-        "--auth none: every request is allowed, with no authorization. Never expose this server."
-    )
+    try:
+        check_listen(config.server.host, config.server.port)
+    except ListenError as exc:
+        print(f"aperture serve: {exc}", file=sys.stderr)
+        return 1
+    console_logging()
     # imported here, not at the top: other subcommands (`aperture ehr`) must not load the imaging server
     from aperture.server.asgi import SETTINGS_ENV
     from aperture.store.engine import open_engine
@@ -80,40 +91,43 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         settings["config_file"] = str(args.config)  # type: ignore[assignment]
     os.environ[SETTINGS_ENV] = json.dumps(settings)
-    from granian import Granian
-    from granian.constants import Interfaces
     from granian.http import HTTP1Settings
 
     print(f"Aperture DICOMweb: http://{config.server.host}:{config.server.port}/dicom-web", flush=True)
-    Granian(
-        "aperture.server.asgi:from_environment",
-        address=config.server.host,
-        port=config.server.port,
-        interface=Interfaces.ASGI,
+    serve_with_granian(
+        "aperture.cli.workers:imaging",
+        config.server.host,
+        config.server.port,
         workers=config.server.workers,
-        factory=True,
-        log_access=False,  # it would log query strings as sent; aperture.access redacts tokens instead
-        log_dictconfig=worker_logging(),
+        access_log=config.server.access_log,
         http1_settings=HTTP1Settings(max_buffer_size=HTTP1_BUFFER_BYTES),
-    ).serve()
+    )
     return 0
 
 
-def worker_logging() -> dict[str, Any]:
-    """The logging setup granian applies in every worker process (it calls dictConfig there).
+def serve_with_granian(target: str, host: str, port: int, *, workers: int, access_log: bool, **options: Any) -> None:
+    """Run `target` (a factory in `aperture.cli.workers`) under granian until a signal stops it.
 
-    Without it, Aperture's INFO lines (the `aperture.access` log) reach the log only when workers
-    are forked after `basicConfig`; with spawned workers they would be dropped. granian replaces
-    its defaults by the top-level keys given, so its own loggers are kept from its defaults.
+    granian's own access log stays off: it would log query strings as sent. SIGHUP stops the server
+    like SIGTERM (granian would respawn the workers instead), so closing the terminal ends it.
     """
-    from granian.log import LOGGING_CONFIG
+    from granian import Granian
+    from granian.constants import Interfaces
 
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["aperture"] = {"format": LOG_FORMAT}
-    config["handlers"]["aperture"] = {
-        "class": "logging.StreamHandler",
-        "formatter": "aperture",
-        "stream": "ext://sys.stderr",
-    }
-    config["root"] = {"level": "INFO", "handlers": ["aperture"]}
-    return config
+    from aperture.cli.workers import PARENT_ENV
+
+    os.environ[PARENT_ENV] = str(os.getpid())
+    server = Granian(
+        target,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        log_access=False,
+        log_dictconfig=worker_logging(access_log=access_log),
+        workers_kill_timeout=WORKER_STOP_SECONDS,
+        **options,
+    )
+    server.on_startup(lambda: signal.signal(signal.SIGHUP, server.signal_handler_interrupt))
+    server.serve()

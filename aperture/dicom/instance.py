@@ -90,6 +90,7 @@ def read_with_pydicom(path: Path, size: int) -> InstanceRecord:
         with open(path, "rb") as fp:
             ds = pydicom.dcmread(fp, defer_size=BULK_THRESHOLD, stop_before_pixels=True)
             pixel_start = fp.tell()
+            _check_file_meta_complete(ds, size)
             transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
             if not transfer_syntax:
                 raise InvalidInstance(CANNOT_UNDERSTAND, "The file meta information has no TransferSyntaxUID.")
@@ -102,14 +103,14 @@ def read_with_pydicom(path: Path, size: int) -> InstanceRecord:
                 offsets_known = True
                 if pixel_start < size:
                     extra = _pixel_and_trailing(fp, ds, pixel_start, size, transfer_syntax)
+                else:
+                    _check_data_set_complete(ds, size)
     except InvalidInstance:
         raise
     except InvalidDicomError as exc:
-        raise InvalidInstance(
-            CANNOT_UNDERSTAND, "Not a DICOM Part-10 file: the 'DICM' prefix after the 128-byte preamble is missing."
-        ) from exc
+        raise InvalidInstance(CANNOT_UNDERSTAND, "Not a Part-10 file: no 'DICM' after the preamble.") from exc
     except (EOFError, struct.error, OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise InvalidInstance(CANNOT_UNDERSTAND, f"The DICOM data set cannot be parsed: {exc}") from exc
+        raise InvalidInstance(CANNOT_UNDERSTAND, f"The data set cannot be parsed: {exc}") from exc
 
     sop_class = _text(ds, 0x00080016)
     sop_uid = _text(ds, 0x00080018)
@@ -124,7 +125,7 @@ def read_with_pydicom(path: Path, size: int) -> InstanceRecord:
         problem = uid_problem(value)
         if problem:
             raise InvalidInstance(
-                DATASET_DOES_NOT_MATCH_SOP_CLASS, f"{name} {value!r} cannot be stored: {problem}.", sop_class, sop_uid
+                DATASET_DOES_NOT_MATCH_SOP_CLASS, f"Unusable {name}: {problem}. It reads {value!r}.", sop_class, sop_uid
             )
 
     prefix = _bulk_prefix(study_uid, series_uid, sop_uid)
@@ -276,6 +277,46 @@ def _text(ds: Dataset, tag: int) -> str:
     if isinstance(value, bytes):
         return value.decode("ascii", "replace").strip(" \x00")
     return str(value).strip(" \x00") if value is not None else ""
+
+
+_PREAMBLE_AND_GROUP_LENGTH = 128 + 4 + 12  # preamble, "DICM", (0002,0000) UL in explicit VR
+
+
+def _check_file_meta_complete(ds: Dataset, size: int) -> None:
+    """pydicom reads a file cut short as far as it goes; a file meta group cut short is refused."""
+    group_length = ds.file_meta.get("FileMetaInformationGroupLength")
+    if not isinstance(group_length, int) and size < _PREAMBLE_AND_GROUP_LENGTH:
+        raise InvalidInstance(CANNOT_UNDERSTAND, "The file is truncated inside its file meta information.")
+    if isinstance(group_length, int) and _PREAMBLE_AND_GROUP_LENGTH + group_length > size:
+        raise InvalidInstance(
+            CANNOT_UNDERSTAND,
+            f"The file is truncated inside its file meta information: it declares "
+            f"{group_length} bytes of it, but the file ends at byte {size}.",
+        )
+
+
+def _check_data_set_complete(ds: Dataset, size: int) -> None:
+    """Refuse a file without Pixel Data that is cut short (pydicom stops at the end without a word).
+
+    The last element read must end where the file does: ending later, its value was cut; ending
+    earlier, what is left was too short for an element header.
+    """
+    tags = list(ds.keys())
+    if not tags:
+        raise InvalidInstance(CANNOT_UNDERSTAND, "The file is truncated: no data set follows its file meta.")
+    last = ds.get_item(tags[-1])
+    length, start = getattr(last, "length", None), getattr(last, "value_tell", None)
+    if not isinstance(length, int) or not isinstance(start, int) or length == 0xFFFFFFFF:
+        return  # undefined length: pydicom walked its items and delimiters itself
+    if start + length > size:
+        raise InvalidInstance(
+            CANNOT_UNDERSTAND,
+            f"The file is truncated: element {tags[-1]} declares {length} bytes but only {size - start} follow.",
+        )
+    if start + length < size:
+        raise InvalidInstance(
+            CANNOT_UNDERSTAND, f"The file is truncated inside the element header at byte {start + length}."
+        )
 
 
 def _pixel_and_trailing(

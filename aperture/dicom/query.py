@@ -148,13 +148,13 @@ def _condition(key: str, value: str, level: Level) -> Condition:
         return Condition(match=Match.LIST, values=values, **common)
     if vr in _RANGE_VRS and _is_range(value, vr):
         low, _, high = value.partition("-")
-        _check_temporal(key, low, vr)
-        _check_temporal(key, high, vr)
+        _check_temporal(key, low, vr, value)
+        _check_temporal(key, high, vr, value)
         if not low and not high:
             raise QueryError(f"{key}='{value}' is an empty range.")
         return Condition(match=Match.RANGE, low=low, high=high, **common)
     if vr in _RANGE_VRS:
-        _check_temporal(key, value, vr)
+        _check_temporal(key, value, vr, value)
         return Condition(match=Match.SINGLE, value=value, **common)
     if ("*" in value or "?" in value) and vr in _WILDCARD_VRS:
         return Condition(match=Match.WILDCARD, value=value, **common)
@@ -170,10 +170,17 @@ def _is_range(value: str, vr: str) -> bool:
     return vr != "DT" or not _DT.fullmatch(value)
 
 
-def _check_temporal(key: str, text: str, vr: str) -> None:
+_TEMPORAL_FORMS = {
+    "DA": "YYYYMMDD or a range YYYYMMDD-YYYYMMDD (e.g. 20240131 or 20240101-20240131)",
+    "TM": "HHMMSS (or HHMM, HH) or a range HHMMSS-HHMMSS (e.g. 1530 or 080000-120000)",
+    "DT": "YYYYMMDDHHMMSS (or a shorter prefix) or a range of two (e.g. 20240131153000)",
+}
+
+
+def _check_temporal(key: str, text: str, vr: str, sent: str) -> None:
+    """Refuse `text` (a value, or one end of the range `sent`) quoting what was sent, whole."""
     if not text:
         return
     pattern = {"DA": _DA, "TM": _TM, "DT": _DT}[vr]
     if not pattern.match(text.replace(":", "") if vr == "TM" else text):
-        example = {"DA": "20240131 or 20240101-20240131", "TM": "1530 or 080000-120000", "DT": "20240131153000"}
-        raise QueryError(f"{key}='{text}' is not a valid {vr} value; expected e.g. {example[vr]}.")
+        raise QueryError(f"{key}='{sent}' is not a valid {vr} value; write {_TEMPORAL_FORMS[vr]}.")

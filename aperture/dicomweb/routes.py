@@ -1,39 +1,59 @@
-"""The /dicom-web URL table in one place (PS3.18 §10.4-10.6 resources)."""
+"""The /dicom-web URL table in one place (PS3.18 §10.4-10.6 resources).
+
+Each path is one `Route` with every method it serves, so a method it does not serve is answered
+405 with an `Allow` header that lists them all (two Routes for one path would each name only
+their own methods, and the first one would answer).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from aperture.dicomweb import bulkdata, delete, frames, qido, rendered, stow, wado
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 _STUDY = "/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"
 _INSTANCE = _SERIES + "/instances/{instance}"
 
+
+def resource(path: str, **endpoints: Endpoint) -> Route:
+    """One Route for `path` that hands each method (GET also answers HEAD) to its endpoint."""
+    if len(endpoints) == 1:
+        ((method, endpoint),) = endpoints.items()
+        return Route(path, endpoint, methods=[method])
+
+    async def by_method(request: Request) -> Response:
+        return await endpoints["GET" if request.method == "HEAD" else request.method](request)
+
+    by_method.__name__ = by_method.__qualname__ = "_".join(e.__name__ for e in endpoints.values())
+    return Route(path, by_method, methods=list(endpoints))
+
+
 routes = [
-    Route("/studies", qido.search_studies, methods=["GET"]),
-    Route("/studies", stow.store_instances, methods=["POST"]),
-    Route("/series", qido.search_series, methods=["GET"]),
-    Route("/instances", qido.search_instances, methods=["GET"]),
-    Route(_STUDY, wado.retrieve, methods=["GET"]),
-    Route(_STUDY, stow.store_instances, methods=["POST"]),
-    Route(_STUDY, delete.delete_resource, methods=["DELETE"]),
-    Route(_STUDY + "/metadata", wado.metadata, methods=["GET"]),
-    Route(_STUDY + "/series", qido.search_series, methods=["GET"]),
-    Route(_STUDY + "/instances", qido.search_instances, methods=["GET"]),
-    Route(_STUDY + "/thumbnail", rendered.thumbnail_route, methods=["GET"]),
-    Route(_SERIES, wado.retrieve, methods=["GET"]),
-    Route(_SERIES, delete.delete_resource, methods=["DELETE"]),
-    Route(_SERIES + "/metadata", wado.metadata, methods=["GET"]),
-    Route(_SERIES + "/instances", qido.search_instances, methods=["GET"]),
-    Route(_SERIES + "/thumbnail", rendered.thumbnail_route, methods=["GET"]),
-    Route(_INSTANCE, wado.retrieve, methods=["GET"]),
-    Route(_INSTANCE, delete.delete_resource, methods=["DELETE"]),
-    Route(_INSTANCE + "/metadata", wado.metadata, methods=["GET"]),
-    Route(_INSTANCE + "/rendered", rendered.rendered, methods=["GET"]),
-    Route(_INSTANCE + "/thumbnail", rendered.thumbnail_route, methods=["GET"]),
-    Route(_INSTANCE + "/frames/{frames}", frames.retrieve_frames, methods=["GET"]),
-    Route(_INSTANCE + "/frames/{frames}/rendered", rendered.rendered, methods=["GET"]),
-    Route(_INSTANCE + "/frames/{frames}/thumbnail", rendered.thumbnail_route, methods=["GET"]),
-    Route(_INSTANCE + "/bulkdata/{path:path}", bulkdata.retrieve_bulkdata, methods=["GET"]),
+    resource("/studies", GET=qido.search_studies, POST=stow.store_instances),
+    resource("/series", GET=qido.search_series),
+    resource("/instances", GET=qido.search_instances),
+    resource(_STUDY, GET=wado.retrieve, POST=stow.store_instances, DELETE=delete.delete_resource),
+    resource(_STUDY + "/metadata", GET=wado.metadata),
+    resource(_STUDY + "/series", GET=qido.search_series),
+    resource(_STUDY + "/instances", GET=qido.search_instances),
+    resource(_STUDY + "/thumbnail", GET=rendered.thumbnail_route),
+    resource(_SERIES, GET=wado.retrieve, DELETE=delete.delete_resource),
+    resource(_SERIES + "/metadata", GET=wado.metadata),
+    resource(_SERIES + "/instances", GET=qido.search_instances),
+    resource(_SERIES + "/thumbnail", GET=rendered.thumbnail_route),
+    resource(_INSTANCE, GET=wado.retrieve, DELETE=delete.delete_resource),
+    resource(_INSTANCE + "/metadata", GET=wado.metadata),
+    resource(_INSTANCE + "/rendered", GET=rendered.rendered),
+    resource(_INSTANCE + "/thumbnail", GET=rendered.thumbnail_route),
+    resource(_INSTANCE + "/frames/{frames}", GET=frames.retrieve_frames),
+    resource(_INSTANCE + "/frames/{frames}/rendered", GET=rendered.rendered),
+    resource(_INSTANCE + "/frames/{frames}/thumbnail", GET=rendered.thumbnail_route),
+    resource(_INSTANCE + "/bulkdata/{path:path}", GET=bulkdata.retrieve_bulkdata),
 ]

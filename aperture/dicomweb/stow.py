@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import logging
+import re
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -228,7 +229,7 @@ def _store(
                 Outcome.of(
                     record,
                     DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                    f"Part {number}: not in the study named in the URL (it is in study {record.study_uid}).",
+                    f"Part {number}: not in the study the URL names. It is in study {record.study_uid}.",
                 )
             )
             continue
@@ -281,9 +282,31 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
     )
 
 
+ERROR_COMMENT_CHARS = 64  # ErrorComment is LO (PS3.5 Table 6.2-1)
+_PART = re.compile(r"Part \d+: ")
+_CLAUSE_END = re.compile(r"\.(?= )|:(?= )|\.$")
+
+
 def error_comment(message: str) -> str:
-    """ErrorComment is LO: at most 64 characters (PS3.5 Table 6.2-1); messages lead with the point."""
-    return message if len(message) <= 64 else message[:61].rstrip() + "..."
+    """`message` as an ErrorComment: whole when it fits in 64 characters, never cut inside a word.
+
+    PS3.18 Table I.1-1 has no attribute for a longer text, so a longer message is cut where a
+    sentence or clause ends, when that keeps at least 48 characters, or else after the last whole
+    word, with "..." (messages lead with the point). The server log has the whole message.
+    """
+    if len(message) <= ERROR_COMMENT_CHARS:
+        return message
+    after_part = match.end() if (match := _PART.match(message)) else 0
+    ends = [
+        m.end() if m.group() == "." else m.start()
+        for m in _CLAUSE_END.finditer(message, after_part)
+        if (m.end() if m.group() == "." else m.start()) <= ERROR_COMMENT_CHARS
+    ]
+    if ends and ends[-1] >= ERROR_COMMENT_CHARS * 3 // 4:  # a clause that leaves little room unused
+        return message[: ends[-1]]
+    space = message.rfind(" ", after_part, ERROR_COMMENT_CHARS - 2)
+    cut = space if space > after_part else ERROR_COMMENT_CHARS - 3  # one word longer than the room
+    return message[:cut].rstrip(" ,;:") + "..."
 
 
 def _ui(value: str) -> dict[str, Any]:

@@ -4,9 +4,10 @@ Routes: SMART discovery under the FHIR base, the sandbox's JWKS, and the OAuth e
 introspection, revocation), which hand a parsed request to Authlib in a worker thread. Errors are
 answered in RFC 6749 §5.2 shape everywhere (`{"error", "error_description"}`): Authlib's within the
 OAuth flows, `ehr_error` for the sandbox's own, and the same shape for 404/405 and the unexpected.
-The access log is the imaging server's (`aperture.server.accesslog`), which never logs headers
-or bodies, so client secrets, assertions and tokens stay out of the log. CORS
-(`aperture.ehr.cors`) sits inside it and outside the error handling, so errors carry it too.
+The access log is the one both servers share (`aperture.logs`, off unless `--access-log`): it never
+logs headers or bodies and redacts every query value but paging and public OAuth parameters, so
+client secrets, assertions, codes and tokens stay out of the log. CORS (`aperture.ehr.cors`) sits
+inside it and outside the error handling, so errors carry it too.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from aperture.ehr.people import load_directory
 from aperture.ehr.registration import register
 from aperture.ehr.store import open_store
 from aperture.ehr.throttle import SignInThrottle
-from aperture.server.accesslog import AccessLog
+from aperture.logs import AccessLog
 
 log = logging.getLogger("aperture.ehr")
 

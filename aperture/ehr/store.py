@@ -177,7 +177,9 @@ def open_store(data: Path) -> Engine:
     """Open (creating if needed) the sandbox database in `data`."""
     data.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
-        f"sqlite:///{data / DATABASE_FILE}", connect_args={"check_same_thread": False, "timeout": 30}
+        f"sqlite:///{data / DATABASE_FILE}",
+        connect_args={"check_same_thread": False, "timeout": 30},
+        hide_parameters=True,  # error messages reach the log; parameters are hashes, logins, patient ids
     )
 
     @event.listens_for(engine, "connect")

@@ -26,7 +26,8 @@ from aperture import __version__
 from aperture.config import Config, ServerConfig
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.routes import routes as dicomweb_routes
-from aperture.server.accesslog import AccessLog
+from aperture.lifecycle import die_with
+from aperture.logs import AccessLog, quiet_warnings
 from aperture.server.cors import CrossOrigin
 from aperture.server.handlers import EXCEPTION_HANDLERS
 from aperture.server.memory import tune_allocator
@@ -68,6 +69,13 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(answer)
 
 
+def parser_started(worker: int) -> None:
+    """In each parser process: end when the worker it parses for ends, however that ends (a killed
+    worker cannot shut its pool down), and keep pydicom's warnings about odd uploads out of the log."""
+    die_with(worker)
+    quiet_warnings()
+
+
 def clean_temp(blobs: BlobStore) -> None:
     """Remove what uploads cut short by a crash left in `tmp/`: only while no upload can run."""
     leftovers = blobs.clean_temp()
@@ -96,6 +104,8 @@ def create_app(config: Config) -> Starlette:
         app.state.parsers = ProcessPoolExecutor(
             max_workers=config.store.parser_processes or max(1, (os.cpu_count() or 2) - 1),
             mp_context=multiprocessing.get_context("forkserver"),
+            initializer=parser_started,
+            initargs=(os.getpid(),),
         )
         await asyncio.get_running_loop().run_in_executor(app.state.parsers, warm_up)
         app.state.copies = CopyWorker(engine, blobs) if config.store.htj2k_copies else None

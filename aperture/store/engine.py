@@ -3,6 +3,8 @@
 SQLite is tuned for a server: WAL so reads never wait for a writer, `synchronous=FULL` so a
 committed (acknowledged) STOW survives power loss, a busy timeout so concurrent writers queue
 instead of failing, and case-sensitive LIKE so non-PN wildcard matching is exact as PS3.4 requires.
+Statement parameters are hidden from SQLAlchemy's error messages: they are patient data (names,
+IDs, dates), and those messages reach the log (a retried write, a 500's traceback).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 def open_engine(url: str) -> Engine:
     """Create the engine for `url` and bring its schema to the newest revision."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -34,7 +38,7 @@ def open_engine(url: str) -> Engine:
             cursor.close()
 
     else:
-        engine = create_engine(url, pool_size=8, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=8, pool_pre_ping=True, hide_parameters=True)
     migrate(engine)
     return engine
 

@@ -355,7 +355,7 @@ class Ingest:
         if row is not None:
             if row.patient_key != patient_key:
                 return None, (
-                    "Study stored for another patient (PatientID/IssuerOfPatientID differ): reconcile "
+                    "Study stored for another patient: its PatientID or IssuerOfPatientID differ. Reconcile "
                     f"the patient before storing more in study {record.study_uid}."
                 )
             return int(row.pk), None

@@ -132,7 +132,7 @@ def test_ohif_on_another_origin_shows_a_ct(
     tmp_path: Path, ohif_static: OhifStatic, page: Page, ct: tuple[str, list[bytes]]
 ) -> None:
     study, parts = ct
-    config = f'[server]\ncors_origins = ["{ohif_static.origin}"]\n'
+    config = f'[server]\naccess_log = true\ncors_origins = ["{ohif_static.origin}"]\n'
     aperture = start_server(tmp_path / "data", config=config)
     try:
         store(aperture, parts)
@@ -180,7 +180,7 @@ def nginx_in_front(tmp_path: Path) -> Iterator[tuple[ApertureServer, str]]:
     dist = require_ohif()
     root = tmp_path / "nginx"
     root.mkdir()
-    aperture = start_server(tmp_path / "data", config='[server]\ntrusted_proxies = ["127.0.0.1"]\n')
+    aperture = start_server(tmp_path / "data", config='[server]\naccess_log = true\ntrusted_proxies = ["127.0.0.1"]\n')
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     (root / "app-config.js").write_text(app_config(f"{origin}/pacs/dicom-web"))

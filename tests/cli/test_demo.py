@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 
 from aperture.ehr.people import load_directory
-from tests.conftest import free_port
+from tests.cli import descendants, wait_until_gone
+from tests.conftest import ApertureServer, free_port
 
 
 def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
@@ -71,3 +72,74 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def _start_demo(data: Path) -> tuple[subprocess.Popen[str], str, int, int]:
+    """Start `aperture demo` and read its console until it says it is ready (bounded by the pytest timeout)."""
+    port, ehr_port = free_port(), free_port()
+    command = [sys.executable, "-m", "aperture", "demo", "--port", str(port), "--ehr-port", str(ehr_port),
+               "--data", str(data)]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    while (line := process.stdout.readline()) and "Press Ctrl-C" not in line:
+        output.append(line)
+    output.append(line)
+    return process, "".join(output), port, ehr_port
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def test_sigterm_ends_the_demo_and_both_servers_and_the_console_is_quiet(tmp_path: Path) -> None:
+    """One demo run for two checks: what a person sees, and that SIGTERM leaves nothing running."""
+    process, console, _port, _ehr_port = _start_demo(tmp_path / "demo")
+    try:
+        assert "Press Ctrl-C" in console, console
+        logs = {name: (tmp_path / "demo" / name).read_text(errors="replace") for name in ("server.log", "ehr.log")}
+        for name, text in {"console": console, **logs}.items():
+            assert "alembic" not in text, f"{name}:\n{text}"
+            assert not re.search(r"\w*Warning: ", text), f"{name}:\n{text}"
+        tree = descendants(process.pid)
+        assert len(tree) >= 4, tree  # two granian mains, their workers, the imaging worker's parsers
+        process.send_signal(signal.SIGTERM)  # the demo alone, as `kill PID` would
+        assert process.wait(timeout=60) == 0
+        left = wait_until_gone(tree, 30)
+        assert not left, f"still running 30 s after SIGTERM to the demo: {sorted(left)}"
+    finally:
+        _kill_group(process)
+
+
+def test_demo_on_a_busy_port_is_a_start_up_error(fresh_server: ApertureServer, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "aperture", "demo", "--port", str(fresh_server.port),
+               "--ehr-port", str(free_port()), "--data", str(tmp_path / "demo"), "--no-wait"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        output, _ = process.communicate(timeout=240)
+    finally:
+        _kill_group(process)
+    assert process.returncode == 1, output
+    assert f"127.0.0.1:{fresh_server.port} is already in use" in output and "--port" in output, output
+    assert "Aperture demo is running" not in output
+    assert not (tmp_path / "demo" / "server.log").exists()  # nothing was started
+
+
+def test_killing_the_demo_ends_both_servers(tmp_path: Path) -> None:
+    process, console, _port, _ehr_port = _start_demo(tmp_path / "demo")
+    try:
+        assert "Press Ctrl-C" in console, console
+        tree = descendants(process.pid)
+        process.kill()  # SIGKILL: the demo cannot stop anything itself
+        process.wait(timeout=10)
+        left = wait_until_gone(tree, 30)
+        assert not left, f"still running 30 s after the demo was killed: {sorted(left)}"
+    finally:
+        _kill_group(process)

@@ -203,3 +203,21 @@ def test_an_acr_nema_dotted_study_date_matches_as_a_date(client: httpx.Client) -
     assert search(client, StudyInstanceUID=study, StudyDate="19941106-") == []
     (answer,) = search(client, StudyInstanceUID=study)
     assert answer["00080020"]["Value"] == ["1994.11.05"]  # the stored value is returned as sent
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "form"),
+    [
+        ("StudyDate", "2020-01-01", "YYYYMMDD or a range YYYYMMDD-YYYYMMDD"),
+        ("StudyDate", "20200101-2021", "YYYYMMDD or a range YYYYMMDD-YYYYMMDD"),
+        ("StudyDate", "01/02/2020", "YYYYMMDD or a range YYYYMMDD-YYYYMMDD"),
+        ("StudyTime", "25h", "HHMMSS"),
+    ],
+)
+def test_a_bad_date_or_time_is_quoted_as_sent_with_the_expected_form(
+    client: httpx.Client, key: str, value: str, form: str
+) -> None:
+    answer = client.get("/studies", params={key: value})
+    assert answer.status_code == 400
+    message = answer.json()["message"]
+    assert f"{key}='{value}' is not a valid" in message and form in message, message

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from aperture.dicomweb.stow import error_comment
 from tests.conftest import ApertureServer, start_server
 from tests.helpers import make_instance, multipart_body, partial_uploads, sequence_items, stow
 
@@ -203,3 +205,70 @@ def test_path_traversal_in_uids_is_400(client: httpx.Client) -> None:
     evil = make_instance(sop="../../../../etc/passwd")
     failed = sequence_items(stow(client, [evil]).json(), "00081198")
     assert failed and failed[0]["00081197"]["Value"] == [0xA900]
+
+
+def _failures(response: httpx.Response) -> list[tuple[int, str]]:
+    return [(i["00081197"]["Value"][0], i["00000902"]["Value"][0]) for i in sequence_items(response.json(), "00081198")]
+
+
+def test_a_file_cut_short_is_refused_as_truncated_not_as_missing_uids(client: httpx.Client) -> None:
+    """Cut before its UIDs, in a value, inside an element header, in its file meta, or (no Pixel Data) at the end."""
+    ct = open(get_testdata_file("CT_small.dcm"), "rb").read()
+    plan = open(get_testdata_file("rtplan.dcm"), "rb").read()
+    parts = [ct[:2000], ct[:600], ct[:300], ct[:140], plan[:2000], plan[:-10],
+             open(get_testdata_file("rtplan_truncated.dcm"), "rb").read()]  # fmt: skip
+    response = stow(client, parts)
+    assert response.status_code == 409
+    for number, (reason, comment) in enumerate(_failures(response), start=1):
+        assert reason == 0xC000, (number, comment)
+        assert comment.startswith(f"Part {number}: The file is truncated"), comment
+
+
+def test_error_comments_are_whole_messages_when_they_fit(client: httpx.Client) -> None:
+    response = stow(client, [b"\0" * 300, b"", make_instance()[:-1000]])
+    assert response.status_code == 409
+    comments = [comment for _, comment in _failures(response)]
+    assert comments[0] == "Part 1: Not a Part-10 file: no 'DICM' after the preamble."
+    assert comments[1] == "Part 2: It is empty."
+    assert comments[2].startswith("Part 3: The file is truncated")
+    assert all(len(comment) <= 64 for comment in comments)
+
+
+@pytest.mark.parametrize(
+    ("message", "comment"),
+    [
+        ("Part 1: It is empty.", "Part 1: It is empty."),
+        (
+            "Already stored with different content: delete it first, or set the duplicate policy.",
+            "Already stored with different content: delete it first, or...",
+        ),
+        (
+            "Study stored for another patient: its PatientID or IssuerOfPatientID differ. Reconcile it.",
+            "Study stored for another patient: its PatientID or...",
+        ),
+        (
+            "Part 7: The data set cannot be parsed. It holds a 2-byte length. And more follows here.",
+            "Part 7: The data set cannot be parsed. It holds a 2-byte length.",
+        ),
+        (
+            "Part 2: The file is truncated: Pixel Data declares 30000 bytes but only 29990 follow.",
+            "Part 2: The file is truncated: Pixel Data declares 30000...",
+        ),
+        (
+            "Part 12: Unusable SeriesInstanceUID: it is 70 characters long (at most 64). It reads '1.2'.",
+            "Part 12: Unusable SeriesInstanceUID: it is 70 characters long...",
+        ),
+        (
+            "Part 3: not in the study the URL names. It is in study 1.2.826.0.1.3680043.8.498.1234567890.",
+            "Part 3: not in the study the URL names. It is in study...",
+        ),
+        (
+            "Part 4: every one of these words is whole and there is no clause end until far too late",
+            "Part 4: every one of these words is whole and there is no...",
+        ),
+        ("Part 5: " + "9" * 80, "Part 5: " + "9" * 53 + "..."),
+    ],
+)
+def test_error_comment_is_cut_at_a_clause_or_a_word_never_inside_one(message: str, comment: str) -> None:
+    assert error_comment(message) == comment
+    assert len(comment) <= 64

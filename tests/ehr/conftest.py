@@ -52,8 +52,11 @@ def register(data: Path, *args: str) -> dict[str, Any]:
 
 
 def start_sandbox(data: Path, *, config: str | None = None) -> ApertureServer:
-    """Start `aperture ehr serve` on a free port and wait until /healthz answers."""
-    arguments = ["ehr", "serve", "--data", str(data), "--imaging-fhir-base", IMAGING_FHIR_BASE]
+    """Start `aperture ehr serve --access-log` on a free port and wait until /healthz answers.
+
+    The access log is on, so tests can see each request's line (and that it carries no secret).
+    """
+    arguments = ["ehr", "serve", "--data", str(data), "--imaging-fhir-base", IMAGING_FHIR_BASE, "--access-log"]
     return start_command(arguments, data, config=config, log_name="ehr.log", config_name="ehr.toml")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import start_command
 from tests.ehr.conftest import ASSERTION_TYPE, Sandbox, ehr
 
 
@@ -156,3 +157,52 @@ def test_server_log_holds_no_secret_assertion_or_token(sandbox: Sandbox) -> None
     assert issued not in log
     assert assertion not in log and assertion.split(".")[2] not in log
     assert all(secret not in log for secret in sandbox.secrets.values())
+
+
+def test_the_default_log_holds_no_patient_id_or_credential(tmp_path: Path) -> None:
+    """`aperture ehr serve` as started by default: no access lines, none of the values sent in queries or forms."""
+    data = tmp_path / "data"
+    server = start_command(["ehr", "serve", "--data", str(data)], data, log_name="ehr.log")
+    private = {
+        "PatientID": "MRN-7731-private",
+        "PatientName": "Doe^Janet-private",
+        "patient": "pat-private-9",
+        "access_token": "eyJhbGciOiJSUzM4NCJ9.access-private",
+        "client_assertion": "eyJhbGciOiJSUzM4NCJ9.assertion-private",
+        "code_verifier": "verifier-private-0123456789abcdef",
+        "code": "code-private-42",
+        "refresh_token": "refresh-private-77",
+        "client_secret": "secret-private-5",
+        "password": "password-private-3",
+    }
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            http.get("/fhir/Patient", params=private)
+            bearer = {"Authorization": f"Bearer {private['access_token']}"}
+            http.get("/fhir/ImagingStudy", params=private, headers=bearer)
+            http.get("/auth/authorize", params={**private, "response_type": "code", "client_id": "nobody"})
+            http.post("/auth/authorize", params=private, data={"login": "elena", "password": private["password"]})
+            http.post("/auth/token", params=private, data={**private, "grant_type": "authorization_code"})
+            http.post("/auth/token", data={**private, "grant_type": "refresh_token"})
+            http.post("/auth/introspect", params=private, data={"token": private["access_token"]}, auth=("x", "y"))
+    finally:
+        server.stop()  # everything it will write is written
+    log = server.log.read_text(errors="replace")
+    assert "Aperture EHR sandbox:" in log and "aperture.access" not in log, log
+    for name, value in private.items():
+        assert value not in log, f"{name} value in the default log:\n{log}"
+
+
+def test_sandbox_sql_errors_do_not_quote_the_values_bound(tmp_path: Path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from aperture.ehr.store import open_store
+
+    engine = open_store(tmp_path / "ehr")
+    try:
+        with pytest.raises(SQLAlchemyError) as raised, engine.begin() as conn:
+            conn.execute(text("INSERT INTO no_such_table (v) VALUES (:v)"), {"v": "password-private-3"})
+    finally:
+        engine.dispose()
+    assert "password-private-3" not in str(raised.value)

@@ -24,7 +24,7 @@ EXTERNAL = "https://example.org/pacs/dicom-web"
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApertureServer]:
     data = tmp_path_factory.mktemp("proxied") / "data"
-    server = start_server(data, config='[server]\ntrusted_proxies = ["127.0.0.1"]\n')
+    server = start_server(data, config='[server]\naccess_log = true\ntrusted_proxies = ["127.0.0.1"]\n')
     yield server
     server.stop()
 
@@ -87,7 +87,7 @@ def test_headers_from_an_untrusted_client_are_ignored(server: ApertureServer) ->
     assert retrieve == f"{server.dicomweb}/studies/{ids['study']}"
     assert bulk.startswith(f"{server.dicomweb}/studies/{ids['study']}/")
     marker = generate_uid()
-    httpx.get(f"{server.url}/healthz", params={"m": marker}, headers={"X-Forwarded-For": "203.0.113.9"})
+    httpx.get(f"{server.url}/healthz/{marker}", headers={"X-Forwarded-For": "203.0.113.9"})
     (line,) = access_lines(server, marker)
     assert " 127.0.0.1 GET " in line and "203.0.113.9" not in line
 
@@ -120,18 +120,18 @@ def test_trailing_slash_of_the_prefix_is_dropped(proxied: ApertureServer) -> Non
 
 def test_forwarded_for_names_the_client_in_the_access_log(proxied: ApertureServer) -> None:
     marker = generate_uid()
-    httpx.get(f"{proxied.url}/healthz", params={"m": marker}, headers={"X-Forwarded-For": "203.0.113.7"})
+    httpx.get(f"{proxied.url}/healthz/{marker}", headers={"X-Forwarded-For": "203.0.113.7"})
     (line,) = access_lines(proxied, marker)
-    assert " 203.0.113.7 GET /healthz?" in line
+    assert " 203.0.113.7 GET /healthz/" in line
 
 
 def test_forwarded_for_is_read_from_the_right(proxied: ApertureServer) -> None:
     """nginx appends the address it saw; whatever the client put on the left is not believed."""
     marker = generate_uid()
     chain = "198.51.100.66, 203.0.113.8, 127.0.0.1"
-    httpx.get(f"{proxied.url}/healthz", params={"m": marker}, headers={"X-Forwarded-For": chain})
+    httpx.get(f"{proxied.url}/healthz/{marker}", headers={"X-Forwarded-For": chain})
     (line,) = access_lines(proxied, marker)
-    assert " 203.0.113.8 GET /healthz?" in line
+    assert " 203.0.113.8 GET /healthz/" in line
 
 
 def test_public_url_wins_over_forwarded_headers(tmp_path: Path) -> None:
