@@ -392,3 +392,12 @@ def test_a_method_the_fhir_server_does_not_serve_is_an_operation_outcome(mint: M
     assert answer.status_code == 405 and answer.headers["content-type"].startswith("application/fhir+json")
     (issue,) = answer.json()["issue"]
     assert issue["code"] == "not-supported" and "POST is not supported" in issue["diagnostics"]
+
+
+def test_search_by_get_at_underscore_search_and_a_405_that_lists_both_methods(mint: Minter) -> None:
+    walter = mint("patient/*.rs", patient="walter-nguyen", user="Patient/walter-nguyen")
+    found = walter.get("Patient/_search")  # was read as the Patient with id "_search"
+    assert found.status_code == 200 and found.json()["type"] == "searchset", found.text
+    assert [entry["resource"]["id"] for entry in found.json()["entry"]] == ["walter-nguyen"]
+    put = httpx.put(f"{walter.base}/Patient/_search", headers=walter.headers)
+    assert put.status_code == 405 and {"GET", "POST"} <= {m.strip() for m in put.headers["allow"].split(",")}

@@ -138,7 +138,7 @@ async def not_supported(request: Request) -> Response:
 
 ROUTES = [
     Route("/fhir/metadata", metadata),
-    Route("/fhir/{type}/_search", search, methods=["POST"]),
+    Route("/fhir/{type}/_search", search, methods=["GET", "POST"]),  # FHIR R4 §3.1.1.5.1: GET too
     Route("/fhir/{type}/{id}", read),
     Route("/fhir/{type}", search),
     Route("/fhir/{path:path}", not_supported),
