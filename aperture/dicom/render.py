@@ -42,6 +42,12 @@ __all__ = [
 
 RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
 DEFAULT_JPEG_QUALITY = 90
+# The largest image a viewport may ask for: each side, and width times height. Drawing costs memory
+# in proportion to the output (an upscale to 15000x15000 took 330 MB); 8192 covers an 8K screen and
+# 4096x4096 pixels (16.8 million) a full-resolution mammogram. Without a viewport an image is drawn at
+# its stored size, which the upload already bounded.
+MAX_VIEWPORT_SIDE = 8192
+MAX_VIEWPORT_PIXELS = 4096 * 4096
 _PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 _WINDOW_FUNCTIONS = {
     "LINEAR": "LINEAR",
@@ -95,7 +101,7 @@ def parse_window(text: str) -> Window:
     """Parse the `window` query parameter "center,width[,function]" (PS3.18 §8.3.5.1)."""
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (2, 3):
-        raise RenderError(f"window must be 'center,width,function', got {text!r}")
+        raise RenderError(f"window must be 'center,width,function', got {text[:80]!r}")
     center = _finite(parts[0], "window center")
     width = _finite(parts[1], "window width")
     function = parts[2] if len(parts) == 3 and parts[2] else "LINEAR"
@@ -106,7 +112,7 @@ def _checked(window: Window) -> Window:
     """The window with its function spelled as the DICOM defined term, or RenderError."""
     function = _WINDOW_FUNCTIONS.get(str(window.function).upper())
     if function is None:
-        raise RenderError(f"window function must be linear, linear-exact or sigmoid, got {window.function!r}")
+        raise RenderError(f"window function must be linear, linear-exact or sigmoid, got {str(window.function)[:40]!r}")
     width = window.width
     if not math.isfinite(width) or not math.isfinite(window.center):
         raise RenderError("window center and width must be finite numbers")
@@ -119,12 +125,19 @@ def parse_viewport(text: str) -> Viewport:
     """Parse the `viewport` query parameter "vw,vh" or "vw,vh,sx,sy,sw,sh" (empty = default)."""
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (2, 6):
-        raise RenderError(f"viewport must be 'vw,vh' or 'vw,vh,sx,sy,sw,sh', got {text!r}")
+        raise RenderError(f"viewport must be 'vw,vh' or 'vw,vh,sx,sy,sw,sh', got {text[:80]!r}")
     sizes = []
     for label, part in zip(("vw", "vh"), parts[:2], strict=True):
-        if not part.isdigit() or int(part) < 1:
-            raise RenderError(f"viewport {label} must be a positive integer, got {part!r}")
-        sizes.append(int(part))
+        # ASCII digits only: str.isdigit() also accepts '¹', which int() refuses
+        if not part.isascii() or not part.isdigit() or part.strip("0") == "":
+            raise RenderError(f"viewport {label} must be a positive integer, got {part[:20]!r}")
+        if len(part.lstrip("0")) > 9 or int(part.lstrip("0")) > MAX_VIEWPORT_SIDE:
+            raise RenderError(f"viewport {label} must be at most {MAX_VIEWPORT_SIDE} pixels, got {part[:20]}")
+        sizes.append(int(part.lstrip("0")))
+    if sizes[0] * sizes[1] > MAX_VIEWPORT_PIXELS:
+        raise RenderError(
+            f"viewport {sizes[0]}x{sizes[1]} is more than the {MAX_VIEWPORT_PIXELS} pixels (4096x4096) Aperture draws"
+        )
     sx = sy = sw = sh = None
     if len(parts) == 6:
         sx, sy, sw, sh = (
@@ -506,7 +519,7 @@ def _finite(text: str, label: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise RenderError(f"{label} must be a number, got {text!r}") from None
+        raise RenderError(f"{label} must be a number, got {text[:40]!r}") from None
     if not math.isfinite(value):
-        raise RenderError(f"{label} must be a finite number, got {text!r}")
+        raise RenderError(f"{label} must be a finite number, got {text[:40]!r}")
     return value

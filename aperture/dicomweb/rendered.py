@@ -41,7 +41,6 @@ from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
 _RENDERED = ("image/jpeg", "image/png", "image/gif")
-_RENDER_PARAMS = ("window", "viewport", "quality")
 
 
 def _media_type(request: Request) -> str:
@@ -62,7 +61,7 @@ class _Ask:
     quality: int | None
     window: Window | None
     viewport: Viewport | None
-    key: tuple[str | None, ...]  # the query parameters that change the image: cache key and ETag
+    key: tuple[object, ...]  # the parsed parameters that change the image: cache key and ETag (never raw text)
 
 
 def _ask(request: Request, as_thumbnail: bool) -> _Ask:
@@ -70,13 +69,14 @@ def _ask(request: Request, as_thumbnail: bool) -> _Ask:
     frame = 1
     if "frames" in request.path_params:
         text = request.path_params["frames"]
-        if not text.isdigit() or int(text) < 1:
+        # ASCII digits only (str.isdigit() also accepts '¹', which int() refuses); 10 digits hold any frame number
+        if not _is_number(text, 10) or int(text) < 1:
             raise InvalidRequest(f"Rendered frames take one 1-based frame number, not {text[:40]!r}.")
         frame = int(text)
     params = request.query_params
     quality = params.get("quality")
-    if quality is not None and (not quality.isdigit() or not 1 <= int(quality) <= 100):
-        raise InvalidRequest(f"quality must be an integer from 1 to 100, not {quality!r}.")
+    if quality is not None and (not _is_number(quality, 3) or not 1 <= int(quality) <= 100):
+        raise InvalidRequest(f"quality must be an integer from 1 to 100, not {quality[:40]!r}.")
     try:
         window = parse_window(params["window"]) if params.get("window") else None
         viewport = parse_viewport(params["viewport"]) if params.get("viewport") else None
@@ -89,8 +89,12 @@ def _ask(request: Request, as_thumbnail: bool) -> _Ask:
         quality=int(quality) if quality else None,
         window=window,
         viewport=viewport,
-        key=tuple(params.get(k) for k in _RENDER_PARAMS),
+        key=(int(quality) if quality else None, window, viewport),
     )
+
+
+def _is_number(text: str, digits: int) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= digits
 
 
 def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str, Any]]) -> bytes:
