@@ -47,6 +47,7 @@ _OCTET = "application/octet-stream"
 _FRAME_LIST = re.compile(r"[0-9]{1,10}(,[0-9]{1,10})*", re.ASCII)  # 10 digits hold any frame number
 _NATIVE_LE = ("1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN)
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -162,13 +163,17 @@ def _encoded(ref: InstanceRef, path: Any, numbers: list[int], target: str, cache
     for key, number, body in zip(keys, numbers, cached, strict=True):
         if body is None:
             if ds is None:
-                ds = pydicom.dcmread(path)
+                # Pixel Data is left in the file: each frame is read from it alone (a whole 200 MB
+                # instance in memory was the worst single request). Deflated data must be inflated whole.
+                deflated = ref.transfer_syntax == _DEFLATED
+                ds = pydicom.dcmread(path, defer_size=None if deflated else 4096)
+                source = ds if deflated else path
                 if target not in encodable_targets(ds, ref.transfer_syntax):
                     raise NotAcceptable(
                         f"Frames of this instance ({ref.transfer_syntax}) cannot be encoded losslessly as {target}; "
                         f"available by request: {', '.join(encodable_targets(ds, ref.transfer_syntax)) or 'none'}."
                     )
-            body = encode_frame(np.asarray(pydicom.pixels.pixel_array(ds, index=number - 1)), target, ds)
+            body = encode_frame(np.asarray(pydicom.pixels.pixel_array(source, index=number - 1)), target, ds)
             if cache is not None:
                 cache.put(key, body)
         yield body
