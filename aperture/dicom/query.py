@@ -66,6 +66,9 @@ MAX_INCLUDE_FIELDS = 256  # attributes named by includefield, all includefield p
 MAX_LIST_VALUES = 1000  # UIDs in one list match (each becomes a SQL parameter)
 MAX_WILDCARD_CHARS = 128  # a value with * or ?: matching costs its length times the value's
 MAX_MODALITIES = 64  # modalities in one ModalitiesInStudy match (each becomes a SQL LIKE)
+MAX_FUZZY_WORDS = 16  # words of a person name matched fuzzily (each becomes three SQL LIKEs)
+MAX_SEQUENCE_DEPTH = 16  # sequences in a 'Seq.Seq.Attr' key
+_NAME_WORDS = re.compile(r"[\s^,=*?]+")
 # The integer VRs and the range of values each can hold (PS3.5 Table 6.2-1).
 INTEGER_RANGES = {
     "IS": (-(2**31), 2**31 - 1),
@@ -144,6 +147,12 @@ def parse_query(params: list[tuple[str, str]], level: Level, *, default_limit: i
         if len(conditions) >= MAX_KEYS:
             raise QueryError(f"The query has more than {MAX_KEYS} matching keys; at most {MAX_KEYS} are accepted.")
         conditions.append(_condition(key, value, level))
+    if fuzzy:
+        for cond in conditions:
+            if cond.vr == "PN" and len(_NAME_WORDS.split(cond.value.strip(" ^,=*?"))) > MAX_FUZZY_WORDS:
+                raise QueryError(
+                    f"{cond.keyword} has more than {MAX_FUZZY_WORDS} words to match with fuzzymatching=true."
+                )
     return Query(level, tuple(conditions), include_all, frozenset(include), limit, offset, fuzzy)
 
 
@@ -159,6 +168,8 @@ def _non_negative(key: str, value: str, maximum: int, hint: str = "") -> int:
 
 def _condition(key: str, value: str, level: Level) -> Condition:
     parts = key.split(".")
+    if len(parts) > MAX_SEQUENCE_DEPTH + 1:
+        raise QueryError(f"Query key {key[:80]}... nests more than {MAX_SEQUENCE_DEPTH} sequences.")
     path: list[int] = []
     for outer in parts[:-1]:
         tag, keyword = parse_attribute(outer)
