@@ -23,7 +23,7 @@ from aperture.dicomweb import multipart
 from aperture.dicomweb.caching import boundary_for, etag, not_modified
 from aperture.dicomweb.frames import multipart_response, multipart_stream, stored_media_type
 from aperture.dicomweb.threads import off_loop
-from aperture.dicomweb.wado import CHUNK, accept_ranges, resolve, validator
+from aperture.dicomweb.wado import CHUNK, LOOP_READ, accept_ranges, resolve, validator
 from aperture.errors import NotFound
 
 _OCTET = "application/octet-stream"
@@ -58,20 +58,28 @@ async def retrieve_bulkdata(request: Request) -> Response:
         return _one_part(pieces, own_type, part_type, tag)
     if path_text == "7FE00010" and ref.frames is not None and FrameIndex.from_json(ref.frames).encapsulated:
         index = FrameIndex.from_json(ref.frames)
-        frames = _each_frame(file_path, index)
-        first = await off_loop(next, frames, b"")
         media = stored_media_type(ref.transfer_syntax)
         part_type = f"{media}; transfer-syntax={ref.transfer_syntax}"
-        return multipart_stream(first, frames, media, part_type, ref.transfer_syntax, tag)
+        if ref.size <= LOOP_READ:  # a small file: its frames in one read and one answer
+            numbers = list(range(1, len(index.frames) + 1))
+            frames = await off_loop(read_frames, file_path, index, numbers)
+            return multipart_response(frames, media, part_type, ref.transfer_syntax, tag)
+        each = _each_frame(file_path, index)
+        first = await off_loop(next, each, b"")
+        return multipart_stream(first, each, media, part_type, ref.transfer_syntax, tag)
     if offset is not None and length is not None and length != 0xFFFFFFFF:
-        if single:
+        if length <= CHUNK:  # one piece: read whole and answered as before streaming existed
+            data = await off_loop(_read_value, file_path, offset, length)
+        elif single:
             return StreamingResponse(
                 _off_loop_pieces(_read_slice(file_path, offset, length)),
                 media_type=own_type,
                 headers={"ETag": tag, "Content-Length": str(length)},
             )
-        return _one_part(_read_slice(file_path, offset, length), own_type, own_type, tag)
-    data = await off_loop(_read_by_parsing, file_path, path_text)  # a value in a sequence, or a deflated file
+        else:
+            return _one_part(_read_slice(file_path, offset, length), own_type, own_type, tag)
+    else:
+        data = await off_loop(_read_by_parsing, file_path, path_text)  # a value in a sequence, or deflated
     if single:
         return Response(data, media_type=own_type, headers={"ETag": tag})
     return multipart_response([data], own_type, own_type, None, tag)
@@ -107,6 +115,12 @@ def _encapsulated_payload(path: Any, offset: int) -> Iterator[bytes]:
         fragments = generate_fragments(handle)
         next(fragments, None)  # the Basic Offset Table item
         yield from fragments
+
+
+def _read_value(path: Any, offset: int, length: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
 
 
 def _read_slice(path: Any, offset: int, length: int) -> Iterator[bytes]:

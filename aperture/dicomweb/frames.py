@@ -304,17 +304,22 @@ async def retrieve_frames(request: Request) -> Response:
     part_type = f"{media}; transfer-syntax={ts}"
     if not is_multipart:
         return with_range(request, first, {"ETag": tag, "Content-Type": part_type})
-    if len(numbers) > 1:  # streamed part by part; a byte range is only honoured on one-frame answers
+    if len(numbers) == 1:
+        bodies = [first]
+    elif refs[0].size <= LOOP_READ and ts == refs[0].transfer_syntax:
+        bodies = [first, *rest]  # stored bytes of a file of at most 1 MB: one answer, as cheap as a read
+    else:  # streamed part by part; a byte range is only honoured on answers made whole
         return multipart_stream(first, rest, media, part_type, ts, tag)
-    response = multipart_response([first], media, part_type, ts, tag)
+    response = multipart_response(bodies, media, part_type, ts, tag)
     return with_range(request, response.body, {k: v for k, v in response.headers.items() if k != "content-length"})
 
 
 def multipart_response(bodies: list[bytes], media: str, part_type: str, ts: str | None, tag: str) -> Response:
-    """A one-part multipart/related answer, its boundary fixed by the ETag so repeats are byte-identical.
+    """A multipart/related answer made whole, its boundary fixed by the ETag so repeats are byte-identical.
 
-    Only for bodies already in memory (one frame, one bulk value); several parts go through
-    `multipart_stream`, which never holds more than one.
+    Only for what is small or in memory already (one frame, the frames of a file of at most
+    `LOOP_READ`, one bulk value); anything larger goes through `multipart_stream`, which holds one
+    part at a time.
     """
     boundary = boundary_for(tag)
     chunks: list[bytes] = []

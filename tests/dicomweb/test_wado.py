@@ -12,7 +12,8 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.encaps import generate_frames
+from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import generate_uid
 
 from tests.helpers import make_instance, sequence_items, store_sample, stow
@@ -399,11 +400,11 @@ def test_frame_lists_refuse_repeats_and_numbers_int_cannot_read(client: httpx.Cl
 def test_several_frames_stream_part_by_part(client: httpx.Client) -> None:
     """A whole multi-frame instance in one list is fine: sent a frame at a time, never joined in memory."""
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
-    data = make_instance(study=study, series=series, sop=sop, frames=40, rows=64, columns=64)
+    data = make_instance(study=study, series=series, sop=sop, frames=40, rows=128, columns=128)  # 1.3 MB
     assert stow(client, [data]).status_code == 200
     base = f"/studies/{study}/series/{series}/instances/{sop}"
     pixels = pydicom.dcmread(io.BytesIO(data)).PixelData
-    size = 64 * 64 * 2
+    size = 128 * 128 * 2
     numbers = list(range(40, 0, -1))
     for accept in (
         "multipart/related; type=application/octet-stream; transfer-syntax=*",
@@ -425,10 +426,22 @@ def test_several_frames_stream_part_by_part(client: httpx.Client) -> None:
 
 
 def test_encapsulated_pixel_data_as_bulk_data_streams_its_frames(client: httpx.Client) -> None:
-    data, st, se, sop = store_file(client, "emri_small_jpeg_2k_lossless.dcm")
-    ds = pydicom.dcmread(io.BytesIO(data))
-    expected = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
-    url = f"/studies/{st}/series/{se}/instances/{sop}/bulkdata/7FE00010"
-    answer = client.get(url, headers={"Accept": "multipart/related; type=application/octet-stream"})
-    assert answer.status_code == 200 and answer.headers.get("transfer-encoding") == "chunked"
-    assert [body for _, body in split_multipart(answer)] == expected
+    """A file over 1 MB: its frames are streamed; a small one is answered whole, in one read."""
+    source = pydicom.dcmread(get_testdata_file("emri_small_jpeg_2k_lossless.dcm"))
+    frames = list(generate_frames(source.PixelData, number_of_frames=int(source.NumberOfFrames)))
+    for expected, streamed in ((frames, False), (frames * 40, True)):  # 400 frames: about 1.5 MB
+        source.PixelData = encapsulate(expected)
+        source.NumberOfFrames = len(expected)
+        source.StudyInstanceUID, source.SeriesInstanceUID = generate_uid(), generate_uid()
+        source.SOPInstanceUID = source.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        out = io.BytesIO()
+        source.save_as(out, enforce_file_format=True)
+        assert stow(client, [out.getvalue()]).status_code == 200
+        url = (
+            f"/studies/{source.StudyInstanceUID}/series/{source.SeriesInstanceUID}"
+            f"/instances/{source.SOPInstanceUID}/bulkdata/7FE00010"
+        )
+        answer = client.get(url, headers={"Accept": "multipart/related; type=application/octet-stream"})
+        assert answer.status_code == 200
+        assert (answer.headers.get("transfer-encoding") == "chunked") is streamed
+        assert [body for _, body in split_multipart(answer)] == expected
