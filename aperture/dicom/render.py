@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -70,6 +71,9 @@ _PIPELINE_KEYWORDS = (
     "VOILUTFunction",
     "VOILUTSequence",
 )
+
+
+PixelSource = str | os.PathLike[str]
 
 
 class RenderError(ValueError):
@@ -159,11 +163,16 @@ def render(
     quality: int | None = None,
     window: Window | None = None,
     viewport: Viewport | None = None,
+    pixels_from: PixelSource | None = None,
 ) -> bytes:
-    """Render 1-based `frame` of `ds` as an 8-bit image in `media_type`."""
+    """Render 1-based `frame` of `ds` as an 8-bit image in `media_type`.
+
+    `pixels_from`: the file `ds` was read from, when it was read with its Pixel Data deferred;
+    the frame is then decoded from the file alone, without the rest of the Pixel Data in memory.
+    """
     fmt = _pil_format(media_type)
     _check_quality(quality)
-    image = _to_pil(ds, frame, None if window is None else _checked(window))
+    image = _to_pil(ds, frame, None if window is None else _checked(window), pixels_from)
     return _finish(image, fmt, quality, viewport)
 
 
@@ -210,12 +219,19 @@ def _finish(image: Image.Image, fmt: str, quality: int | None, viewport: Viewpor
     return _encode(image, fmt, quality)
 
 
-def thumbnail(ds: Dataset, *, frame: int = 1, media_type: str = "image/jpeg", size: int = 128) -> bytes:
-    """A small rendering that fits in size x size, keeping the aspect ratio; never enlarged."""
+def thumbnail(
+    ds: Dataset,
+    *,
+    frame: int = 1,
+    media_type: str = "image/jpeg",
+    size: int = 128,
+    pixels_from: PixelSource | None = None,
+) -> bytes:
+    """A rendering that fits in size x size, keeping the aspect ratio, never enlarged (`pixels_from`: see render)."""
     fmt = _pil_format(media_type)
     if size < 1:
         raise RenderError(f"thumbnail size must be positive, got {size}")
-    image = _to_pil(ds, frame, None)
+    image = _to_pil(ds, frame, None, pixels_from)
     scale = min(1.0, size / max(image.width, image.height))
     if scale < 1.0:
         image = image.resize(_scaled(image.width, image.height, scale), Image.Resampling.LANCZOS)
@@ -225,8 +241,8 @@ def thumbnail(ds: Dataset, *, frame: int = 1, media_type: str = "image/jpeg", si
 # --- pipeline ----------------------------------------------------------------------------------
 
 
-def _to_pil(ds: Dataset, frame: int, window: Window | None) -> Image.Image:
-    arr = _frame_array(ds, frame)
+def _to_pil(ds: Dataset, frame: int, window: Window | None, pixels_from: PixelSource | None = None) -> Image.Image:
+    arr = _frame_array(ds, frame, pixels_from)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         view = _frame_view(ds, frame)
@@ -262,7 +278,7 @@ def _to_bytes(gray: np.ndarray, photometric: str) -> np.ndarray:
     return np.rint(gray * 255.0).astype(np.uint8)
 
 
-def _frame_array(ds: Dataset, frame: int) -> np.ndarray:
+def _frame_array(ds: Dataset, frame: int, pixels_from: PixelSource | None = None) -> np.ndarray:
     """Decode only the requested frame (pydicom decodes one frame when given an index)."""
     if "PixelData" not in ds:
         raise RenderError("The instance has no (7FE0,0010) Pixel Data to render")
@@ -270,7 +286,7 @@ def _frame_array(ds: Dataset, frame: int) -> np.ndarray:
     if isinstance(frame, bool) or not isinstance(frame, int) or not 1 <= frame <= total:
         raise RenderError(f"Frame {frame} does not exist: this instance has {total} frame(s)")
     try:
-        return pydicom.pixels.pixel_array(ds, index=frame - 1)
+        return pydicom.pixels.pixel_array(ds if pixels_from is None else pixels_from, index=frame - 1)
     except (NotImplementedError, RuntimeError) as exc:
         ts = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
         raise RenderError(f"Cannot decode pixel data in transfer syntax {ts}: {exc}") from exc

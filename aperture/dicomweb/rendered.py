@@ -35,12 +35,13 @@ from aperture.dicom.transcode import LITTLE_ENDIAN_NATIVE
 from aperture.dicomweb.caching import etag, not_modified_tag
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.media import parse_accept
-from aperture.dicomweb.wado import resolve_and, validator
+from aperture.dicomweb.wado import SMALL_FILE, resolve_and, validator
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
 _RENDERED = ("image/jpeg", "image/png", "image/gif")
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def _media_type(request: Request) -> str:
@@ -112,11 +113,16 @@ def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str
             )
             if body is not None:
                 return body
-        ds = pydicom.dcmread(path)
+        # A large file keeps its Pixel Data on disk and the frame is decoded from the file alone (a
+        # 200 MB multi-frame would otherwise be in memory for one frame); a small one is read whole,
+        # which parses it once instead of twice. Deflated data can only be inflated whole.
+        from_file = ref.size > SMALL_FILE and ref.transfer_syntax != _DEFLATED
+        ds = pydicom.dcmread(path, defer_size=4096 if from_file else None)
+        source = path if from_file else None
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             raise NotFound("This instance has no pixel data to render.")
         if ask.thumbnail:
-            return thumbnail(ds, frame=ask.frame, media_type=ask.media_type)
+            return thumbnail(ds, frame=ask.frame, media_type=ask.media_type, pixels_from=source)
         return render(
             ds,
             frame=ask.frame,
@@ -124,6 +130,7 @@ def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str
             quality=ask.quality,
             window=ask.window,
             viewport=ask.viewport,
+            pixels_from=source,
         )
     except RenderError as exc:
         message = str(exc)
