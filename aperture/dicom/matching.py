@@ -17,8 +17,20 @@ from aperture.dicom.query import Condition, Match
 
 @lru_cache(maxsize=256)
 def wildcard_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    parts = ("." if ch == "?" else ".*" if ch == "*" else re.escape(ch) for ch in pattern)
-    return re.compile("".join(parts) + r"\Z", re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
+    """A regex for a `*`/`?` pattern that never backtracks into a `*` (linear, not exponential).
+
+    Translating each `*` to `.*` lets `*a*a*a*a*b` against "aaaa…" backtrack through every way of
+    splitting the value (minutes for one query). A glob matches exactly when each piece between
+    stars is found at its leftmost place after the previous one, the first at the start and the
+    last at the end, so every middle piece is an atomic group: once found, never revisited.
+    """
+    pieces = ["".join("." if ch == "?" else re.escape(ch) for ch in piece) for piece in pattern.split("*")]
+    if len(pieces) == 1:
+        body = pieces[0] + r"\Z"
+    else:
+        middle = "".join(f"(?>.*?{piece})" for piece in pieces[1:-1] if piece)
+        body = pieces[0] + middle + (f".*{pieces[-1]}\\Z" if pieces[-1] else "")
+    return re.compile(body, re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
 
 
 def _strings(element: dict[str, Any] | None) -> list[str]:

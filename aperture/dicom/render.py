@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,6 +43,12 @@ __all__ = [
 
 RENDERED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
 DEFAULT_JPEG_QUALITY = 90
+# The largest image a viewport may ask for: each side, and width times height. Drawing costs memory
+# in proportion to the output (an upscale to 15000x15000 took 330 MB); 8192 covers an 8K screen and
+# 4096x4096 pixels (16.8 million) a full-resolution mammogram. Without a viewport an image is drawn at
+# its stored size, which the upload already bounded.
+MAX_VIEWPORT_SIDE = 8192
+MAX_VIEWPORT_PIXELS = 4096 * 4096
 _PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 _WINDOW_FUNCTIONS = {
     "LINEAR": "LINEAR",
@@ -64,6 +71,9 @@ _PIPELINE_KEYWORDS = (
     "VOILUTFunction",
     "VOILUTSequence",
 )
+
+
+PixelSource = str | os.PathLike[str]
 
 
 class RenderError(ValueError):
@@ -95,7 +105,7 @@ def parse_window(text: str) -> Window:
     """Parse the `window` query parameter "center,width[,function]" (PS3.18 §8.3.5.1)."""
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (2, 3):
-        raise RenderError(f"window must be 'center,width,function', got {text!r}")
+        raise RenderError(f"window must be 'center,width,function', got {text[:80]!r}")
     center = _finite(parts[0], "window center")
     width = _finite(parts[1], "window width")
     function = parts[2] if len(parts) == 3 and parts[2] else "LINEAR"
@@ -106,7 +116,7 @@ def _checked(window: Window) -> Window:
     """The window with its function spelled as the DICOM defined term, or RenderError."""
     function = _WINDOW_FUNCTIONS.get(str(window.function).upper())
     if function is None:
-        raise RenderError(f"window function must be linear, linear-exact or sigmoid, got {window.function!r}")
+        raise RenderError(f"window function must be linear, linear-exact or sigmoid, got {str(window.function)[:40]!r}")
     width = window.width
     if not math.isfinite(width) or not math.isfinite(window.center):
         raise RenderError("window center and width must be finite numbers")
@@ -119,12 +129,19 @@ def parse_viewport(text: str) -> Viewport:
     """Parse the `viewport` query parameter "vw,vh" or "vw,vh,sx,sy,sw,sh" (empty = default)."""
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (2, 6):
-        raise RenderError(f"viewport must be 'vw,vh' or 'vw,vh,sx,sy,sw,sh', got {text!r}")
+        raise RenderError(f"viewport must be 'vw,vh' or 'vw,vh,sx,sy,sw,sh', got {text[:80]!r}")
     sizes = []
     for label, part in zip(("vw", "vh"), parts[:2], strict=True):
-        if not part.isdigit() or int(part) < 1:
-            raise RenderError(f"viewport {label} must be a positive integer, got {part!r}")
-        sizes.append(int(part))
+        # ASCII digits only: str.isdigit() also accepts '¹', which int() refuses
+        if not part.isascii() or not part.isdigit() or part.strip("0") == "":
+            raise RenderError(f"viewport {label} must be a positive integer, got {part[:20]!r}")
+        if len(part.lstrip("0")) > 9 or int(part.lstrip("0")) > MAX_VIEWPORT_SIDE:
+            raise RenderError(f"viewport {label} must be at most {MAX_VIEWPORT_SIDE} pixels, got {part[:20]}")
+        sizes.append(int(part.lstrip("0")))
+    if sizes[0] * sizes[1] > MAX_VIEWPORT_PIXELS:
+        raise RenderError(
+            f"viewport {sizes[0]}x{sizes[1]} is more than the {MAX_VIEWPORT_PIXELS} pixels (4096x4096) Aperture draws"
+        )
     sx = sy = sw = sh = None
     if len(parts) == 6:
         sx, sy, sw, sh = (
@@ -146,11 +163,16 @@ def render(
     quality: int | None = None,
     window: Window | None = None,
     viewport: Viewport | None = None,
+    pixels_from: PixelSource | None = None,
 ) -> bytes:
-    """Render 1-based `frame` of `ds` as an 8-bit image in `media_type`."""
+    """Render 1-based `frame` of `ds` as an 8-bit image in `media_type`.
+
+    `pixels_from`: the file `ds` was read from, when it was read with its Pixel Data deferred;
+    the frame is then decoded from the file alone, without the rest of the Pixel Data in memory.
+    """
     fmt = _pil_format(media_type)
     _check_quality(quality)
-    image = _to_pil(ds, frame, None if window is None else _checked(window))
+    image = _to_pil(ds, frame, None if window is None else _checked(window), pixels_from)
     return _finish(image, fmt, quality, viewport)
 
 
@@ -197,12 +219,19 @@ def _finish(image: Image.Image, fmt: str, quality: int | None, viewport: Viewpor
     return _encode(image, fmt, quality)
 
 
-def thumbnail(ds: Dataset, *, frame: int = 1, media_type: str = "image/jpeg", size: int = 128) -> bytes:
-    """A small rendering that fits in size x size, keeping the aspect ratio; never enlarged."""
+def thumbnail(
+    ds: Dataset,
+    *,
+    frame: int = 1,
+    media_type: str = "image/jpeg",
+    size: int = 128,
+    pixels_from: PixelSource | None = None,
+) -> bytes:
+    """A rendering that fits in size x size, keeping the aspect ratio, never enlarged (`pixels_from`: see render)."""
     fmt = _pil_format(media_type)
     if size < 1:
         raise RenderError(f"thumbnail size must be positive, got {size}")
-    image = _to_pil(ds, frame, None)
+    image = _to_pil(ds, frame, None, pixels_from)
     scale = min(1.0, size / max(image.width, image.height))
     if scale < 1.0:
         image = image.resize(_scaled(image.width, image.height, scale), Image.Resampling.LANCZOS)
@@ -212,8 +241,8 @@ def thumbnail(ds: Dataset, *, frame: int = 1, media_type: str = "image/jpeg", si
 # --- pipeline ----------------------------------------------------------------------------------
 
 
-def _to_pil(ds: Dataset, frame: int, window: Window | None) -> Image.Image:
-    arr = _frame_array(ds, frame)
+def _to_pil(ds: Dataset, frame: int, window: Window | None, pixels_from: PixelSource | None = None) -> Image.Image:
+    arr = _frame_array(ds, frame, pixels_from)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         view = _frame_view(ds, frame)
@@ -249,7 +278,7 @@ def _to_bytes(gray: np.ndarray, photometric: str) -> np.ndarray:
     return np.rint(gray * 255.0).astype(np.uint8)
 
 
-def _frame_array(ds: Dataset, frame: int) -> np.ndarray:
+def _frame_array(ds: Dataset, frame: int, pixels_from: PixelSource | None = None) -> np.ndarray:
     """Decode only the requested frame (pydicom decodes one frame when given an index)."""
     if "PixelData" not in ds:
         raise RenderError("The instance has no (7FE0,0010) Pixel Data to render")
@@ -257,7 +286,7 @@ def _frame_array(ds: Dataset, frame: int) -> np.ndarray:
     if isinstance(frame, bool) or not isinstance(frame, int) or not 1 <= frame <= total:
         raise RenderError(f"Frame {frame} does not exist: this instance has {total} frame(s)")
     try:
-        return pydicom.pixels.pixel_array(ds, index=frame - 1)
+        return pydicom.pixels.pixel_array(ds if pixels_from is None else pixels_from, index=frame - 1)
     except (NotImplementedError, RuntimeError) as exc:
         ts = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
         raise RenderError(f"Cannot decode pixel data in transfer syntax {ts}: {exc}") from exc
@@ -506,7 +535,7 @@ def _finite(text: str, label: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise RenderError(f"{label} must be a number, got {text!r}") from None
+        raise RenderError(f"{label} must be a number, got {text[:40]!r}") from None
     if not math.isfinite(value):
-        raise RenderError(f"{label} must be a finite number, got {text!r}")
+        raise RenderError(f"{label} must be a finite number, got {text[:40]!r}")
     return value

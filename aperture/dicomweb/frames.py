@@ -12,12 +12,13 @@ carry a content ETag and honour one byte range.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
 import pydicom
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from aperture.dicom.encode import ENCODE_TARGETS, encodable_targets, encode_frame
 from aperture.dicom.frames import FrameError, FrameIndex, read_frames
@@ -43,17 +44,30 @@ from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
 _OCTET = "application/octet-stream"
-_FRAME_LIST = re.compile(r"^\d+(,\d+)*$")
+_FRAME_LIST = re.compile(r"[0-9]{1,10}(,[0-9]{1,10})*", re.ASCII)  # 10 digits hold any frame number
 _NATIVE_LE = ("1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN)
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def parse_frame_list(text: str) -> list[int]:
-    if not _FRAME_LIST.match(text):
-        raise InvalidRequest(f"Frame list {text[:60]!r} is not valid: use 1-based numbers separated by commas.")
+    """The 1-based frame numbers of a frames URL, each at most once.
+
+    Refusing repeats bounds a list by the instance's frame count (a number past it is a 404), so a
+    whole multi-frame instance can still be asked for in one list, but not one frame a thousand
+    times over.
+    """
+    if not _FRAME_LIST.fullmatch(text):
+        raise InvalidRequest(
+            f"Frame list {text[:60]!r} is not valid: use 1-based numbers of at most 10 digits separated by commas."
+        )
     numbers = [int(n) for n in text.split(",")]
     if any(n < 1 for n in numbers):
         raise InvalidRequest("Frame numbers start at 1.")
+    if len(numbers) > 1 and len(set(numbers)) != len(numbers):
+        seen: set[int] = set()
+        repeated = next(n for n in numbers if n in seen or seen.add(n))  # type: ignore[func-returns-value]
+        raise InvalidRequest(f"Frame {repeated} is listed more than once: ask for each frame once per request.")
     return numbers
 
 
@@ -141,31 +155,38 @@ def _encode_target(part: str, ts: str | None) -> str | None:
     return None
 
 
-def _encoded(ref: InstanceRef, path: Any, numbers: list[int], target: str, cache: ByteCache | None) -> list[bytes]:
+def _encoded(ref: InstanceRef, path: Any, numbers: list[int], target: str, cache: ByteCache | None) -> Iterator[bytes]:
     """Frames encoded on request in a lossless syntax, through the bounded frame cache."""
     keys = [(ref.blob, number, target) for number in numbers]
     cached = [cache.get(key) if cache is not None else None for key in keys]
-    if all(body is not None for body in cached):
-        return [body for body in cached if body is not None]
-    ds = pydicom.dcmread(path)
-    if target not in encodable_targets(ds, ref.transfer_syntax):
-        raise NotAcceptable(
-            f"Frames of this instance ({ref.transfer_syntax}) cannot be encoded losslessly as {target}; "
-            f"available by request: {', '.join(encodable_targets(ds, ref.transfer_syntax)) or 'none'}."
-        )
-    out = []
+    ds = None
     for key, number, body in zip(keys, numbers, cached, strict=True):
         if body is None:
-            body = encode_frame(np.asarray(pydicom.pixels.pixel_array(ds, index=number - 1)), target, ds)
+            if ds is None:
+                # Pixel Data is left in the file: each frame is read from it alone (a whole 200 MB
+                # instance in memory was the worst single request). Deflated data must be inflated whole.
+                deflated = ref.transfer_syntax == _DEFLATED
+                ds = pydicom.dcmread(path, defer_size=None if deflated else 4096)
+                source = ds if deflated else path
+                if target not in encodable_targets(ds, ref.transfer_syntax):
+                    raise NotAcceptable(
+                        f"Frames of this instance ({ref.transfer_syntax}) cannot be encoded losslessly as {target}; "
+                        f"available by request: {', '.join(encodable_targets(ds, ref.transfer_syntax)) or 'none'}."
+                    )
+            body = encode_frame(np.asarray(pydicom.pixels.pixel_array(source, index=number - 1)), target, ds)
             if cache is not None:
                 cache.put(key, body)
-        out.append(body)
-    return out
+        yield body
 
 
-def _frames(
+def frame_bodies(
     ref: InstanceRef, path: Any, numbers: list[int], target: str, blobs: Any = None, cache: ByteCache | None = None
-) -> list[bytes]:
+) -> Iterator[bytes]:
+    """The frames `numbers` in syntax `target`, one at a time: a long list never sits in memory whole.
+
+    Every check that can refuse the request (a frame past the last, a syntax that cannot be
+    produced) runs before the first frame is given, so callers take the first one before answering.
+    """
     if any(n > ref.num_frames for n in numbers):
         raise NotFound(f"Frame {max(numbers)} does not exist: this instance has {ref.num_frames} frame(s).")
     if (
@@ -173,29 +194,36 @@ def _frames(
         and target != ref.transfer_syntax
         and not (target == HTJ2K_LOSSLESS_RPCL and ref.copy_frames is not None)
     ):
-        return _encoded(ref, path, numbers, target, cache)
+        yield from _encoded(ref, path, numbers, target, cache)
+        return
     if target == HTJ2K_LOSSLESS_RPCL and ref.copy_frames is not None and ref.transfer_syntax != target:
+        yield from _stored(blobs.path(ref.copy_blob), FrameIndex.from_json(ref.copy_frames), numbers)
+        return
+    if ref.frames is None:
+        yield from _frames_by_decoding(ref, path, numbers, target)
+        return
+    frames = _stored(path, FrameIndex.from_json(ref.frames), numbers)
+    if target == ref.transfer_syntax or (target in _NATIVE_LE and ref.transfer_syntax in _NATIVE_LE):
+        yield from frames
+        return
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    for frame in frames:
         try:
-            return read_frames(blobs.path(ref.copy_blob), FrameIndex.from_json(ref.copy_frames), numbers)
+            yield transcode_frame(frame, source_ts=ref.transfer_syntax, target_ts=target, dataset=header)
+        except TranscodeError as exc:
+            raise NotAcceptable(str(exc)) from exc
+
+
+def _stored(path: Any, index: FrameIndex, numbers: list[int]) -> Iterator[bytes]:
+    for number in numbers:
+        try:
+            (frame,) = read_frames(path, index, (number,))
         except FrameError as exc:
             raise NotFound(str(exc)) from exc
-    if ref.frames is None:
-        return _frames_by_decoding(ref, path, numbers, target)
-    index = FrameIndex.from_json(ref.frames)
-    try:
-        frames = read_frames(path, index, numbers)
-    except FrameError as exc:
-        raise NotFound(str(exc)) from exc
-    if target == ref.transfer_syntax or (target in _NATIVE_LE and ref.transfer_syntax in _NATIVE_LE):
-        return frames
-    header = pydicom.dcmread(path, stop_before_pixels=True)
-    try:
-        return [transcode_frame(f, source_ts=ref.transfer_syntax, target_ts=target, dataset=header) for f in frames]
-    except TranscodeError as exc:
-        raise NotAcceptable(str(exc)) from exc
+        yield frame
 
 
-def _frames_by_decoding(ref: InstanceRef, path: Any, numbers: list[int], target: str) -> list[bytes]:
+def _frames_by_decoding(ref: InstanceRef, path: Any, numbers: list[int], target: str) -> Iterator[bytes]:
     """Slow path for files whose frames cannot be located by offset (deflated, bit-packed)."""
     if target not in _NATIVE_LE:
         raise NotAcceptable(
@@ -206,13 +234,30 @@ def _frames_by_decoding(ref: InstanceRef, path: Any, numbers: list[int], target:
     if "PixelData" not in ds:
         raise NotFound(f"Instance {ref.sop_uid} has no pixel data.")
     total = int(ds.get("NumberOfFrames", 1) or 1)
-    out = []
+    if max(numbers) > total:
+        raise NotFound(f"Frame {max(numbers)} does not exist: this instance has {total} frame(s).")
     for number in numbers:
-        if number > total:
-            raise NotFound(f"Frame {number} does not exist: this instance has {total} frame(s).")
         array = pydicom.pixels.pixel_array(ds, index=number - 1, raw=True)
-        out.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-    return out
+        yield array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+_NO_MORE: Iterator[bytes] = iter(())
+
+
+def first_and_rest(
+    ref: InstanceRef, path: Any, numbers: list[int], target: str, blobs: Any = None, cache: ByteCache | None = None
+) -> tuple[bytes, Iterator[bytes]]:
+    """The first frame, made now so that a refusal comes before the answer starts, and the rest to come.
+
+    One frame as stored, the common request, is read straight away, without the iterator.
+    """
+    if len(numbers) == 1 and ref.frames is not None and target == ref.transfer_syntax and numbers[0] <= ref.num_frames:
+        try:
+            return read_frames(path, FrameIndex.from_json(ref.frames), numbers)[0], _NO_MORE
+        except FrameError as exc:
+            raise NotFound(str(exc)) from exc
+    bodies = frame_bodies(ref, path, numbers, target, blobs, cache)
+    return next(bodies), bodies
 
 
 async def retrieve_frames(request: Request) -> Response:
@@ -221,7 +266,9 @@ async def retrieve_frames(request: Request) -> Response:
     blobs = request.app.state.blobs
     cache: ByteCache | None = request.app.state.frame_cache
 
-    def read(refs: list[InstanceRef], _scope: AccessScope) -> tuple[bool, str, str, str, list[bytes] | None]:
+    def read(
+        refs: list[InstanceRef], _scope: AccessScope
+    ) -> tuple[bool, str, str, str, tuple[bytes, Iterator[bytes]] | None]:
         ref = refs[0]
         if ref.num_frames == 0:
             raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")
@@ -232,7 +279,7 @@ async def retrieve_frames(request: Request) -> Response:
         tag = etag(validator(ref), "frames", ",".join(map(str, numbers)), media, ts, is_multipart, copy)
         if request.headers.get("if-none-match"):
             return is_multipart, media, ts, tag, None  # the caller may answer 304 without reading
-        return is_multipart, media, ts, tag, _frames(ref, blobs.path(ref.blob), numbers, ts, blobs, cache)
+        return is_multipart, media, ts, tag, first_and_rest(ref, blobs.path(ref.blob), numbers, ts, blobs, cache)
 
     def small(refs: list[InstanceRef]) -> bool:  # a read of stored bytes, no decoding: fine on the loop
         ref = refs[0]
@@ -249,19 +296,31 @@ async def retrieve_frames(request: Request) -> Response:
     is_multipart, media, ts, tag, frames = answer
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
+    if not is_multipart and len(numbers) != 1:
+        raise NotAcceptable("Several frames need a multipart/related Accept; a single part holds one frame.")
     if frames is None:
-        frames = await off_loop(_frames, refs[0], blobs.path(refs[0].blob), numbers, ts, blobs, cache)
+        frames = await off_loop(first_and_rest, refs[0], blobs.path(refs[0].blob), numbers, ts, blobs, cache)
+    first, rest = frames
     part_type = f"{media}; transfer-syntax={ts}"
     if not is_multipart:
-        if len(frames) != 1:
-            raise NotAcceptable("Several frames need a multipart/related Accept; a single part holds one frame.")
-        return with_range(request, frames[0], {"ETag": tag, "Content-Type": part_type})
-    response = multipart_response(frames, media, part_type, ts, tag)
+        return with_range(request, first, {"ETag": tag, "Content-Type": part_type})
+    if len(numbers) == 1:
+        bodies = [first]
+    elif refs[0].size <= LOOP_READ and ts == refs[0].transfer_syntax:
+        bodies = [first, *rest]  # stored bytes of a file of at most 1 MB: one answer, as cheap as a read
+    else:  # streamed part by part; a byte range is only honoured on answers made whole
+        return multipart_stream(first, rest, media, part_type, ts, tag)
+    response = multipart_response(bodies, media, part_type, ts, tag)
     return with_range(request, response.body, {k: v for k, v in response.headers.items() if k != "content-length"})
 
 
 def multipart_response(bodies: list[bytes], media: str, part_type: str, ts: str | None, tag: str) -> Response:
-    """One multipart/related answer, its boundary fixed by the ETag so repeats are byte-identical."""
+    """A multipart/related answer made whole, its boundary fixed by the ETag so repeats are byte-identical.
+
+    Only for what is small or in memory already (one frame, the frames of a file of at most
+    `LOOP_READ`, one bulk value); anything larger goes through `multipart_stream`, which holds one
+    part at a time.
+    """
     boundary = boundary_for(tag)
     chunks: list[bytes] = []
     for number, body in enumerate(bodies):
@@ -270,3 +329,21 @@ def multipart_response(bodies: list[bytes], media: str, part_type: str, ts: str 
     chunks.append(multipart.closing(boundary))
     headers = {"Content-Type": multipart.content_type(boundary, media, ts), "ETag": tag}
     return Response(b"".join(chunks), headers=headers)
+
+
+def multipart_stream(
+    first: bytes, rest: Iterator[bytes], media: str, part_type: str, ts: str | None, tag: str
+) -> StreamingResponse:
+    """A multipart/related answer sent part by part: each further body is made in a worker thread when sent."""
+    boundary = boundary_for(tag)
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield multipart.part_header(boundary, part_type, first=True)
+        yield first
+        while (body := await off_loop(next, rest, None)) is not None:
+            yield multipart.part_header(boundary, part_type, first=False)
+            yield body
+        yield multipart.closing(boundary)
+
+    headers = {"Content-Type": multipart.content_type(boundary, media, ts), "ETag": tag}
+    return StreamingResponse(parts(), headers=headers)

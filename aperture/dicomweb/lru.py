@@ -19,6 +19,10 @@ class ByteCache:
     served for data that changed or that the caller may not see.
     """
 
+    # What an entry costs besides its body (key tuple, dict slot): counted, so that a cache full of
+    # tiny images (a 16x16 PNG is 100 bytes) stays within max_bytes too.
+    ENTRY_OVERHEAD = 512
+
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
@@ -39,10 +43,10 @@ class ByteCache:
             if key in self._entries:
                 return
             self._entries[key] = body
-            self._size += len(body)
+            self._size += len(body) + self.ENTRY_OVERHEAD
             while self._size > self.max_bytes:
                 _, dropped = self._entries.popitem(last=False)
-                self._size -= len(dropped)
+                self._size -= len(dropped) + self.ENTRY_OVERHEAD
 
 
 class RecentValues(Generic[K, V]):

@@ -12,8 +12,12 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from aperture.errors import NotAcceptable
+from aperture.errors import InvalidRequest, NotAcceptable
 
+# Real Accept headers are a few hundred characters and a handful of ranges (OHIF sends three).
+# The bounds keep the parse, and the cache of recent answers below, small whatever a client sends.
+MAX_ACCEPT_CHARS = 4096
+MAX_MEDIA_RANGES = 32
 _TOKEN = re.compile(r'\s*([^\s;,=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,]*)')
 
 
@@ -57,13 +61,23 @@ def _split_ranges(header: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def parse_accept(header: str | None) -> list[MediaRange]:
+def parse_accept(header: str | None, what: str = "The Accept header") -> list[MediaRange]:
     """Media ranges by preference (q descending, header order kept for ties); empty header is */*.
 
     Every WADO-RS and QIDO-RS request parses one, and clients send the same few headers again and
     again: the answers for recent headers are kept (ranges are never changed after parsing).
+    InvalidRequest past MAX_ACCEPT_CHARS or MAX_MEDIA_RANGES; `what` names the header in that message.
     """
-    return list(_parse_accept(header or ""))
+    if header and len(header) > MAX_ACCEPT_CHARS:
+        raise InvalidRequest(f"{what} is {len(header)} characters long; at most {MAX_ACCEPT_CHARS} are accepted.")
+    try:
+        return list(_parse_accept(header or ""))
+    except _TooManyRanges:
+        raise InvalidRequest(f"{what} lists more than {MAX_MEDIA_RANGES} media ranges.") from None
+
+
+class _TooManyRanges(ValueError):
+    pass
 
 
 @lru_cache(maxsize=512)
@@ -71,7 +85,10 @@ def _parse_accept(header: str) -> tuple[MediaRange, ...]:
     if not header.strip():
         return (MediaRange("*/*"),)
     ranges: list[tuple[float, int, MediaRange]] = []
-    for position, text in enumerate(_split_ranges(header)):
+    texts = _split_ranges(header)
+    if len(texts) > MAX_MEDIA_RANGES:
+        raise _TooManyRanges
+    for position, text in enumerate(texts):
         media, _, rest = text.partition(";")
         params: dict[str, str] = {}
         q = 1.0

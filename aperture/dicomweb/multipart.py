@@ -17,6 +17,10 @@ from typing import Protocol
 from aperture.errors import MalformedMultipart, PayloadTooLarge
 
 MAX_HEADER_BYTES = 16 * 1024
+MAX_BOUNDARY_LINE = 1024  # bytes between a boundary and its line end (transport padding, RFC 2046 §5.1.1)
+# Parts in one body. Each costs a temporary file and its parsed record until the batch is stored,
+# so a body of millions of empty parts must not be read on; a whole CT or MR study is a few thousand.
+MAX_PARTS = 10_000
 
 
 class PartSink(Protocol):
@@ -117,11 +121,15 @@ async def read_parts(
                 if data.startswith(b"--", pos):
                     ended = True
                     break
-                eol = data.find(b"\n", pos)
+                eol = data.find(b"\n", pos, pos + MAX_BOUNDARY_LINE + 2)  # the line end is CRLF (or LF)
                 if eol < 0:
-                    if len(data) - pos > 1024:
-                        raise MalformedMultipart("Text after a multipart boundary is not followed by a line end.")
+                    if len(data) - pos > MAX_BOUNDARY_LINE + 1:
+                        raise MalformedMultipart(
+                            f"More than {MAX_BOUNDARY_LINE} bytes follow a multipart boundary before the line end."
+                        )
                     break
+                if len(parts) >= MAX_PARTS:
+                    raise PayloadTooLarge(f"The body has more than {MAX_PARTS} parts; send them in several requests.")
                 pos = eol + 1
                 state = "headers"
             else:  # headers

@@ -22,6 +22,10 @@ from aperture.errors import InvalidQuery, NotAcceptable, NotFound
 from aperture.store.index import is_point_lookup
 
 DICOM_JSON = "application/dicom+json"
+# Parsed queries and their SQL are remembered for repeats, but only for query strings up to this
+# size: the caches hold at most 1024 and 256 entries, so their memory stays bounded (a few MB)
+# however long the queries clients send.
+REMEMBERED_QUERY_BYTES = 2048
 
 
 async def search(request: Request, level: Level) -> Response:
@@ -30,16 +34,20 @@ async def search(request: Request, level: Level) -> Response:
     _check_accept(request)
     scope = await authorize(request, READ_IMAGING)
     config = request.app.state.config.dicomweb
+    remember = len(request.scope["query_string"]) <= REMEMBERED_QUERY_BYTES
     try:
         params = tuple((k, v) for k, v in request.query_params.multi_items() if k != "accept")
-        query = _parsed_query(params, level, config.default_limit, config.max_limit)
+        parse = _parsed_query if remember else _parsed_query.__wrapped__
+        query = parse(params, level, config.default_limit, config.max_limit)
     except QueryError as exc:
         raise InvalidQuery(str(exc)) from exc
     index = request.app.state.index
     if index.answers_inline and is_point_lookup(query, study_uid):  # a few indexed rows: cheaper here than a hop
-        result = index.search(query, scope)
+        result = index.search(query, scope, remember=remember)
     else:
-        result = await off_loop(index.search, query, scope, study_uid=study_uid, series_uid=series_uid)
+        result = await off_loop(
+            index.search, query, scope, study_uid=study_uid, series_uid=series_uid, remember=remember
+        )
     if not result.documents and study_uid is not None:
         if not await off_loop(index.has_study, scope, study_uid):
             raise NotFound(f"Study {study_uid} is not on this server.")

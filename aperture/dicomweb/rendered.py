@@ -35,13 +35,13 @@ from aperture.dicom.transcode import LITTLE_ENDIAN_NATIVE
 from aperture.dicomweb.caching import etag, not_modified_tag
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.media import parse_accept
-from aperture.dicomweb.wado import resolve_and, validator
+from aperture.dicomweb.wado import SMALL_FILE, resolve_and, validator
 from aperture.errors import InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
 _RENDERED = ("image/jpeg", "image/png", "image/gif")
-_RENDER_PARAMS = ("window", "viewport", "quality")
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def _media_type(request: Request) -> str:
@@ -62,7 +62,7 @@ class _Ask:
     quality: int | None
     window: Window | None
     viewport: Viewport | None
-    key: tuple[str | None, ...]  # the query parameters that change the image: cache key and ETag
+    key: tuple[object, ...]  # the parsed parameters that change the image: cache key and ETag (never raw text)
 
 
 def _ask(request: Request, as_thumbnail: bool) -> _Ask:
@@ -70,13 +70,14 @@ def _ask(request: Request, as_thumbnail: bool) -> _Ask:
     frame = 1
     if "frames" in request.path_params:
         text = request.path_params["frames"]
-        if not text.isdigit() or int(text) < 1:
+        # ASCII digits only (str.isdigit() also accepts '¹', which int() refuses); 10 digits hold any frame number
+        if not _is_number(text, 10) or int(text) < 1:
             raise InvalidRequest(f"Rendered frames take one 1-based frame number, not {text[:40]!r}.")
         frame = int(text)
     params = request.query_params
     quality = params.get("quality")
-    if quality is not None and (not quality.isdigit() or not 1 <= int(quality) <= 100):
-        raise InvalidRequest(f"quality must be an integer from 1 to 100, not {quality!r}.")
+    if quality is not None and (not _is_number(quality, 3) or not 1 <= int(quality) <= 100):
+        raise InvalidRequest(f"quality must be an integer from 1 to 100, not {quality[:40]!r}.")
     try:
         window = parse_window(params["window"]) if params.get("window") else None
         viewport = parse_viewport(params["viewport"]) if params.get("viewport") else None
@@ -89,8 +90,12 @@ def _ask(request: Request, as_thumbnail: bool) -> _Ask:
         quality=int(quality) if quality else None,
         window=window,
         viewport=viewport,
-        key=tuple(params.get(k) for k in _RENDER_PARAMS),
+        key=(int(quality) if quality else None, window, viewport),
     )
+
+
+def _is_number(text: str, digits: int) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= digits
 
 
 def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str, Any]]) -> bytes:
@@ -108,11 +113,16 @@ def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str
             )
             if body is not None:
                 return body
-        ds = pydicom.dcmread(path)
+        # A large file keeps its Pixel Data on disk and the frame is decoded from the file alone (a
+        # 200 MB multi-frame would otherwise be in memory for one frame); a small one is read whole,
+        # which parses it once instead of twice. Deflated data can only be inflated whole.
+        from_file = ref.size > SMALL_FILE and ref.transfer_syntax != _DEFLATED
+        ds = pydicom.dcmread(path, defer_size=4096 if from_file else None)
+        source = path if from_file else None
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             raise NotFound("This instance has no pixel data to render.")
         if ask.thumbnail:
-            return thumbnail(ds, frame=ask.frame, media_type=ask.media_type)
+            return thumbnail(ds, frame=ask.frame, media_type=ask.media_type, pixels_from=source)
         return render(
             ds,
             frame=ask.frame,
@@ -120,6 +130,7 @@ def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str
             quality=ask.quality,
             window=ask.window,
             viewport=ask.viewport,
+            pixels_from=source,
         )
     except RenderError as exc:
         message = str(exc)

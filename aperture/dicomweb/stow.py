@@ -44,7 +44,7 @@ log = logging.getLogger("aperture.dicomweb")
 
 
 def _media(content_type: str) -> tuple[str, dict[str, str]]:
-    ranges = parse_accept(content_type)
+    ranges = parse_accept(content_type, "The Content-Type")
     if not ranges:
         return "", {}
     return ranges[0].type, ranges[0].params
@@ -131,6 +131,10 @@ async def _store_instances(request: Request) -> Response:
         raise NotAcceptable("The STOW-RS response is available as application/dicom+json only.")
     scope = await authorize(request, WRITE_IMAGING)
     state = request.app.state
+    limit = state.config.store.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
+        raise PayloadTooLarge(f"The Content-Length is over the upload limit of {limit} bytes (store.max_upload_bytes).")
     media, params = _media(request.headers.get("content-type", ""))
     sinks: list[_TempSink] = []
     parts: list[tuple[Part, _TempSink]] = []

@@ -2,7 +2,8 @@
 
 Every 4xx/5xx carries `{"status": ..., "error": <reason phrase>, "message": <what to do>}` with
 `application/json`. Unexpected exceptions are logged with a request id and answered 500 without
-internals.
+internals. A client that goes away before its request body ends is not a server error: one log
+line, and status 499 (nginx's "client closed request") for the access log, which no one receives.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import secrets
 from http import HTTPStatus
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from aperture.errors import ApertureError
@@ -41,10 +42,27 @@ async def http_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, detail or _ROUTE_HINT.get(exc.status_code, "Request failed."), exc.headers)
 
 
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def client_disconnected(request: Request, _exc: Exception) -> Response:
+    log.warning(
+        "client went away during %s %s before the request body ended; nothing from it was stored",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     incident = secrets.token_hex(6)
     log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
     return error_response(500, f"Internal error (incident {incident}); the server log has the details.")
 
 
-EXCEPTION_HANDLERS = {ApertureError: aperture_error, HTTPException: http_error, Exception: unexpected_error}
+EXCEPTION_HANDLERS = {
+    ApertureError: aperture_error,
+    HTTPException: http_error,
+    ClientDisconnect: client_disconnected,
+    Exception: unexpected_error,
+}

@@ -211,14 +211,13 @@ def _condition_sql(cond: Condition, fuzzy: bool) -> ColumnElement[bool] | None:
     return clause
 
 
-@lru_cache(maxsize=256)
-def _search_statement(
+def _build_search_statement(
     query: Query, scope: AccessScope, study_uid: str | None, series_uid: str | None
 ) -> tuple[Select[Any], tuple[Condition, ...]]:
     """The SELECT for a QIDO-RS query and the conditions left for JSON matching.
 
     Built statements are kept for repeated identical queries (viewers poll the same study list):
-    building one costs more than running it against SQLite.
+    building one costs more than running it against SQLite. See `_search_statement`.
     """
     level = query.level
     if level is Level.STUDY:
@@ -279,6 +278,11 @@ def _search_statement(
     return stmt, tuple(leftovers)
 
 
+# Only short queries are remembered (`search(remember=...)`): a kept statement holds its query's
+# values, and 256 long ones would hold hundreds of megabytes.
+_search_statement = lru_cache(maxsize=256)(_build_search_statement)
+
+
 # Keys that name one patient or one study: a study query with an exact value for one of them, and
 # nothing the index cannot answer, reads a few indexed rows and their precomputed answers.
 _POINT_KEYS = frozenset({0x00100020, 0x0020000D, 0x00080050})  # PatientID, StudyInstanceUID, AccessionNumber
@@ -316,9 +320,12 @@ class Index:
         *,
         study_uid: str | None = None,
         series_uid: str | None = None,
+        remember: bool = True,
     ) -> SearchResult:
+        """The page of matches; `remember=False` for a long query, whose statement is not worth keeping."""
         level = query.level
-        stmt, leftovers = _search_statement(query, scope, study_uid, series_uid)
+        build = _search_statement if remember else _build_search_statement
+        stmt, leftovers = build(query, scope, study_uid, series_uid)
         limit = query.limit
         with self.engine.connect() as conn:
             if not leftovers:

@@ -327,3 +327,19 @@ def test_render_native_honours_quality_and_viewport_like_render() -> None:
     assert fast == slow
     with pytest.raises(RenderError, match="quality"):
         render_native(record.metadata, pixels, quality=0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["emri_small_jpeg_2k_lossless.dcm", "SC_rgb_rle_2frame.dcm", "OBXXXX1A.dcm", "MR_small_RLE.dcm", "CT_small.dcm"],
+)
+def test_a_frame_decoded_from_the_file_alone_is_drawn_the_same(name: str) -> None:
+    """Large files keep their Pixel Data on disk (`defer_size`) and decode one frame from the path."""
+    path = get_testdata_file(name)
+    whole = pydicom.dcmread(path)
+    deferred = pydicom.dcmread(path, defer_size=4096)
+    frames = int(whole.get("NumberOfFrames", 1) or 1)
+    for frame in sorted({1, frames}):
+        expected = render(whole, frame=frame, media_type="image/png")
+        assert render(deferred, frame=frame, media_type="image/png", pixels_from=path) == expected
+        assert thumbnail(deferred, frame=frame, pixels_from=path) == thumbnail(whole, frame=frame)

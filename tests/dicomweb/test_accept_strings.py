@@ -53,3 +53,16 @@ def test_client_accept_strings(client: httpx.Client, compressed: str, who: str, 
         if "q=0.9" in accept:
             assert all(ctype.startswith("application/octet-stream") for ctype, _ in parts)
             assert all("1.2.840.10008.1.2.1" in ctype for ctype, _ in parts)
+
+
+def test_an_accept_header_past_its_bounds_is_400_naming_the_bound(client: httpx.Client, compressed: str) -> None:
+    """Each distinct header was parsed and kept (512 of them, up to 1 MB each): now 4096 characters, 32 ranges."""
+    long_header = "application/dicom+json" + "; x=y" * 1000
+    response = client.get("/studies", headers={"Accept": long_header})
+    assert response.status_code == 400 and "4096" in response.json()["message"]
+    many = ", ".join(f"image/x-{n}" for n in range(33)) + ", */*"
+    response = client.get(compressed + "/metadata", headers={"Accept": many})
+    assert response.status_code == 400 and "32" in response.json()["message"]
+    response = client.get("/studies", params={"accept": long_header})
+    assert response.status_code == 400
+    assert client.get("/studies", headers={"Accept": ", ".join(["application/dicom+json"] * 32)}).status_code == 200

@@ -120,3 +120,21 @@ def test_the_size_limit_stops_the_upload() -> None:
     body = _body([b"x" * 5000])
     with pytest.raises(PayloadTooLarge):
         _read(body, _cuts(len(body), 100), max_bytes=4000)
+
+
+def test_more_than_1024_bytes_between_a_boundary_and_its_line_end_are_refused() -> None:
+    """docs/dicomweb.md says so; a line end found later, in the same chunk, used to be accepted."""
+    body = b"--" + BOUNDARY.encode() + b" " * 1025 + b"\r\nContent-Type: application/dicom\r\n\r\nx" + DELIMITER + b"--"
+    for cuts in ([], _cuts(len(body), 100)):
+        with pytest.raises(MalformedMultipart, match="1024"):
+            _read(body, cuts)
+    padded = body.replace(b" " * 1025, b" " * 1024)  # transport padding up to the bound is fine
+    assert [content for _, content in _read(padded, [])] == [b"x"]
+
+
+def test_more_parts_than_the_bound_are_413() -> None:
+    from aperture.dicomweb.multipart import MAX_PARTS
+
+    assert [content for _, content in _read(_body([b"p"] * MAX_PARTS), [])] == [b"p"] * MAX_PARTS
+    with pytest.raises(PayloadTooLarge, match=str(MAX_PARTS)):
+        _read(_body([b"p"] * (MAX_PARTS + 1)), [])

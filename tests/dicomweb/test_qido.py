@@ -221,3 +221,94 @@ def test_a_bad_date_or_time_is_quoted_as_sent_with_the_expected_form(
     assert answer.status_code == 400
     message = answer.json()["message"]
     assert f"{key}='{value}' is not a valid" in message and form in message, message
+
+
+def _refused(client: httpx.Client, path: str, params: dict[str, str] | str, *needles: str) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == 400, (str(params)[:200], response.status_code, response.text[:300])
+    message = response.json()["message"]
+    assert all(needle in message for needle in needles), (str(params)[:200], message)
+
+
+def test_numbers_int_cannot_read_are_400_not_500(client: httpx.Client) -> None:
+    """'²'.isdigit() is True but int('²') raises; a 5000-digit number is past int()'s digit limit."""
+    _refused(client, "/studies", {"limit": "²"}, "limit")
+    _refused(client, "/studies", {"offset": "¹"}, "offset")
+    _refused(client, "/studies", {"limit": "1" * 5000}, "limit")
+    _refused(client, "/studies", {"offset": "9" * 5000}, "offset")
+
+
+def test_offset_past_its_bound_is_400_naming_it(client: httpx.Client) -> None:
+    """offset=10**26 overflowed SQLite's integers (a 500)."""
+    _refused(client, "/studies", {"offset": "99999999999999999999999999"}, "offset", "1000000000")
+    _refused(client, "/series", {"offset": "1000000001"}, "1000000000")
+    assert client.get("/studies", params={"offset": "1000000000"}).json() == []
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "value", "needle"),
+    [
+        ("/instances", "InstanceNumber", "99999999999999999999999999", "2147483647"),  # SQL column, IS
+        ("/series", "SeriesNumber", "2147483648", "2147483647"),  # SQL column, IS
+        ("/instances", "InstanceNumber", "-2147483649", "-2147483648"),
+        ("/instances", "AcquisitionNumber", "99999999999999999999999", "2147483647"),  # IS matched on JSON
+        ("/instances", "Rows", "65536", "65535"),  # US
+        ("/instances", "Rows", "-1", "US"),
+        ("/instances", "SliceThickness", "1" * 17, "DS"),  # more than DS's 16 characters
+        ("/instances", "SliceThickness", "nan", "DS"),
+        ("/instances", "SliceThickness", "1e999", "DS"),
+        ("/instances", "InstanceNumber", "١", "integer"),  # an Arabic-Indic digit: \d matches it, DICOM does not
+    ],
+)
+def test_numeric_keys_outside_their_vr_are_400_on_both_backends(
+    client: httpx.Client, path: str, key: str, value: str, needle: str
+) -> None:
+    _refused(client, path, {key: value}, key, needle)
+
+
+def test_numeric_keys_match_by_value(client: httpx.Client, corpus: dict[str, str]) -> None:
+    """An integer key is compared as a number: '+0002' finds instance number 2 (SQL) as '2' does."""
+    found = search(client, f"/studies/{corpus['a']}/instances", InstanceNumber="+0002")
+    assert [d["00200013"]["Value"] for d in found] == [[2]]
+    assert search(client, f"/studies/{corpus['a']}/instances", InstanceNumber="2147483647") == []
+
+
+def test_an_empty_key_is_400(client: httpx.Client) -> None:
+    """`?=1` was read as a key pydicom maps to a tag ('' gave 0x300A0002) and answered 200 []."""
+    _refused(client, "/studies", "=1", "empty")
+    _refused(client, "/studies", "PatientID=x&=", "empty")
+
+
+def test_query_size_bounds_are_400_naming_the_bound(client: httpx.Client) -> None:
+    keys = "&".join(f"PatientID=x{n}" for n in range(65))
+    _refused(client, "/studies", keys, "64")
+    fields = ",".join(f"{0x00090010 + n:08X}" for n in range(257))  # private tags: any number is known
+    _refused(client, "/studies", {"includefield": fields}, "includefield", "256")
+    uid_list = ",".join(f"1.2.{n}" for n in range(1001))
+    _refused(client, "/studies", {"StudyInstanceUID": uid_list}, "1000")
+    _refused(client, "/studies", {"ModalitiesInStudy": "\\".join(["CT"] * 65)}, "64")
+    _refused(client, "/studies", {"PatientName": "*" + "a" * 128}, "128")
+    # 3000 words made an AND of 3000 ORs, deeper than SQLite's expression limit: a 500
+    _refused(client, "/studies", {"PatientName": " ".join(["ab"] * 3000), "fuzzymatching": "true"}, "16")
+    _refused(client, "/studies", {"ContentSequence." * 17 + "CodeValue": "x"}, "16")
+    assert client.get("/studies", params={"PatientName": "a b c", "fuzzymatching": "true"}).status_code == 200
+    too_long = client.get("/studies", params={"StudyDescription": "x" * 65_500})  # granian's URL bound
+    assert too_long.status_code == 414
+    # at the bounds: answered
+    assert client.get("/studies", params="&".join(f"PatientID=x{n}" for n in range(64))).status_code == 200
+    uid_list = ",".join(f"1.2.{n}" for n in range(1000))
+    assert client.get("/studies", params={"StudyInstanceUID": uid_list}).json() == []
+
+
+def test_a_wildcard_with_many_stars_is_matched_in_linear_time(client: httpx.Client) -> None:
+    """`*a*a*…*b` against "aaaa…" made the old regex backtrack through every split (minutes at 12 stars).
+
+    ImageComments is not in the index, so it is matched on the stored JSON, by that regex.
+    """
+    study = generate_uid()
+    assert stow(client, [make_instance(study=study, extra={"ImageComments": "a" * 64})]).status_code == 200
+    pattern = "*a" * 20 + "*b"
+    with httpx.Client(base_url=str(client.base_url), timeout=120) as http:
+        response = http.get(f"/studies/{study}/instances", params={"ImageComments": pattern})
+    assert response.status_code == 200 and response.json() == []
+    assert len(search(client, f"/studies/{study}/instances", ImageComments="*a" * 20 + "*")) == 1

@@ -16,7 +16,8 @@ from tests.helpers import make_instance, stow
 
 
 def test_cache_is_bounded_and_drops_the_least_recently_used() -> None:
-    cache = ByteCache(max_bytes=800)
+    cost = 100 + ByteCache.ENTRY_OVERHEAD  # what an entry of 100 bytes counts for
+    cache = ByteCache(max_bytes=8 * cost)
     cache.put(("a",), b"x" * 100)
     cache.put(("b",), b"x" * 100)
     assert cache.get(("a",)) is not None  # "a" is now the most recent
@@ -24,8 +25,17 @@ def test_cache_is_bounded_and_drops_the_least_recently_used() -> None:
         cache.put((n,), b"y" * 100)
     assert cache.get(("a",)) is not None, "a recently used entry stays"
     assert cache.get(("b",)) is None, "the least recently used entry goes first"
-    cache.put(("big",), b"z" * 500)  # more than an eighth of the budget: not cached
+    cache.put(("big",), b"z" * (cost + 1))  # more than an eighth of the budget: not cached
     assert cache.get(("big",)) is None
+
+
+def test_tiny_entries_count_what_they_cost_besides_their_bytes() -> None:
+    """A 16x16 PNG is ~100 bytes: counted by body alone, a 64 MB cache held 640,000 of them (~300 MB)."""
+    cache = ByteCache(max_bytes=64 * 1024)
+    for n in range(10_000):
+        cache.put((n,), b"p")
+    kept = sum(cache.get((n,)) is not None for n in range(10_000))
+    assert 0 < kept <= 64 * 1024 // (1 + ByteCache.ENTRY_OVERHEAD)
 
 
 def test_overwritten_instance_is_rendered_anew(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import httpx
 import pytest
 from pydicom.data import get_testdata_file
@@ -272,3 +275,59 @@ def test_error_comments_are_whole_messages_when_they_fit(client: httpx.Client) -
 def test_error_comment_is_cut_at_a_clause_or_a_word_never_inside_one(message: str, comment: str) -> None:
     assert error_comment(message) == comment
     assert len(comment) <= 64
+
+
+def _raw_post_head(srv_or_client_url: str, content_length: int, boundary: str) -> tuple[socket.socket, bytes]:
+    """An open connection that has sent a STOW-RS request's headers, and those headers."""
+    url = httpx.URL(srv_or_client_url)
+    sock = socket.create_connection((url.host, url.port), timeout=60)
+    head = (
+        f"POST {url.path.rstrip('/')}/studies HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+        f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}\r\n'
+        f"Accept: application/dicom+json\r\nContent-Length: {content_length}\r\n\r\n"
+    ).encode()
+    sock.sendall(head)
+    return sock, head
+
+
+def test_a_content_length_over_the_limit_is_413_before_the_body_is_read(client: httpx.Client) -> None:
+    """Content-Length: 999999999999 used to be read on until the limit passed (the client sent 8 GiB first)."""
+    sock, _ = _raw_post_head(str(client.base_url), 999_999_999_999, "b0undary")
+    try:
+        sock.sendall(b"--b0undary\r\nContent-Type: application/dicom\r\n\r\nDICM")  # a start, nothing more
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            piece = sock.recv(65536)  # the socket's timeout bounds the wait: on the base commit it expired
+            if not piece:
+                break
+            answer += piece
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"8589934592" in answer and b"store.max_upload_bytes" in answer
+
+
+def test_a_client_leaving_mid_upload_is_one_log_line_not_a_500(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """It was logged as an unhandled error with a traceback and counted as a 500."""
+    srv = start_server(tmp_path / "data", config="[server]\naccess_log = true\n")  # the 499 is in the access log
+    try:
+        study = generate_uid()
+        data = make_instance(study=study, rows=512, columns=512)
+        sock, _ = _raw_post_head(srv.dicomweb, 10 * len(data), "leaving")
+        sock.sendall(b"--leaving\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n--leaving\r\n\r\n")
+        sock.sendall(data[: len(data) // 2])
+        sock.close()
+        for _ in range(600):  # until the server has seen the disconnect (bounded: at most ~60 s)
+            log = srv.log.read_text()
+            if "POST /dicom-web/studies " in log:
+                break
+            time.sleep(0.1)
+        lines = [line for line in log.splitlines() if "/dicom-web/studies" in line or "went away" in line]
+        assert any("went away" in line and "POST /dicom-web/studies" in line for line in lines), log[-2000:]
+        assert any("POST /dicom-web/studies 499 " in line for line in lines), lines
+        assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]
+        with httpx.Client(base_url=srv.dicomweb, timeout=30) as http:
+            assert http.get(f"/studies/{study}/metadata").status_code == 404, "the complete first part is not kept"
+        assert partial_uploads(srv.data) == []
+    finally:
+        srv.stop()

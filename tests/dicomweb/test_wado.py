@@ -12,7 +12,8 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.encaps import generate_frames
+from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import generate_uid
 
 from tests.helpers import make_instance, sequence_items, store_sample, stow
@@ -341,3 +342,106 @@ def test_old_media_type_names_are_understood(client: httpx.Client) -> None:
     response = client.get(url, headers={"Accept": 'multipart/related; type="image/x-dicom-rle"'})
     assert response.status_code == 200
     assert "1.2.840.10008.1.2.5" in split_multipart(response)[0][0]
+
+
+@pytest.fixture(scope="module")
+def small_image(server) -> str:  # type: ignore[no-untyped-def]
+    """A 16x16 instance of 3 frames: any large rendering of it is an upscale."""
+    with httpx.Client(base_url=server.dicomweb, timeout=60) as http:
+        study, series, sop = generate_uid(), generate_uid(), generate_uid()
+        assert stow(http, [make_instance(study=study, series=series, sop=sop, frames=3)]).status_code == 200
+    return f"/studies/{study}/series/{series}/instances/{sop}"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "params", "needle"),
+    [
+        ("/rendered", {"viewport": "100000,100000"}, "8192"),  # grew a worker past 6.5 GB
+        ("/rendered", {"viewport": "8193,16"}, "8192"),
+        ("/rendered", {"viewport": "16,8193,0,0,16,16"}, "8192"),
+        ("/rendered", {"viewport": "5000,5000"}, "4096x4096"),
+        ("/thumbnail", {"viewport": "100000,100000"}, "8192"),
+        ("/frames/1/rendered", {"viewport": "1" * 5000 + ",1"}, "8192"),
+        ("/rendered", {"quality": "¹"}, "quality"),  # '¹'.isdigit() is True, int('¹') raises: a 500
+        ("/rendered", {"quality": "1" * 5000}, "quality"),
+        ("/rendered", {"viewport": "¹,¹"}, "viewport"),
+        ("/frames/¹/rendered", {}, "frame number"),
+        ("/frames/" + "1" * 5000 + "/rendered", {}, "frame number"),
+        ("/rendered", {"window": "40," + "4" * 5000}, "window"),
+    ],
+)
+def test_rendering_parameters_past_their_bounds_are_400_naming_the_bound(
+    client: httpx.Client, small_image: str, suffix: str, params: dict[str, str], needle: str
+) -> None:
+    response = client.get(small_image + suffix, params=params)
+    assert response.status_code == 400, (suffix, str(params)[:80], response.status_code)
+    assert needle in response.json()["message"]
+
+
+def test_rendering_up_to_the_bound_is_drawn(client: httpx.Client, small_image: str) -> None:
+    response = client.get(small_image + "/rendered", params={"viewport": "8192,64"}, headers={"Accept": "image/png"})
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(response.content)).size == (64, 64)  # fits the box, keeping the aspect
+
+
+def test_frame_lists_refuse_repeats_and_numbers_int_cannot_read(client: httpx.Client, small_image: str) -> None:
+    """frames/1,1,…,1 built a 419 MB answer of one 4 MB frame; a 5000-item list was accepted."""
+    accept = {"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+    repeated = client.get(small_image + "/frames/" + ",".join(["1"] * 100), headers=accept)
+    assert repeated.status_code == 400 and "more than once" in repeated.json()["message"]
+    assert client.get(small_image + "/frames/2,3,2", headers=accept).status_code == 400
+    long_list = client.get(small_image + "/frames/" + ",".join(str(n) for n in range(1, 5001)), headers=accept)
+    assert long_list.status_code == 404 and "3 frame" in long_list.json()["message"]
+    huge = client.get(small_image + "/frames/" + "9" * 5000, headers=accept)
+    assert huge.status_code == 400 and "10 digits" in huge.json()["message"]
+    assert client.get(small_image + "/frames/١", headers=accept).status_code == 400  # not an ASCII digit
+
+
+def test_several_frames_stream_part_by_part(client: httpx.Client) -> None:
+    """A whole multi-frame instance in one list is fine: sent a frame at a time, never joined in memory."""
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    data = make_instance(study=study, series=series, sop=sop, frames=40, rows=128, columns=128)  # 1.3 MB
+    assert stow(client, [data]).status_code == 200
+    base = f"/studies/{study}/series/{series}/instances/{sop}"
+    pixels = pydicom.dcmread(io.BytesIO(data)).PixelData
+    size = 128 * 128 * 2
+    numbers = list(range(40, 0, -1))
+    for accept in (
+        "multipart/related; type=application/octet-stream; transfer-syntax=*",
+        'multipart/related; type="image/jls"',  # encoded on request, frame by frame
+    ):
+        with client.stream("GET", f"{base}/frames/{','.join(map(str, numbers))}", headers={"Accept": accept}) as answer:
+            assert answer.status_code == 200
+            assert answer.headers.get("transfer-encoding") == "chunked" and "content-length" not in answer.headers
+            answer.read()
+        parts = split_multipart(answer)
+        assert len(parts) == 40
+        if "transfer-syntax=*" in accept:
+            assert [body for _, body in parts] == [pixels[(n - 1) * size : n * size] for n in numbers]
+    whole = client.get(
+        f"{base}/bulkdata/7FE00010", headers={"Accept": "multipart/related; type=application/octet-stream"}
+    )
+    assert whole.headers.get("transfer-encoding") == "chunked"
+    assert [body for _, body in split_multipart(whole)] == [pixels]
+
+
+def test_encapsulated_pixel_data_as_bulk_data_streams_its_frames(client: httpx.Client) -> None:
+    """A file over 1 MB: its frames are streamed; a small one is answered whole, in one read."""
+    source = pydicom.dcmread(get_testdata_file("emri_small_jpeg_2k_lossless.dcm"))
+    frames = list(generate_frames(source.PixelData, number_of_frames=int(source.NumberOfFrames)))
+    for expected, streamed in ((frames, False), (frames * 40, True)):  # 400 frames: about 1.5 MB
+        source.PixelData = encapsulate(expected)
+        source.NumberOfFrames = len(expected)
+        source.StudyInstanceUID, source.SeriesInstanceUID = generate_uid(), generate_uid()
+        source.SOPInstanceUID = source.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        out = io.BytesIO()
+        source.save_as(out, enforce_file_format=True)
+        assert stow(client, [out.getvalue()]).status_code == 200
+        url = (
+            f"/studies/{source.StudyInstanceUID}/series/{source.SeriesInstanceUID}"
+            f"/instances/{source.SOPInstanceUID}/bulkdata/7FE00010"
+        )
+        answer = client.get(url, headers={"Accept": "multipart/related; type=application/octet-stream"})
+        assert answer.status_code == 200
+        assert (answer.headers.get("transfer-encoding") == "chunked") is streamed
+        assert [body for _, body in split_multipart(answer)] == expected
