@@ -283,7 +283,13 @@ _PREAMBLE_AND_GROUP_LENGTH = 128 + 4 + 12  # preamble, "DICM", (0002,0000) UL in
 
 
 def _check_file_meta_complete(ds: Dataset, size: int) -> None:
-    """pydicom reads a file cut short as far as it goes; a file meta group cut short is refused."""
+    """pydicom reads a file cut short as far as it goes; a file cut inside its file meta is refused.
+
+    Only when no data set element follows: a group length that is merely wrong, in a file that is
+    otherwise whole, is read past as pydicom and the fast reader both do (tolerant on read).
+    """
+    if len(ds):
+        return
     group_length = ds.file_meta.get("FileMetaInformationGroupLength")
     if not isinstance(group_length, int) and size < _PREAMBLE_AND_GROUP_LENGTH:
         raise InvalidInstance(CANNOT_UNDERSTAND, "The file is truncated inside its file meta information.")
