@@ -12,7 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 DuplicatePolicy = Literal["reject", "overwrite"]
 
@@ -39,6 +39,25 @@ class DicomwebConfig:
     rendered_cache_bytes: int = 64 * 1024 * 1024  # 0 turns the rendered-image cache off
 
 
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", re.IGNORECASE)
+
+
+def cors_origin_list(key: str, origins: tuple[str, ...]) -> tuple[str, ...]:
+    """A CORS origin setting checked and lower-cased: ["*"], or origins written scheme://host[:port].
+
+    Both servers' `cors_origins` take the same form, so they are read by this one function.
+    """
+    if "*" in origins and len(origins) > 1:
+        raise ConfigError(f"'{key}' is either [\"*\"] or a list of origins, not both.")
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"'{key}' entry {origin!r} is not an origin: write scheme://host[:port], "
+                "with no path and no trailing slash (e.g. https://viewer.example.org)."
+            )
+    return tuple(origin.lower() for origin in origins)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -50,19 +69,9 @@ class ServerConfig:
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; ("*",) any; empty: same-origin only
     trusted_proxies: tuple[str, ...] = ()  # IPs / CIDRs whose X-Forwarded-* headers are believed; empty: none
 
-    _ORIGIN: ClassVar[re.Pattern[str]] = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", re.IGNORECASE)
-
     def __post_init__(self) -> None:
         """TOML gives lists: keep them as tuples (the config is frozen) and refuse what cannot work."""
-        origins = self._strings("cors_origins", self.cors_origins)
-        if "*" in origins and len(origins) > 1:
-            raise ConfigError("'server.cors_origins' is either [\"*\"] or a list of origins, not both.")
-        for origin in origins:
-            if origin != "*" and not self._ORIGIN.fullmatch(origin):
-                raise ConfigError(
-                    f"'server.cors_origins' entry {origin!r} is not an origin: write scheme://host[:port], "
-                    "with no path and no trailing slash (e.g. https://viewer.example.org)."
-                )
+        origins = cors_origin_list("server.cors_origins", self._strings("cors_origins", self.cors_origins))
         proxies = self._strings("trusted_proxies", self.trusted_proxies)
         for proxy in proxies:
             try:
@@ -71,7 +80,7 @@ class ServerConfig:
                 raise ConfigError(
                     f"'server.trusted_proxies' entry {proxy!r} is not an IP address or a CIDR network."
                 ) from None
-        object.__setattr__(self, "cors_origins", tuple(o.lower() for o in origins))
+        object.__setattr__(self, "cors_origins", origins)
         object.__setattr__(self, "trusted_proxies", proxies)
 
     @staticmethod

@@ -8,13 +8,12 @@ reports in introspection can never disagree.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
-from aperture.config import ConfigError, read_toml_file
+from aperture.config import ConfigError, cors_origin_list, read_toml_file
 
 
 @dataclass(frozen=True)
@@ -32,22 +31,12 @@ class EhrConfig:
     # loopback/private address; every other jwks_uri must be https to a public address.
     jwks_allowed_origins: tuple[str, ...] = ()
 
-    _ORIGIN: ClassVar[re.Pattern[str]] = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", re.IGNORECASE)
-
     def __post_init__(self) -> None:
         origins = self.cors_origins
         if not isinstance(origins, list | tuple) or not all(isinstance(o, str) for o in origins):
             raise ConfigError(f"'ehr.cors_origins' must be a list of strings, e.g. [\"https://app.example.org\"], "
                               f"not {origins!r}.")  # fmt: skip
-        if "*" in origins and len(origins) > 1:
-            raise ConfigError("'ehr.cors_origins' is either [\"*\"] or a list of origins, not both.")
-        for origin in origins:
-            if origin != "*" and not self._ORIGIN.fullmatch(origin):
-                raise ConfigError(
-                    f"'ehr.cors_origins' entry {origin!r} is not an origin: write scheme://host[:port], "
-                    "with no path and no trailing slash (e.g. https://viewer.example.org)."
-                )
-        object.__setattr__(self, "cors_origins", tuple(o.lower() for o in origins))
+        object.__setattr__(self, "cors_origins", cors_origin_list("ehr.cors_origins", tuple(origins)))
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"'ehr.public_url' must start with http:// or https://, not {self.public_url!r}.")
         if self.imaging_fhir_base and not self.imaging_fhir_base.startswith(("http://", "https://")):
