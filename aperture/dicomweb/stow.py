@@ -267,7 +267,7 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
         else:
             item["00081197"] = {"vr": "US", "Value": [outcome.reason]}
             item["00000902"] = {"vr": "LO", "Value": [error_comment(outcome.message)]}
-            log.info("STOW-RS refused %s: %s", outcome.sop_uid or "(no SOP Instance UID)", outcome.message)
+            log.info("STOW-RS refused %s: %s", outcome.sop_uid or "(no SOP Instance UID)", unquoted(outcome.message))
             failed.append(dict(sorted(item.items())))
     body: dict[str, Any] = {}
     studies = {o.study_uid for o in results if o.reason is None}
@@ -289,6 +289,18 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
 ERROR_COMMENT_CHARS = 64  # ErrorComment is LO (PS3.5 Table 6.2-1)
 _PART = re.compile(r"Part \d+: ")
 _CLAUSE_END = re.compile(r"\.(?= )|:(?= )|\.$")
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def unquoted(message: str) -> str:
+    """`message` for the log, every quoted value replaced by '…'.
+
+    Refusals quote what they read from the file (pydicom's parse errors, a UID as found), and a file's
+    values may identify its patient; the client is told them in its answer, the log keeps the reason.
+    """
+    return _QUOTED.sub("'…'", message)
 
 
 def error_comment(message: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from aperture.dicomweb.stow import error_comment
+from aperture.dicomweb.stow import error_comment, unquoted
 from tests.conftest import ApertureServer, start_server
 from tests.helpers import make_instance, multipart_body, partial_uploads, sequence_items, stow
 
@@ -331,3 +331,13 @@ def test_a_client_leaving_mid_upload_is_one_log_line_not_a_500(tmp_path) -> None
         assert partial_uploads(srv.data) == []
     finally:
         srv.stop()
+
+
+def test_the_log_line_of_a_refusal_keeps_no_quoted_value() -> None:
+    """Refusals quote what they read (pydicom's parse errors); the file's values may name its patient."""
+    message = "Part 2: The data set cannot be parsed: invalid literal for int() with base 10: 'Doe^Jane 1980'"
+    assert unquoted(message) == "Part 2: The data set cannot be parsed: invalid literal for int() with base 10: '…'"
+    assert (
+        unquoted('Unusable StudyInstanceUID: it is empty. It reads "".')
+        == "Unusable StudyInstanceUID: it is empty. It reads '…'."
+    )
