@@ -59,7 +59,19 @@ GRANT_TYPES: dict[ClientKind, frozenset[str]] = {
     "backend": frozenset({"client_credentials"}),
 }
 _LISTS = ("redirect_uris", "grant_types", "response_types", "contacts")
-_STRINGS = ("token_endpoint_auth_method", "client_name", "scope", "jwks_uri", "initiate_login_uri", "client_uri")
+_STRINGS = (
+    "token_endpoint_auth_method",
+    "client_name",
+    "scope",
+    "jwks_uri",
+    "initiate_login_uri",
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+    "software_id",
+    "software_version",
+)  # every string member of RFC 7591 §2: a list or a number in one crashed Authlib's URI checks
 
 
 class SandboxClientMetadata(ClientMetadataClaims):  # type: ignore[misc]
@@ -163,8 +175,8 @@ def _check_shapes(data: dict[str, Any]) -> None:
     for name in _STRINGS:
         if name in data and not isinstance(data[name], str):
             raise InvalidClientMetadataError(f"{name} must be a string.")
-    if "jwks" in data and not isinstance(data["jwks"], dict):
-        raise InvalidClientMetadataError("jwks must be a JWK Set: an object with a keys array.")
+    if "jwks" in data and not _is_key_set(data["jwks"]):
+        raise InvalidClientMetadataError("jwks must be a JWK Set: an object with a keys array of JWK objects.")
 
 
 def _check_flows(kind: ClientKind, metadata: dict[str, Any]) -> None:
@@ -212,6 +224,12 @@ def _register(server: Any, request: JsonRequest) -> Response:
     except OAuth2Error as error:
         return _error(server, error)
     return server.handle_response(status, body, headers)  # type: ignore[no-any-return]
+
+
+def _is_key_set(value: Any) -> bool:
+    """A JWK Set's shape (RFC 7517 §5), checked before joserfc reads it (it raises KeyError on others)."""
+    keys = value.get("keys") if isinstance(value, dict) else None
+    return isinstance(keys, list) and bool(keys) and all(isinstance(key, dict) for key in keys)
 
 
 def _error(server: Any, error: OAuth2Error) -> Response:

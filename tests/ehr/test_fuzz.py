@@ -11,6 +11,7 @@ peak memory is under the documented bound and its records and registrations are 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -22,7 +23,8 @@ from aperture.ehr.config import EhrConfig
 from aperture.ehr.fhir.params import PARAMS
 from aperture.ehr.mint import mint_token
 from aperture.ehr.store import open_store
-from tests.ehr.conftest import IMAGING_FHIR_BASE, Sandbox, ehr, register
+from tests.conftest import ApertureServer
+from tests.ehr.conftest import IMAGING_FHIR_BASE, Sandbox, ehr, register, start_sandbox
 from tests.fuzzing import NASTY, examples, worker_peaks
 
 # The documented bound on the sandbox's peak memory (docs/security.md, "Memory").
@@ -206,15 +208,65 @@ def test_oauth_endpoints_never_answer_5xx(
 @given(
     fields=st.lists(st.tuples(st.sampled_from(OAUTH_FIELDS), fuzz_text), max_size=8),
     client=st.sampled_from(["viewer", "growth", "portal", "fuzz-app", "nobody", ""]),
-    path=st.sampled_from(["/auth/authorize", "/ehr/launch"]),
+    path=st.sampled_from(
+        [
+            "/auth/authorize",
+            "/ehr/launch",
+            "/auth/logout",
+            "/fhir/.well-known/smart-configuration",
+            "/.well-known/jwks.json",
+            "/healthz",
+            "/fhir/metadata",
+            "/nowhere",
+        ]
+    ),  # fmt: skip
 )
-def test_authorize_and_launch_pages_never_answer_5xx(
+def test_pages_and_discovery_never_answer_5xx(
     fuzz_sandbox: Sandbox, before: dict[str, object], fields: list[tuple[str, str]], client: str, path: str
 ) -> None:
     params = [("response_type", "code"), ("client_id", client), *fields]
     response = httpx.get(fuzz_sandbox.url + path, params=params)
     problem = oauth_fault(response)
     assert problem is None, problem
+    if path == "/auth/logout":  # the sign-out form posted without its anti-forgery value, or with junk
+        problem = oauth_fault(httpx.post(fuzz_sandbox.url + path, data=dict(fields)))
+        assert problem is None, problem
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), fuzz_text),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
+METADATA = ["client_name", "redirect_uris", "grant_types", "response_types", "token_endpoint_auth_method",
+            "scope", "jwks", "jwks_uri", "launch_url", "client_uri", "logo_uri", "contacts", "software_id"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def registering(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApertureServer]:
+    """A sandbox with RFC 7591 registration open, as anyone who can reach it may use it."""
+    data = tmp_path_factory.mktemp("fuzz-registration") / "data"
+    server = start_sandbox(data, config="[ehr]\ndynamic_registration = true\n")
+    yield server
+    server.stop()
+
+
+@settings(max_examples=examples(300))
+@given(
+    body=st.one_of(
+        st.dictionaries(st.sampled_from(METADATA), json_values, max_size=6),
+        json_values,
+        st.binary(max_size=300),
+    ),
+    content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain", ""]),
+)
+def test_dynamic_registration_never_answers_5xx(registering: ApertureServer, body: object, content_type: str) -> None:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(f"{registering.url}/register", content=content, headers={"Content-Type": content_type})
+    problem = oauth_fault(response)
+    assert problem is None, problem
+    peaks = worker_peaks(registering)
+    assert max(peaks.values()) < MAX_SANDBOX_RSS
 
 
 def test_after_fuzzing_memory_is_bounded_and_records_unchanged(
