@@ -146,6 +146,8 @@ def parse_query(params: list[tuple[str, str]], level: Level, *, default_limit: i
             continue
         if len(conditions) >= MAX_KEYS:
             raise QueryError(f"The query has more than {MAX_KEYS} matching keys; at most {MAX_KEYS} are accepted.")
+        if "\x00" in value:  # no DICOM value holds one, and PostgreSQL refuses it in any string
+            raise QueryError(f"{key[:64]} holds a NUL character (%00), which no DICOM value contains; remove it.")
         conditions.append(_condition(key, value, level))
     if fuzzy:
         for cond in conditions:

@@ -312,3 +312,9 @@ def test_a_wildcard_with_many_stars_is_matched_in_linear_time(client: httpx.Clie
         response = http.get(f"/studies/{study}/instances", params={"ImageComments": pattern})
     assert response.status_code == 200 and response.json() == []
     assert len(search(client, f"/studies/{study}/instances", ImageComments="*a" * 20 + "*")) == 1
+
+
+def test_a_nul_in_a_value_is_400_on_both_backends(client: httpx.Client) -> None:
+    """PostgreSQL refuses NUL in a string literal: it was a 500 there (found by tests/server/test_fuzz.py)."""
+    for key in ("PatientID", "PatientName", "StudyInstanceUID", "ModalitiesInStudy", "AccessionNumber"):
+        _refused(client, "/studies", {key: "a\x00b"}, key, "NUL")

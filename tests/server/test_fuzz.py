@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ApertureServer, start_server
+from tests.conftest import ApertureServer, database_config, start_server
 from tests.fuzzing import NASTY, examples, worker_peaks
 from tests.helpers import make_instance, stow
 
@@ -112,9 +112,13 @@ def snapshot(http: httpx.Client) -> dict[str, str]:
     return digests
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApertureServer, httpx.Client]]:
-    server = start_server(tmp_path_factory.mktemp("fuzz") / "data")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzzed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ApertureServer, httpx.Client]]:
+    """A server on each index backend: out-of-range numbers overflow each database differently."""
+    config = database_config(request, request.param, "fuzz")
+    server = start_server(tmp_path_factory.mktemp("fuzz") / "data", config=config or None)
     with httpx.Client(base_url=server.dicomweb, timeout=60) as http:
         stored = stow(
             http,
