@@ -43,7 +43,8 @@ class RotatingRefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
         if token is None:
             return None
         if token.is_revoked():
-            self._reused(token)
+            if token.client_id == self.request.client.get_client_id():
+                self._reused(token)  # only its own client's replay revokes: another client gets no such power
             return None
         if token.is_expired():
             return None

@@ -291,6 +291,16 @@ def test_reusing_a_rotated_out_refresh_token_revokes_the_whole_grant(sandbox: Sa
     assert sandbox.introspect(other["access_token"]).json()["active"] is True
 
 
+def test_another_clients_replay_of_a_spent_refresh_token_revokes_nothing(sandbox: Sandbox) -> None:
+    """The reuse rule is for the grant's own client: anyone else could otherwise end that grant at will."""
+    first = tokens(sandbox)
+    second = refresh(sandbox, first["refresh_token"]).json()
+    replayed = refresh(sandbox, first["refresh_token"], client_id="trusted-viewer")  # a public client id
+    assert replayed.status_code in (400, 401) and replayed.json()["error"] in ("invalid_grant", "invalid_client")
+    assert sandbox.introspect(second["access_token"]).json()["active"] is True
+    assert refresh(sandbox, second["refresh_token"]).status_code == 200
+
+
 def test_a_narrowed_refresh_narrows_only_the_access_token(sandbox: Sandbox) -> None:
     """RFC 6749 §6: the new refresh token has the scope of the one presented, whatever the request narrows."""
     first = tokens(sandbox)
