@@ -81,12 +81,16 @@ def attempt_sign_in(request: Request, login: str, password: str) -> SignInAttemp
     """A sign-in from one of the pages, through the app's throttle; a locked name or address is not checked."""
     throttle: SignInThrottle = request.app.state.sign_in_throttle
     address = request.client.host if request.client else "unknown"
-    wait = throttle.retry_after(login, address)
+    wait = throttle.begin(login, address)
     if wait:
         return SignInAttempt(None, wait)
-    user = sign_in(request.app.state.authorization.engine, request.app.state.directory, login, password)
+    try:
+        user = sign_in(request.app.state.authorization.engine, request.app.state.directory, login, password)
+    except BaseException:
+        throttle.failed(login, address)
+        raise
     if user is None:
         throttle.failed(login, address)
         return SignInAttempt(None)
-    throttle.succeeded(login)
+    throttle.succeeded(login, address)
     return SignInAttempt(user)

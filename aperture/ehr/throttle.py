@@ -67,6 +67,11 @@ class _Table:
     def clear(self, key: str) -> None:
         self.records.pop(key, None)
 
+    def failures(self, key: str, now: float) -> int:
+        """Failures counted in the current window (what one more can add to before the lock)."""
+        record = self.records.get(key)
+        return record.failures if record and now - record.window_start <= WINDOW else 0
+
     def _evict(self, now: float) -> None:
         stale = [k for k, r in self.records.items() if r.locked_until <= now and now - r.window_start > WINDOW]
         for key in stale:
@@ -87,9 +92,38 @@ class SignInThrottle:
         self.unknown = _Table(ACCOUNT_FAILURES, capacity)
         self.addresses = _Table(ADDRESS_FAILURES, capacity)
         self.lock = threading.Lock()
+        self.pending: dict[str, int] = {}  # attempts under way, by user name and by address
 
     def _names(self, login: str) -> _Table:
         return self.accounts if login in self.known else self.unknown
+
+    def begin(self, login: str, address: str) -> int:
+        """Seconds to wait before `login` may try from `address`; 0: go ahead, and end with failed/succeeded.
+
+        Checking a password takes tens of milliseconds, so attempts under way count as failures until
+        they end: parallel guesses cannot all pass the check before the first failure is counted.
+        """
+        with self.lock:
+            now = self.clock()
+            names = self._names(login)
+            wait = max(names.retry_after(login, now), self.addresses.retry_after(address, now))
+            if wait:
+                return math.ceil(wait)
+            busy_name = names.failures(login, now) + self.pending.get(login, 0) >= names.limit
+            busy_address = self.addresses.failures(address, now) + self.pending.get(address, 0) >= ADDRESS_FAILURES
+            if busy_name or busy_address:
+                return 1  # as many attempts under way as failures left: wait for them to end
+            self.pending[login] = self.pending.get(login, 0) + 1
+            self.pending[address] = self.pending.get(address, 0) + 1
+            return 0
+
+    def _end(self, login: str, address: str) -> None:
+        for key in (login, address):
+            left = self.pending.get(key, 0) - 1
+            if left > 0:
+                self.pending[key] = left
+            else:
+                self.pending.pop(key, None)
 
     def retry_after(self, login: str, address: str) -> int:
         """Seconds until `login` may try again from `address` (0: now)."""
@@ -101,11 +135,14 @@ class SignInThrottle:
     def failed(self, login: str, address: str) -> None:
         with self.lock:
             now = self.clock()
+            self._end(login, address)
             self._names(login).failed(login, now)
             self.addresses.failed(address, now)
 
-    def succeeded(self, login: str) -> None:
+    def succeeded(self, login: str, address: str = "") -> None:
         with self.lock:
+            if address:
+                self._end(login, address)
             self._names(login).clear(login)
 
     def size(self) -> int:

@@ -547,3 +547,21 @@ def test_a_repeated_parameter_or_a_control_character_is_a_clear_400(
 ) -> None:
     answer = httpx.get(f"{sandbox.url}/auth/authorize", params=[*params, ("client_id", "viewer")])
     assert answer.status_code == 400 and expected in unescape(answer.text), answer.text
+
+
+def test_parallel_guesses_cannot_pass_the_throttle_before_their_failures_are_counted() -> None:
+    """A password check takes tens of ms: guesses under way count until they end (5 + N guesses otherwise)."""
+    from aperture.ehr.throttle import ACCOUNT_FAILURES, SignInThrottle
+
+    throttle = SignInThrottle(known={"walter"})
+    addresses = [f"192.0.2.{n}" for n in range(ACCOUNT_FAILURES + 3)]
+    started = [throttle.begin("walter", address) for address in addresses]  # all at once, none ended yet
+    assert started[:ACCOUNT_FAILURES] == [0] * ACCOUNT_FAILURES
+    assert all(wait > 0 for wait in started[ACCOUNT_FAILURES:]), started
+    for address in addresses[:ACCOUNT_FAILURES]:
+        throttle.failed("walter", address)
+    assert throttle.begin("walter", "198.51.100.1") > 0  # locked now
+    fresh = SignInThrottle(known={"walter"})
+    assert fresh.begin("walter", "192.0.2.1") == 0
+    fresh.succeeded("walter", "192.0.2.1")  # a sign-in that ends well leaves nothing counted
+    assert fresh.pending == {} and fresh.begin("walter", "192.0.2.1") == 0
