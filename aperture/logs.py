@@ -114,6 +114,13 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else "-"
 
 
+def logged_path(scope: Scope) -> str:
+    """The request's path as sent (%-encoded), escaped when not printable: one log line, never two."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else scope["path"]
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
 def target(scope: Scope) -> str:
     """The path (still %-encoded when the server gives it) and the redacted query, safe for one log line."""
     raw = scope.get("raw_path")

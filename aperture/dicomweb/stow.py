@@ -291,16 +291,15 @@ _PART = re.compile(r"Part \d+: ")
 _CLAUSE_END = re.compile(r"\.(?= )|:(?= )|\.$")
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-
-
 def unquoted(message: str) -> str:
-    """`message` for the log, every quoted value replaced by '…'.
+    """`message` for the log, cut where it starts to quote anything ('…' in its place).
 
     Refusals quote what they read from the file (pydicom's parse errors, a UID as found), and a file's
     values may identify its patient; the client is told them in its answer, the log keeps the reason.
+    Cutting at the first quote mark, not between pairs, is what survives values that hold quotes.
     """
-    return _QUOTED.sub("'…'", message)
+    cut = min((i for i in (message.find("'"), message.find('"')) if i >= 0), default=-1)
+    return message if cut < 0 else message[:cut] + "…"
 
 
 def error_comment(message: str) -> str:

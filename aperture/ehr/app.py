@@ -50,7 +50,7 @@ from aperture.ehr.people import load_directory
 from aperture.ehr.registration import register
 from aperture.ehr.store import open_store
 from aperture.ehr.throttle import SignInThrottle
-from aperture.logs import AccessLog
+from aperture.logs import AccessLog, logged_path
 
 log = logging.getLogger("aperture.ehr")
 
@@ -81,7 +81,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     incident = secrets.token_hex(6)
-    log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
+    log.exception("unhandled error %s on %s %s", incident, request.method, logged_path(request.scope))
     return oauth_error(500, "server_error", f"Internal error (incident {incident}); the sandbox log has the details.")
 
 

@@ -189,29 +189,45 @@ class RemoteJWKS:
 
     def __init__(self, allowed_origins: tuple[str, ...] = ()) -> None:
         self.allowed_origins = allowed_origins
-        self._cache: dict[str, tuple[float, KeySet | None]] = {}  # None: the last fetch failed
+        # uri -> (when last fetched or tried, the last good JWK Set or None): a failed refetch keeps the keys
+        self._cache: dict[str, tuple[float, KeySet | None]] = {}
+        self._fetching: dict[str, threading.Lock] = {}  # one fetch per URI at a time; the others wait for it
         self._lock = threading.Lock()
 
     def get(self, uri: str, *, refresh: bool = False) -> KeySet:
+        keys = self._cached(uri, refresh)
+        if keys is not None:
+            return keys
+        with self._lock:
+            fetching = self._fetching.setdefault(uri, threading.Lock())
+        with fetching:
+            keys = self._cached(uri, refresh)  # fetched by another request while this one waited
+            if keys is not None:
+                return keys
+            try:
+                found: KeySet | None = fetch_jwks(uri, self.allowed_origins)
+            except JwksUnavailable as exc:
+                log.info("jwks_uri %s not used: %s", _for_log(uri), exc)
+                found = None
+            with self._lock:
+                previous = self._cache.get(uri, (0.0, None))[1]
+                self._cache[uri] = (time.monotonic(), found or previous)
+        if found is None and previous is None:
+            raise invalid_client(JWKS_FAILURE)
+        return found or previous  # type: ignore[return-value]
+
+    def _cached(self, uri: str, refresh: bool) -> KeySet | None:
+        """The cached keys while they may be used, None when a fetch is due; raises while a failure stands."""
         with self._lock:
             cached = self._cache.get(uri)
-        if cached:
-            fetched_at, keys = cached
-            age = time.monotonic() - fetched_at
-            if age < (JWKS_REFRESH_SECONDS if refresh or keys is None else JWKS_CACHE_SECONDS):
-                if keys is None:
-                    raise invalid_client(JWKS_FAILURE)
-                return keys
-        try:
-            found: KeySet | None = fetch_jwks(uri, self.allowed_origins)
-        except JwksUnavailable as exc:
-            log.info("jwks_uri %s not used: %s", _for_log(uri), exc)
-            found = None
-        with self._lock:
-            self._cache[uri] = (time.monotonic(), found)
-        if found is None:
-            raise invalid_client(JWKS_FAILURE)
-        return found
+        if not cached:
+            return None
+        tried_at, keys = cached
+        if time.monotonic() - tried_at < (JWKS_REFRESH_SECONDS if refresh or keys is None else JWKS_CACHE_SECONDS):
+            if keys is None:
+                raise invalid_client(JWKS_FAILURE)
+            return keys
+        return None
 
 
 class JwksUnavailable(Exception):

@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from aperture.errors import ApertureError
+from aperture.logs import logged_path
 
 log = logging.getLogger("aperture.server")
 
@@ -49,14 +50,14 @@ async def client_disconnected(request: Request, _exc: Exception) -> Response:
     log.warning(
         "client went away during %s %s before the request body ended; nothing from it was stored",
         request.method,
-        request.url.path,
+        logged_path(request.scope),
     )
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     incident = secrets.token_hex(6)
-    log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
+    log.exception("unhandled error %s on %s %s", incident, request.method, logged_path(request.scope))
     return error_response(500, f"Internal error (incident {incident}); the server log has the details.")
 
 

@@ -321,3 +321,41 @@ def test_jwks_uri_answers_are_bounded_and_redirects_not_followed(sandbox: Sandbo
              "--scope", "system/ImagingStudy.rs", "--jwks-uri", f"{base}/moved")  # fmt: skip  # 301 to /moved/
     sandbox.keys["moved"] = key
     assert_oauth_error(sandbox.backend_token(sandbox.assertion("moved")), "invalid_client")
+
+
+def test_jwks_uri_fetches_are_one_at_a_time_and_a_failed_refetch_keeps_the_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Concurrent assertions with a new kid start one fetch, not one each; a forged kid cannot evict good keys."""
+    import threading
+    import time as clock
+
+    from joserfc.jwk import KeySet
+
+    from aperture.ehr import assertions
+
+    good = KeySet.import_key_set({"keys": [RSAKey.generate_key(2048, parameters={"kid": "k1"}).as_dict(private=False)]})
+    calls: list[str] = []
+    answers: list[KeySet | None] = [good]
+
+    def fetch(uri: str, allowed: tuple[str, ...]) -> KeySet:
+        calls.append(uri)
+        clock.sleep(0.2)  # a slow key server: the other requests arrive while this fetch runs
+        answer = answers[-1]
+        if answer is None:
+            raise assertions.JwksUnavailable("down")
+        return answer
+
+    monkeypatch.setattr(assertions, "fetch_jwks", fetch)
+    remote = assertions.RemoteJWKS()
+    got: list[KeySet] = []
+    threads = [threading.Thread(target=lambda: got.append(remote.get("https://keys.test/jwks"))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(calls) == 1 and len(got) == 8 and all(keys is good for keys in got)
+    answers.append(None)  # the key server fails now
+    remote._cache["https://keys.test/jwks"] = (0.0, good)  # as if the last fetch were long ago
+    assert remote.get("https://keys.test/jwks", refresh=True) is good  # the keys it had stay in use
+    assert remote.get("https://keys.test/jwks") is good and len(calls) == 2
