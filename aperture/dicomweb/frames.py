@@ -184,8 +184,10 @@ def frame_bodies(
 ) -> Iterator[bytes]:
     """The frames `numbers` in syntax `target`, one at a time: a long list never sits in memory whole.
 
-    Every check that can refuse the request (a frame past the last, a syntax that cannot be
-    produced) runs before the first frame is given, so callers take the first one before answering.
+    A frame past the last is refused before the first frame is given, and a syntax that cannot be
+    produced shows on the first frame, so callers take the first one before answering. A later
+    frame that fails to convert (data that differs from frame to frame) can only end the answer
+    early: its status has been sent.
     """
     if any(n > ref.num_frames for n in numbers):
         raise NotFound(f"Frame {max(numbers)} does not exist: this instance has {ref.num_frames} frame(s).")
