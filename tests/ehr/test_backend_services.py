@@ -23,7 +23,7 @@ from joserfc import jwt
 from joserfc.jwk import OctKey, RSAKey
 
 from aperture.ehr.assertions import JWKS_REFRESH_SECONDS, MAX_JWKS_BYTES
-from tests.ehr.conftest import ASSERTION_TYPE, Sandbox, public_jwks, register
+from tests.ehr.conftest import ASSERTION_TYPE, Sandbox, public_jwks, register, start_sandbox
 
 
 def _b64(value: dict[str, Any]) -> str:
@@ -304,6 +304,27 @@ def test_jwks_uri_failures_read_the_same_whatever_went_wrong(
     }
     assert len(messages) == 1, messages
     assert counter.hits == 0  # http to a host no admin allowed is never fetched
+
+
+def test_jwks_uri_fetches_that_fail_read_the_same_whatever_went_wrong(
+    tmp_path: Path, counting_host: tuple[str, type[_Counting]], jwks_host: tuple[str, Path]
+) -> None:
+    """With the origins allowed, so each is really fetched: a closed port, an empty JWK Set, a 404 read alike."""
+    base, counter = counting_host
+    jwks_base, _ = jwks_host
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    config = f'[ehr]\njwks_allowed_origins = ["{base}", "{closed}", "{jwks_base}"]\n'
+    sandbox = Sandbox(start_sandbox(tmp_path / "data", config=config), keys={})
+    try:
+        messages = {
+            _backend_with_jwks_uri(sandbox, "fetch-closed", f"{closed}/jwks.json"),
+            _backend_with_jwks_uri(sandbox, "fetch-empty-set", f"{base}/jwks.json"),
+            _backend_with_jwks_uri(sandbox, "fetch-404", f"{jwks_base}/no-such-file.json"),
+        }
+    finally:
+        sandbox.server.stop()
+    assert len(messages) == 1, messages
+    assert counter.hits >= 1  # the empty set was fetched, not refused unseen
 
 
 def test_jwks_uri_answers_are_bounded_and_redirects_not_followed(sandbox: Sandbox, jwks_host: tuple[str, Path]) -> None:
