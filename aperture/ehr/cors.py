@@ -18,6 +18,7 @@ the header depends on the request's Origin.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +28,8 @@ ALLOW_METHODS = b"GET, HEAD, POST, OPTIONS"
 ALLOW_HEADERS = b"Authorization, Content-Type, Accept, Accept-Language, Prefer, If-None-Match, If-Modified-Since"
 EXPOSE_HEADERS = b"WWW-Authenticate, Location, Content-Location, ETag, Last-Modified, Retry-After"
 MAX_AGE = b"600"  # seconds a browser may reuse a preflight answer
+
+REGISTERED_SECONDS = 0.25  # approved apps' origins are read from the store at most this often (4 reads/s)
 
 _EXACT_PATHS = frozenset({"/.well-known/jwks.json", "/auth/token", "/auth/introspect", "/auth/revoke", "/register"})
 
@@ -44,11 +47,16 @@ class CrossOrigin:
         self.origins = frozenset(origins)
         self.any_origin = "*" in self.origins
         self.registered = registered  # blocking: approved apps' redirect origins, read from the store
+        self._registered: tuple[float, frozenset[str]] = (-REGISTERED_SECONDS, frozenset())
 
     async def _allowed(self, origin: str) -> bool:
         if self.any_origin or origin in self.origins:
             return True
-        return origin in set(await run_in_threadpool(self.registered))
+        read_at, registered = self._registered
+        if time.monotonic() - read_at >= REGISTERED_SECONDS:  # not one store read per request
+            registered = frozenset(await run_in_threadpool(self.registered))
+            self._registered = (time.monotonic(), registered)
+        return origin in registered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not cors_path(scope["path"]):
