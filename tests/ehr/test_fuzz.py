@@ -11,6 +11,7 @@ peak memory is under the documented bound and its records and registrations are 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
@@ -42,8 +43,13 @@ OAUTH_FIELDS = [
 GRANTS = ["authorization_code", "refresh_token", "client_credentials", "password", "implicit", ""]
 
 
+# Answers checked per server port: the closing test asserts the fuzzing before it really ran.
+CHECKED: Counter[int] = Counter()
+
+
 def fhir_fault(response: httpx.Response) -> str | None:
     """Below 500, and a FHIR refusal is an OperationOutcome whose diagnostics say what to change."""
+    CHECKED[response.request.url.port or 0] += 1
     url = str(response.request.url)
     url = url if len(url) < 240 else f"{url[:200]}...({len(url)} characters)"
     where = f"{response.request.method} {url} -> {response.status_code}: {response.text[:200]!r}"
@@ -62,6 +68,7 @@ def fhir_fault(response: httpx.Response) -> str | None:
 
 def oauth_fault(response: httpx.Response) -> str | None:
     """Below 500; a JSON refusal names an RFC 6749 error, a page refusal says something a person can read."""
+    CHECKED[response.request.url.port or 0] += 1
     where = f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text[:200]!r}"
     if response.status_code >= 500:
         return where
@@ -272,6 +279,7 @@ def test_dynamic_registration_never_answers_5xx(registering: ApertureServer, bod
 def test_after_fuzzing_memory_is_bounded_and_records_unchanged(
     fuzz_sandbox: Sandbox, token: str, before: dict[str, object]
 ) -> None:
+    assert CHECKED[fuzz_sandbox.server.port] > 10_000, "run the whole module: this checks what the fuzzing left"
     assert records(fuzz_sandbox, token) == before
     peaks = worker_peaks(fuzz_sandbox.server)
     assert peaks, "no sandbox process found"

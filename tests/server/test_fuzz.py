@@ -10,6 +10,7 @@ byte for byte what it was. The examples come from a fixed seed (tests/fuzzing.py
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -133,11 +134,16 @@ def fuzzed(
     server.stop()
 
 
+# Answers checked per server port: the closing test asserts the fuzzing before it really ran.
+CHECKED: Counter[int] = Counter()
+
+
 def fault(response: httpx.Response, method: str) -> str | None:
     """What is wrong with an answer to malformed input, or None: below 500, and a refusal says why.
 
     A refusal must carry the JSON error body with a message a person can act on.
     """
+    CHECKED[response.request.url.port or 0] += 1
     url = str(response.request.url)
     url = url if len(url) < 240 else f"{url[:200]}...({len(url)} characters)"
     where = f"{method} {url} -> {response.status_code}: {response.text[:200]!r}"
@@ -257,6 +263,7 @@ def test_after_fuzzing_memory_is_bounded_and_stored_data_unchanged(
     fuzzed: tuple[ApertureServer, httpx.Client], before: dict[str, str]
 ) -> None:
     server, http = fuzzed
+    assert CHECKED[server.port] > 10_000, "run the whole module: this test checks what the fuzzing above left"
     assert len(before) == 3
     assert snapshot(http) == before
     peaks = worker_peaks(server)
