@@ -54,6 +54,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check aperture tests bench
 	$(BIN)/ruff format --check aperture tests bench
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format aperture tests bench

@@ -116,15 +116,15 @@ def client_address(scope: Scope) -> str:
 
 def logged_path(scope: Scope) -> str:
     """The request's path as sent (%-encoded), escaped when not printable: one log line, never two."""
-    raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else scope["path"]
+    raw: bytes | None = scope.get("raw_path")
+    path: str = raw.decode("latin-1") if raw else scope["path"]
     return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
 
 
 def target(scope: Scope) -> str:
     """The path (still %-encoded when the server gives it) and the redacted query, safe for one log line."""
-    raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else scope["path"]
+    raw: bytes | None = scope.get("raw_path")
+    path: str = raw.decode("latin-1") if raw else scope["path"]
     query = scope.get("query_string", b"").decode("latin-1")
     text = f"{path}?{redact(query)}" if query else path
     if not text.isprintable():  # a decoded %0A must not start a forged log line
@@ -180,7 +180,7 @@ def worker_logging(*, access_log: bool = False) -> dict[str, Any]:
     """
     from granian.log import LOGGING_CONFIG
 
-    config = copy.deepcopy(LOGGING_CONFIG)
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["aperture"] = {"format": LOG_FORMAT}
     config["handlers"]["aperture"] = {
         "class": "logging.StreamHandler",

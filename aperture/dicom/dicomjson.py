@@ -63,7 +63,7 @@ def instance_json(
     return _dataset(ds, "", bulk_prefix, bulk, offsets_are_file_positions, _charset(ds, "ascii"))
 
 
-def _charset(ds: Dataset, inherited: str) -> str | None:
+def _charset(ds: Dataset, inherited: str | None) -> str | None:
     raw = ds.get_item(0x00080005)
     if raw is None:
         return inherited
@@ -81,8 +81,8 @@ def _dataset(
     ds: Dataset, path: str, prefix: str, bulk: list[BulkRef], file_offsets: bool, encoding: str | None
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for tag in sorted(ds.keys()):
-        tag = int(tag)
+    for base_tag in sorted(ds.keys()):
+        tag = int(base_tag)
         if tag >> 16 == 0x0002 or tag & 0xFFFF == 0 or tag in (0xFFFCFFFC,):
             continue  # file meta, group lengths, padding are not part of the JSON model
         key = f"{tag:08X}"
@@ -250,7 +250,10 @@ def _slow(
         bulk.append(BulkRef(path, "UN", offset, length))
         return {"vr": "UN" if vr not in BULK_VRS else vr, "BulkDataURI": f"{prefix}/{path}"}
     if " or " in elem.VR:
-        elem = correct_ambiguous_vr_element(elem, ds, ds.is_little_endian if ds.is_little_endian is not None else True)
+        little = ds.is_little_endian if ds.is_little_endian is not None else True
+        corrected = correct_ambiguous_vr_element(elem, ds, little)
+        if isinstance(corrected, DataElement):
+            elem = corrected
         if " or " in elem.VR:
             elem.VR = elem.VR.split(" or ")[0]
     if elem.VR == "SQ":

@@ -19,6 +19,7 @@ delimiters, long text values pydicom defers, and a Specific Character Set inside
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, BinaryIO
 
@@ -58,7 +59,7 @@ _SHORT = frozenset(
 _VRS = {vr.encode("ascii"): vr for vr in _LONG | _SHORT}
 _explicit_header = struct.Struct("<HH2sH").unpack_from
 _implicit_header = struct.Struct("<HHL").unpack_from
-_long_length = struct.Struct("<L").unpack_from
+_long_length: Callable[[bytes, int], tuple[int]] = struct.Struct("<L").unpack_from
 _us = struct.Struct("<H").unpack_from
 
 # One element: (tag, VR or None, value offset, value length, sequence items or None). An item is a
@@ -108,9 +109,10 @@ class Header:
             encoding = "ascii"
         else:
             _, vr, offset, length, _ = charset
-            encoding = _CHARSETS.get(self.buffer[offset : offset + length]) if vr == "CS" else None
-            if encoding is None:
+            known = _CHARSETS.get(self.buffer[offset : offset + length]) if vr == "CS" else None
+            if known is None:
                 return None
+            encoding = known
         try:
             return _dataset(self.buffer, self.elements, "", bulk_prefix, bulk, encoding, True)
         except (_Decline, NeedsPydicom, RecursionError):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
@@ -223,7 +224,7 @@ def _record(
             series_attrs[key] = element
     if "00080005" in metadata:
         series_attrs["00080005"] = metadata["00080005"]
-    instance_attrs = {
+    instance_attrs: dict[str, Any] = {
         key: metadata[key]
         for key in (
             "00080005",
@@ -338,7 +339,8 @@ def _pixel_and_trailing(
         for trailing_tag in list(trailing.keys()):
             raw = trailing.get_item(trailing_tag)
             if int(trailing_tag) in PIXEL_TAGS:
-                found.append((int(trailing_tag), (getattr(raw, "VR", None) or "OB"), raw.value_tell, raw.length))
+                assert isinstance(raw, RawDataElement)  # read_dataset leaves every element raw
+                found.append((int(trailing_tag), raw.VR or "OB", raw.value_tell, raw.length))
             else:
                 ds[trailing_tag] = trailing[trailing_tag]
     return found

@@ -11,6 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
@@ -95,10 +96,10 @@ def parse_attribute(name: str) -> tuple[int, str]:
     if re.fullmatch(r"[0-9A-Fa-f]{8}", name):
         tag = int(name, 16)
         return tag, keyword_for_tag(tag) or name.upper()
-    tag = tag_for_keyword(name)
-    if tag is None:
+    found = tag_for_keyword(name)
+    if found is None:
         raise QueryError(f"Unknown query key '{name}': use a DICOM keyword (e.g. PatientName) or a tag (00100010).")
-    return int(tag), name
+    return int(found), name
 
 
 def _vr(tag: int) -> str:
@@ -184,7 +185,7 @@ def _condition(key: str, value: str, level: Level) -> Condition:
     vr = _vr(tag)
     if tag == MODALITIES_IN_STUDY and value.count("\\") + value.count(",") >= MAX_MODALITIES:
         raise QueryError(f"{key} lists more than {MAX_MODALITIES} modalities; at most {MAX_MODALITIES} are accepted.")
-    common = {"tag": tag, "keyword": keyword, "vr": vr, "sequence_path": tuple(path)}
+    common: dict[str, Any] = {"tag": tag, "keyword": keyword, "vr": vr, "sequence_path": tuple(path)}
     if value == "" or value == "*":
         return Condition(match=Match.UNIVERSAL, **common)
     if vr == "SQ":

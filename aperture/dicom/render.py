@@ -340,7 +340,8 @@ def _grayscale(arr: np.ndarray, view: Dataset, window: Window | None) -> np.ndar
         if item.get("LUTDescriptor") and item.get("LUTData") is not None:
             bits = int(item.LUTDescriptor[2])
             mapped = apply_voi(np.floor(values).astype(np.int64), view).astype(np.float64)
-            return np.clip(mapped / (2**bits - 1), 0.0, 1.0)
+            scaled: np.ndarray = np.clip(mapped / (2**bits - 1), 0.0, 1.0)
+            return scaled
     return _linear_gray(values, _Linear(window=_header_window(view)), None)
 
 

@@ -11,12 +11,12 @@ the time spent waiting for chunks fell from about 25 ms to 15 ms.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from starlette.requests import ClientDisconnect, Request
 
 
-async def read_ahead(request: Request) -> AsyncIterator[bytes]:
+async def read_ahead(request: Request) -> AsyncGenerator[bytes, None]:
     """The request body's chunks, like `request.stream()`, with the next one always requested.
 
     Raises ClientDisconnect when the client goes away before the body ends (as Starlette does).

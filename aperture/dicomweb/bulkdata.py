@@ -65,8 +65,8 @@ async def retrieve_bulkdata(request: Request) -> Response:
             frames = await off_loop(read_frames, file_path, index, numbers)
             return multipart_response(frames, media, part_type, ref.transfer_syntax, tag)
         each = _each_frame(file_path, index)
-        first = await off_loop(next, each, b"")
-        return multipart_stream(first, each, media, part_type, ref.transfer_syntax, tag)
+        head: bytes = await off_loop(next, each, b"")
+        return multipart_stream(head, each, media, part_type, ref.transfer_syntax, tag)
     if offset is not None and length is not None and length != 0xFFFFFFFF:
         if length <= CHUNK:  # one piece: read whole and answered as before streaming existed
             data = await off_loop(_read_value, file_path, offset, length)

@@ -21,7 +21,7 @@ _FORMAT = b"aperture-representation-1"  # bump when the bytes Aperture writes fo
 _GZIP_MIN_BYTES = 1024
 
 
-def etag(*parts: str | int | None) -> str:
+def etag(*parts: object) -> str:
     """A strong entity tag (quoted) over the given representation-defining parts."""
     digest = hashlib.blake2b(_FORMAT, digest_size=16)
     for part in parts:
@@ -69,7 +69,7 @@ def json_response(request: Request, body: bytes, *, tag: str | None = None) -> R
     return Response(body, media_type="application/dicom+json", headers=headers)
 
 
-def with_range(request: Request, body: bytes, headers: dict[str, str]) -> Response:
+def with_range(request: Request, body: bytes | memoryview, headers: dict[str, str]) -> Response:
     """The whole body (200), or the one byte range the request asks for (206), or 416.
 
     Cornerstone loads HTJ2K progressively by asking for a prefix of a frame and then the rest

@@ -2,8 +2,10 @@
 
 Parameters are parsed per RFC 9110, quoted or not (`type=application/dicom` and
 `type="application/dicom"` mean the same; OHIF sends the first). The `accept` query parameter,
-when present, replaces the Accept header (PS3.18 §8.3.3.1). A missing `transfer-syntax` means
-"as stored", like `*`: bytes are only ever changed when a client names another syntax.
+when present, replaces the Accept header (PS3.18 §8.3.3.1). A `transfer-syntax` of `*` means
+"as stored"; a missing one means the resource's PS3.18 default, which each resource decides (for
+instances, `aperture.dicomweb.wado.target_syntax`: Explicit VR Little Endian unless the stored
+pixels are lossy or cannot be decoded, so stored bytes are never silently degraded).
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ class MediaRange:
 
 def _split_ranges(header: str) -> list[str]:
     """Split on commas that are not inside quotes."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in header:
         if ch == '"':
             quoted = not quoted

@@ -20,7 +20,7 @@ _PLACEHOLDER = BASE_PLACEHOLDER.encode("ascii")
 
 def public_base(request: Request) -> str:
     """The DICOMweb base URL as the client sees it, without a trailing slash."""
-    configured = request.app.state.config.server.public_url
+    configured: str | None = request.app.state.config.server.public_url
     if configured:  # the whole external base, any proxy prefix included: X-Forwarded-* is not consulted
         return configured.rstrip("/") + "/dicom-web"
     root = request.scope.get("root_path", "")  # proxy prefix (if any) + the /dicom-web mount
@@ -33,7 +33,7 @@ def with_base(body: bytes, request: Request) -> bytes:
 
 def path_uid(request: Request, name: str) -> str:
     """A UID from the URL path, validated before anything uses it (400 otherwise)."""
-    value = request.path_params[name]
+    value: str = request.path_params[name]
     problem = uid_problem(value)
     if problem:
         label = {"study": "Study", "series": "Series", "instance": "SOP Instance"}.get(name, name)

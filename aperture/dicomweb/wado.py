@@ -86,7 +86,7 @@ async def resolve_and(
     index = request.app.state.index
 
     def lookup() -> list[InstanceRef]:
-        refs = index.instance_refs(scope, study, series, instance)
+        refs: list[InstanceRef] = index.instance_refs(scope, study, series, instance)
         if not refs:
             raise not_found(study, series, instance)
         return refs
@@ -243,6 +243,9 @@ class _ZipSink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def take(self) -> bytes:
         data = b"".join(self.pieces)
         self.pieces.clear()
@@ -251,7 +254,7 @@ class _ZipSink:
 
 def _zip_stream(refs: list[InstanceRef], blobs: Any) -> Iterator[bytes]:
     sink = _ZipSink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for ref in refs:
             name = f"{ref.study_uid}/{ref.series_uid}/{ref.sop_uid}.dcm"
             with (

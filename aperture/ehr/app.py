@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
@@ -57,7 +57,7 @@ log = logging.getLogger("aperture.ehr")
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def oauth_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def oauth_error(status: int, error: str, description: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         {"error": error, "error_description": description}, status_code=status, headers={**_NO_STORE, **(headers or {})}
     )
@@ -111,7 +111,7 @@ def _oauth_endpoint(run: Callable[[SandboxAuthorizationServer, StarletteOAuth2Re
                 )
             oauth_request = StarletteOAuth2Request(request, await urlencoded_form(request))
         except OAuth2Error as error:
-            return server.handle_error_response(None, error)  # type: ignore[no-any-return]
+            return server.handle_error_response(None, error)
         return await run_in_threadpool(run, server, oauth_request)
 
     return endpoint

@@ -72,7 +72,7 @@ async def urlencoded_form(request: Request) -> FormData:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
         raise InvalidRequestError("The request body is not UTF-8 (RFC 6749 Appendix B).") from None
-    return FormData(pairs)
+    return FormData([(name, value) for name, value in pairs])
 
 
 class FormPayload(OAuth2Payload):  # type: ignore[misc]
@@ -108,7 +108,7 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
 
     @property
     def form(self) -> dict[str, str]:
-        return self.payload.data  # type: ignore[no-any-return]
+        return self.payload.data
 
 
 class StarletteAuthorizationRequest(StarletteOAuth2Request):
@@ -120,7 +120,7 @@ class StarletteAuthorizationRequest(StarletteOAuth2Request):
     """
 
     def __init__(self, request: Request) -> None:
-        super().__init__(request, FormData(request.query_params.multi_items()))
+        super().__init__(request, FormData([(name, value) for name, value in request.query_params.multi_items()]))
 
 
 class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]

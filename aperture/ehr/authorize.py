@@ -117,7 +117,7 @@ class _Authorize:
             launch = self._check_smart_rules(grant)
         except OAuth2Error as error:
             if getattr(error, "redirect_uri", None):
-                return self.server.handle_error_response(self.oauth, error)  # type: ignore[no-any-return]
+                return self.server.handle_error_response(self.oauth, error)
             return error_page("This app's request cannot be served", error.get_error_description() or error.error)
         client: Client = grant.request.client
         if self.request.method == "POST":
@@ -126,8 +126,8 @@ class _Authorize:
             if self.form.get("step") == "login":
                 user, session = self._sign_in()
                 if user is None or session is None:
-                    error = "Wrong user name or password."
-                    return login_page(self.action, self.csrf, self._purpose(client), error, self.retry_after)
+                    wrong = "Wrong user name or password."
+                    return login_page(self.action, self.csrf, self._purpose(client), wrong, self.retry_after)
         if user is None or session is None:
             return login_page(self.action, self.csrf, self._purpose(client))
         if launch is not None and launch.account != user.login:

@@ -110,4 +110,6 @@ def keep_csrf(response: Response, token: str, *, secure: bool) -> None:
 def csrf_ok(request: Request, submitted: str | None, session: Session | None = None) -> bool:
     """Whether a form post carries the right anti-forgery value: the session's if signed in, else the cookie's."""
     expected = session.csrf if session is not None else request.cookies.get(CSRF_COOKIE)
-    return bool(expected and submitted) and hmac.compare_digest(expected.encode(), (submitted or "").encode())
+    if not expected or not submitted:
+        return False
+    return hmac.compare_digest(expected.encode(), submitted.encode())

@@ -124,7 +124,7 @@ def create_app(config: Config) -> Starlette:
 
     app = _ApertureApp(
         routes=[Route("/healthz", healthz), Mount("/dicom-web", routes=dicomweb_routes)],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.config = config

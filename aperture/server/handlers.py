@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from http import HTTPStatus
 
 from starlette.exceptions import HTTPException
@@ -27,7 +28,7 @@ _ROUTE_HINT = {
 }
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     return JSONResponse({"status": status, "error": reason, "message": message}, status_code=status, headers=headers)
 

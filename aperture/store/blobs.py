@@ -31,7 +31,7 @@ def _load_syncfs() -> Callable[[int], int] | None:
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs  # type: ignore[no-any-return]
+        return libc.syncfs
     except (OSError, AttributeError):
         return None
 
@@ -47,7 +47,7 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
     except (OSError, AttributeError):
         return None
     function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 _SYNC_FILE_RANGE = _load_sync_file_range()

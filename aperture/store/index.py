@@ -11,6 +11,7 @@ never tells a client that something it may not see exists.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -27,7 +28,7 @@ from aperture.store.schema import frame_copies, instances, series, studies
 from aperture.store.scope import AccessScope
 
 # tag → (column, kind); kind: "text" (exact), "upper" (PN, case-insensitive), "int", "date", "time", "list"
-_COLUMNS: dict[int, tuple[Any, str]] = {
+_COLUMNS: dict[int, tuple[ColumnElement[Any], str]] = {
     0x0020000D: (studies.c.study_uid, "text"),
     0x00100020: (studies.c.patient_id, "text"),
     0x00100021: (studies.c.issuer, "text"),
@@ -194,6 +195,7 @@ def _condition_sql(cond: Condition, fuzzy: bool) -> ColumnElement[bool] | None:
     if kind == "int":
         return column == int(cond.value)
     value = cond.value.upper() if kind == "upper" else cond.value
+    clause: ColumnElement[bool]
     if cond.match is Match.WILDCARD:
         pattern = _like_escape(value).replace("*", "%").replace("?", "_")
         clause = column.like(pattern, escape="\\")
@@ -373,7 +375,7 @@ class Index:
         ]
 
     @staticmethod
-    def _post_match(conn: Any, row: Row[Any], level: Level, leftovers: list[Condition], fuzzy: bool) -> bool:
+    def _post_match(conn: Any, row: Row[Any], level: Level, leftovers: Sequence[Condition], fuzzy: bool) -> bool:
         """Match keys SQL did not answer against stored JSON; a lower-level key matches if any child does."""
         cache: dict[Level, list[dict[str, Any]]] = {}
 

@@ -14,12 +14,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import xxhash
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Insert, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from aperture.config import DuplicatePolicy
@@ -108,7 +109,7 @@ def prepare_upload(path: Path, digest: str | None = None) -> Upload | InvalidIns
     return Upload.of(record)
 
 
-def prepare_uploads(uploads: list[tuple[Path, str | None]]) -> list[Upload | InvalidInstance]:
+def prepare_uploads(uploads: Sequence[tuple[Path, str | None]]) -> list[Upload | InvalidInstance]:
     """`prepare_upload` for several (path, digest) pairs: one trip to a parser process for all."""
     return [prepare_upload(path, digest) for path, digest in uploads]
 
@@ -300,8 +301,6 @@ class Ingest:
             touched_studies.add(old.study_pk)
             kept.append((index, relative))
         if replaced_pks:  # overwrite policy: the new rows replace these
-            from aperture.store.delete import derived_blobs
-
             drop.extend(derived_blobs(conn, replaced_pks))
             conn.execute(delete(frame_copies).where(frame_copies.c.instance_pk.in_(replaced_pks)))
             conn.execute(delete(instances).where(instances.c.pk.in_(replaced_pks)))
@@ -361,7 +360,8 @@ class Ingest:
             return int(row.pk), None
         if not scope.unrestricted and not scope.permits_study(record.study_uid, patient_key):
             return None, "This authorization does not allow creating studies for this patient."
-        pk = conn.execute(
+        pk = _new_pk(
+            conn,
             insert(studies).values(
                 study_uid=record.study_uid,
                 patient_pk=self._patient_pk(conn, record),
@@ -372,8 +372,8 @@ class Ingest:
                 num_instances=0,
                 updated=now,
                 **record.study_columns,
-            )
-        ).inserted_primary_key[0]
+            ),
+        )
         known[record.study_uid] = _Known(pk=pk, patient_key=patient_key, study_pk=None)
         return int(pk), None
 
@@ -385,11 +385,12 @@ class Ingest:
             if row.study_pk != study_pk:
                 return None, f"Series belongs to another study: {record.series_uid}."
             return int(row.pk), None
-        pk = conn.execute(
+        pk = _new_pk(
+            conn,
             insert(series).values(
                 series_uid=record.series_uid, study_pk=study_pk, num_instances=0, updated=now, **record.series_columns
-            )
-        ).inserted_primary_key[0]
+            ),
+        )
         known[record.series_uid] = _Known(pk=pk, patient_key="", study_pk=study_pk)
         return int(pk), None
 
@@ -398,16 +399,23 @@ class Ingest:
         row = conn.execute(select(patients.c.pk).where(patients.c.patient_key == key)).first()
         if row is not None:
             return int(row.pk)
-        return int(
-            conn.execute(
-                insert(patients).values(
-                    patient_key=key,
-                    patient_id=record.patient.patient_id,
-                    issuer=record.patient.issuer,
-                    qualifiers=record.patient.qualifiers,
-                )
-            ).inserted_primary_key[0]
+        return _new_pk(
+            conn,
+            insert(patients).values(
+                patient_key=key,
+                patient_id=record.patient.patient_id,
+                issuer=record.patient.issuer,
+                qualifiers=record.patient.qualifiers,
+            ),
         )
+
+
+def _new_pk(conn: Connection, statement: Insert) -> int:
+    """Run a one-row INSERT and return the primary key the database gave the row."""
+    key = conn.execute(statement).inserted_primary_key
+    if key is None:  # only a multi-row or executemany insert has none
+        raise RuntimeError("The database returned no primary key for a one-row insert.")
+    return int(key[0])
 
 
 def study_values(record: InstanceRecord) -> dict[str, Any]:

@@ -8,6 +8,7 @@ data, which no shared cache may keep or hand to another requester.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -24,11 +25,11 @@ PRIVATE = {"Cache-Control": "private, no-store"}
 class FhirResponse(JSONResponse):
     media_type = FHIR_JSON
 
-    def __init__(self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(content, status_code=status_code, headers={**PRIVATE, **(headers or {})})
 
 
-def operation_outcome(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
+def operation_outcome(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
     issue = {"severity": "error", "code": _ISSUE_CODES.get(status, "exception"), "diagnostics": text}
     return FhirResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status_code=status, headers=headers)
 
