@@ -84,13 +84,24 @@ async def retrieve(request: Request) -> Response:
             "Retrieve without anonymize only if you may see the identified data."
         )
     media_type = _selected_media_type(params.get("contentType"), request.headers.get("accept"))
+    if media_type == _DICOM:
+        for name in ("windowCenter", "windowWidth"):  # §9.5.1.2.6
+            if name in params:
+                raise InvalidRequest(f"{name} cannot be used with contentType=application/dicom (PS3.18 §9.5.1.2.6).")
+    # Parsed whichever transaction runs: an invalid value of a supported parameter is a 400 (§8.3)
+    ask = _rendering(params, media_type)
+    requested = params.get("transferSyntax")
+    if requested is not None:
+        problem = uid_problem(requested, strict=True)
+        if problem:  # §9.4.2.4
+            raise InvalidRequest(f"transferSyntax {requested[:80]!r} is not a valid Transfer Syntax UID: {problem}.")
     ignored = [name for name in _IGNORED if name in params]
     headers = {"Warning": f'299 - "Not supported, ignored: {", ".join(ignored)}"'} if ignored else {}
     if media_type == _DICOM:
-        return await _dicom(request, params, uids, headers)
+        return await _dicom(request, requested, uids, headers)
     return await draw_response(
         request,
-        _rendering(params, media_type),
+        ask,
         uids=uids,
         no_pixels=_no_pixels(media_type),
         no_frame=_no_frame,
@@ -133,9 +144,12 @@ def _identify(params: dict[str, str]) -> tuple[str, str, str]:
 def _selected_media_type(content_type: str | None, accept: str | None) -> str:
     """The Selected Media Type (§8.7.8.1): from contentType if given, else Accept; `*/*` is image/jpeg (§9.3)."""
     if content_type is not None:
-        ranges = parse_accept(content_type, "The contentType parameter")
-        if not ranges:
-            raise InvalidRequest("contentType names no media type; give application/dicom or image/jpeg, for example.")
+        ranges = parse_accept(content_type, "The contentType parameter") if content_type.strip() else []
+        if not content_type.strip() or any("/" not in media.type for media in ranges):
+            raise InvalidRequest(
+                f"contentType {content_type[:80]!r} is not a list of media types; give application/dicom or "
+                "image/jpeg, for example."
+            )
         for media in ranges:  # §9.1.2.2.1: these media type parameters are forbidden in WADO-URI
             for parameter, instead in (("transfer-syntax", "transferSyntax"), ("charset", "charset")):
                 if parameter in media.params:
@@ -180,16 +194,8 @@ def _first_supported(ranges: list[MediaRange]) -> str | None:
 
 
 async def _dicom(
-    request: Request, params: dict[str, str], uids: tuple[str, str, str], headers: dict[str, str]
+    request: Request, requested: str | None, uids: tuple[str, str, str], headers: dict[str, str]
 ) -> Response:
-    for name in ("windowCenter", "windowWidth"):  # §9.5.1.2.6
-        if name in params:
-            raise InvalidRequest(f"{name} cannot be used with contentType=application/dicom (PS3.18 §9.5.1.2.6).")
-    requested = params.get("transferSyntax")
-    if requested is not None:
-        problem = uid_problem(requested, strict=True)
-        if problem:  # §9.4.2.4
-            raise InvalidRequest(f"transferSyntax {requested[:80]!r} is not a valid Transfer Syntax UID: {problem}.")
     blobs = request.app.state.blobs
     refs, prefetched = await resolve_and(
         request, read_small_instance(blobs), lambda refs: refs[0].size <= LOOP_READ, uids=uids

@@ -292,6 +292,10 @@ def test_malformed_requests_are_400_with_a_message_that_names_the_parameter(wado
         ({**base, "contentType": "image/jpeg; charset=utf-8"}, "charset"),
         ({**base, "contentType": "application/dicom,image/jpeg"}, "application/dicom"),
         ({**base, "anonymize": "no"}, "anonymize"),
+        ({**base, "contentType": ""}, "contentType"),
+        ({**base, "contentType": "jpeg"}, "contentType"),
+        ({**base, "contentType": "application/dicom", "rows": "abc"}, "rows"),  # checked for either transaction
+        ({**base, "contentType": "image/png", "transferSyntax": "x.y"}, "transferSyntax"),
         (list(base.items()) + [("objectUID", ct.sop)], "objectUID"),
         (list(base.items()) + [("rows", "10"), ("rows", "20")], "rows"),
     ]
