@@ -307,9 +307,10 @@ def test_wado_uri_agrees_with_orthanc_where_ps3_18_is_clear(
     """The same file in both servers, the same WADO-URI requests at each one's /wado (PS3.18 §9).
 
     Compared where the standard leaves no choice: application/dicom of an Explicit VR Little Endian
-    file is that file; image/png is a PNG of the stored size. Orthanc departs from §9 twice, and the
-    test pins both so a change shows: without contentType §9.3 selects image/jpeg, Orthanc sends a
-    PNG (only the size is compared); a missing requestType is a 400 (§9.4.2.1), Orthanc's a 404.
+    file is that file; no contentType (with Accept */*, §9.3) and image/jpeg give a JPEG of the
+    stored size, image/png a PNG. Orthanc departs from §9 twice, and the test pins both so a change
+    shows: it labels every rendered answer image/png, its JPEGs too; a missing requestType is a 400
+    (§9.4.2.1), Orthanc's a 404.
     Orthanc's plugin does not transcode, window or scale, so those are checked against Aperture
     alone (tests/dicomweb/test_wado_uri.py).
     """
@@ -323,7 +324,12 @@ def test_wado_uri_agrees_with_orthanc_where_ps3_18_is_clear(
         return "/wado?" + urlencode(query, safe="/")
 
     with httpx.Client(base_url=server.url, timeout=60) as ours:
-        for extra in ({"contentType": "application/dicom"}, {}, {"contentType": "image/png"}):
+        for extra in (
+            {"contentType": "application/dicom"},
+            {},
+            {"contentType": "image/jpeg"},
+            {"contentType": "image/png"},
+        ):
             theirs = orthanc.http.get(url({**params, **extra}), headers={"Accept": "*/*"})
             mine = ours.get(url({**params, **extra}), headers={"Accept": "*/*"})
             assert theirs.status_code == mine.status_code == 200, (extra, theirs.text[:300], mine.text[:300])
@@ -333,11 +339,10 @@ def test_wado_uri_agrees_with_orthanc_where_ps3_18_is_clear(
                 continue
             a, b = Image.open(io.BytesIO(mine.content)), Image.open(io.BytesIO(theirs.content))
             assert a.size == b.size == (128, 128), extra
-            if extra:
-                assert mine.headers["content-type"] == theirs.headers["content-type"] == "image/png"
-                assert a.format == b.format == "PNG"
-            else:  # §9.3 says image/jpeg; Orthanc's plugin 1.7 answers image/png here
-                assert (mine.headers["content-type"], a.format) == ("image/jpeg", "JPEG")
+            wanted = extra.get("contentType", "image/jpeg")  # §9.3: no contentType with */* is image/jpeg
+            assert a.format == b.format == wanted.split("/")[1].upper(), extra
+            assert mine.headers["content-type"] == wanted, extra
+            assert theirs.headers["content-type"] == "image/png", extra  # Orthanc's label, JPEG body or not
         missing = url({k: v for k, v in params.items() if k != "requestType"})
         assert ours.get(missing).status_code == 400  # §9.4.2.1; Orthanc's plugin 1.7 answers 404
         assert orthanc.http.get(missing).status_code == 404
