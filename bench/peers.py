@@ -181,7 +181,8 @@ def orthanc_config(workdir: Path, http_port: int) -> dict[str, object]:
         "DicomWeb": {
             "Enable": True,
             "Root": "/dicom-web/",
-            "EnableWado": False,  # WADO-URI is not measured
+            "EnableWado": True,  # WADO-URI (PS3.18 §9) is measured at /wado, as in Aperture
+            "WadoRoot": "/wado",
             # "Full" is the plugin's default: /metadata reads every instance from the storage area.
             "StudiesMetadata": "Full",
             "SeriesMetadata": "Full",

@@ -444,13 +444,14 @@ Check = Callable[[Reply], str | None]
 class Probe:
     key: str
     label: str
-    path: str  # after the DICOMweb root, starting with "/"
+    path: str  # after the DICOMweb root (or the server root, with `from_root`), starting with "/"
     accept: str | None
     goal: float
     check: Check  # every answer (cheap)
     deep_check: Check | None = None  # the warm-up answer (may parse it)
     large: bool = False  # stream the body, fewer repeats, report MB/s
     vary: str | None = None  # a query parameter given a new value on every timed request (defeats caches)
+    from_root: bool = False  # `path` is from the server root (WADO-URI's /wado), not the DICOMweb root
 
 
 def _basic(reply: Reply, *, content_type: str | None = None, min_bytes: int = 1) -> str | None:
@@ -556,6 +557,19 @@ def probes(data: BenchData) -> list[Probe]:
             return problem
         return None if (r.body or b"").startswith(b"\xff\xd8") else "body is not a JPEG"
 
+    def wado_uri_dicom(r: Reply) -> str | None:
+        problem = _basic(r, content_type="application/dicom", min_bytes=len(data.sop_bytes))
+        if problem:
+            return problem
+        return None if r.body is None or r.body == data.sop_bytes else "the file returned is not the one stored"
+
+    def wado_uri_jpeg(r: Reply) -> str | None:
+        """A JPEG body; Orthanc 1.7 labels its WADO-URI JPEGs `image/png`, so only `image/` is asked of the label."""
+        problem = _basic(r, content_type="image/", min_bytes=100)
+        if problem:
+            return problem
+        return None if (r.body or b"").startswith(b"\xff\xd8") else "body is not a JPEG"
+
     def rendered_deep(r: Reply) -> str | None:
         with Image.open(io.BytesIO(r.body or b"")) as img:
             size = img.size
@@ -564,6 +578,7 @@ def probes(data: BenchData) -> list[Probe]:
     lo, hi = DATE_RANGE
     dates = f"StudyDate={lo}-{hi}&limit={QIDO_LIMIT}"
     inst = f"/studies/{st}/series/{se}/instances/{sop}"
+    wado = f"/wado?requestType=WADO&studyUID={st}&seriesUID={se}&objectUID={sop}"  # '/' unescaped, as links write it
     return [
         Probe("qido_all", f"QIDO `/studies?limit={QIDO_LIMIT}`", f"/studies?limit={QIDO_LIMIT}", ACCEPT_JSON,
               5, qido_count(min(QIDO_LIMIT, data.n_studies))),
@@ -586,20 +601,25 @@ def probes(data: BenchData) -> list[Probe]:
               rendered_deep),
         Probe("rendered-fresh", "WADO rendered JPEG (instance), each request new (`quality` varies)",
               f"{inst}/rendered", ACCEPT_JPEG, 1.5, rendered, rendered_deep, vary="quality"),
+        Probe("wado-uri", "WADO-URI one instance (`/wado?…&contentType=application/dicom`)",
+              f"{wado}&contentType=application/dicom", None, 1.5, wado_uri_dicom, from_root=True),
+        Probe("wado-uri-jpeg", "WADO-URI JPEG (`/wado?…&contentType=image/jpeg`), repeated",
+              f"{wado}&contentType=image/jpeg", None, 1.5, wado_uri_jpeg, rendered_deep, from_root=True),
     ]  # fmt: skip
 
 
 @dataclass
 class Target:
-    """A server under measurement: its client and DICOMweb root URL."""
+    """A server under measurement: its client, DICOMweb root URL and server root URL."""
 
     name: str
     client: httpx.Client
     base: str
     paths: dict[str, str] = field(default_factory=dict)  # probe key -> path, where it differs (nginx)
+    root: str = ""  # where `from_root` probes' paths start (WADO-URI)
 
     def url(self, probe: Probe) -> str:
-        return self.base + self.paths.get(probe.key, probe.path)
+        return (self.root if probe.from_root else self.base) + self.paths.get(probe.key, probe.path)
 
 
 def htj2k_stow_row(workdir: Path, data: BenchData, args: argparse.Namespace, on: Stow | None) -> Row:
@@ -929,7 +949,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
         if server is not None:
             client = make_client()
             clients.append(client)
-            targets.append(Target(name, client, server.url + "/dicom-web"))
+            targets.append(Target(name, client, server.url + "/dicom-web", root=server.url))
 
     # Load.
     n_ct_req = math.ceil(len(data.ct) / args.stow_batch)

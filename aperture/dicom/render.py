@@ -3,8 +3,8 @@
 Implements the parts of PS3.18 §8.3.5 a browser-facing server needs: the grayscale pipeline of
 PS3.4 N.2 (Modality LUT or Rescale, then VOI LUT or window, MONOCHROME1 inverted), true color
 (YBR decoded to RGB by pydicom) and palette color, the `window`, `viewport` and `quality` query
-parameters, and thumbnails. Enhanced multi-frame objects get their per-frame rescale and window
-from the functional group sequences.
+parameters, the WADO-URI `region` (PS3.18 §9.5.1.2.5), and thumbnails. Enhanced multi-frame
+objects get their per-frame rescale and window from the functional group sequences.
 
 Deliberately not done here: burned-in annotations, presentation states, ICC profile colour
 management, overlays, Supplemental Palette colour, non-square pixel aspect ratios, Float Pixel
@@ -32,8 +32,10 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 __all__ = [
     "RENDERED_MEDIA_TYPES",
     "RenderError",
+    "Region",
     "Viewport",
     "Window",
+    "parse_region",
     "parse_viewport",
     "parse_window",
     "render",
@@ -101,6 +103,29 @@ class Viewport:
     sh: float | None = None
 
 
+@dataclass(frozen=True)
+class Region:
+    """A part of the image in coordinates normalized to its size: (0, 0) top left, (1, 1) bottom right."""
+
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+
+
+def parse_region(text: str) -> Region:
+    """Parse the WADO-URI `region` "xmin,ymin,xmax,ymax" (PS3.18 §9.5.1.2.5: 0 <= min < max <= 1)."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 4:
+        raise RenderError(f"region must be four numbers 'xmin,ymin,xmax,ymax' from 0 to 1, got {text[:80]!r}")
+    xmin, ymin, xmax, ymax = (
+        _finite(part, f"region {label}") for label, part in zip(("xmin", "ymin", "xmax", "ymax"), parts, strict=True)
+    )
+    if not (0.0 <= xmin < xmax <= 1.0 and 0.0 <= ymin < ymax <= 1.0):
+        raise RenderError(f"region must have 0 <= xmin < xmax <= 1 and 0 <= ymin < ymax <= 1, got {text[:80]!r}")
+    return Region(xmin, ymin, xmax, ymax)
+
+
 def parse_window(text: str) -> Window:
     """Parse the `window` query parameter "center,width[,function]" (PS3.18 §8.3.5.1)."""
     parts = [part.strip() for part in text.split(",")]
@@ -164,16 +189,18 @@ def render(
     window: Window | None = None,
     viewport: Viewport | None = None,
     pixels_from: PixelSource | None = None,
+    region: Region | None = None,
 ) -> bytes:
     """Render 1-based `frame` of `ds` as an 8-bit image in `media_type`.
 
     `pixels_from`: the file `ds` was read from, when it was read with its Pixel Data deferred;
     the frame is then decoded from the file alone, without the rest of the Pixel Data in memory.
+    `region` is cropped first, then `viewport` applies to what is left (PS3.18 §9.5.2).
     """
     fmt = _pil_format(media_type)
     _check_quality(quality)
     image = _to_pil(ds, frame, None if window is None else _checked(window), pixels_from)
-    return _finish(image, fmt, quality, viewport)
+    return _finish(image, fmt, quality, viewport, region)
 
 
 def render_native(
@@ -184,6 +211,7 @@ def render_native(
     quality: int | None = None,
     window: Window | None = None,
     viewport: Viewport | None = None,
+    region: Region | None = None,
 ) -> bytes | None:
     """Render one little-endian native grayscale frame from its bytes and its instance's DICOM JSON.
 
@@ -205,7 +233,7 @@ def render_native(
     low, high = int(arr.min()), int(arr.max())
     table = _linear_table(linear, photometric, None if window is None else _checked(window), low, high)
     image = Image.fromarray(table.take(np.subtract(arr, low, dtype=np.int32)))
-    return _finish(image, fmt, quality, viewport)
+    return _finish(image, fmt, quality, viewport, region)
 
 
 def _check_quality(quality: int | None) -> None:
@@ -213,7 +241,11 @@ def _check_quality(quality: int | None) -> None:
         raise RenderError(f"quality must be an integer from 1 to 100, got {quality!r}")
 
 
-def _finish(image: Image.Image, fmt: str, quality: int | None, viewport: Viewport | None) -> bytes:
+def _finish(
+    image: Image.Image, fmt: str, quality: int | None, viewport: Viewport | None, region: Region | None = None
+) -> bytes:
+    if region is not None:
+        image = _crop_region(image, region)
     if viewport is not None:
         image = _apply_viewport(image, viewport)
     return _encode(image, fmt, quality)
@@ -508,6 +540,14 @@ def _apply_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
     if size != region.size:
         region = region.resize(size, Image.Resampling.LANCZOS)
     return region
+
+
+def _crop_region(image: Image.Image, region: Region) -> Image.Image:
+    """The pixels the normalized region covers, at least one of them."""
+    left, top = math.floor(region.xmin * image.width), math.floor(region.ymin * image.height)
+    right = max(left + 1, math.ceil(region.xmax * image.width))
+    bottom = max(top + 1, math.ceil(region.ymax * image.height))
+    return image.crop((left, top, min(right, image.width), min(bottom, image.height)))
 
 
 def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:

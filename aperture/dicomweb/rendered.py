@@ -1,11 +1,14 @@
 """Rendered and thumbnail resources (PS3.18 §10.4.1.1.3, §8.3.5): consumer images from DICOM.
 
-Images are drawn by `aperture.dicom.render`, honouring the `window`, `viewport` and `quality` query
-parameters and the header's rescale and VOI LUT. An uncompressed grayscale frame (most CT, MR, CR
-and DX) is drawn from its stored bytes, read by offset, and the instance's DICOM JSON from the
-index; anything else is decoded from the file by pydicom. Series and study thumbnails use the
-middle instance, which is more representative than the first. Rendered images are kept in a
-bounded in-memory cache (`dicomweb.rendered_cache_bytes`).
+`draw_response` is the one drawing path: WADO-RS /rendered and /thumbnail parse their URL into an
+`Ask` here, WADO-URI (`aperture.dicomweb.wadouri`) parses its query into one, and both are
+answered by it (same cache, same ETags, same pixels). Images are drawn by `aperture.dicom.render`,
+honouring the `window`, `viewport` and `quality` query parameters and the header's rescale and
+VOI LUT. An uncompressed grayscale frame (most CT, MR, CR and DX) is drawn from its stored bytes,
+read by offset, and the instance's DICOM JSON from the index; anything else is decoded from the
+file by pydicom. Series and study thumbnails use the middle instance, which is more
+representative than the first. Rendered images are kept in a bounded in-memory cache
+(`dicomweb.rendered_cache_bytes`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from starlette.responses import Response
 
 from aperture.dicom.frames import FrameIndex, read_frames
 from aperture.dicom.render import (
+    Region,
     RenderError,
     Viewport,
     Window,
@@ -36,7 +40,7 @@ from aperture.dicomweb.caching import etag, not_modified_tag
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.wado import SMALL_FILE, resolve_and, validator
-from aperture.errors import InvalidRequest, NotAcceptable, NotFound
+from aperture.errors import ApertureError, InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
@@ -53,7 +57,7 @@ def _media_type(request: Request) -> str:
 
 
 @dataclass(frozen=True)
-class _Ask:
+class Ask:
     """What a request asks to be drawn, parsed before any lookup so that a bad value is a 400."""
 
     media_type: str
@@ -62,10 +66,15 @@ class _Ask:
     quality: int | None
     window: Window | None
     viewport: Viewport | None
-    key: tuple[object, ...]  # the parsed parameters that change the image: cache key and ETag (never raw text)
+    region: Region | None = None
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """The parsed parameters that change the image: cache key and ETag (never raw text)."""
+        return (self.quality, self.window, self.viewport, self.region)
 
 
-def _ask(request: Request, as_thumbnail: bool) -> _Ask:
+def _ask(request: Request, as_thumbnail: bool) -> Ask:
     media_type = _media_type(request)
     frame = 1
     if "frames" in request.path_params:
@@ -83,14 +92,13 @@ def _ask(request: Request, as_thumbnail: bool) -> _Ask:
         viewport = parse_viewport(params["viewport"]) if params.get("viewport") else None
     except RenderError as exc:
         raise InvalidRequest(str(exc)) from exc
-    return _Ask(
+    return Ask(
         media_type=media_type,
         frame=frame,
         thumbnail=as_thumbnail and viewport is None,
         quality=int(quality) if quality else None,
         window=window,
         viewport=viewport,
-        key=(int(quality) if quality else None, window, viewport),
     )
 
 
@@ -98,7 +106,7 @@ def _is_number(text: str, digits: int) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= digits
 
 
-def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str, Any]]) -> bytes:
+def _draw(ask: Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str, Any]]) -> bytes:
     """Uncompressed grayscale frames straight from their bytes; anything else through pydicom."""
     try:
         if not ask.thumbnail and ref.frames is not None and ref.transfer_syntax in LITTLE_ENDIAN_NATIVE:
@@ -110,6 +118,7 @@ def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str
                 quality=ask.quality,
                 window=ask.window,
                 viewport=ask.viewport,
+                region=ask.region,
             )
             if body is not None:
                 return body
@@ -131,6 +140,7 @@ def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str
             window=ask.window,
             viewport=ask.viewport,
             pixels_from=source,
+            region=ask.region,
         )
     except RenderError as exc:
         message = str(exc)
@@ -139,21 +149,41 @@ def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str
         raise InvalidRequest(message) from exc
 
 
-async def _respond(request: Request, as_thumbnail: bool) -> Response:
-    ask = _ask(request, as_thumbnail)
+def _no_pixels(sop_uid: str) -> ApertureError:
+    return NotFound(f"Instance {sop_uid} has no pixel data to render.")
+
+
+def _no_frame(frame: int, sop_uid: str, frames: int) -> ApertureError:
+    return NotFound(f"Frame {frame} does not exist: instance {sop_uid} has {frames} frame(s).")
+
+
+async def draw_response(
+    request: Request,
+    ask: Ask,
+    *,
+    uids: tuple[str, str | None, str | None] | None = None,
+    no_pixels: Callable[[str], ApertureError] = _no_pixels,
+    no_frame: Callable[[int, str, int], ApertureError] = _no_frame,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Authorize, find the instance (`uids`, else the URL path's), draw `ask` or take it from the cache.
+
+    `no_pixels` and `no_frame` make the errors for an instance without pixel data and a frame past
+    its last: WADO-RS answers 404, WADO-URI answers as PS3.18 §9.5 says. `headers` are added to a 200.
+    """
     blobs = request.app.state.blobs
     index = request.app.state.index
     cache: ByteCache | None = request.app.state.rendered_cache
-    headers: RecentValues[str, dict[str, Any]] = request.app.state.render_headers
+    parsed_headers: RecentValues[str, dict[str, Any]] = request.app.state.render_headers
     if_none_match = request.headers.get("if-none-match", "")
 
     def draw(refs: list[InstanceRef], scope: AccessScope) -> tuple[str, bytes | None]:
         with_pixels = [r for r in refs if r.num_frames] or refs  # a report in the series is not a thumbnail
         ref = with_pixels[len(with_pixels) // 2]
         if ref.num_frames == 0:
-            raise NotFound(f"Instance {ref.sop_uid} has no pixel data to render.")
+            raise no_pixels(ref.sop_uid)
         if ask.frame > ref.num_frames:
-            raise NotFound(f"Frame {ask.frame} does not exist: instance {ref.sop_uid} has {ref.num_frames} frame(s).")
+            raise no_frame(ask.frame, ref.sop_uid, ref.num_frames)
         key = (ref.blob, ask.frame, ask.media_type, ask.thumbnail, *ask.key)
         tag = etag(validator(ref), *key[1:])
         if if_none_match and not_modified_tag(if_none_match, tag):
@@ -162,11 +192,11 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
         if body is None:
 
             def header() -> dict[str, Any]:
-                parsed = headers.get(ref.blob)
+                parsed = parsed_headers.get(ref.blob)
                 if parsed is None:
                     found = index.metadata(scope, ref.study_uid, ref.series_uid, ref.sop_uid)
                     parsed = json.loads(found[0][0]) if found else {}
-                    headers.put(ref.blob, parsed)  # read only, by every later drawing of this instance
+                    parsed_headers.put(ref.blob, parsed)  # read only, by every later drawing of this instance
                 return parsed
 
             body = _draw(ask, ref, blobs.path(ref.blob), header)
@@ -174,17 +204,21 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
                 cache.put(key, body)
         return tag, body
 
-    _, answer = await resolve_and(request, draw)
+    _, answer = await resolve_and(request, draw, uids=uids)
     assert answer is not None
     tag, body = answer
     if body is None:
         return Response(status_code=304, headers={"ETag": tag})
-    return Response(body, media_type=ask.media_type, headers={"Cache-Control": "private, max-age=3600", "ETag": tag})
+    return Response(
+        body,
+        media_type=ask.media_type,
+        headers={"Cache-Control": "private, max-age=3600", "ETag": tag, **(headers or {})},
+    )
 
 
 async def rendered(request: Request) -> Response:
-    return await _respond(request, as_thumbnail=False)
+    return await draw_response(request, _ask(request, as_thumbnail=False))
 
 
 async def thumbnail_route(request: Request) -> Response:
-    return await _respond(request, as_thumbnail=True)
+    return await draw_response(request, _ask(request, as_thumbnail=True))

@@ -72,16 +72,18 @@ async def resolve_and(
     request: Request,
     then: Callable[[list[InstanceRef], AccessScope], T] | None,
     small: Callable[[list[InstanceRef]], bool] | None = None,
+    uids: tuple[str, str | None, str | None] | None = None,
 ) -> tuple[list[InstanceRef], T | None]:
     """Authorize, look up the instances, and run `then` on them (and the scope): at most one worker-thread trip.
 
-    On small requests (one frame, one instance) the hop to a worker thread costs as much as the
-    work, so with an embedded index (`Index.answers_inline`) a URL that names an instance is
-    looked up on the event loop (an indexed row or two), and `then` runs there too when
-    `small(refs)` says it is a short read (`LOOP_READ`). Everything else makes one trip: lookup
-    and `then` together.
+    The instances are the ones the URL path names, or `uids` (study, series, instance) when the
+    caller has them from elsewhere (WADO-URI's query). On small requests (one frame, one
+    instance) the hop to a worker thread costs as much as the work, so with an embedded index
+    (`Index.answers_inline`) a URL that names an instance is looked up on the event loop (an
+    indexed row or two), and `then` runs there too when `small(refs)` says it is a short read
+    (`LOOP_READ`). Everything else makes one trip: lookup and `then` together.
     """
-    study, series, instance = _uids(request)
+    study, series, instance = uids if uids is not None else _uids(request)
     scope = await authorize(request, READ_IMAGING)
     index = request.app.state.index
 
@@ -116,12 +118,7 @@ async def retrieve(request: Request) -> Response:
     )
     blobs = request.app.state.blobs
 
-    def small_instance(refs: list[InstanceRef], _scope: AccessScope) -> bytes | None:
-        if len(refs) == 1 and refs[0].size <= SMALL_FILE:
-            with open(blobs.path(refs[0].blob), "rb", buffering=0) as handle:
-                return handle.read()
-        return None
-
+    small_instance = read_small_instance(blobs)
     refs, prefetched = await resolve_and(
         request, small_instance if single_instance and not wants_zip else None, lambda refs: refs[0].size <= LOOP_READ
     )
@@ -147,22 +144,15 @@ async def retrieve(request: Request) -> Response:
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
     headers: dict[str, str] = {"ETag": tag}
+    if not choice.multipart:
+        media = f"{_DICOM}; transfer-syntax={targets[0]}"
+        return await instance_response(refs[0], targets[0], prefetched, blobs, media, headers)
     if prefetched is not None and targets[0] == refs[0].transfer_syntax:
         media = f"{_DICOM}; transfer-syntax={targets[0]}"
-        if not choice.multipart:
-            return Response(prefetched, media_type=media, headers=headers)
         boundary = boundary_for(tag)
         body = multipart.part_header(boundary, media, first=True) + prefetched + multipart.closing(boundary)
         headers["Content-Type"] = multipart.content_type(boundary, _DICOM, None)
         return Response(body, headers=headers)
-    if not choice.multipart:
-        ref, target = refs[0], targets[0]
-        media = f"{_DICOM}; transfer-syntax={target}"
-        if target == ref.transfer_syntax:
-            headers["Content-Length"] = str(ref.size)
-            return StreamingResponse(_file_chunks(blobs.path(ref.blob)), media_type=media, headers=headers)
-        data = await off_loop(_transcode, blobs.path(ref.blob), target)
-        return Response(data, media_type=media, headers=headers)
     boundary = boundary_for(tag)
     changed = [(r, t) for r, t in zip(refs, targets, strict=True) if r.transfer_syntax != t]
     if changed:  # fail with a status, before streaming, when the decoder cannot do it
@@ -179,6 +169,31 @@ async def retrieve(request: Request) -> Response:
         media_type=None,
         headers={"Content-Type": multipart.content_type(boundary, _DICOM, named), **headers},
     )
+
+
+async def instance_response(
+    ref: InstanceRef, target: str, prefetched: bytes | None, blobs: Any, media_type: str, headers: dict[str, str]
+) -> Response:
+    """One instance as a single-part body in `target`: the bytes read already, the file streamed, or transcoded."""
+    if target == ref.transfer_syntax:
+        if prefetched is not None:
+            return Response(prefetched, media_type=media_type, headers=headers)
+        headers["Content-Length"] = str(ref.size)
+        return StreamingResponse(_file_chunks(blobs.path(ref.blob)), media_type=media_type, headers=headers)
+    data = await off_loop(_transcode, blobs.path(ref.blob), target)
+    return Response(data, media_type=media_type, headers=headers)
+
+
+def read_small_instance(blobs: Any) -> Callable[[list[InstanceRef], AccessScope], bytes | None]:
+    """A `resolve_and` step that reads one instance of at most SMALL_FILE bytes whole (None otherwise)."""
+
+    def read(refs: list[InstanceRef], _scope: AccessScope) -> bytes | None:
+        if len(refs) == 1 and refs[0].size <= SMALL_FILE:
+            with open(blobs.path(refs[0].blob), "rb", buffering=0) as handle:
+                return handle.read()
+        return None
+
+    return read
 
 
 def target_syntax(stored: str, requested: str | None) -> str:

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 
 from aperture import __version__
 from aperture.config import Config, ServerConfig
+from aperture.dicomweb import wadouri
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.routes import routes as dicomweb_routes
 from aperture.lifecycle import die_with
@@ -123,7 +124,12 @@ def create_app(config: Config) -> Starlette:
             engine.dispose()
 
     app = _ApertureApp(
-        routes=[Route("/healthz", healthz), Mount("/dicom-web", routes=dicomweb_routes)],
+        routes=[
+            Route("/healthz", healthz),
+            Mount("/dicom-web", routes=dicomweb_routes),
+            # WADO-URI (PS3.18 §9) at the server root, where Orthanc serves it and viewers' links point
+            Route("/wado", wadouri.retrieve, methods=["GET"]),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

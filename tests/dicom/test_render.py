@@ -22,6 +22,7 @@ from aperture.dicom.render import (
     RenderError,
     Viewport,
     Window,
+    parse_region,
     parse_viewport,
     parse_window,
     render,
@@ -195,6 +196,33 @@ def test_viewport_region_crops_and_negative_width_flips() -> None:
     assert np.array_equal(_png(ds, viewport=parse_viewport("128,128,,,,")), full)
     with pytest.raises(RenderError, match="outside"):
         render(ds, viewport=parse_viewport("10,10,500,500,10,10"))
+
+
+def test_region_crops_a_normalized_part_before_the_viewport() -> None:
+    """PS3.18 §9.5.2: Source Image Region first, then the viewport scales what it selected."""
+    ds = _ds("CT_small.dcm")
+    full = _png(ds)
+    assert np.array_equal(_png(ds, region=parse_region("0.25,0.5,0.75,1")), full[64:128, 32:96])
+    assert _png(ds, region=parse_region("0,0,0.5,0.25"), viewport=Viewport(vw=128, vh=128)).shape == (64, 128)
+    assert _png(ds, region=parse_region("0.999,0.999,1,1")).shape == (1, 1)  # never empty
+    path = Path(get_testdata_file("CT_small.dcm"))
+    record = read_instance(path)
+    assert record.frame_index is not None
+    pixels = read_frames(path, record.frame_index, [1])[0]
+    region = parse_region("0.1,0.2,0.6,0.9")
+    assert render_native(record.metadata, pixels, media_type="image/png", region=region) == render(
+        ds, media_type="image/png", region=region
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("0,0,1", "four"), ("0,0,1,x", "number"), ("0.5,0,0.5,1", "xmin < xmax"), ("0,0,1,1.1", "<= 1"),
+     ("-0.1,0,1,1", "0 <="), ("0,0,nan,1", "finite")],
+)  # fmt: skip
+def test_parse_region_rejects_what_ps3_18_does_not_allow(text: str, problem: str) -> None:
+    with pytest.raises(RenderError, match=problem):
+        parse_region(text)
 
 
 def test_output_formats_decode_with_pil() -> None:

@@ -17,10 +17,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
@@ -297,3 +299,50 @@ def test_orthanc_stores_into_aperture_with_stow(orthanc: Orthanc, client: httpx.
     served = client.get(f"/studies/{study}/series/{series}/instances/{sop}", headers={"Accept": AS_STORED})
     assert served.status_code == 200
     assert served.content == orthanc.get(f"/instances/{instance_id}/file").content
+
+
+def test_wado_uri_agrees_with_orthanc_where_ps3_18_is_clear(
+    orthanc: Orthanc, client: httpx.Client, server: ApertureServer
+) -> None:
+    """The same file in both servers, the same WADO-URI requests at each one's /wado (PS3.18 §9).
+
+    Compared where the standard leaves no choice: application/dicom of an Explicit VR Little Endian
+    file is that file; no contentType (with Accept */*, §9.3) and image/jpeg give a JPEG of the
+    stored size, image/png a PNG. Orthanc departs from §9 twice, and the test pins both so a change
+    shows: it labels every rendered answer image/png, its JPEGs too; a missing requestType is a 400
+    (§9.4.2.1), Orthanc's a 404.
+    Orthanc's plugin does not transcode, window or scale, so those are checked against Aperture
+    alone (tests/dicomweb/test_wado_uri.py).
+    """
+    stored = store_pydicom_file(client, "CT_small.dcm", "WADOURI")
+    ((sop, data),) = stored.files.items()
+    uploaded = orthanc.http.post("/instances", content=data)
+    assert uploaded.status_code == 200, uploaded.text
+    params = {"requestType": "WADO", "studyUID": stored.study, "seriesUID": stored.series, "objectUID": sop}
+
+    def url(query: dict[str, str]) -> str:  # '/' left as is, as links write it (Orthanc does not decode %2F)
+        return "/wado?" + urlencode(query, safe="/")
+
+    with httpx.Client(base_url=server.url, timeout=60) as ours:
+        for extra in (
+            {"contentType": "application/dicom"},
+            {},
+            {"contentType": "image/jpeg"},
+            {"contentType": "image/png"},
+        ):
+            theirs = orthanc.http.get(url({**params, **extra}), headers={"Accept": "*/*"})
+            mine = ours.get(url({**params, **extra}), headers={"Accept": "*/*"})
+            assert theirs.status_code == mine.status_code == 200, (extra, theirs.text[:300], mine.text[:300])
+            if extra.get("contentType") == "application/dicom":
+                assert mine.headers["content-type"] == theirs.headers["content-type"] == "application/dicom"
+                assert mine.content == theirs.content == data
+                continue
+            a, b = Image.open(io.BytesIO(mine.content)), Image.open(io.BytesIO(theirs.content))
+            assert a.size == b.size == (128, 128), extra
+            wanted = extra.get("contentType", "image/jpeg")  # §9.3: no contentType with */* is image/jpeg
+            assert a.format == b.format == wanted.split("/")[1].upper(), extra
+            assert mine.headers["content-type"] == wanted, extra
+            assert theirs.headers["content-type"] == "image/png", extra  # Orthanc's label, JPEG body or not
+        missing = url({k: v for k, v in params.items() if k != "requestType"})
+        assert ours.get(missing).status_code == 400  # §9.4.2.1; Orthanc's plugin 1.7 answers 404
+        assert orthanc.http.get(missing).status_code == 404
