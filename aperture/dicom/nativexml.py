@@ -42,6 +42,7 @@ _TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;", **
 _ATTRIBUTE = str.maketrans(
     {"&": "&amp;", "<": "&lt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;", **_NOT_XML}
 )
+_ODD = frozenset("13579BDFbdf")
 # Outside XML 1.0's Char production (§2.2) beyond the C0 controls: lone surrogates, U+FFFE, U+FFFF.
 _NOT_XML_WIDE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
@@ -60,20 +61,17 @@ def native_xml(dataset: Mapping[str, Any]) -> bytes:
 
 
 def _dataset(dataset: Mapping[str, Any], out: list[str]) -> None:
+    creators: dict[str, str | None] | None = None
     for key in sorted(dataset):
         element = dataset[key]
-        tag = key.upper()
         vr = element.get("vr", "UN")
-        group, number = int(tag[:4], 16), int(tag[4:], 16)
-        if group & 1:  # private: creators (gggg,0010-00FF) are plain LO, data elements name their creator
-            creator = _creator(dataset, group, number) if number >= 0x1000 else None
-            if creator is not None:  # the block is not sent: gggg00ee (PS3.19 Table A.1.5-2, tag)
-                tag = f"{tag[:4]}00{tag[6:]}"
-            named = f' privateCreator="{_attribute(creator)}"' if creator else ""
+        if key[3] in _ODD:  # private: creators (gggg,0010-00FF) are plain LO, data elements name their creator
+            if creators is None:
+                creators = _creators(dataset)
+            creator = creators.get(f"{key[:4]}00{key[4:6]}".upper()) if int(key[4:], 16) >= 0x1000 else None
+            out.append(_private_opening(key, vr, creator))
         else:
-            keyword = _keyword(tag)
-            named = f' keyword="{keyword}"' if keyword else ""
-        out.append(f'<DicomAttribute tag="{tag}" vr="{vr}"{named}>')
+            out.append(_opening(key, vr))
         if "Value" in element:
             values = element["Value"]
             if vr == "SQ":
@@ -95,18 +93,36 @@ def _dataset(dataset: Mapping[str, Any], out: list[str]) -> None:
         out.append("</DicomAttribute>\n")
 
 
-@lru_cache(maxsize=4096)
-def _keyword(tag: str) -> str:
-    """The PS3.6 keyword of a public tag ("" if the dictionary has none); repeating groups included."""
-    return str(keyword_for_tag(int(tag, 16)))
+@lru_cache(maxsize=8192)
+def _opening(key: str, vr: str) -> str:
+    """The start tag of a public attribute, with the PS3.6 keyword ("" if the dictionary has none)."""
+    tag = key.upper()
+    keyword = keyword_for_tag(int(tag, 16))
+    named = f' keyword="{keyword}"' if keyword else ""
+    return f'<DicomAttribute tag="{tag}" vr="{_vr(vr)}"{named}>'
 
 
-def _creator(dataset: Mapping[str, Any], group: int, number: int) -> str | None:
-    reservation = dataset.get(f"{group:04X}{number >> 8:04X}")
-    values = reservation.get("Value") if isinstance(reservation, Mapping) else None
-    if values and isinstance(values[0], str):
-        return values[0]
-    return None
+@lru_cache(maxsize=8192)
+def _private_opening(key: str, vr: str, creator: str | None) -> str:
+    """The start tag of a private attribute: gggg00ee with its creator (PS3.19 Table A.1.5-2), else as it is."""
+    tag = key.upper()
+    if creator is None:
+        return f'<DicomAttribute tag="{tag}" vr="{_vr(vr)}">'
+    return f'<DicomAttribute tag="{tag[:4]}00{tag[6:]}" vr="{_vr(vr)}" privateCreator="{_attribute(creator)}">'
+
+
+def _vr(vr: str) -> str:
+    return vr if len(vr) == 2 and vr.isalpha() and vr.isupper() else "UN"
+
+
+def _creators(dataset: Mapping[str, Any]) -> dict[str, str | None]:
+    """Private creator values by their tag (gggg,0010-00FF) in one data set."""
+    found: dict[str, str | None] = {}
+    for key, element in dataset.items():
+        if key[3] in _ODD and key[4:6] == "00" and "10" <= key[6:].upper() <= "FF":
+            values = element.get("Value") if isinstance(element, Mapping) else None
+            found[key.upper()] = values[0] if values and isinstance(values[0], str) else None
+    return found
 
 
 def _value(number: int, value: Any) -> str:
@@ -138,6 +154,8 @@ def _person_name(number: int, name: Any) -> str:
 
 
 def _text(value: str) -> str:
+    if value.isascii() and value.isprintable() and "&" not in value and "<" not in value and ">" not in value:
+        return value  # most values: nothing to escape
     value = value.translate(_TEXT)
     return value if value.isascii() else _NOT_XML_WIDE.sub("\ufffd", value)
 
