@@ -312,6 +312,8 @@ def test_accept_negotiation_for_metadata(client: httpx.Client) -> None:
         assert response.status_code == 200 and response.headers["content-type"] == "application/dicom+json", accept
     preferred = client.get(url, headers={"Accept": f"application/dicom+json; q=0.5, {XML_ACCEPT}"})
     assert preferred.headers["content-type"].startswith("multipart/related")
+    untyped = client.get(url, headers={"Accept": "multipart/related"})  # the one multipart form metadata has
+    assert untyped.headers["content-type"].startswith('multipart/related; type="application/dicom+xml"')
     by_parameter = client.get(url, params={"accept": XML_ACCEPT}, headers={"Accept": "application/dicom+json"})
     assert by_parameter.headers["content-type"].startswith("multipart/related")
     # One instance is a single response item: a single-part application/dicom+xml is allowed (PS3.18 §10.4.4)
