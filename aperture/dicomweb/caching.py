@@ -61,9 +61,10 @@ def json_response(
 ) -> Response:
     """application/dicom+json (or `media_type`, DICOM XML), gzip-compressed when accepted.
 
-    The gzip variant has its own ETag.
+    The gzip variant has its own ETag. `Vary: Accept`: metadata and search results are JSON or XML by
+    the Accept header (RFC 9110 §12.5.5), so a cache must not give one to a client asking for the other.
     """
-    headers = {"Vary": "Accept-Encoding"}
+    headers = {"Vary": "Accept, Accept-Encoding"}
     if len(body) >= _GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", "").lower():
         body = gzip.compress(body, compresslevel=5 if len(body) < (1 << 20) else 1)
         headers["Content-Encoding"] = "gzip"

@@ -194,4 +194,4 @@ def _metadata_format(header: str, single: bool, what: str) -> MetadataFormat:
         if single and media.type == DICOM_XML:
             return MetadataFormat.XML
     offered = f"{DICOM_JSON} or {MULTIPART_XML}" + (f" (or {DICOM_XML})" if single else "")
-    raise NotAcceptable(f"{what} is available as {offered}. The Accept header asked for none of these.")
+    raise NotAcceptable(f"{what} can be sent as {offered}. The Accept header asked for none of these.")

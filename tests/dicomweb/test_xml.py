@@ -297,6 +297,7 @@ def test_xml_metadata_etag_and_304_like_json(client: httpx.Client) -> None:
     json = client.get(url)
     assert xml.status_code == json.status_code == 200
     assert xml.headers["etag"] and xml.headers["etag"] != json.headers["etag"]
+    assert xml.headers["vary"] == json.headers["vary"] == "Accept, Accept-Encoding"  # one URL, two representations
     again = client.get(url, headers={"Accept": XML_ACCEPT, "If-None-Match": xml.headers["etag"]})
     assert again.status_code == 304  # (the answer was gzip-compressed: its ETag is that of the variant)
     assert again.headers["etag"].strip('"') == xml.headers["etag"].strip('"').removesuffix("-gzip")
