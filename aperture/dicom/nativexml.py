@@ -1,8 +1,9 @@
 """The Native DICOM Model (PS3.19 Annex A): DICOM XML, written from the DICOM JSON of an instance.
 
-`/metadata` and QIDO-RS answer DICOM XML when asked (PS3.18 §10.4.4 and §10.6 list
-`multipart/related; type="application/dicom+xml"` as required), so the XML is made from the same JSON
-documents (PS3.18 Annex F) the index stores: one conversion, no file opened. What JSON lacks is derived:
+`/metadata` and QIDO-RS answer DICOM XML when asked (PS3.18 Table 10.4.4-1 lists
+`multipart/related; type="application/dicom+xml"` as required for metadata, and search results come in
+the same media types), so the XML is made from the same JSON documents (PS3.18 Annex F) the index
+stores: one conversion, no file opened. What JSON lacks is derived:
 - `keyword` (PS3.19 Table A.1.5-2: required unless the element is unknown) from pydicom's data
   dictionary, for public attributes (private ones have none there);
 - `privateCreator` for a private data element (gggg,xxee) from the value of its creator element
@@ -24,7 +25,6 @@ Carriage returns are written as `&#13;` so that parsers, which would fold CR LF 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -47,13 +47,8 @@ _ODD = frozenset("13579BDFbdf")
 _NOT_XML_WIDE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
 
-def native_xml_from_json(document: bytes | str) -> bytes:
-    """The Native DICOM Model document of one DICOM JSON object (an instance, or one search result)."""
-    return native_xml(json.loads(document))
-
-
 def native_xml(dataset: Mapping[str, Any]) -> bytes:
-    """The Native DICOM Model document of one parsed DICOM JSON object, UTF-8 encoded."""
+    """The Native DICOM Model document of one parsed DICOM JSON object (an instance or a match), UTF-8."""
     out = [_HEAD]
     _dataset(dataset, out)
     out.append(_TAIL)

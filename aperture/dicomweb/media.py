@@ -174,10 +174,11 @@ class MetadataFormat(Enum):
 def metadata_format(header: str | None, *, single: bool, what: str) -> MetadataFormat:
     """The metadata representation the Accept header (or `accept=`) prefers; NotAcceptable if none.
 
-    PS3.18 Table 10.4.4-1 (Retrieve) and Table 10.6.4-1 (Search): application/dicom+json is the
-    default, multipart/related; type="application/dicom+xml" is required. A single-part
-    application/dicom+xml is used only where the resource is a single response item (`single`, one
-    instance's metadata; PS3.18 §10.4.4 note on single part media types) and ignored elsewhere.
+    PS3.18 Table 10.4.4-1 (Retrieve; Search answers in the same metadata media types, §10.6.3.3 and
+    §8.7.3.2): application/dicom+json is the default, multipart/related; type="application/dicom+xml"
+    is required. A single-part application/dicom+xml is used only where the resource is a single
+    response item (`single`: one instance's metadata; §10.4.4, on single part media types) and
+    ignored elsewhere.
     The answer for a header is remembered: `/metadata` is the busiest resource, and its JSON
     requests then cost one dictionary look-up here.
     """

@@ -57,7 +57,7 @@ async def search(request: Request, level: Level) -> Response:
             raise NotFound(f"Series {series_uid} in study {study_uid} is not on this server.")
     if wanted is _JSON:
         response = json_response(request, with_base(b"[" + b",".join(result.documents) + b"]", request))
-    else:  # DICOM XML, one document per match (PS3.18 Table 10.6.4-1)
+    else:  # DICOM XML, one document per match (PS3.18 §10.6.3.3, §8.7.3.2)
         body, content_type = xml_multipart(await off_loop(xml_documents, result.documents, request))
         response = json_response(request, body, media_type=content_type)
     if result.more:

@@ -1,6 +1,6 @@
 """DICOM XML answers for `/metadata` and QIDO-RS: one Native DICOM Model document per instance or result.
 
-PS3.18 §8.7.3.2 and Table 10.4.4-1 / 10.6.4-1: `multipart/related; type="application/dicom+xml"`,
+PS3.18 §8.7.3.2, Table 10.4.4-1 and §10.6.3.3: `multipart/related; type="application/dicom+xml"`,
 each part `Content-Type: application/dicom+xml` holding one instance's (or one match's) data set.
 The stored JSON documents get the public base URL put in, then `aperture.dicom.nativexml` writes
 each as XML. A search with no match answers an empty body: a multipart body needs at least one part
