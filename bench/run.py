@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import numpy as np
@@ -52,6 +53,7 @@ import browser
 from peers import PeerError, Server, start_aperture, start_nginx, start_orthanc
 
 ACCEPT_JSON = "application/dicom+json"
+ACCEPT_XML = 'multipart/related; type="application/dicom+xml"'  # DICOM XML, one part per instance
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 ACCEPT_FRAME = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 ACCEPT_JPEG = "image/jpeg"
@@ -446,7 +448,7 @@ class Probe:
     label: str
     path: str  # after the DICOMweb root (or the server root, with `from_root`), starting with "/"
     accept: str | None
-    goal: float
+    goal: float | None  # None: measured for information, the issue sets no goal
     check: Check  # every answer (cheap)
     deep_check: Check | None = None  # the warm-up answer (may parse it)
     large: bool = False  # stream the body, fewer repeats, report MB/s
@@ -513,6 +515,26 @@ def probes(data: BenchData) -> list[Probe]:
         if problem:
             return problem
         uids = {_value(i, "00080018") for i in items}
+        return None if len(uids) == n_slices else f"{len(uids)} distinct SOPInstanceUIDs, expected {n_slices}"
+
+    def metadata_xml(r: Reply) -> str | None:
+        return _basic(r, content_type="multipart/related", min_bytes=n_slices * 1000)
+
+    def metadata_xml_deep(r: Reply) -> str | None:
+        """One Native DICOM Model document per instance (PS3.19 Annex A), each with its SOPInstanceUID."""
+        parts = multipart_parts(r.body or b"", r.content_type)
+        if len(parts) != n_slices:
+            return f"{len(parts)} parts, expected {n_slices}"
+        uids = set()
+        for headers, payload in parts:
+            if not headers.get("content-type", "").startswith("application/dicom+xml"):
+                return f"a part is {headers.get('content-type')!r}, expected application/dicom+xml"
+            root = ElementTree.fromstring(payload)
+            if root.tag.rsplit("}", 1)[-1] != "NativeDicomModel":
+                return f"a part's root is {root.tag!r}, expected NativeDicomModel"
+            for attribute in root:
+                if attribute.get("tag") == "00080018":
+                    uids.update((v.text or "") for v in attribute)
         return None if len(uids) == n_slices else f"{len(uids)} distinct SOPInstanceUIDs, expected {n_slices}"
 
     def study(r: Reply) -> str | None:
@@ -592,6 +614,8 @@ def probes(data: BenchData) -> list[Probe]:
         Probe("series-metadata", f"WADO series `/metadata`, warm ({LONG_SERIES} instances)",
               f"/studies/{data.long_study_uid}/series/{data.long_series_uid}/metadata", ACCEPT_JSON, 10,
               lambda r: _json_list(r, LONG_SERIES)[1]),
+        Probe("metadata-xml", f"XML metadata: WADO study `/metadata` as DICOM XML, warm ({n_slices} instances)",
+              f"/studies/{st}/metadata", ACCEPT_XML, None, metadata_xml, metadata_xml_deep),
         Probe("study", f"WADO full study ({n_slices} instances)", f"/studies/{st}", ACCEPT_DICOM, 2, study,
               large=True),
         Probe("instance", "WADO one instance", inst, ACCEPT_DICOM, 1.5, instance, instance_deep),

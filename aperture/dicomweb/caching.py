@@ -4,7 +4,7 @@ ETags are derived from content: each stored file's SHA-256 (recorded at ingest),
 else shapes the representation (transfer syntax, frame numbers, rendering parameters, the public
 base URL written into metadata). The same request therefore gets the same ETag and, because
 multipart boundaries are derived from it too, the same bytes, which is what caches and byte-range
-resumption need. JSON is gzip-compressed when the client accepts it; binary DICOM is not (it is
+resumption need. JSON and XML are gzip-compressed when the client accepts it; binary DICOM is not (it is
 either compressed already or not worth the CPU).
 """
 
@@ -56,9 +56,15 @@ def not_modified(request: Request, tag: str) -> Response | None:
     return None
 
 
-def json_response(request: Request, body: bytes, *, tag: str | None = None) -> Response:
-    """application/dicom+json, gzip-compressed when accepted; the gzip variant has its own ETag."""
-    headers = {"Vary": "Accept-Encoding"}
+def json_response(
+    request: Request, body: bytes, *, tag: str | None = None, media_type: str = "application/dicom+json"
+) -> Response:
+    """application/dicom+json (or `media_type`, DICOM XML), gzip-compressed when accepted.
+
+    The gzip variant has its own ETag. `Vary: Accept`: metadata and search results are JSON or XML by
+    the Accept header (RFC 9110 §12.5.5), so a cache must not give one to a client asking for the other.
+    """
+    headers = {"Vary": "Accept, Accept-Encoding"}
     if len(body) >= _GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", "").lower():
         body = gzip.compress(body, compresslevel=5 if len(body) < (1 << 20) else 1)
         headers["Content-Encoding"] = "gzip"
@@ -66,7 +72,7 @@ def json_response(request: Request, body: bytes, *, tag: str | None = None) -> R
             tag = f'"{tag.strip(chr(34))}-gzip"'
     if tag is not None:
         headers["ETag"] = tag
-    return Response(body, media_type="application/dicom+json", headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def with_range(request: Request, body: bytes | memoryview, headers: dict[str, str]) -> Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import lru_cache
 
 from aperture.errors import InvalidRequest, NotAcceptable
@@ -159,3 +160,43 @@ def _ts(media: MediaRange) -> str | None:
 
 def accepts(ranges: list[MediaRange], media_type: str) -> bool:
     return any(r.covers(media_type) for r in ranges)
+
+
+DICOM_JSON = "application/dicom+json"
+DICOM_XML = "application/dicom+xml"
+MULTIPART_XML = f'multipart/related; type="{DICOM_XML}"'
+
+
+class MetadataFormat(Enum):
+    """How metadata and search results are written: DICOM JSON, or DICOM XML (PS3.19 Annex A)."""
+
+    JSON = "json"  # one application/dicom+json array
+    XML_PARTS = "xml-parts"  # multipart/related, one application/dicom+xml document per instance or result
+    XML = "xml"  # a single application/dicom+xml document: only for a resource that is one instance
+
+
+def metadata_format(header: str | None, *, single: bool, what: str) -> MetadataFormat:
+    """The metadata representation the Accept header (or `accept=`) prefers; NotAcceptable if none.
+
+    PS3.18 Table 10.4.4-1 (Retrieve; Search answers in the same metadata media types, §10.6.3.3 and
+    §8.7.3.2): application/dicom+json is the default, multipart/related; type="application/dicom+xml"
+    is required. A single-part application/dicom+xml is used only where the resource is a single
+    response item (`single`: one instance's metadata; §10.4.4, on single part media types) and
+    ignored elsewhere.
+    The answer for a header is remembered: `/metadata` is the busiest resource, and its JSON
+    requests then cost one dictionary look-up here.
+    """
+    return _metadata_format(header or "", single, what)
+
+
+@lru_cache(maxsize=512)
+def _metadata_format(header: str, single: bool, what: str) -> MetadataFormat:
+    for media in parse_accept(header):
+        if media.type in (DICOM_JSON, "application/json", "*/*", "*", "application/*"):
+            return MetadataFormat.JSON
+        if media.type == "multipart/related" and media.part_type in (None, DICOM_XML):
+            return MetadataFormat.XML_PARTS
+        if single and media.type == DICOM_XML:
+            return MetadataFormat.XML
+    offered = f"{DICOM_JSON} or {MULTIPART_XML}" + (f" (or {DICOM_XML})" if single else "")
+    raise NotAcceptable(f"{what} can be sent as {offered}. The Accept header asked for none of these.")

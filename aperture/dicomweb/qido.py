@@ -1,7 +1,8 @@
 """QIDO-RS: Search for Studies, Series and Instances (PS3.18 §10.6).
 
-Route → policy → index → DICOM JSON. When a page is cut by `limit`, the answer carries the
-`Warning: 299` header PS3.18 §8.3.4.4 defines, so clients know to ask for the next page.
+Route → policy → index → DICOM JSON (or DICOM XML made from it, when asked for). When a page is
+cut by `limit`, the answer carries the `Warning: 299` header PS3.18 §8.3.4.4 defines, so clients
+know to ask for the next page.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from aperture.auth.requirements import READ_IMAGING, authorize
 from aperture.dicom.attributes import Level
 from aperture.dicom.query import Query, QueryError, parse_query
 from aperture.dicomweb.caching import json_response
-from aperture.dicomweb.media import accepts, parse_accept
+from aperture.dicomweb.media import MetadataFormat, metadata_format
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, with_base
-from aperture.errors import InvalidQuery, NotAcceptable, NotFound
+from aperture.dicomweb.xmlparts import xml_documents, xml_multipart
+from aperture.errors import InvalidQuery, NotFound
 from aperture.store.index import is_point_lookup
 
-DICOM_JSON = "application/dicom+json"
+_JSON = MetadataFormat.JSON
 # Parsed queries and their SQL are remembered for repeats, but only for query strings up to this
 # size: the caches hold at most 1024 and 256 entries, so their memory stays bounded (a few MB)
 # however long the queries clients send.
@@ -31,7 +33,7 @@ REMEMBERED_QUERY_BYTES = 2048
 async def search(request: Request, level: Level) -> Response:
     study_uid = optional_uid(request, "study")
     series_uid = optional_uid(request, "series")
-    _check_accept(request)
+    wanted = _check_accept(request)
     scope = await authorize(request, READ_IMAGING)
     config = request.app.state.config.dicomweb
     remember = len(request.scope["query_string"]) <= REMEMBERED_QUERY_BYTES
@@ -53,8 +55,11 @@ async def search(request: Request, level: Level) -> Response:
             raise NotFound(f"Study {study_uid} is not on this server.")
         if series_uid is not None and not await off_loop(index.has_series, scope, study_uid, series_uid):
             raise NotFound(f"Series {series_uid} in study {study_uid} is not on this server.")
-    body = with_base(b"[" + b",".join(result.documents) + b"]", request)
-    response = json_response(request, body)
+    if wanted is _JSON:
+        response = json_response(request, with_base(b"[" + b",".join(result.documents) + b"]", request))
+    else:  # DICOM XML, one document per match (PS3.18 §10.6.3.3, §8.7.3.2)
+        body, content_type = xml_multipart(await off_loop(xml_documents, result.documents, request))
+        response = json_response(request, body, media_type=content_type)
     if result.more:
         response.headers["Warning"] = '299 aperture "There are additional results that can be requested"'
     return response
@@ -66,10 +71,10 @@ def _parsed_query(params: tuple[tuple[str, str], ...], level: Level, default_lim
     return parse_query(list(params), level, default_limit=default_limit, max_limit=max_limit)
 
 
-def _check_accept(request: Request) -> None:
-    ranges = parse_accept(request.query_params.get("accept") or request.headers.get("accept"))
-    if not (accepts(ranges, DICOM_JSON) or accepts(ranges, "application/json")):
-        raise NotAcceptable("Search results are available as application/dicom+json only.")
+def _check_accept(request: Request) -> MetadataFormat:
+    """DICOM JSON or DICOM XML in parts; a single-part XML is not offered, results being a list (406)."""
+    header = request.query_params.get("accept") or request.headers.get("accept")
+    return metadata_format(header, single=False, what="Search results")
 
 
 async def search_studies(request: Request) -> Response:

@@ -4,7 +4,8 @@ Instances stream from their stored files in large chunks, so a 150 MB study neve
 with `transfer-syntax=*` the stored bytes are sent untouched, and without a transfer-syntax the
 PS3.18 default applies (see `target_syntax`). `/metadata` is
 answered from the DICOM JSON computed at ingest: the database rows are joined into one array and
-the public base URL is put in, no DICOM file is opened.
+the public base URL is put in, no DICOM file is opened. DICOM XML, when asked for, is written from
+those same documents (`aperture.dicomweb.xmlparts`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,18 @@ from aperture.dicom.transcode import (
 )
 from aperture.dicomweb import multipart
 from aperture.dicomweb.caching import boundary_for, etag_of_many, json_response, not_modified
-from aperture.dicomweb.media import MediaRange, accepts, choose, parse_accept
+from aperture.dicomweb.media import (
+    DICOM_XML,
+    MediaRange,
+    MetadataFormat,
+    accepts,
+    choose,
+    metadata_format,
+    parse_accept,
+)
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, path_uid, public_base, with_base
+from aperture.dicomweb.xmlparts import xml_documents, xml_multipart
 from aperture.errors import NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
@@ -44,6 +54,7 @@ LOOP_READ = 1 << 20
 T = TypeVar("T")
 _DICOM = "application/dicom"
 _ZIP = "application/zip"
+_JSON = MetadataFormat.JSON
 
 
 def accept_ranges(request: Request) -> list[MediaRange]:
@@ -287,18 +298,31 @@ async def metadata(request: Request) -> Response:
     study = path_uid(request, "study")
     series = optional_uid(request, "series")
     instance = optional_uid(request, "instance")
-    ranges = accept_ranges(request)
-    if not (accepts(ranges, "application/dicom+json") or accepts(ranges, "application/json")):
-        raise NotAcceptable("Metadata is available as application/dicom+json only (not XML).")
+    header = request.query_params.get("accept") or request.headers.get("accept")
+    wanted = metadata_format(header, single=instance is not None, what="Metadata")
     scope = await authorize(request, READ_IMAGING)
     documents = await off_loop(request.app.state.index.metadata, scope, study, series, instance)
     if not documents:
         raise not_found(study, series, instance)
+    if wanted is not _JSON:
+        return await _xml_metadata(request, documents, wanted)
     tag = etag_of_many("metadata", (v for _, v in documents), public_base(request))
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
     body = with_base(b"[" + b",".join(d for d, _ in documents) + b"]", request)
     return json_response(request, body, tag=tag)
+
+
+async def _xml_metadata(request: Request, documents: list[tuple[bytes, str]], wanted: MetadataFormat) -> Response:
+    """The metadata as DICOM XML (PS3.19 Annex A): ETag and 304 as for the JSON, per representation."""
+    tag = etag_of_many("metadata", (v for _, v in documents), public_base(request), wanted.value)
+    if (unchanged := not_modified(request, tag)) is not None:
+        return unchanged
+    xml = await off_loop(xml_documents, [d for d, _ in documents], request)
+    if wanted is MetadataFormat.XML:
+        return json_response(request, xml[0], tag=tag, media_type=DICOM_XML)
+    body, content_type = xml_multipart(xml, boundary_for(tag))
+    return json_response(request, body, tag=tag, media_type=content_type)
 
 
 def validator(ref: InstanceRef) -> str:
