@@ -124,3 +124,13 @@ def partial_uploads(data: Path) -> list[Path]:
         for path in (data / "tmp").rglob("*")
         if path != spare and not (path.parent == spare and path.is_file() and path.stat().st_size == 0)
     ]
+
+
+def empty_strings(document: object, path: str = "") -> list[str]:
+    """Where a DICOM JSON `document` holds "" (a value or a PN component group), as paths: PS3.18 F.2.5
+    writes empty values as null, so a conformant answer has none."""
+    if isinstance(document, dict):
+        return [p for key, value in document.items() for p in empty_strings(value, f"{path}/{key}")]
+    if isinstance(document, list):
+        return [p for index, value in enumerate(document) for p in empty_strings(value, f"{path}/{index}")]
+    return [path] if document == "" else []

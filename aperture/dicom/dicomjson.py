@@ -21,13 +21,16 @@ import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr_element
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.valuerep import PersonName
 
 BASE_PLACEHOLDER = "@@APERTURE-BASE@@"
 BULK_THRESHOLD = 1024
@@ -136,11 +139,11 @@ def element_json(
     (`aperture.dicom.header`), so both format every value the same way.
     """
     if vr in BULK_VRS:
+        if not length:
+            return {"vr": vr}  # F.2.5: present but empty, so no BulkDataURI nor InlineBinary either
         if value is None or length > BULK_THRESHOLD or tag in PIXEL_TAGS:
             bulk.append(BulkRef(path, vr, offset, length))
             return {"vr": vr, "BulkDataURI": f"{prefix}/{path}"}
-        if not value:
-            return {"vr": vr}
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
     if value is None:
         raise NeedsPydicom  # a long text value deferred by the reader
@@ -167,14 +170,25 @@ def element_json(
         text = value.decode("ascii" if vr in _ASCII_VRS else encoding)
     except UnicodeDecodeError:
         raise NeedsPydicom from None  # bytes outside the declared character set: pydicom's lenient decoding
+    return text_json(vr, text)
+
+
+def text_json(vr: str, text: str) -> dict[str, Any]:
+    """DICOM JSON of a text VR's decoded value, as stored (values separated by backslashes).
+
+    PS3.18 F.2.5: an attribute without a value has no "Value"; an empty value among several is a
+    null array element. A single value that is only padding is no value. Raises NeedsPydicom for a
+    VR that is not text.
+    """
     if vr in _TEXT_SINGLE:
         text = text.rstrip(" \x00")
         return {"vr": vr, "Value": [text]} if text else {"vr": vr}
-    parts = text.split("\\")
-    if vr == "UI":
-        items: list[Any] = [p.strip(" \x00") or None for p in parts]
-    elif vr == "PN":
-        items = [_person_name(p.strip(" \x00")) for p in parts]
+    return _values_json(vr, text.split("\\"))
+
+
+def _values_json(vr: str, parts: list[str]) -> dict[str, Any]:
+    if vr == "PN":
+        items: list[Any] = [_person_name(p) for p in parts]
     elif vr == "IS":
         items = [_number(p, int) for p in parts]
     elif vr == "DS":
@@ -183,8 +197,8 @@ def element_json(
         items = [p.strip(" \x00") or None for p in parts]
     else:
         raise NeedsPydicom
-    if items.count(None) == len(items):
-        return {"vr": vr}
+    if not items or (items == [None] and (vr not in ("IS", "DS") or not parts[0].strip(" \x00"))):
+        return {"vr": vr}  # one empty value: padding only, or a name without component groups
     return {"vr": vr, "Value": items}
 
 
@@ -198,33 +212,41 @@ def dictionary_VR_or_none(tag: int) -> str | None:
 
 
 def _number(text: str, kind: Callable[[str], Any]) -> Any:
+    """An IS or DS value as a JSON number; null when empty (F.2.5) or not finite (JSON has no NaN).
+
+    A value that is no number at all stays the string stored: PS3.18 F.2.3 allows a string for IS
+    and DS "to preserve the original format".
+    """
     text = text.strip(" \x00")
     if not text:
         return None
     try:
         number = kind(text)
     except ValueError:
-        if kind is int:
-            try:
-                as_float = float(text)
-            except ValueError as exc:
-                raise NeedsPydicom from exc
-            if as_float.is_integer():
-                return int(as_float)
-        raise NeedsPydicom from None
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        if kind is int and number.is_integer():
+            return int(number)
+        if math.isnan(number) or math.isinf(number):
+            return None
+        return text  # an IS with a fraction
     if isinstance(number, float) and (math.isnan(number) or math.isinf(number)):
-        raise NeedsPydicom
+        return None
     if isinstance(number, float) and number.is_integer() and "." not in text and "e" not in text.lower():
         return int(number)
     return number
 
 
 def _person_name(text: str) -> dict[str, str] | None:
+    """A PN value: its non-empty component groups (PS3.18 F.2.2); None (null) when it has none."""
+    text = text.strip(" \x00")
     if not text:
         return None
     groups = text.split("=")
     names = ("Alphabetic", "Ideographic", "Phonetic")
-    return {names[i]: g for i, g in enumerate(groups[:3]) if g}
+    return {names[i]: g for i, g in enumerate(groups[:3]) if g} or None
 
 
 def _sequence(
@@ -239,7 +261,12 @@ def _sequence(
 def _slow(
     ds: Dataset, tag: int, path: str, prefix: str, bulk: list[BulkRef], encoding: str | None, file_offsets: bool
 ) -> dict[str, Any]:
-    """Convert through pydicom: exotic character sets, private tags, ambiguous VRs, odd values."""
+    """Convert through pydicom: exotic character sets, private tags, ambiguous VRs, odd values.
+
+    pydicom decodes the values; text values are then written by `text_json`, as on the fast path,
+    because pydicom's own `to_json_dict` writes empty values as "" and empty PN groups as "" (not
+    PS3.18 F.2.5 and F.2.2) and fails on empty IS, DS and PN values among several.
+    """
     raw = ds.get_item(tag)
     length = getattr(raw, "length", None)
     offset = getattr(raw, "value_tell", None) if file_offsets else None
@@ -247,6 +274,8 @@ def _slow(
         elem = ds[tag]
     except Exception:
         vr = (raw.VR if isinstance(raw, RawDataElement) else None) or "UN"
+        if vr in ("IS", "DS") and isinstance(raw.value, bytes) and raw.value.isascii():
+            return text_json(vr, raw.value.decode("ascii"))  # numbers pydicom refuses: see `_number`
         bulk.append(BulkRef(path, "UN", offset, length))
         return {"vr": "UN" if vr not in BULK_VRS else vr, "BulkDataURI": f"{prefix}/{path}"}
     if " or " in elem.VR:
@@ -260,16 +289,33 @@ def _slow(
         return _sequence(elem.value, path, prefix, bulk, False, encoding)
     if elem.VR in BULK_VRS:
         value = elem.value
-        size = len(value) if value is not None else 0
-        if value is None or size > BULK_THRESHOLD or tag in PIXEL_TAGS:
+        if not value:
+            return {"vr": elem.VR}  # F.2.5: present but empty
+        if len(value) > BULK_THRESHOLD or tag in PIXEL_TAGS:
             bulk.append(BulkRef(path, elem.VR, offset, length))
             return {"vr": elem.VR, "BulkDataURI": f"{prefix}/{path}"}
+    parts = _decoded_parts(elem)
+    if parts is not None:  # the values pydicom split and decoded, written as the fast path writes them
+        return text_json(elem.VR, "".join(parts)) if elem.VR in _TEXT_SINGLE else _values_json(elem.VR, parts)
     try:
         result = elem.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=1 << 62)
     except Exception:
         bulk.append(BulkRef(path, elem.VR, offset, length))
         return {"vr": elem.VR, "BulkDataURI": f"{prefix}/{path}"}
     return _clean(result)
+
+
+def _decoded_parts(elem: DataElement) -> list[str] | None:
+    """A text element's values as pydicom decoded them, as strings; None for other VRs and values."""
+    if elem.VR not in _TEXT_SINGLE and elem.VR not in _TEXT_MULTI and elem.VR not in ("IS", "DS"):
+        return None
+    value = elem.value
+    if value is None:
+        return []
+    values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+    if not all(v is None or isinstance(v, (str, PersonName, int, float, Decimal)) for v in values):
+        return None  # e.g. bytes pydicom could not decode
+    return ["" if v is None else str(v) for v in values]
 
 
 def _clean(result: dict[str, Any]) -> dict[str, Any]:

@@ -382,12 +382,7 @@ def _dataset(
         elif not length:
             if vr == "UN":
                 raise _Decline  # pydicom replaces an empty UN with the dictionary VR
-            if vr in BULK_VRS:
-                # pydicom reads the empty value as None and converts it: a bulk reference with no position
-                bulk.append(BulkRef(elem_path, vr, None, None))
-                out[key] = {"vr": vr, "BulkDataURI": f"{prefix}/{elem_path}"}
-            else:
-                out[key] = {"vr": vr}
+            out[key] = {"vr": vr}  # PS3.18 F.2.5: present but empty, no Value, BulkDataURI or InlineBinary
         elif top and length > BULK_THRESHOLD and tag != _CHARSET:
             # deferred by pydicom, then read and converted whole: a bulk reference with no position
             if vr not in BULK_VRS or vr == "UN":

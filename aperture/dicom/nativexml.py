@@ -37,7 +37,7 @@ _HEAD = f'<?xml version="1.0" encoding="UTF-8"?>\n<NativeDicomModel xmlns="{NAME
 _TAIL = "</NativeDicomModel>\n"
 _GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 _COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
-_NOT_XML = {c: "\ufffd" for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)}
+_NOT_XML: dict[str | int, str] = {c: "\ufffd" for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)}
 _TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;", **_NOT_XML})
 _ATTRIBUTE = str.maketrans(
     {"&": "&amp;", "<": "&lt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;", **_NOT_XML}

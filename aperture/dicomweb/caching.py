@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from starlette.requests import Request
 from starlette.responses import Response
 
-_FORMAT = b"aperture-representation-1"  # bump when the bytes Aperture writes for the same data change
+_FORMAT = b"aperture-representation-2"  # bump when the bytes Aperture writes for the same data change
 _GZIP_MIN_BYTES = 1024
 
 
