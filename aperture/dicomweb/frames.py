@@ -20,10 +20,11 @@ import pydicom
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from aperture.dicom.encode import ENCODE_TARGETS, encodable_targets, encode_frame
+from aperture.dicom.encode import ENCODE_TARGETS, EncodeError, encodable_targets, encode_frame
 from aperture.dicom.frames import FrameError, FrameIndex, read_frames
 from aperture.dicom.htj2k import HTJ2K_LOSSLESS_RPCL, HTJ2K_MEDIA_TYPE
 from aperture.dicom.transcode import (
+    DECODE_FAILURES,
     EXPLICIT_VR_LITTLE_ENDIAN,
     FRAME_MEDIA_TYPES,
     MEDIA_TYPE_ALIASES,
@@ -31,6 +32,7 @@ from aperture.dicom.transcode import (
     TranscodeError,
     can_transcode,
     frame_media_type,
+    pixel_defaults,
     transcode_frame,
 )
 from aperture.dicomweb import multipart
@@ -39,7 +41,7 @@ from aperture.dicomweb.lru import ByteCache
 from aperture.dicomweb.media import MediaRange
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.wado import LOOP_READ, accept_ranges, resolve_and, validator
-from aperture.errors import InvalidRequest, NotAcceptable, NotFound
+from aperture.errors import InvalidPixelData, InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
@@ -155,6 +157,9 @@ def _encode_target(part: str, ts: str | None) -> str | None:
     return None
 
 
+_ENCODE_FAILURES: tuple[type[Exception], ...] = (EncodeError, *DECODE_FAILURES)
+
+
 def _encoded(ref: InstanceRef, path: Any, numbers: list[int], target: str, cache: ByteCache | None) -> Iterator[bytes]:
     """Frames encoded on request in a lossless syntax, through the bounded frame cache."""
     keys = [(ref.blob, number, target) for number in numbers]
@@ -173,7 +178,14 @@ def _encoded(ref: InstanceRef, path: Any, numbers: list[int], target: str, cache
                         f"Frames of this instance ({ref.transfer_syntax}) cannot be encoded losslessly as {target}; "
                         f"available by request: {', '.join(encodable_targets(ds, ref.transfer_syntax)) or 'none'}."
                     )
-            body = encode_frame(np.asarray(pydicom.pixels.pixel_array(source, index=number - 1)), target, ds)
+            pixels = _decoded(source, number, ds)
+            try:
+                body = encode_frame(pixels, target, ds)
+            except _ENCODE_FAILURES as exc:  # the encoder refuses this pixel layout
+                raise NotAcceptable(
+                    f"Frame {number} cannot be encoded as {target}: {exc}. "
+                    f"Ask for transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN} or transfer-syntax=* instead."
+                ) from exc
             if cache is not None:
                 cache.put(key, body)
         yield body
@@ -235,12 +247,22 @@ def _frames_by_decoding(ref: InstanceRef, path: Any, numbers: list[int], target:
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
         raise NotFound(f"Instance {ref.sop_uid} has no pixel data.")
-    total = int(ds.get("NumberOfFrames", 1) or 1)
-    if max(numbers) > total:
-        raise NotFound(f"Frame {max(numbers)} does not exist: this instance has {total} frame(s).")
+    if max(numbers) > ref.num_frames:
+        raise NotFound(f"Frame {max(numbers)} does not exist: this instance has {ref.num_frames} frame(s).")
     for number in numbers:
-        array = pydicom.pixels.pixel_array(ds, index=number - 1, raw=True)
+        array = _decoded(ds, number, ds, raw=True)
         yield array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _decoded(source: Any, number: int, ds: pydicom.Dataset, *, raw: bool = False) -> np.ndarray:
+    """Frame `number` decoded by pydicom; pixel data its header does not describe is a 422 that says why."""
+    try:
+        return np.asarray(pydicom.pixels.pixel_array(source, index=number - 1, raw=raw, **pixel_defaults(ds)))
+    except DECODE_FAILURES as exc:
+        raise InvalidPixelData(
+            f"Frame {number} cannot be decoded as the instance's Image Pixel attributes describe: {exc}. "
+            "Retrieve it with transfer-syntax=* to inspect it."
+        ) from exc
 
 
 _NO_MORE: Iterator[bytes] = iter(())

@@ -22,7 +22,9 @@ from starlette.responses import Response
 
 from aperture.dicom.frames import FrameIndex, read_frames
 from aperture.dicom.render import (
+    PixelDataError,
     RenderError,
+    UnsupportedPixelData,
     Viewport,
     Window,
     parse_viewport,
@@ -36,7 +38,7 @@ from aperture.dicomweb.caching import etag, not_modified_tag
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.wado import SMALL_FILE, resolve_and, validator
-from aperture.errors import InvalidRequest, NotAcceptable, NotFound
+from aperture.errors import InvalidPixelData, InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
@@ -132,6 +134,10 @@ def _draw(ask: _Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str
             viewport=ask.viewport,
             pixels_from=source,
         )
+    except UnsupportedPixelData as exc:  # valid data, no way to draw it here (PS3.18 §8.7: not acceptable)
+        raise NotAcceptable(f"{exc}. Retrieve it with transfer-syntax=* and decode it on the client.") from exc
+    except PixelDataError as exc:
+        raise InvalidPixelData(f"{exc}. Retrieve it with transfer-syntax=* to inspect it.") from exc
     except RenderError as exc:
         message = str(exc)
         if "frame" in message.lower() and "exist" in message.lower():
