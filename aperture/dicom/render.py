@@ -4,12 +4,19 @@ Implements the parts of PS3.18 §8.3.5 a browser-facing server needs: the graysc
 PS3.4 N.2 (Modality LUT or Rescale, then VOI LUT or window, MONOCHROME1 inverted), true color
 (YBR decoded to RGB by pydicom) and palette color, the `window`, `viewport` and `quality` query
 parameters, and thumbnails. Enhanced multi-frame objects get their per-frame rescale and window
-from the functional group sequences.
+from the functional group sequences; Float and Double Float Pixel Data go through the same
+grayscale pipeline. Missing Image Pixel attributes are read as `transcode.pixel_defaults` says.
+
+Failures say whose they are: RenderError for a request that cannot be honoured as asked,
+UnsupportedPixelData for valid data this installation cannot draw, PixelDataError for pixel data
+that contradicts its own header (decoders' and numpy's exceptions are turned into it, so stored
+data never makes the caller fail unexpectedly).
 
 Deliberately not done here: burned-in annotations, presentation states, ICC profile colour
-management, overlays, Supplemental Palette colour, non-square pixel aspect ratios, Float Pixel
-Data, rendering of video, SR or encapsulated documents, and reading HTTP requests (the caller
-passes parsed values; `parse_window` and `parse_viewport` turn query-parameter text into them).
+management, overlays, Supplemental Palette colour, non-square pixel aspect ratios, HSV / ARGB /
+CMYK / YBR_PARTIAL colour, rendering of video, SR or encapsulated documents, and reading HTTP
+requests (the caller passes parsed values; `parse_window` and `parse_viewport` turn query-parameter
+text into them).
 """
 
 from __future__ import annotations
@@ -105,6 +112,10 @@ class PixelDataError(RenderError):
     """The stored pixel data cannot be drawn as its Image Pixel attributes describe (they contradict it)."""
 
 
+# Colour models whose pixels reach the pipeline as RGB: pydicom converts YBR_FULL and YBR_FULL_422,
+# JPEG 2000 decoders undo YBR_ICT and YBR_RCT. (HSV, ARGB, CMYK and YBR_PARTIAL_* would need a
+# conversion of their own: drawing them as RGB would show wrong colours.)
+_DRAWN_AS_RGB = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
 # PS3.3 C.7.6.3.1.2 defined terms: a value outside them is a broken header, not a missing feature.
 _KNOWN_PHOTOMETRICS = frozenset(
     {
@@ -320,7 +331,12 @@ def _to_pil(ds: Dataset, frame: int, window: Window | None, pixels_from: PixelSo
         if rgb.dtype != np.uint8:
             rgb = (rgb.astype(np.float64) * (255.0 / 65535.0)).round()
         return Image.fromarray(np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8)))
-    if arr.ndim == 3 and arr.shape[-1] >= 3:  # RGB (pydicom has already converted YBR to RGB)
+    if photometric in _DRAWN_AS_RGB:
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise PixelDataError(
+                f"Photometric Interpretation {photometric} needs 3 samples per pixel; "
+                f"the pixel data decodes to {arr.shape[-1] if arr.ndim == 3 else 1}"
+            )
         bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
         rgb = arr[..., :3]
         if rgb.dtype != np.uint8 or bits > 8:

@@ -34,6 +34,7 @@ __all__ = [
     "DECODABLE_SYNTAXES",
     "DECODE_FAILURES",
     "EXPLICIT_VR_LITTLE_ENDIAN",
+    "FrameDecodeError",
     "FRAME_MEDIA_TYPES",
     "IMPLICIT_VR_LITTLE_ENDIAN",
     "LITTLE_ENDIAN_NATIVE",
@@ -142,6 +143,10 @@ class TranscodeError(ValueError):
     """A requested transfer syntax cannot be produced for this instance (maps to HTTP 4xx)."""
 
 
+class FrameDecodeError(TranscodeError):
+    """A decoder that is installed failed on a stored frame: the data, not the request, is at fault."""
+
+
 #: What pydicom, its decoders and numpy raise on pixel data its Image Pixel attributes do not
 #: describe (a length that does not fit, a value out of range, a codestream a decoder rejects).
 DECODE_FAILURES: tuple[type[Exception], ...] = (
@@ -168,7 +173,7 @@ def pixel_defaults(ds: Dataset) -> dict[str, Any]:
     """
     samples = ds.get("SamplesPerPixel", 1)
     options: dict[str, Any] = {}
-    if "PixelData" in ds:
+    if "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:  # header-only data sets too
         if ds.get("PixelRepresentation") is None:
             options["pixel_representation"] = 0
         if ds.get("BitsStored") is None and ds.get("BitsAllocated") is not None:
@@ -232,7 +237,8 @@ def transcode_file(path: str | os.PathLike[str], target_ts: str) -> bytes:
         # dcmwrite (unlike save_as) allows the big -> little endian change; values were swapped above
         dcmwrite(out, ds, enforce_file_format=True)
     except Exception as exc:  # decoder / encoder failures: say which conversion failed and why
-        raise TranscodeError(f"Could not convert from {_name(source_ts)} to {_name(target_ts)}: {exc}") from exc
+        reason = str(exc) or type(exc).__name__
+        raise TranscodeError(f"Could not convert from {_name(source_ts)} to {_name(target_ts)}: {reason}") from exc
     return out.getvalue()
 
 
@@ -269,7 +275,7 @@ def transcode_frame(frame: bytes, *, source_ts: str, target_ts: str, dataset: Da
     try:
         arr, _ = get_decoder(source_ts).as_array(encapsulate([frame]), **options)
     except Exception as exc:
-        raise TranscodeError(f"Could not decode a {_name(source_ts)} frame: {exc}") from exc
+        raise FrameDecodeError(f"Could not decode a {_name(source_ts)} frame: {exc}") from exc
     if bits == 1:
         return pack_bits(arr)
     if arr.ndim == 3 and dataset.get("PlanarConfiguration") == 1:

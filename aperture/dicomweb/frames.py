@@ -29,6 +29,7 @@ from aperture.dicom.transcode import (
     FRAME_MEDIA_TYPES,
     MEDIA_TYPE_ALIASES,
     NATIVE_SYNTAXES,
+    FrameDecodeError,
     TranscodeError,
     can_transcode,
     frame_media_type,
@@ -224,6 +225,8 @@ def frame_bodies(
     for frame in frames:
         try:
             yield transcode_frame(frame, source_ts=ref.transfer_syntax, target_ts=target, dataset=header)
+        except FrameDecodeError as exc:
+            raise InvalidPixelData(f"{exc}. Retrieve it with transfer-syntax=* to inspect it.") from exc
         except TranscodeError as exc:
             raise NotAcceptable(str(exc)) from exc
 
@@ -238,14 +241,14 @@ def _stored(path: Any, index: FrameIndex, numbers: list[int]) -> Iterator[bytes]
 
 
 def _frames_by_decoding(ref: InstanceRef, path: Any, numbers: list[int], target: str) -> Iterator[bytes]:
-    """Slow path for files whose frames cannot be located by offset (deflated, bit-packed)."""
+    """Slow path for files whose frames cannot be located by offset (deflated, bit-packed, float)."""
     if target not in _NATIVE_LE:
         raise NotAcceptable(
             f"Frames of this instance ({ref.transfer_syntax}) can only be sent decoded: ask for "
             f'multipart/related; type="{_OCTET}"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}.'
         )
     ds = pydicom.dcmread(path)
-    if "PixelData" not in ds:
+    if not any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise NotFound(f"Instance {ref.sop_uid} has no pixel data.")
     if max(numbers) > ref.num_frames:
         raise NotFound(f"Frame {max(numbers)} does not exist: this instance has {ref.num_frames} frame(s).")
@@ -295,7 +298,7 @@ async def retrieve_frames(request: Request) -> Response:
     ) -> tuple[bool, str, str, str, tuple[bytes, Iterator[bytes]] | None]:
         ref = refs[0]
         if ref.num_frames == 0:
-            raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")
+            raise NotFound(f"Instance {ref.sop_uid} has no pixel data (or Number of Frames 0), so it has no frames.")
         is_multipart, media, ts = negotiate_frames(
             ranges, ref.transfer_syntax, ref.frames is not None, ref.copy_frames is not None
         )

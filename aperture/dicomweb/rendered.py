@@ -157,7 +157,7 @@ async def _respond(request: Request, as_thumbnail: bool) -> Response:
         with_pixels = [r for r in refs if r.num_frames] or refs  # a report in the series is not a thumbnail
         ref = with_pixels[len(with_pixels) // 2]
         if ref.num_frames == 0:
-            raise NotFound(f"Instance {ref.sop_uid} has no pixel data to render.")
+            raise NotFound(f"Instance {ref.sop_uid} has no pixel data (or a Number of Frames of 0) to render.")
         if ask.frame > ref.num_frames:
             raise NotFound(f"Frame {ask.frame} does not exist: instance {ref.sop_uid} has {ref.num_frames} frame(s).")
         key = (ref.blob, ask.frame, ask.media_type, ask.thumbnail, *ask.key)
