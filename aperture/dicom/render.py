@@ -304,9 +304,8 @@ def _drawn(ds: Dataset, frame: int, window: Window | None, pixels_from: PixelSou
     except RenderError:
         raise
     except DECODE_FAILURES as exc:
-        raise PixelDataError(
-            f"The stored pixel data cannot be drawn as its Image Pixel attributes describe: {exc}"
-        ) from exc
+        reason = f"the element {exc} it needs is missing" if isinstance(exc, KeyError) else str(exc)
+        raise PixelDataError(f"The stored pixel data cannot be drawn as its header describes: {reason}") from exc
 
 
 def _to_pil(ds: Dataset, frame: int, window: Window | None, pixels_from: PixelSource | None = None) -> Image.Image:
