@@ -6,7 +6,9 @@ when there is one, else the stored bytes, labelled with their media type and tra
 every part (cornerstone reads the syntax from the part header). `application/octet-stream` without
 a syntax means uncompressed: compressed frames are decoded to Explicit VR Little Endian. A lossless
 compressed syntax named by the client is encoded on request, through a bounded cache. Answers
-carry a content ETag and honour one byte range.
+carry a content ETag and honour one byte range. A frame that must be decoded but whose pixel data
+contradicts its header is 422; a syntax that cannot be produced (no decoder, an encoder that
+refuses the layout) is 406.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ parameters and the header's rescale and VOI LUT. An uncompressed grayscale frame
 and DX) is drawn from its stored bytes, read by offset, and the instance's DICOM JSON from the
 index; anything else is decoded from the file by pydicom. Series and study thumbnails use the
 middle instance, which is more representative than the first. Rendered images are kept in a
-bounded in-memory cache (`dicomweb.rendered_cache_bytes`).
+bounded in-memory cache (`dicomweb.rendered_cache_bytes`). Stored data that cannot be drawn is
+406 when it is valid but not drawable here (no decoder installed, a colour model not handled) and
+422 when its pixel data contradicts its header; never a 500.
 """
 
 from __future__ import annotations
