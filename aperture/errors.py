@@ -12,6 +12,7 @@
     ├── NotAcceptable              406  no representation matches Accept (names what is available)
     ├── PayloadTooLarge            413  the upload exceeds the configured limit
     ├── UnsupportedMediaType       415  STOW-RS body is not multipart/related application/dicom
+    ├── InvalidPixelData           422  a stored instance's pixel data contradicts its Image Pixel attributes
     └── InsufficientStorage        507  the disk is full: nothing from the request was stored
 
 Each class carries its HTTP status and a default message that says what to do; the HTTP layer
@@ -88,3 +89,18 @@ class InsufficientStorage(ApertureError):
 class UnsupportedMediaType(ApertureError):
     status = 415
     default_message = 'Send STOW-RS bodies as multipart/related; type="application/dicom".'
+
+
+class InvalidPixelData(ApertureError):
+    """The request is fine; the stored instance is not: its pixel data cannot be read as its header describes.
+
+    Not a 406 (nothing else the client could accept would help, short of the stored bytes) and not
+    a 500 (nothing on the server failed): 422, "the server understands the request but cannot
+    process what it is about". The message names what does not fit.
+    """
+
+    status = 422
+    default_message = (
+        "The stored instance's pixel data does not match its Image Pixel attributes; "
+        "retrieve it with transfer-syntax=* to inspect it."
+    )

@@ -6,8 +6,9 @@ only from pixels that can be reproduced exactly: a lossy original is never re-en
 would compound the loss while claiming a lossless syntax.
 
 Encoders: imagecodecs (OpenJPH for HTJ2K, OpenJPEG for JPEG 2000, CharLS for JPEG-LS) and pydicom's
-RLE Lossless encoder. JPEG-LS is offered for unsigned pixels only: imagecodecs' CharLS binding
-takes no signed data.
+RLE Lossless encoder (through pylibjpeg-rle when installed, else its own; never gdcm's, whose
+assertion on a small frame, e.g. 3x3 RGB, aborts the whole server process). JPEG-LS is offered
+for unsigned pixels only: imagecodecs' CharLS binding takes no signed data.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 ENCODE_TARGETS = (HTJ2K_LOSSLESS_RPCL, HTJ2K_LOSSLESS, JPEG2000_LOSSLESS, JPEG_LS_LOSSLESS, RLE_LOSSLESS)
+_RLE_PLUGIN = "pylibjpeg" if "pylibjpeg" in RLELosslessEncoder.available_plugins else "pydicom"
 
 
 class EncodeError(ValueError):
@@ -65,6 +67,7 @@ def encode_frame(pixels: np.ndarray, target: str, ds: Dataset) -> bytes:
                 photometric_interpretation="RGB" if samples == 3 else str(ds.PhotometricInterpretation),
                 number_of_frames=1,
                 planar_configuration=0,
+                encoding_plugin=_RLE_PLUGIN,
             )
         )
     raise EncodeError(f"Frames cannot be encoded in {target}; available: {', '.join(ENCODE_TARGETS)}")

@@ -4,12 +4,20 @@ Implements the parts of PS3.18 §8.3.5 a browser-facing server needs: the graysc
 PS3.4 N.2 (Modality LUT or Rescale, then VOI LUT or window, MONOCHROME1 inverted), true color
 (YBR decoded to RGB by pydicom) and palette color, the `window`, `viewport` and `quality` query
 parameters, the WADO-URI `region` (PS3.18 §9.5.1.2.5), and thumbnails. Enhanced multi-frame
-objects get their per-frame rescale and window from the functional group sequences.
+objects get their per-frame rescale and window from the functional group sequences; Float and
+Double Float Pixel Data go through the same grayscale pipeline. Missing Image Pixel attributes are
+read as `transcode.pixel_defaults` says.
+
+Failures say whose they are: RenderError for a request that cannot be honoured as asked,
+UnsupportedPixelData for valid data this installation cannot draw, PixelDataError for pixel data
+that contradicts its own header (decoders' and numpy's exceptions are turned into it, so stored
+data never makes the caller fail unexpectedly).
 
 Deliberately not done here: burned-in annotations, presentation states, ICC profile colour
-management, overlays, Supplemental Palette colour, non-square pixel aspect ratios, Float Pixel
-Data, rendering of video, SR or encapsulated documents, and reading HTTP requests (the caller
-passes parsed values; `parse_window` and `parse_viewport` turn query-parameter text into them).
+management, overlays, Supplemental Palette colour, non-square pixel aspect ratios, HSV / ARGB /
+CMYK / YBR_PARTIAL colour, rendering of video, SR or encapsulated documents, and reading HTTP
+requests (the caller passes parsed values; `parse_window` and `parse_viewport` turn query-parameter
+text into them).
 """
 
 from __future__ import annotations
@@ -29,10 +37,20 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 
+from aperture.dicom.transcode import (
+    DECODABLE_SYNTAXES,
+    DECODE_FAILURES,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_SYNTAXES,
+    pixel_defaults,
+)
+
 __all__ = [
     "RENDERED_MEDIA_TYPES",
+    "PixelDataError",
     "RenderError",
     "Region",
+    "UnsupportedPixelData",
     "Viewport",
     "Window",
     "parse_region",
@@ -76,10 +94,49 @@ _PIPELINE_KEYWORDS = (
 
 
 PixelSource = str | os.PathLike[str]
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_OPTION_KEYWORDS = {
+    "pixel_representation": "PixelRepresentation",
+    "bits_stored": "BitsStored",
+    "planar_configuration": "PlanarConfiguration",
+    "photometric_interpretation": "PhotometricInterpretation",
+}
 
 
 class RenderError(ValueError):
     """The rendering request cannot be honoured as asked (maps to HTTP 4xx)."""
+
+
+class UnsupportedPixelData(RenderError):
+    """Valid pixel data this installation cannot draw: no decoder for its syntax, a colour model not handled."""
+
+
+class PixelDataError(RenderError):
+    """The stored pixel data cannot be drawn as its Image Pixel attributes describe (they contradict it)."""
+
+
+# Colour models whose pixels reach the pipeline as RGB: pydicom converts YBR_FULL and YBR_FULL_422,
+# JPEG 2000 decoders undo YBR_ICT and YBR_RCT. (HSV, ARGB, CMYK and YBR_PARTIAL_* would need a
+# conversion of their own: drawing them as RGB would show wrong colours.)
+_DRAWN_AS_RGB = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
+# PS3.3 C.7.6.3.1.2 defined terms: a value outside them is a broken header, not a missing feature.
+_KNOWN_PHOTOMETRICS = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "PALETTE COLOR",
+        "RGB",
+        "HSV",
+        "ARGB",
+        "CMYK",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_PARTIAL_422",
+        "YBR_PARTIAL_420",
+        "YBR_ICT",
+        "YBR_RCT",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -199,7 +256,7 @@ def render(
     """
     fmt = _pil_format(media_type)
     _check_quality(quality)
-    image = _to_pil(ds, frame, None if window is None else _checked(window), pixels_from)
+    image = _drawn(ds, frame, None if window is None else _checked(window), pixels_from)
     return _finish(image, fmt, quality, viewport, region)
 
 
@@ -263,7 +320,7 @@ def thumbnail(
     fmt = _pil_format(media_type)
     if size < 1:
         raise RenderError(f"thumbnail size must be positive, got {size}")
-    image = _to_pil(ds, frame, None, pixels_from)
+    image = _drawn(ds, frame, None, pixels_from)
     scale = min(1.0, size / max(image.width, image.height))
     if scale < 1.0:
         image = image.resize(_scaled(image.width, image.height, scale), Image.Resampling.LANCZOS)
@@ -273,9 +330,21 @@ def thumbnail(
 # --- pipeline ----------------------------------------------------------------------------------
 
 
+def _drawn(ds: Dataset, frame: int, window: Window | None, pixels_from: PixelSource | None) -> Image.Image:
+    """The frame as an 8-bit image; pixel data its header does not describe is a PixelDataError, never a crash."""
+    try:
+        return _to_pil(ds, frame, window, pixels_from)
+    except RenderError:
+        raise
+    except DECODE_FAILURES as exc:
+        reason = f"the element {exc} it needs is missing" if isinstance(exc, KeyError) else str(exc)
+        raise PixelDataError(f"The stored pixel data cannot be drawn as its header describes: {reason}") from exc
+
+
 def _to_pil(ds: Dataset, frame: int, window: Window | None, pixels_from: PixelSource | None = None) -> Image.Image:
-    arr = _frame_array(ds, frame, pixels_from)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    defaults = _fill_defaults(ds)
+    arr = _frame_array(ds, frame, pixels_from, defaults)
+    photometric = str(ds.PhotometricInterpretation).strip()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         view = _frame_view(ds, frame)
         if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and "ModalityLUTSequence" not in view:
@@ -294,13 +363,31 @@ def _to_pil(ds: Dataset, frame: int, window: Window | None, pixels_from: PixelSo
         if rgb.dtype != np.uint8:
             rgb = (rgb.astype(np.float64) * (255.0 / 65535.0)).round()
         return Image.fromarray(np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8)))
-    if arr.ndim == 3 and arr.shape[-1] >= 3:  # RGB (pydicom has already converted YBR to RGB)
+    if photometric in _DRAWN_AS_RGB:
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise PixelDataError(
+                f"Photometric Interpretation {photometric} needs 3 samples per pixel; "
+                f"the pixel data decodes to {arr.shape[-1] if arr.ndim == 3 else 1}"
+            )
         bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
         rgb = arr[..., :3]
         if rgb.dtype != np.uint8 or bits > 8:
             rgb = np.clip(rgb.astype(np.float64) * (255.0 / (2**bits - 1)), 0, 255).round()
         return Image.fromarray(np.ascontiguousarray(rgb.astype(np.uint8)))  # (h, w, 3) uint8: RGB
-    raise RenderError(f"Cannot render Photometric Interpretation {photometric!r}")
+    if photometric in _KNOWN_PHOTOMETRICS:
+        raise UnsupportedPixelData(f"Aperture does not draw Photometric Interpretation {photometric!r}")
+    raise PixelDataError(
+        f"Photometric Interpretation {photometric[:40]!r} is not one PS3.3 C.7.6.3.1.2 defines, so it cannot be drawn"
+    )
+
+
+def _fill_defaults(ds: Dataset) -> dict[str, Any]:
+    """`pixel_defaults` of `ds`, also set on `ds` for the pipeline; pydicom gets them as options too,
+    because it rereads a file it decodes from disk."""
+    defaults = pixel_defaults(ds)
+    for option, value in defaults.items():
+        setattr(ds, _OPTION_KEYWORDS[option], value)
+    return defaults
 
 
 def _to_bytes(gray: np.ndarray, photometric: str) -> np.ndarray:
@@ -310,18 +397,35 @@ def _to_bytes(gray: np.ndarray, photometric: str) -> np.ndarray:
     return np.rint(gray * 255.0).astype(np.uint8)
 
 
-def _frame_array(ds: Dataset, frame: int, pixels_from: PixelSource | None = None) -> np.ndarray:
-    """Decode only the requested frame (pydicom decodes one frame when given an index)."""
-    if "PixelData" not in ds:
+def _frame_array(
+    ds: Dataset, frame: int, pixels_from: PixelSource | None = None, options: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """Decode only the requested frame (pydicom decodes one frame when given an index).
+
+    A syntax this installation has no decoder for is UnsupportedPixelData; a decoder that fails on
+    data it should read is PixelDataError, with the decoder's reason.
+    """
+    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise RenderError("The instance has no (7FE0,0010) Pixel Data to render")
     total = _number_of_frames(ds)
     if isinstance(frame, bool) or not isinstance(frame, int) or not 1 <= frame <= total:
         raise RenderError(f"Frame {frame} does not exist: this instance has {total} frame(s)")
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    decodable = ts in NATIVE_SYNTAXES or ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN or ts in DECODABLE_SYNTAXES
+    if "PixelData" in ds and ts and not decodable:
+        raise UnsupportedPixelData(
+            f"Aperture cannot decode pixel data in transfer syntax {_syntax_name(ts)}: no decoder for it is installed"
+        )
     try:
-        return pydicom.pixels.pixel_array(ds if pixels_from is None else pixels_from, index=frame - 1)
-    except (NotImplementedError, RuntimeError) as exc:
-        ts = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
-        raise RenderError(f"Cannot decode pixel data in transfer syntax {ts}: {exc}") from exc
+        source = ds if pixels_from is None else pixels_from
+        return pydicom.pixels.pixel_array(source, index=frame - 1, **(options or {}))
+    except DECODE_FAILURES as exc:
+        raise PixelDataError(f"The pixel data in {_syntax_name(ts or 'unknown')} cannot be decoded: {exc}") from exc
+
+
+def _syntax_name(ts: str) -> str:
+    name = pydicom.uid.UID(ts).name
+    return f"{name} ({ts})" if name and name != ts else ts
 
 
 def _number_of_frames(ds: Dataset) -> int:
@@ -495,6 +599,10 @@ def _native_gray_frame(header: Mapping[str, Any], pixels: bytes) -> np.ndarray |
     rows, columns = _json_value(header, "00280010"), _json_value(header, "00280011")
     allocated, stored = _json_value(header, "00280100"), _json_value(header, "00280101")
     signed = _json_value(header, "00280103")
+    if signed is None:  # absent: unsigned, as `pixel_defaults` reads it
+        signed = 0
+    if stored is None:
+        stored = allocated
     if not all(isinstance(v, int) for v in (rows, columns, allocated, stored, signed)):
         return None
     if allocated not in (8, 16) or not 1 <= stored <= allocated or signed not in (0, 1) or rows < 1 or columns < 1:

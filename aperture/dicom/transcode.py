@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -31,7 +32,9 @@ from pydicom.uid import UID
 
 __all__ = [
     "DECODABLE_SYNTAXES",
+    "DECODE_FAILURES",
     "EXPLICIT_VR_LITTLE_ENDIAN",
+    "FrameDecodeError",
     "FRAME_MEDIA_TYPES",
     "IMPLICIT_VR_LITTLE_ENDIAN",
     "LITTLE_ENDIAN_NATIVE",
@@ -41,6 +44,7 @@ __all__ = [
     "available_targets",
     "can_transcode",
     "frame_media_type",
+    "pixel_defaults",
     "transcode_file",
     "transcode_frame",
 ]
@@ -139,6 +143,48 @@ class TranscodeError(ValueError):
     """A requested transfer syntax cannot be produced for this instance (maps to HTTP 4xx)."""
 
 
+class FrameDecodeError(TranscodeError):
+    """A decoder that is installed failed on a stored frame: the data, not the request, is at fault."""
+
+
+#: What pydicom, its decoders and numpy raise on pixel data its Image Pixel attributes do not
+#: describe (a length that does not fit, a value out of range, a codestream a decoder rejects).
+DECODE_FAILURES: tuple[type[Exception], ...] = (
+    NotImplementedError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    RuntimeError,
+)
+
+
+def pixel_defaults(ds: Dataset) -> dict[str, Any]:
+    """Decoder options for the Image Pixel attributes `ds` lacks that have one accepted reading.
+
+    PS3.3 C.7.6.3 makes Pixel Representation, Bits Stored and Photometric Interpretation Type 1
+    and Planar Configuration Type 1C (present when Samples per Pixel > 1), yet stored files lack
+    them. Absent, they are read as Orthanc reads them: unsigned (0000H), Bits Stored = Bits
+    Allocated, colour-by-pixel (0), and MONOCHROME2 for one sample or RGB for three. Pass the
+    result to pydicom's decoders (`pixel_array(..., **options)`, `as_pixel_options(ds, **options)`);
+    `ds` is not changed. Float Pixel Data has no Pixel Representation or Bits Stored, and gets none.
+    """
+    samples = ds.get("SamplesPerPixel", 1)
+    options: dict[str, Any] = {}
+    if "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:  # header-only data sets too
+        if ds.get("PixelRepresentation") is None:
+            options["pixel_representation"] = 0
+        if ds.get("BitsStored") is None and ds.get("BitsAllocated") is not None:
+            options["bits_stored"] = ds.BitsAllocated
+    if samples != 1 and ds.get("PlanarConfiguration") is None:
+        options["planar_configuration"] = 0
+    if not str(ds.get("PhotometricInterpretation") or "").strip():
+        options["photometric_interpretation"] = "MONOCHROME2" if samples == 1 else "RGB"
+    return options
+
+
 def frame_media_type(ts: str) -> str:
     """Bulk data media type for frames stored in transfer syntax `ts` (PS3.18 §8.7.3.3)."""
     try:
@@ -191,7 +237,8 @@ def transcode_file(path: str | os.PathLike[str], target_ts: str) -> bytes:
         # dcmwrite (unlike save_as) allows the big -> little endian change; values were swapped above
         dcmwrite(out, ds, enforce_file_format=True)
     except Exception as exc:  # decoder / encoder failures: say which conversion failed and why
-        raise TranscodeError(f"Could not convert from {_name(source_ts)} to {_name(target_ts)}: {exc}") from exc
+        reason = str(exc) or type(exc).__name__
+        raise TranscodeError(f"Could not convert from {_name(source_ts)} to {_name(target_ts)}: {reason}") from exc
     return out.getvalue()
 
 
@@ -222,13 +269,13 @@ def transcode_frame(frame: bytes, *, source_ts: str, target_ts: str, dataset: Da
             f"Frames stored as {_name(source_ts)} cannot be decoded here; "
             f"available: {', '.join(available_targets(source_ts))}"
         )
-    options = as_pixel_options(dataset)
+    options = as_pixel_options(dataset, **pixel_defaults(dataset))
     options["number_of_frames"] = 1
     options.pop("extended_offsets", None)
     try:
         arr, _ = get_decoder(source_ts).as_array(encapsulate([frame]), **options)
     except Exception as exc:
-        raise TranscodeError(f"Could not decode a {_name(source_ts)} frame: {exc}") from exc
+        raise FrameDecodeError(f"Could not decode a {_name(source_ts)} frame: {exc}") from exc
     if bits == 1:
         return pack_bits(arr)
     if arr.ndim == 3 and dataset.get("PlanarConfiguration") == 1:
@@ -266,7 +313,7 @@ def _to_native_little_endian(ds: Dataset, source_ts: str) -> None:
     if UID(source_ts).is_compressed and source_ts != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         # The same call as Dataset.pixel_array, so the result equals what pydicom shows for the
         # file; it also reports the Photometric Interpretation of the decoded pixels (RGB for YBR).
-        arr, pixel = get_decoder(source_ts).as_array(ds, **as_pixel_options(ds))
+        arr, pixel = get_decoder(source_ts).as_array(ds, **as_pixel_options(ds, **pixel_defaults(ds)))
         ds.PhotometricInterpretation = str(pixel["photometric_interpretation"])
         if "NumberOfFrames" in ds or int(pixel.get("number_of_frames", 1)) > 1:
             ds.NumberOfFrames = int(pixel.get("number_of_frames", 1))
@@ -277,7 +324,7 @@ def _to_native_little_endian(ds: Dataset, source_ts: str) -> None:
     elif source_ts == EXPLICIT_VR_BIG_ENDIAN:
         _swap_binary_values(ds, skip_pixel_data=True)
         # pydicom's decoder knows every big-endian pixel layout (OW with 8 bits, bit-packed, ...)
-        arr = pydicom.pixels.pixel_array(ds, raw=True)
+        arr = pydicom.pixels.pixel_array(ds, raw=True, **pixel_defaults(ds))
         if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
             ds.PhotometricInterpretation = "YBR_FULL"  # the decoder removed the subsampling
         _set_native_pixels(ds, arr)

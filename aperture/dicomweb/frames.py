@@ -6,7 +6,9 @@ when there is one, else the stored bytes, labelled with their media type and tra
 every part (cornerstone reads the syntax from the part header). `application/octet-stream` without
 a syntax means uncompressed: compressed frames are decoded to Explicit VR Little Endian. A lossless
 compressed syntax named by the client is encoded on request, through a bounded cache. Answers
-carry a content ETag and honour one byte range.
+carry a content ETag and honour one byte range. A frame that must be decoded but whose pixel data
+contradicts its header is 422; a syntax that cannot be produced (no decoder, an encoder that
+refuses the layout) is 406.
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ import pydicom
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from aperture.dicom.encode import ENCODE_TARGETS, encodable_targets, encode_frame
+from aperture.dicom.encode import ENCODE_TARGETS, EncodeError, encodable_targets, encode_frame
 from aperture.dicom.frames import FrameError, FrameIndex, read_frames
 from aperture.dicom.htj2k import HTJ2K_LOSSLESS_RPCL, HTJ2K_MEDIA_TYPE
 from aperture.dicom.transcode import (
+    DECODE_FAILURES,
     EXPLICIT_VR_LITTLE_ENDIAN,
     FRAME_MEDIA_TYPES,
     MEDIA_TYPE_ALIASES,
     NATIVE_SYNTAXES,
+    FrameDecodeError,
     TranscodeError,
     can_transcode,
     frame_media_type,
+    pixel_defaults,
     transcode_frame,
 )
 from aperture.dicomweb import multipart
@@ -39,7 +44,7 @@ from aperture.dicomweb.lru import ByteCache
 from aperture.dicomweb.media import MediaRange
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.wado import LOOP_READ, accept_ranges, resolve_and, validator
-from aperture.errors import InvalidRequest, NotAcceptable, NotFound
+from aperture.errors import InvalidPixelData, InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
@@ -155,6 +160,9 @@ def _encode_target(part: str, ts: str | None) -> str | None:
     return None
 
 
+_ENCODE_FAILURES: tuple[type[Exception], ...] = (EncodeError, *DECODE_FAILURES)
+
+
 def _encoded(ref: InstanceRef, path: Any, numbers: list[int], target: str, cache: ByteCache | None) -> Iterator[bytes]:
     """Frames encoded on request in a lossless syntax, through the bounded frame cache."""
     keys = [(ref.blob, number, target) for number in numbers]
@@ -173,7 +181,14 @@ def _encoded(ref: InstanceRef, path: Any, numbers: list[int], target: str, cache
                         f"Frames of this instance ({ref.transfer_syntax}) cannot be encoded losslessly as {target}; "
                         f"available by request: {', '.join(encodable_targets(ds, ref.transfer_syntax)) or 'none'}."
                     )
-            body = encode_frame(np.asarray(pydicom.pixels.pixel_array(source, index=number - 1)), target, ds)
+            pixels = _decoded(source, number, ds)
+            try:
+                body = encode_frame(pixels, target, ds)
+            except _ENCODE_FAILURES as exc:  # the encoder refuses this pixel layout
+                raise NotAcceptable(
+                    f"Frame {number} cannot be encoded as {target}: {exc}. "
+                    f"Ask for transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN} or transfer-syntax=* instead."
+                ) from exc
             if cache is not None:
                 cache.put(key, body)
         yield body
@@ -212,6 +227,8 @@ def frame_bodies(
     for frame in frames:
         try:
             yield transcode_frame(frame, source_ts=ref.transfer_syntax, target_ts=target, dataset=header)
+        except FrameDecodeError as exc:
+            raise InvalidPixelData(f"{exc}. Retrieve it with transfer-syntax=* to inspect it.") from exc
         except TranscodeError as exc:
             raise NotAcceptable(str(exc)) from exc
 
@@ -226,21 +243,31 @@ def _stored(path: Any, index: FrameIndex, numbers: list[int]) -> Iterator[bytes]
 
 
 def _frames_by_decoding(ref: InstanceRef, path: Any, numbers: list[int], target: str) -> Iterator[bytes]:
-    """Slow path for files whose frames cannot be located by offset (deflated, bit-packed)."""
+    """Slow path for files whose frames cannot be located by offset (deflated, bit-packed, float)."""
     if target not in _NATIVE_LE:
         raise NotAcceptable(
             f"Frames of this instance ({ref.transfer_syntax}) can only be sent decoded: ask for "
             f'multipart/related; type="{_OCTET}"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}.'
         )
     ds = pydicom.dcmread(path)
-    if "PixelData" not in ds:
+    if not any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise NotFound(f"Instance {ref.sop_uid} has no pixel data.")
-    total = int(ds.get("NumberOfFrames", 1) or 1)
-    if max(numbers) > total:
-        raise NotFound(f"Frame {max(numbers)} does not exist: this instance has {total} frame(s).")
+    if max(numbers) > ref.num_frames:
+        raise NotFound(f"Frame {max(numbers)} does not exist: this instance has {ref.num_frames} frame(s).")
     for number in numbers:
-        array = pydicom.pixels.pixel_array(ds, index=number - 1, raw=True)
+        array = _decoded(ds, number, ds, raw=True)
         yield array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _decoded(source: Any, number: int, ds: pydicom.Dataset, *, raw: bool = False) -> np.ndarray:
+    """Frame `number` decoded by pydicom; pixel data its header does not describe is a 422 that says why."""
+    try:
+        return np.asarray(pydicom.pixels.pixel_array(source, index=number - 1, raw=raw, **pixel_defaults(ds)))
+    except DECODE_FAILURES as exc:
+        raise InvalidPixelData(
+            f"Frame {number} cannot be decoded as the instance's Image Pixel attributes describe: {exc}. "
+            "Retrieve it with transfer-syntax=* to inspect it."
+        ) from exc
 
 
 _NO_MORE: Iterator[bytes] = iter(())
@@ -273,7 +300,7 @@ async def retrieve_frames(request: Request) -> Response:
     ) -> tuple[bool, str, str, str, tuple[bytes, Iterator[bytes]] | None]:
         ref = refs[0]
         if ref.num_frames == 0:
-            raise NotFound(f"Instance {ref.sop_uid} has no pixel data, so it has no frames.")
+            raise NotFound(f"Instance {ref.sop_uid} has no pixel data (or Number of Frames 0), so it has no frames.")
         is_multipart, media, ts = negotiate_frames(
             ranges, ref.transfer_syntax, ref.frames is not None, ref.copy_frames is not None
         )

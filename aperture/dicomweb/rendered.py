@@ -8,7 +8,9 @@ VOI LUT. An uncompressed grayscale frame (most CT, MR, CR and DX) is drawn from 
 read by offset, and the instance's DICOM JSON from the index; anything else is decoded from the
 file by pydicom. Series and study thumbnails use the middle instance, which is more
 representative than the first. Rendered images are kept in a bounded in-memory cache
-(`dicomweb.rendered_cache_bytes`).
+(`dicomweb.rendered_cache_bytes`). Stored data that cannot be drawn
+is 406 when it is valid but not drawable here (no decoder installed, a colour model not handled)
+and 422 when its pixel data contradicts its header; never a 500.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from starlette.responses import Response
 
 from aperture.dicom.frames import FrameIndex, read_frames
 from aperture.dicom.render import (
+    PixelDataError,
     Region,
     RenderError,
+    UnsupportedPixelData,
     Viewport,
     Window,
     parse_viewport,
@@ -40,7 +44,7 @@ from aperture.dicomweb.caching import etag, not_modified_tag
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.media import parse_accept
 from aperture.dicomweb.wado import SMALL_FILE, resolve_and, validator
-from aperture.errors import ApertureError, InvalidRequest, NotAcceptable, NotFound
+from aperture.errors import ApertureError, InvalidPixelData, InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
@@ -142,6 +146,10 @@ def _draw(ask: Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str,
             pixels_from=source,
             region=ask.region,
         )
+    except UnsupportedPixelData as exc:  # valid data, no way to draw it here (PS3.18 §8.7: not acceptable)
+        raise NotAcceptable(f"{exc}. Retrieve it with transfer-syntax=* and decode it on the client.") from exc
+    except PixelDataError as exc:
+        raise InvalidPixelData(f"{exc}. Retrieve it with transfer-syntax=* to inspect it.") from exc
     except RenderError as exc:
         message = str(exc)
         if "frame" in message.lower() and "exist" in message.lower():
@@ -150,7 +158,7 @@ def _draw(ask: Ask, ref: InstanceRef, path: Path, header: Callable[[], dict[str,
 
 
 def _no_pixels(sop_uid: str) -> ApertureError:
-    return NotFound(f"Instance {sop_uid} has no pixel data to render.")
+    return NotFound(f"Instance {sop_uid} has no pixel data (or a Number of Frames of 0) to render.")
 
 
 def _no_frame(frame: int, sop_uid: str, frames: int) -> ApertureError:

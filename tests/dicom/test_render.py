@@ -371,3 +371,80 @@ def test_a_frame_decoded_from_the_file_alone_is_drawn_the_same(name: str) -> Non
         expected = render(whole, frame=frame, media_type="image/png")
         assert render(deferred, frame=frame, media_type="image/png", pixels_from=path) == expected
         assert thumbnail(deferred, frame=frame, pixels_from=path) == thumbnail(whole, frame=frame)
+
+
+# --- stored data the header does not describe --------------------------------------------------
+
+
+def _saved(ds: Dataset) -> Path:
+    import tempfile
+
+    handle = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False)
+    ds.save_as(handle.name)
+    return Path(handle.name)
+
+
+@pytest.mark.parametrize("name", ["emri_small.dcm", "emri_small_RLE.dcm", "SC_rgb.dcm"])
+def test_missing_pixel_representation_is_read_as_unsigned(name: str) -> None:
+    """PS3.3 C.7.6.3: Pixel Representation is Type 1; without it pydicom refused every frame (a 500)."""
+    expected = _png(_ds(name))
+    without = _ds(name)
+    del without.PixelRepresentation
+    assert np.array_equal(_png(without), expected)
+    path = _saved(without)
+    try:  # decoded from the file alone, as a large instance is: pydicom rereads the header there
+        deferred = pydicom.dcmread(path, defer_size=4096)
+        assert np.array_equal(_png(deferred, pixels_from=path), expected)
+    finally:
+        path.unlink()
+
+
+def test_missing_planar_configuration_and_photometric_have_their_usual_reading() -> None:
+    expected = _png(_ds("SC_rgb.dcm"))
+    ds = _ds("SC_rgb.dcm")
+    del ds.PlanarConfiguration, ds.PhotometricInterpretation
+    assert np.array_equal(_png(ds), expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "reason"),
+    [
+        ("CT_small.dcm", {"Rows": 129}, "pixel data"),
+        ("CT_small.dcm", {"BitsStored": 20}, "Bits Stored"),
+        ("CT_small.dcm", {"PhotometricInterpretation": "FOO"}, ""),
+        ("CT_small.dcm", {"PhotometricInterpretation": "RGB"}, ""),
+        ("emri_small.dcm", {"NumberOfFrames": 11}, "pixel data"),
+        ("OBXXXX1A.dcm", {"RedPaletteColorLookupTableData": None}, ""),
+    ],
+)
+def test_pixel_data_its_header_contradicts_is_a_pixel_data_error(name: str, changes: dict, reason: str) -> None:  # type: ignore[type-arg]
+    from aperture.dicom.render import PixelDataError
+
+    ds = _ds(name)
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    with pytest.raises(PixelDataError, match=reason):
+        render(ds)
+
+
+def test_a_colour_model_not_drawn_is_unsupported_not_broken() -> None:
+    from aperture.dicom.render import UnsupportedPixelData
+
+    ds = _ds("SC_rgb.dcm")
+    ds.PhotometricInterpretation = "HSV"
+    with pytest.raises(UnsupportedPixelData, match="HSV"):
+        render(ds)
+
+
+def test_float_pixel_data_is_drawn_through_the_grayscale_pipeline() -> None:
+    ds = _ds("CT_small.dcm")
+    values = ds.pixel_array.astype(np.float32) / 7
+    del ds.PixelData, ds.PixelRepresentation, ds.BitsStored, ds.HighBit
+    del ds.RescaleSlope, ds.RescaleIntercept
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = values.tobytes()
+    expected = np.rint((values - values.min()) / (values.max() - values.min()) * 255).astype(np.uint8)
+    assert np.abs(_png(ds).astype(int) - expected).max() <= 1
