@@ -21,7 +21,7 @@ _PLACEHOLDER = BASE_PLACEHOLDER.encode("ascii")
 def public_base(request: Request) -> str:
     """The DICOMweb base URL as the client sees it, without a trailing slash."""
     configured = request.app.state.config.server.public_url
-    if configured:  # the whole external base, any proxy prefix included: X-Forwarded-* is not consulted
+    if configured:  # the whole external base, any proxy prefix included: X-Forwarded-* and Forwarded are not consulted
         return configured.rstrip("/") + "/dicom-web"
     root = request.scope.get("root_path", "")  # proxy prefix (if any) + the /dicom-web mount
     return f"{request.url.scheme}://{request.url.netloc}{root}"
