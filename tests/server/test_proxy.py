@@ -264,3 +264,19 @@ def test_malformed_rfc7239_values_are_ignored(proxied: ApertureServer, value: st
     assert answer.status_code == 200
     (study,) = answer.json()
     assert study["00081190"]["Value"][0].startswith(f"{proxied.dicomweb}/studies/")
+
+
+def test_part_content_locations_name_the_public_url(proxied: ApertureServer) -> None:
+    """Multipart parts name their resource (PS3.18 §8.6.1.2) on the URL the client used; the ETag differs
+    with it, since the bytes do."""
+    _, ids = store_study(proxied)
+    instance = f"/studies/{ids['study']}/series/{ids['series']}/instances/{ids['sop']}"
+    accept = {"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+    with httpx.Client(base_url=proxied.dicomweb, timeout=30) as http:
+        behind = http.get(f"{instance}/frames/1", headers={**accept, **RFC7239})
+        direct = http.get(f"{instance}/frames/1", headers=accept)
+        study = http.get(f"/studies/{ids['study']}", headers={**FORWARDED, "Accept": "multipart/related"})
+    assert f"Content-Location: {EXTERNAL}{instance}/frames/1\r\n".encode() in behind.content
+    assert f"Content-Location: {proxied.dicomweb}{instance}/frames/1\r\n".encode() in direct.content
+    assert behind.headers["etag"] != direct.headers["etag"]
+    assert f"Content-Location: {EXTERNAL}{instance}\r\n".encode() in study.content
