@@ -255,11 +255,15 @@ def test_forwarded_from_an_untrusted_client_is_ignored(server: ApertureServer) -
         "=evil.example",  # no parameter name
         "host=ev il.example",
         "proto=ftp",  # a scheme, but not one Aperture writes
+        'for="\\";host=evil.example',  # a quoted string that is only an escaped quote: never closed
+        "for=203.0.113.1;" * 2000 + "host=evil.example",  # long, and `for` repeated
+        'host="\xe9vil.example"',  # obs-text is a valid quoted string, not a host
         'proto="h ttp"',
     ],
 )
 def test_malformed_rfc7239_values_are_ignored(proxied: ApertureServer, value: str) -> None:
-    with httpx.Client(base_url=proxied.dicomweb, timeout=30, headers={"Forwarded": value}) as http:
+    store_study(proxied)  # a study to find, whichever tests ran before
+    with httpx.Client(base_url=proxied.dicomweb, timeout=30, headers={"Forwarded": value.encode("latin-1")}) as http:
         answer = http.get("/studies", params={"limit": "1"})
     assert answer.status_code == 200
     (study,) = answer.json()
