@@ -97,3 +97,31 @@ def test_bulk_data_parts_name_their_value(server: ApertureServer, client: httpx.
     instance = f"{server.dicomweb}/studies/{study}/series/{series}/instances/{sop}"
     found = parts(client.get(f"{instance}/bulkdata/7fe00010", headers={"Accept": "multipart/related"}))
     assert [location for location, _ in found] == [f"{instance}/frames/{n}" for n in range(1, 11)]
+
+
+def test_public_base_from_the_scope_is_what_request_url_gives() -> None:
+    """The base every part's Content-Location holds is made from the scope without parsing the URL;
+    for any Host header it must be what Starlette's `request.url` makes of it."""
+    from types import SimpleNamespace
+
+    from starlette.requests import Request
+
+    from aperture.dicomweb.urls import public_base
+
+    app = SimpleNamespace(state=SimpleNamespace(config=SimpleNamespace(server=SimpleNamespace(public_url=""))))
+    hosts = [b"127.0.0.1:8080", b"Example.ORG", b"[::1]:80", b"[::1]", b"a_b.c-d:1", b"ex ample", b"a/b", b"a?b"]
+    hosts += [b"a@b:1", b"x:99999", b"x:65535", b"x:65536", b"x:0", b"x:", b"-", b"[zz]", b"1.2.3.4:00080", b""]
+    for host in [*hosts, None]:
+        for scheme in ("http", "https"):
+            scope = {
+                "type": "http",
+                "scheme": scheme,
+                "server": ("127.0.0.1", 8080),
+                "root_path": "/pacs/dicom-web",
+                "path": "/pacs/dicom-web/studies",
+                "query_string": b"",
+                "headers": [(b"host", host)] if host is not None else [],
+                "app": app,
+            }
+            parsed = Request(scope).url
+            assert public_base(Request(scope)) == f"{parsed.scheme}://{parsed.netloc}/pacs/dicom-web", (host, scheme)
