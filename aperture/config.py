@@ -67,7 +67,7 @@ class ServerConfig:
     workers: int = 1
     access_log: bool = False  # one line per request on `aperture.access`, query values redacted (debugging)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API; ("*",) any; empty: same-origin only
-    trusted_proxies: tuple[str, ...] = ()  # IPs / CIDRs whose X-Forwarded-* headers are believed; empty: none
+    trusted_proxies: tuple[str, ...] = ()  # IPs / CIDRs whose X-Forwarded-* and Forwarded are believed; empty: none
 
     def __post_init__(self) -> None:
         """TOML gives lists: keep them as tuples (the config is frozen) and refuse what cannot work."""

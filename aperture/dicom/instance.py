@@ -25,6 +25,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
+from pydicom.uid import UID_dictionary
 
 from aperture.dicom.attributes import Level, level_of
 from aperture.dicom.dicomjson import BASE_PLACEHOLDER, BULK_THRESHOLD, PIXEL_TAGS, BulkRef, instance_json
@@ -32,10 +33,12 @@ from aperture.dicom.frames import FrameIndex, index_at, locate_frames
 from aperture.dicom.header import is_trailing_padding, read_header
 from aperture.dicom.identifiers import PatientKey, uid_problem
 
-# PS3.18 Table 10.5.3-2 FailureReason values used by Aperture (see docs/dicomweb.md).
-DUPLICATE_SOP_INSTANCE = 0x0111
-DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
+# FailureReason values used by Aperture (PS3.18 Annex I, Table I.2-2, codes from PS3.4; see docs/dicomweb.md).
+DUPLICATE_SOP_INSTANCE = 0x0111  # PS3.4 "Duplicate SOP Instance": not in Table I.2-2, which allows other codes
+SOP_CLASS_NOT_SUPPORTED = 0x0122  # "Referenced SOP Class not supported"
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # A9xx "Data Set does not match SOP Class"
+CANNOT_UNDERSTAND = 0xC000  # Cxxx "Cannot understand"
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122  # "Referenced Transfer Syntax not supported"
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 _IMPLICIT = "1.2.840.10008.1.2"
@@ -82,7 +85,43 @@ def read_instance(path: Path) -> InstanceRecord:
     """Parse the file at `path`; raises InvalidInstance with the FailureReason when it cannot be stored."""
     size = os.path.getsize(path)
     record = read_common_case(path, size)
-    return record if record is not None else read_with_pydicom(path, size)
+    if record is None:
+        return read_with_pydicom(path, size)
+    check_supported(record.sop_class_uid, record.transfer_syntax, record.sop_uid)
+    return record
+
+
+def check_supported(sop_class: str, transfer_syntax: str, sop_uid: str) -> None:
+    """Refuse a SOP class that is not a storage class, or a transfer syntax nothing here can read.
+
+    PS3.18 Table I.2-2: 0122 "did not store the instance because it does not support the requested
+    SOP Class", C122 "... does not support the requested Transfer Syntax". Only classes the DICOM
+    dictionary knows as something other than storage are refused (a DICOMDIR, Verification, a
+    query model): private and newer classes are stored. A transfer syntax must be a standard one
+    pydicom knows, or a private one registered with it; any other leaves the data set's encoding a
+    guess.
+    """
+    known = UID_dictionary.get(sop_class)
+    if known is not None and known[1] == "SOP Class" and not _is_storage(known[0]):
+        raise InvalidInstance(
+            SOP_CLASS_NOT_SUPPORTED,
+            f"SOP Class {sop_class} ({known[0]}) is not a storage SOP class: it cannot be stored.",
+            sop_class,
+            sop_uid,
+        )
+    syntax = UID_dictionary.get(transfer_syntax)
+    registered = pydicom.uid.PrivateTransferSyntaxes
+    if (syntax is None or syntax[1] != "Transfer Syntax") and transfer_syntax not in registered:
+        raise InvalidInstance(
+            TRANSFER_SYNTAX_NOT_SUPPORTED,
+            f"Transfer Syntax {transfer_syntax[:64]} is not one this server can read.",
+            sop_class,
+            sop_uid,
+        )
+
+
+def _is_storage(name: str) -> bool:
+    return "Storage" in name and not name.startswith(("Storage Commitment", "Media Storage Directory"))
 
 
 def read_with_pydicom(path: Path, size: int) -> InstanceRecord:
@@ -117,6 +156,7 @@ def read_with_pydicom(path: Path, size: int) -> InstanceRecord:
     sop_uid = _text(ds, 0x00080018)
     study_uid = _text(ds, 0x0020000D)
     series_uid = _text(ds, 0x0020000E)
+    check_supported(sop_class, transfer_syntax, sop_uid)  # before the UIDs: a DICOMDIR has no study
     for name, value in (
         ("SOPInstanceUID", sop_uid),
         ("SOPClassUID", sop_class),

@@ -4,7 +4,8 @@ Values are read from the stored file by the offset recorded at ingest and stream
 value, a frame, a video fragment at a time), or read by parsing the file where no offset is
 reliable (Deflated files, values inside sequences). Encapsulated Pixel Data comes back
 as its frames; video as one stream (`video/mp4`, …); an encapsulated document as its own media
-type (e.g. `application/pdf`).
+type (e.g. `application/pdf`). In a multipart answer, a value's part names its BulkDataURI in
+Content-Location, and each frame's part its frame URL (PS3.18 §8.6.1.2, Table 8.6.1-1).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from starlette.responses import Response, StreamingResponse
 from aperture.dicom.frames import FrameIndex, read_frames
 from aperture.dicomweb import multipart
 from aperture.dicomweb.caching import boundary_for, etag, not_modified
-from aperture.dicomweb.frames import multipart_response, multipart_stream, stored_media_type
+from aperture.dicomweb.frames import frames_url, multipart_response, multipart_stream, stored_media_type
 from aperture.dicomweb.threads import off_loop
+from aperture.dicomweb.urls import public_base
 from aperture.dicomweb.wado import CHUNK, LOOP_READ, accept_ranges, resolve, validator
 from aperture.errors import NotFound
 
@@ -47,26 +49,31 @@ async def retrieve_bulkdata(request: Request) -> Response:
         and first.type != "multipart/related"
         and (first.type == _OCTET or first.covers(own_type) or (video and first.type.startswith("video/")))
     )
-    tag = etag(validator(ref), "bulkdata", path_text, single, own_type)
+    base = None if single else public_base(request)  # in the parts' Content-Location, so in the tag
+    tag = etag(validator(ref), "bulkdata", path_text, single, own_type, base)
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
+    here = f"{base}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}/bulkdata/{path_text}"
+    # `here` (the BulkDataURI, as /metadata writes it) is only used by the multipart answers below
     if video:  # the whole stream, as one video: PS3.18 §8.7.3.3 video/mpeg2, video/mp4, video/H265
         pieces = _encapsulated_payload(file_path, offset)
         if single:
             return StreamingResponse(_off_loop_pieces(pieces), media_type=own_type, headers={"ETag": tag})
         part_type = f"{own_type}; transfer-syntax={ref.transfer_syntax}"
-        return _one_part(pieces, own_type, part_type, tag)
+        return _one_part(pieces, own_type, part_type, tag, here)
     if path_text == "7FE00010" and ref.frames is not None and FrameIndex.from_json(ref.frames).encapsulated:
         index = FrameIndex.from_json(ref.frames)
         media = stored_media_type(ref.transfer_syntax)
         part_type = f"{media}; transfer-syntax={ref.transfer_syntax}"
+        numbers = range(1, len(index.frames) + 1)
+        prefix = frames_url(str(base), ref)
+        locations = [prefix + str(number) for number in numbers]  # each part is one frame: name it
         if ref.size <= LOOP_READ:  # a small file: its frames in one read and one answer
-            numbers = list(range(1, len(index.frames) + 1))
-            frames = await off_loop(read_frames, file_path, index, numbers)
-            return multipart_response(frames, media, part_type, ref.transfer_syntax, tag)
+            frames = await off_loop(read_frames, file_path, index, list(numbers))
+            return multipart_response(frames, media, part_type, ref.transfer_syntax, tag, locations)
         each = _each_frame(file_path, index)
         head: bytes = await off_loop(next, each, b"")
-        return multipart_stream(head, each, media, part_type, ref.transfer_syntax, tag)
+        return multipart_stream(head, each, media, part_type, ref.transfer_syntax, tag, locations)
     if offset is not None and length is not None and length != 0xFFFFFFFF:
         if length <= CHUNK:  # one piece: read whole and answered as before streaming existed
             data = await off_loop(_read_value, file_path, offset, length)
@@ -77,20 +84,20 @@ async def retrieve_bulkdata(request: Request) -> Response:
                 headers={"ETag": tag, "Content-Length": str(length)},
             )
         else:
-            return _one_part(_read_slice(file_path, offset, length), own_type, own_type, tag)
+            return _one_part(_read_slice(file_path, offset, length), own_type, own_type, tag, here)
     else:
         data = await off_loop(_read_by_parsing, file_path, path_text)  # a value in a sequence, or deflated
     if single:
         return Response(data, media_type=own_type, headers={"ETag": tag})
-    return multipart_response([data], own_type, own_type, None, tag)
+    return multipart_response([data], own_type, own_type, None, tag, [here])
 
 
-def _one_part(pieces: Iterator[bytes], media: str, part_type: str, tag: str) -> StreamingResponse:
+def _one_part(pieces: Iterator[bytes], media: str, part_type: str, tag: str, location: str) -> StreamingResponse:
     """A one-part multipart/related answer whose body is sent piece by piece, as read."""
     boundary = boundary_for(tag)
 
     async def body() -> AsyncIterator[bytes]:
-        yield multipart.part_header(boundary, part_type, first=True)
+        yield multipart.part_header(boundary, part_type, first=True, location=location)
         async for piece in _off_loop_pieces(pieces):
             yield piece
         yield multipart.closing(boundary)

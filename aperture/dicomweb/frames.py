@@ -3,7 +3,8 @@
 Frames are read by seek from the stored file using the frame index computed at ingest. A request
 that takes any syntax (`*/*`, `transfer-syntax=*`, OHIF's default) gets the background HTJ2K copy
 when there is one, else the stored bytes, labelled with their media type and transfer syntax on
-every part (cornerstone reads the syntax from the part header). `application/octet-stream` without
+every part (cornerstone reads the syntax from the part header), and each part names its frame's own
+URL in Content-Location (PS3.18 §8.6.1.2). `application/octet-stream` without
 a syntax means uncompressed: compressed frames are decoded to Explicit VR Little Endian. A lossless
 compressed syntax named by the client is encoded on request, through a bounded cache. Answers
 carry a content ETag and honour one byte range. A frame that must be decoded but whose pixel data
@@ -14,7 +15,7 @@ refuses the layout) is 406.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from aperture.dicomweb.caching import boundary_for, etag, not_modified, with_ran
 from aperture.dicomweb.lru import ByteCache
 from aperture.dicomweb.media import MediaRange
 from aperture.dicomweb.threads import off_loop
+from aperture.dicomweb.urls import public_base
 from aperture.dicomweb.wado import LOOP_READ, accept_ranges, resolve_and, validator
 from aperture.errors import InvalidPixelData, InvalidRequest, NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
@@ -305,7 +307,8 @@ async def retrieve_frames(request: Request) -> Response:
             ranges, ref.transfer_syntax, ref.frames is not None, ref.copy_frames is not None
         )
         copy = ref.copy_blob if ts == HTJ2K_LOSSLESS_RPCL and ref.transfer_syntax != ts else None
-        tag = etag(validator(ref), "frames", ",".join(map(str, numbers)), media, ts, is_multipart, copy)
+        base = public_base(request) if is_multipart else None  # in the parts' Content-Location, so in the tag
+        tag = etag(validator(ref), "frames", ",".join(map(str, numbers)), media, ts, is_multipart, copy, base)
         if request.headers.get("if-none-match"):
             return is_multipart, media, ts, tag, None  # the caller may answer 304 without reading
         return is_multipart, media, ts, tag, first_and_rest(ref, blobs.path(ref.blob), numbers, ts, blobs, cache)
@@ -333,27 +336,37 @@ async def retrieve_frames(request: Request) -> Response:
     part_type = f"{media}; transfer-syntax={ts}"
     if not is_multipart:
         return with_range(request, first, {"ETag": tag, "Content-Type": part_type})
+    prefix = frames_url(public_base(request), refs[0])
+    locations = [prefix + str(number) for number in numbers]
     if len(numbers) == 1:
         bodies = [first]
     elif refs[0].size <= LOOP_READ and ts == refs[0].transfer_syntax:
         bodies = [first, *rest]  # stored bytes of a file of at most 1 MB: one answer, as cheap as a read
     else:  # streamed part by part; a byte range is only honoured on answers made whole
-        return multipart_stream(first, rest, media, part_type, ts, tag)
-    response = multipart_response(bodies, media, part_type, ts, tag)
+        return multipart_stream(first, rest, media, part_type, ts, tag, locations)
+    response = multipart_response(bodies, media, part_type, ts, tag, locations)
     return with_range(request, response.body, {k: v for k, v in response.headers.items() if k != "content-length"})
 
 
-def multipart_response(bodies: list[bytes], media: str, part_type: str, ts: str | None, tag: str) -> Response:
+def frames_url(base: str, ref: InstanceRef) -> str:
+    """The URL of the instance's frames up to the frame number: `…/frames/` (PS3.18 §10.4.1.1.1)."""
+    return f"{base}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}/frames/"
+
+
+def multipart_response(
+    bodies: list[bytes], media: str, part_type: str, ts: str | None, tag: str, locations: list[str]
+) -> Response:
     """A multipart/related answer made whole, its boundary fixed by the ETag so repeats are byte-identical.
 
-    Only for what is small or in memory already (one frame, the frames of a file of at most
-    `LOOP_READ`, one bulk value); anything larger goes through `multipart_stream`, which holds one
-    part at a time.
+    `locations[i]` is the Content-Location of part i: the URL of what it holds. The ETag must
+    cover them (they hold the public base URL). Only for what is small or in memory already (one
+    frame, the frames of a file of at most `LOOP_READ`, one bulk value); anything larger goes
+    through `multipart_stream`, which holds one part at a time.
     """
     boundary = boundary_for(tag)
     chunks: list[bytes] = []
-    for number, body in enumerate(bodies):
-        chunks.append(multipart.part_header(boundary, part_type, first=number == 0))
+    for number, (body, location) in enumerate(zip(bodies, locations, strict=True)):
+        chunks.append(multipart.part_header(boundary, part_type, first=number == 0, location=location))
         chunks.append(body)
     chunks.append(multipart.closing(boundary))
     headers = {"Content-Type": multipart.content_type(boundary, media, ts), "ETag": tag}
@@ -361,16 +374,19 @@ def multipart_response(bodies: list[bytes], media: str, part_type: str, ts: str 
 
 
 def multipart_stream(
-    first: bytes, rest: Iterator[bytes], media: str, part_type: str, ts: str | None, tag: str
+    first: bytes, rest: Iterator[bytes], media: str, part_type: str, ts: str | None, tag: str, locations: Iterable[str]
 ) -> StreamingResponse:
-    """A multipart/related answer sent part by part: each further body is made in a worker thread when sent."""
+    """A multipart/related answer sent part by part: each further body is made in a worker thread when sent.
+
+    `locations` gives each part's Content-Location, in order, as in `multipart_response`."""
     boundary = boundary_for(tag)
+    where = iter(locations)
 
     async def parts() -> AsyncIterator[bytes]:
-        yield multipart.part_header(boundary, part_type, first=True)
+        yield multipart.part_header(boundary, part_type, first=True, location=next(where))
         yield first
         while (body := await off_loop(next, rest, None)) is not None:
-            yield multipart.part_header(boundary, part_type, first=False)
+            yield multipart.part_header(boundary, part_type, first=False, location=next(where))
             yield body
         yield multipart.closing(boundary)
 

@@ -4,8 +4,8 @@ The reader never holds a whole part in memory: body bytes go to a sink as they a
 STOW-RS upload costs a bounded buffer. It is liberal in what it accepts (preamble, epilogue,
 LF-only line ends before headers, quoted or bare boundary) and strict about structure: a body that
 ends before its closing delimiter is malformed and the caller stores nothing from it.
-The writer emits per-part Content-Type headers; boundaries are chosen by the caller (derived from
-the ETag, so a repeated answer is byte-identical).
+The writer emits per-part Content-Type and Content-Location headers; boundaries are chosen by the
+caller (derived from the ETag, so a repeated answer is byte-identical).
 """
 
 from __future__ import annotations
@@ -178,9 +178,16 @@ def content_type(boundary: str, part_type: str, transfer_syntax: str | None = No
     return value
 
 
-def part_header(boundary: str, media_type: str, *, first: bool, extra: str = "") -> bytes:
-    lead = b"" if first else b"\r\n"
-    return lead + f"--{boundary}\r\nContent-Type: {media_type}\r\n{extra}\r\n".encode("latin-1")
+def part_header(boundary: str, media_type: str, *, first: bool, location: str | None = None) -> bytes:
+    """The delimiter and headers of one part. `location`: the URL of the resource the part holds.
+
+    PS3.18 §8.6.1.2, Table 8.6.1-1: Content-Location "shall be present if the response payload
+    contains a representation of a resource" (RFC 7231 §3.1.4.2); the part syntax of §8.6.1.2.1
+    puts it after Content-Type.
+    """
+    lead = "" if first else "\r\n"
+    where = f"Content-Location: {location}\r\n" if location else ""
+    return f"{lead}--{boundary}\r\nContent-Type: {media_type}\r\n{where}\r\n".encode()
 
 
 def closing(boundary: str) -> bytes:

@@ -1,10 +1,10 @@
 """STOW-RS: Store Instances (PS3.18 §10.5).
 
 The body streams to temporary files (never held in memory), then each part is parsed, checked and
-handed to the store's single write path as one batch. The answer follows PS3.18 Table 10.5.3-1:
-200 when everything was stored, 202 when some parts failed, 409 when none was stored, with a
-ReferencedSOPSequence and a FailedSOPSequence whose items carry a FailureReason and a readable
-ErrorComment. A body that is not well-formed multipart is a 400 and nothing from it is stored.
+handed to the store's single write path as one batch. The answer follows PS3.18 Table 10.5.3-1
+(see `status_of`), with a ReferencedSOPSequence and a FailedSOPSequence whose items carry a
+FailureReason (Table I.2-2) and a readable ErrorComment. A body that is not well-formed multipart
+is a 400 with the error format, and nothing from it is stored.
 """
 
 from __future__ import annotations
@@ -278,12 +278,26 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
         body["00081198"] = {"vr": "SQ", "Value": failed}
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
-    status = 200 if not failed else 202 if referenced else 409
+    status = status_of(results)
     return Response(
         json.dumps(dict(sorted(body.items())), separators=(",", ":")),
         status_code=status,
         media_type="application/dicom+json",
     )
+
+
+def status_of(results: list[Outcome]) -> int:
+    """PS3.18 §10.5.3.1, Table 10.5.3-1: 200 "stored all Instances"; 202 "stored some of the Instances
+    but warnings or failures exist for others"; 400 "unable to store any instances due to bad
+    syntax": every part failed as not understood (C000: not DICOM, truncated, unparsable); 409
+    "formed correctly but ... unable to store any instances due to a conflict (e.g., unsupported SOP
+    Class or Study Instance UID mismatch)", which "may also be used ... for a mixture of reasons"."""
+    reasons = [outcome.reason for outcome in results if outcome.reason is not None]
+    if not reasons:
+        return 200
+    if len(reasons) < len(results):
+        return 202
+    return 400 if all(reason == CANNOT_UNDERSTAND for reason in reasons) else 409
 
 
 ERROR_COMMENT_CHARS = 64  # ErrorComment is LO (PS3.5 Table 6.2-1)

@@ -9,6 +9,8 @@ Stored JSON carries `BASE_PLACEHOLDER` in their place; `with_base` swaps it in o
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 
 from aperture.dicom.dicomjson import BASE_PLACEHOLDER
@@ -16,14 +18,29 @@ from aperture.dicom.identifiers import uid_problem
 from aperture.errors import InvalidUID
 
 _PLACEHOLDER = BASE_PLACEHOLDER.encode("ascii")
+_PLAIN_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?")  # what request.url keeps as is
 
 
 def public_base(request: Request) -> str:
-    """The DICOMweb base URL as the client sees it, without a trailing slash."""
+    """The DICOMweb base URL as the client sees it, without a trailing slash.
+
+    Every multipart part names its resource with it (Content-Location), so it is made from the
+    scope directly when the Host header is a plain host[:port] (about 1 µs); `request.url`, which
+    builds and parses the whole URL (about 6 µs), only answers the unusual rest the same way as before.
+    """
     configured: str | None = request.app.state.config.server.public_url
-    if configured:  # the whole external base, any proxy prefix included: X-Forwarded-* is not consulted
+    if configured:  # the whole external base, any proxy prefix included: X-Forwarded-* and Forwarded are not consulted
         return configured.rstrip("/") + "/dicom-web"
-    root = request.scope.get("root_path", "")  # proxy prefix (if any) + the /dicom-web mount
+    scope = request.scope
+    root = scope.get("root_path", "")  # proxy prefix (if any) + the /dicom-web mount
+    scheme = scope.get("scheme")
+    if scheme in ("http", "https"):
+        for name, value in scope["headers"]:
+            if name == b"host":
+                plain = _PLAIN_HOST.fullmatch(value)
+                if plain and (plain[1] is None or int(plain[1]) <= 65535):
+                    return f"{scheme}://{value.decode('ascii')}{root}"
+                break
     return f"{request.url.scheme}://{request.url.netloc}{root}"
 
 

@@ -151,7 +151,8 @@ async def retrieve(request: Request) -> Response:
             f"instance(s) (stored as {missing[0].transfer_syntax}). Available for all: "
             f"{', '.join(available) or 'none'}; or ask for transfer-syntax=* to get the stored bytes."
         )
-    tag = etag_of_many("instances", (validator(r) for r in refs), *targets, choice.multipart)
+    base = public_base(request) if choice.multipart else None  # in the parts' Content-Location, so in the tag
+    tag = etag_of_many("instances", (validator(r) for r in refs), *targets, choice.multipart, base)
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
     headers: dict[str, str] = {"ETag": tag}
@@ -161,7 +162,9 @@ async def retrieve(request: Request) -> Response:
     if prefetched is not None and targets[0] == refs[0].transfer_syntax:
         media = f"{_DICOM}; transfer-syntax={targets[0]}"
         boundary = boundary_for(tag)
-        body = multipart.part_header(boundary, media, first=True) + prefetched + multipart.closing(boundary)
+        where = instance_url(str(base), refs[0])
+        body = multipart.part_header(boundary, media, first=True, location=where) + prefetched
+        body += multipart.closing(boundary)
         headers["Content-Type"] = multipart.content_type(boundary, _DICOM, None)
         return Response(body, headers=headers)
     boundary = boundary_for(tag)
@@ -170,13 +173,13 @@ async def retrieve(request: Request) -> Response:
         await off_loop(_transcode, blobs.path(changed[0][0].blob), changed[0][1])
     else:
         length = sum(
-            len(_dicom_part_header(boundary, t, i == 0)) + r.size
+            len(_dicom_part_header(boundary, t, i == 0, instance_url(str(base), r))) + r.size
             for i, (r, t) in enumerate(zip(refs, targets, strict=True))
         )
         headers["Content-Length"] = str(length + len(multipart.closing(boundary)))
     named = choice.transfer_syntax if choice.transfer_syntax not in (None, "*") else None
     return StreamingResponse(
-        _multipart_stream(refs, targets, blobs, boundary),
+        _multipart_stream(refs, targets, blobs, boundary, str(base)),
         media_type=None,
         headers={"Content-Type": multipart.content_type(boundary, _DICOM, named), **headers},
     )
@@ -232,8 +235,14 @@ def _transcode(path: os.PathLike[str], target: str) -> bytes:
         ) from exc
 
 
-def _dicom_part_header(boundary: str, transfer_syntax: str, first: bool) -> bytes:
-    return multipart.part_header(boundary, f"{_DICOM}; transfer-syntax={transfer_syntax}", first=first)
+def instance_url(base: str, ref: InstanceRef) -> str:
+    """Where an instance can be retrieved alone: the Content-Location of its part (PS3.18 §8.6.1.2)."""
+    return f"{base}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}"
+
+
+def _dicom_part_header(boundary: str, transfer_syntax: str, first: bool, location: str) -> bytes:
+    media = f"{_DICOM}; transfer-syntax={transfer_syntax}"
+    return multipart.part_header(boundary, media, first=first, location=location)
 
 
 async def _file_chunks(path: os.PathLike[str]) -> AsyncIterator[bytes]:
@@ -243,10 +252,10 @@ async def _file_chunks(path: os.PathLike[str]) -> AsyncIterator[bytes]:
 
 
 async def _multipart_stream(
-    refs: list[InstanceRef], targets: list[str], blobs: Any, boundary: str
+    refs: list[InstanceRef], targets: list[str], blobs: Any, boundary: str, base: str
 ) -> AsyncIterator[bytes]:
     for number, (ref, target) in enumerate(zip(refs, targets, strict=True)):
-        yield _dicom_part_header(boundary, target, number == 0)
+        yield _dicom_part_header(boundary, target, number == 0, instance_url(base, ref))
         if target == ref.transfer_syntax:
             with open(blobs.path(ref.blob), "rb", buffering=0) as handle:
                 while chunk := handle.read(CHUNK * 4):

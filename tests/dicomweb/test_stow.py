@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 
 import httpx
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -51,9 +53,9 @@ def test_some_failed_is_202_and_names_each_failure(client: httpx.Client) -> None
     assert _count(client, study) == 1
 
 
-def test_none_stored_is_409(client: httpx.Client) -> None:
+def test_none_stored_and_none_understood_is_400(client: httpx.Client) -> None:
     response = stow(client, [b"\x00" * 300])
-    assert response.status_code == 409
+    assert response.status_code == 400
     assert len(sequence_items(response.json(), "00081198")) == 1
 
 
@@ -170,7 +172,7 @@ def test_missing_boundary_and_wrong_content_type_are_clear_errors(client: httpx.
 def test_truncated_dicom_is_refused_with_a_reason(client: httpx.Client) -> None:
     data = make_instance(rows=64, columns=64)
     response = stow(client, [data[:-1000]])
-    assert response.status_code == 409
+    assert response.status_code == 400
     failed = sequence_items(response.json(), "00081198")
     assert failed[0]["00081197"]["Value"] == [0xC000]
     assert "truncated" in failed[0]["00000902"]["Value"][0]
@@ -179,7 +181,7 @@ def test_truncated_dicom_is_refused_with_a_reason(client: httpx.Client) -> None:
 def test_real_broken_files_are_refused(client: httpx.Client) -> None:
     for name in ("MR_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm"):
         response = stow(client, [open(get_testdata_file(name), "rb").read()])
-        assert response.status_code == 409, name
+        assert response.status_code == 400, name
 
 
 def test_upload_over_the_limit_is_413_and_stores_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -221,7 +223,7 @@ def test_a_file_cut_short_is_refused_as_truncated_not_as_missing_uids(client: ht
     parts = [ct[:2000], ct[:600], ct[:300], ct[:140], plan[:2000], plan[:-10],
              open(get_testdata_file("rtplan_truncated.dcm"), "rb").read()]  # fmt: skip
     response = stow(client, parts)
-    assert response.status_code == 409
+    assert response.status_code == 400
     for number, (reason, comment) in enumerate(_failures(response), start=1):
         assert reason == 0xC000, (number, comment)
         assert comment.startswith(f"Part {number}: The file is truncated"), comment
@@ -229,7 +231,7 @@ def test_a_file_cut_short_is_refused_as_truncated_not_as_missing_uids(client: ht
 
 def test_error_comments_are_whole_messages_when_they_fit(client: httpx.Client) -> None:
     response = stow(client, [b"\0" * 300, b"", make_instance()[:-1000]])
-    assert response.status_code == 409
+    assert response.status_code == 400
     comments = [comment for _, comment in _failures(response)]
     assert comments[0] == "Part 1: Not a Part-10 file: no 'DICM' after the preamble."
     assert comments[1] == "Part 2: It is empty."
@@ -340,3 +342,105 @@ def test_the_log_line_of_a_refusal_keeps_no_quoted_value() -> None:
     assert "DOE" not in unquoted("Part 1: The data set cannot be parsed: can't convert value 'DOE^JANE'")
     assert "Brien" not in unquoted("""Part 3: cannot read 'O'Brien "x"' here""")
     assert unquoted("Part 1: It is empty.") == "Part 1: It is empty."
+
+
+# One case per row of the status table in docs/dicomweb.md ("STOW-RS statuses and FailureReasons"):
+# PS3.18 §10.5.3.1 Table 10.5.3-1 for the status, Annex I Table I.2-2 for each FailureReason.
+
+NOT_A_STORAGE_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage: a DICOMDIR
+VERIFICATION = "1.2.840.10008.1.1"
+NOT_A_TRANSFER_SYNTAX = "1.2.826.0.1.3680043.8.498.1"  # a valid UID, but no transfer syntax
+
+
+def _edited(**changes: str) -> bytes:
+    """A fresh instance with some attributes (or, as `TransferSyntaxUID`, its file meta) changed or removed."""
+    ds = pydicom.dcmread(io.BytesIO(make_instance()))
+    for keyword, value in changes.items():
+        target = ds.file_meta if keyword.startswith(("TransferSyntax", "MediaStorage")) else ds
+        if value == "":
+            delattr(target, keyword)
+        else:
+            setattr(target, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=False)
+    return out.getvalue()
+
+
+def _post(client: httpx.Client, parts: list[bytes], path: str = "/studies", part_type: str = "application/dicom"):  # type: ignore[no-untyped-def]
+    body, ctype = multipart_body(parts, content_type=part_type)
+    return client.post(path, content=body, headers={"Content-Type": ctype, "Accept": "application/dicom+json"})
+
+
+def _stored_then(client: httpx.Client, sop: str) -> bytes:
+    """A second version of an instance already stored (same UIDs, other bytes): a duplicate."""
+    study, series = generate_uid(), generate_uid()
+    assert stow(client, [make_instance(study=study, series=series, sop=sop)]).status_code == 200
+    return make_instance(study=study, series=series, sop=sop, patient_name="Doe^Janet")
+
+
+STOW_CASES = {
+    # situation: (parts, status, FailureReasons of the FailedSOPSequence, in order)
+    "all stored": (lambda c: [make_instance(), make_instance()], 200, []),
+    "some stored, one not DICOM": (lambda c: [make_instance(), b"not DICOM" * 40], 202, [0xC000]),
+    "some stored, one in an unknown transfer syntax": (
+        lambda c: [make_instance(), _edited(TransferSyntaxUID=NOT_A_TRANSFER_SYNTAX)],
+        202,
+        [0xC122],
+    ),
+    "none stored: not DICOM": (lambda c: [b"\0" * 300], 400, [0xC000]),
+    "none stored: empty part": (lambda c: [b""], 400, [0xC000]),
+    "none stored: truncated": (lambda c: [make_instance(rows=64, columns=64)[:-1000]], 400, [0xC000]),
+    "none stored: all three": (lambda c: [b"\0" * 300, b"", make_instance()[:-1000]], 400, [0xC000] * 3),
+    "none stored: SOP Instance UID missing": (lambda c: [_edited(SOPInstanceUID="")], 409, [0xA900]),
+    "none stored: Study Instance UID missing": (lambda c: [_edited(StudyInstanceUID="")], 409, [0xA900]),
+    "none stored: a DICOMDIR": (
+        lambda c: [_edited(SOPClassUID=NOT_A_STORAGE_CLASS, MediaStorageSOPClassUID=NOT_A_STORAGE_CLASS)],
+        409,
+        [0x0122],
+    ),
+    "none stored: a Verification SOP Class": (lambda c: [_edited(SOPClassUID=VERIFICATION)], 409, [0x0122]),
+    "none stored: unknown transfer syntax": (
+        lambda c: [_edited(TransferSyntaxUID=NOT_A_TRANSFER_SYNTAX)],
+        409,
+        [0xC122],
+    ),
+    "none stored: same SOP Instance UID, other bytes": (lambda c: [_stored_then(c, generate_uid())], 409, [0x0111]),
+    "none stored: a mixture of reasons": (lambda c: [b"\0" * 300, _edited(SOPInstanceUID="")], 409, [0xC000, 0xA900]),
+}
+
+
+@pytest.mark.parametrize("case", list(STOW_CASES))
+def test_stow_status_and_failure_reasons(client: httpx.Client, case: str) -> None:
+    build, status, reasons = STOW_CASES[case]
+    response = _post(client, build(client))
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/dicom+json")
+    assert [reason for reason, _ in _failures(response)] == reasons
+    stored = sequence_items(response.json(), "00081199")
+    assert len(stored) == (2 if status == 200 else 1 if status == 202 else 0)
+
+
+def test_stow_a_part_that_is_not_application_dicom_is_cannot_understand(client: httpx.Client) -> None:
+    response = _post(client, [make_instance()], part_type="image/jpeg")
+    assert response.status_code == 400
+    assert [reason for reason, _ in _failures(response)] == [0xC000]
+
+
+def test_stow_study_instance_uid_mismatch_is_409_a900(client: httpx.Client) -> None:
+    response = _post(client, [make_instance()], path=f"/studies/{generate_uid()}")
+    assert response.status_code == 409
+    assert [reason for reason, _ in _failures(response)] == [0xA900]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ('multipart/related; type="application/dicom"', 400),  # no boundary: bad syntax
+        ('multipart/related; type="application/dicom+json"; boundary=x', 415),
+        ("application/json", 415),
+    ],
+)
+def test_stow_requests_refused_as_a_whole(client: httpx.Client, content_type: str, status: int) -> None:
+    response = client.post("/studies", content=b"--x--\r\n", headers={"Content-Type": content_type})
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")  # the error format, nothing stored
