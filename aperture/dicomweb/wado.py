@@ -40,7 +40,7 @@ from aperture.dicomweb.media import (
 )
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, path_uid, public_base, with_base
-from aperture.dicomweb.xmlparts import xml_documents, xml_multipart
+from aperture.dicomweb.xmlparts import xml_metadata_documents, xml_multipart
 from aperture.errors import NotAcceptable, NotFound
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
@@ -327,10 +327,11 @@ async def _xml_metadata(request: Request, documents: list[tuple[bytes, str]], wa
     tag = etag_of_many("metadata", (v for _, v in documents), public_base(request), wanted.value)
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
-    xml = await off_loop(xml_documents, [d for d, _ in documents], request)
+    parts = await off_loop(xml_metadata_documents, [d for d, _ in documents], request)
     if wanted is MetadataFormat.XML:
-        return json_response(request, xml[0], tag=tag, media_type=DICOM_XML)
-    body, content_type = xml_multipart(xml, boundary_for(tag))
+        return json_response(request, parts[0][0], tag=tag, media_type=DICOM_XML)
+    xml, locations = [x for x, _ in parts], [where for _, where in parts]
+    body, content_type = xml_multipart(xml, boundary_for(tag), locations)
     return json_response(request, body, tag=tag, media_type=content_type)
 
 

@@ -344,12 +344,14 @@ def swept(http: httpx.Client) -> list[Case]:
 
 
 def _store(http: httpx.Client, case: Case) -> None:
-    """STOW-RS the case alone; a refusal is recorded (a 4xx must say why, a 409 must carry a FailureReason)."""
+    """STOW-RS the case alone; a refusal is recorded (a 4xx must say why; a refused instance, 400 or 409 per
+    PS3.18 Table 10.5.3-1, must carry a FailureReason)."""
     response = stow(http, [case.data])
     if response.status_code >= 500 or response.status_code < 200:
         case.answers.append(("STOW", response.status_code, response.text[:200] or "no body"))
         return
-    if response.status_code >= 400 and response.status_code != 409:
+    is_store_response = response.headers.get("content-type", "").startswith("application/dicom+json")
+    if response.status_code >= 400 and not (response.status_code in (400, 409) and is_store_response):
         case.answers.append(("STOW", response.status_code, _problem_of_refusal(response)))
         return
     referenced = sequence_items(response.json(), "00081199")

@@ -289,6 +289,28 @@ def test_study_and_series_metadata_have_one_document_per_instance(client: httpx.
         assert sops == sorted(d["00080018"]["Value"][0] for d in json_study)
 
 
+def test_metadata_parts_name_the_instance_metadata_they_hold(client: httpx.Client) -> None:
+    """PS3.18 §8.6.1.2: each part of a study's XML metadata carries the Content-Location of that instance's metadata."""
+    study, series = generate_uid(), generate_uid()
+    assert (
+        stow(client, [make_instance(study=study, series=series, instance_number=n + 1) for n in range(2)]).status_code
+        == 200
+    )
+    response = client.get(f"/studies/{study}/metadata", headers={"Accept": XML_ACCEPT})
+    assert response.status_code == 200
+    raw = b"Content-Type: " + response.headers["content-type"].encode() + b"\r\n\r\n" + response.content
+    parts = list(BytesParser(policy=HTTP).parsebytes(raw).iter_parts())
+    assert len(parts) == 2
+    for part in parts:
+        location = str(part["Content-Location"])
+        sop = normalize(ET.fromstring(part.get_payload(decode=True)))["00080018"][3][0]
+        assert (
+            location == f"{str(client.base_url).rstrip('/')}/studies/{study}/series/{series}/instances/{sop}/metadata"
+        )
+        again = client.get(location, headers={"Accept": "application/dicom+xml"})
+        assert again.status_code == 200 and again.content == part.get_payload(decode=True)
+
+
 def test_xml_metadata_etag_and_304_like_json(client: httpx.Client) -> None:
     study = generate_uid()
     assert stow(client, [make_instance(study=study)]).status_code == 200
