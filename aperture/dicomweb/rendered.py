@@ -324,8 +324,8 @@ async def rendered_collection(request: Request) -> Response:
 
     Parts are drawn one by one in a worker thread as they are sent (a 500-slice study is never in
     memory whole); the first is drawn before the status is sent, so a refusal is still a status
-    code. The ETag covers the stored files, the media type and the parameters: a repeat with
-    If-None-Match is a 304 before anything is drawn.
+    code. The ETag covers the stored files, the media type, the parameters and the base URL in the
+    Content-Locations: a repeat with If-None-Match is a 304 before anything is drawn.
     """
     ask = _ask(request, as_thumbnail=False, media_type=_multipart_media_type(request))
     state = request.app.state
@@ -337,7 +337,7 @@ async def rendered_collection(request: Request) -> Response:
         if not drawable:
             where = f"Series {refs[0].series_uid}" if "series" in request.path_params else f"Study {refs[0].study_uid}"
             raise NotFound(f"{where} has no instances with pixel data to render (reports and documents are not drawn).")
-        tag = etag_of_many("rendered", (validator(r) for r in drawable), ask.media_type, str(ask.key))
+        tag = etag_of_many("rendered", (validator(r) for r in drawable), ask.media_type, str(ask.key), base)
         if if_none_match and not_modified_tag(if_none_match, tag):
             return tag, None
         parts = _rendered_parts(state, scope, ask, drawable, base)

@@ -130,6 +130,9 @@ def test_rendered_study_is_streamed_and_revalidated(client: httpx.Client, study:
     assert (head.headers["etag"], head.headers["content-type"]) == (tag, response.headers["content-type"])
     png = client.head(url, headers={"Accept": MULTIPART_PNG})
     assert png.headers["etag"] != tag, "the media type is part of the representation"
+    elsewhere = client.get(url, headers={"Accept": MULTIPART_JPEG, "Host": "pacs.example"})
+    assert split_parts(elsewhere)[0].location.startswith("http://pacs.example/dicom-web/studies/")
+    assert elsewhere.headers["etag"] != tag, "so is the base URL written in each Content-Location"
 
 
 @pytest.mark.parametrize(
