@@ -312,7 +312,10 @@ def _rendered_parts(
 async def rendered_collection(request: Request) -> Response:
     """Rendered Study and Rendered Series (PS3.18 §10.4.1.1.3): every image of the study or series.
 
-    The answer is multipart/related (§10.4.4), one part per frame of each instance with pixel data,
+    §10.4.1.1.3: Rendered Resources "are used to retrieve representations of a DICOM Resource
+    rendered as appropriate images, videos, text documents, or other representations"; §10.4.3.3:
+    the payload holds "one or more representations of the Target Resource in the Selected Media
+    Type". The answer is multipart/related (§10.4.4), one part per frame of each instance with pixel data,
     in the index's order: series by Series Number, instances by Instance Number, frames in order.
     A multi-frame instance is a Multi-frame Image, whose only single-image rendered type is
     image/gif (§8.7.2, Table 8.7.4-1 "Multi-frame Image"); each of its frames is a Single Frame
