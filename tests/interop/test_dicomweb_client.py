@@ -517,3 +517,28 @@ def test_retrieve_frame_rendered_of_multiframe(dwc: DICOMwebClient) -> None:
         assert image.format == "PNG"
         assert image.size == (mf.Columns, mf.Rows)
     assert np.asarray(Image.open(io.BytesIO(first))).tolist() != np.asarray(Image.open(io.BytesIO(last))).tolist()
+
+
+def test_retrieve_series_rendered_is_multipart(dwc: DICOMwebClient) -> None:
+    """Without media types the client accepts anything and gets the multipart answer, one JPEG per instance.
+
+    Asked for `media_types=("image/jpeg",)` it sends the single-part `Accept: image/jpeg`, which PS3.18
+    §10.4.4 says a Rendered Series is to refuse (406), even for a series of one single-frame image.
+    """
+    patient = unique_patient("RENDERSERIES")
+    first = pydicom_file(MR, patient)
+    second = pydicom_file(MR, patient, study=first.StudyInstanceUID, series=first.SeriesInstanceUID)
+    second.InstanceNumber = int(first.InstanceNumber or 0) + 1
+    dwc.store_instances([first, second])
+    body = dwc.retrieve_series_rendered(first.StudyInstanceUID, first.SeriesInstanceUID)
+    boundary = body.split(b"\r\n", 1)[0]
+    assert boundary.startswith(b"--aperture-")
+    parts = [p for p in body.split(boundary)[1:] if p.strip(b"-\r\n")]
+    assert len(parts) == 2
+    for part in parts:
+        headers, image = part.split(b"\r\n\r\n", 1)
+        assert b"Content-Type: image/jpeg" in headers
+        assert Image.open(io.BytesIO(image.removesuffix(b"\r\n"))).size == (first.Columns, first.Rows)
+    with pytest.raises(requests.HTTPError) as refused:
+        dwc.retrieve_series_rendered(first.StudyInstanceUID, first.SeriesInstanceUID, media_types=("image/jpeg",))
+    assert refused.value.response.status_code == 406

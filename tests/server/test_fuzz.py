@@ -51,8 +51,9 @@ ACCEPTS = [
 TEMPLATES = [
     "/studies", "/series", "/instances",
     "/studies/{study}", "/studies/{study}/metadata", "/studies/{study}/series", "/studies/{study}/instances",
-    "/studies/{study}/thumbnail", "/studies/{study}/series/{series}", "/studies/{study}/series/{series}/metadata",
-    "/studies/{study}/series/{series}/instances", "/studies/{study}/series/{series}/thumbnail",
+    "/studies/{study}/rendered", "/studies/{study}/thumbnail", "/studies/{study}/series/{series}",
+    "/studies/{study}/series/{series}/metadata", "/studies/{study}/series/{series}/instances",
+    "/studies/{study}/series/{series}/rendered", "/studies/{study}/series/{series}/thumbnail",
     "/studies/{study}/series/{series}/instances/{instance}",
     "/studies/{study}/series/{series}/instances/{instance}/metadata",
     "/studies/{study}/series/{series}/instances/{instance}/rendered",
@@ -173,8 +174,14 @@ KINDS = {
     "rendered": f"/studies/{STUDY}/series/{SERIES}/instances/{MULTI}/rendered",
     "frame rendered": f"/studies/{STUDY}/series/{SERIES}/instances/{MULTI}/frames/2/rendered",
     "thumbnail": f"/studies/{STUDY}/thumbnail",
+    "study rendered": f"/studies/{STUDY}/rendered",
 }
-KIND_ACCEPT = {"rendered": "image/jpeg", "frame rendered": "image/png", "thumbnail": "image/jpeg"}
+KIND_ACCEPT = {
+    "rendered": "image/jpeg",
+    "frame rendered": "image/png",
+    "thumbnail": "image/jpeg",
+    "study rendered": 'multipart/related; type="image/jpeg"',
+}
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
