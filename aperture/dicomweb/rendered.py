@@ -296,8 +296,9 @@ def _rendered_parts(
 ) -> Iterator[tuple[str, bytes]]:
     """(Content-Location, image) of each frame of `refs` that can be drawn as `ask` says, one at a time.
 
-    An instance that cannot be drawn (pixel data this installation cannot decode) is left out and
-    logged; if none could be, the first refusal is raised, as the instance's own /rendered would.
+    An instance that cannot be drawn (pixel data this installation cannot decode or draw, or that
+    contradicts its header) is left out and logged; if none could be, the first refusal is raised,
+    as the instance's own /rendered would.
     """
     first_error: ApertureError | None = None
     drawn = 0
@@ -307,7 +308,7 @@ def _rendered_parts(
         for frame in range(1, ref.num_frames + 1):
             try:
                 body = _draw_cached(state, scope, replace(ask, frame=frame), ref, drawer)
-            except (InvalidRequest, NotFound) as exc:
+            except (InvalidRequest, NotFound, NotAcceptable, InvalidPixelData) as exc:
                 log.warning("rendered %s: instance %s left out: %s", ask.media_type, ref.sop_uid, exc)
                 first_error = first_error or exc
                 break

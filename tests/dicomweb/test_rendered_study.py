@@ -179,9 +179,9 @@ def test_an_instance_that_cannot_be_drawn_is_left_out(client: httpx.Client) -> N
     assert stow(client, parts).status_code == 200
     accept = {"Accept": MULTIPART_JPEG}
     single = client.get(f"/studies/{study}/series/{mixed}/instances/{bad}/rendered")
-    assert single.status_code == 400 and "HSV" in single.text
+    assert single.status_code == 406 and "HSV" in single.text
     series = client.get(f"/studies/{study}/series/{mixed}/rendered", headers=accept)
     assert series.status_code == 200
     assert [p.location.rsplit("/", 2)[-2] for p in split_parts(series)] == [good]
     refused = client.get(f"/studies/{study}/series/{alone}/rendered", headers=accept)
-    assert refused.status_code == 400 and "HSV" in refused.text, "nothing to send: the refusal, as for one instance"
+    assert refused.status_code == 406 and "HSV" in refused.text, "nothing to send: the refusal, as for one instance"
