@@ -25,8 +25,9 @@ from starlette.responses import Response
 
 from aperture.auth.requirements import WRITE_IMAGING, authorize
 from aperture.dicom.instance import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS, InvalidInstance
+from aperture.dicom.nativexml import native_xml
 from aperture.dicomweb.body import read_ahead
-from aperture.dicomweb.media import parse_accept
+from aperture.dicomweb.media import DICOM_JSON, DICOM_XML, parse_accept
 from aperture.dicomweb.multipart import Part, read_parts
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, public_base
@@ -126,9 +127,7 @@ async def store_instances(request: Request) -> Response:
 
 async def _store_instances(request: Request) -> Response:
     study_uid = optional_uid(request, "study")
-    accept = parse_accept(request.query_params.get("accept") or request.headers.get("accept"))
-    if not any(r.covers("application/dicom+json") or r.covers("application/json") for r in accept):
-        raise NotAcceptable("The STOW-RS response is available as application/dicom+json only.")
+    answer_as = response_type(request.query_params.get("accept") or request.headers.get("accept"))
     scope = await authorize(request, WRITE_IMAGING)
     state = request.app.state
     limit = state.config.store.max_upload_bytes
@@ -212,7 +211,7 @@ async def _store_instances(request: Request) -> Response:
             with contextlib.suppress(OSError):
                 sink.handle.close()
             sink.path.unlink(missing_ok=True)  # placed blobs were renamed away; the rest is discarded
-    return _response(request, results, study_uid)
+    return _response(request, results, study_uid, answer_as)
 
 
 def _store(
@@ -247,7 +246,24 @@ def _failure(exc: InvalidInstance, number: int) -> Outcome:
     return Outcome(exc.sop_class_uid, exc.sop_instance_uid, reason=exc.reason, message=f"Part {number}: {exc}")
 
 
-def _response(request: Request, results: list[Outcome], study_uid: str | None) -> Response:
+def response_type(header: str | None) -> str:
+    """The media type of the Store Instances Response Module (PS3.18 Annex I) the client prefers.
+
+    DICOM JSON unless the first acceptable range asks for DICOM XML (PS3.19 Annex A, one document:
+    the response is a single item). Decided before the body is read, so a client that accepts
+    neither is refused before anything is stored.
+    """
+    for media in parse_accept(header):
+        if media.type in (DICOM_JSON, "application/json", "*/*", "*", "application/*"):
+            return DICOM_JSON
+        if media.type == DICOM_XML:
+            return DICOM_XML
+    raise NotAcceptable(
+        f"The STOW-RS response can be sent as {DICOM_JSON} or {DICOM_XML}. The Accept header asked for neither."
+    )
+
+
+def _response(request: Request, results: list[Outcome], study_uid: str | None, media_type: str) -> Response:
     base = public_base(request)
     referenced: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
@@ -279,11 +295,10 @@ def _response(request: Request, results: list[Outcome], study_uid: str | None) -
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
     status = status_of(results)
-    return Response(
-        json.dumps(dict(sorted(body.items())), separators=(",", ":")),
-        status_code=status,
-        media_type="application/dicom+json",
-    )
+    document = dict(sorted(body.items()))
+    if media_type == DICOM_XML:
+        return Response(native_xml(document), status_code=status, media_type=DICOM_XML)
+    return Response(json.dumps(document, separators=(",", ":")), status_code=status, media_type=DICOM_JSON)
 
 
 def status_of(results: list[Outcome]) -> int:

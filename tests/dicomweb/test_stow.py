@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 import time
+import xml.etree.ElementTree as ET
 
 import httpx
 import pydicom
@@ -37,6 +38,59 @@ def test_all_stored_is_200_with_referenced_sop_and_retrieve_urls(client: httpx.C
         assert client.get(url, headers={"Accept": "application/dicom"}).status_code == 200
     assert "00081198" not in answer
     assert _count(client, study) == 3
+
+
+NATIVE = "{http://dicom.nema.org/PS3.19/models/NativeDICOM}"
+
+
+def _xml_items(root: ET.Element, tag: str) -> list[ET.Element]:
+    """The Items of the sequence `tag` (8 hex digits) at the top of a Native DICOM Model document."""
+    return [item for attribute in root.findall(f"{NATIVE}DicomAttribute[@tag='{tag}']")
+            for item in attribute.findall(f"{NATIVE}Item")]  # fmt: skip
+
+
+def _xml_value(element: ET.Element, tag: str) -> str | None:
+    found = element.find(f"{NATIVE}DicomAttribute[@tag='{tag}']/{NATIVE}Value")
+    return None if found is None else found.text
+
+
+def test_the_response_is_dicom_xml_when_the_client_asks_for_it(client: httpx.Client) -> None:
+    """The Store Instances Response Module (PS3.18 Annex I) as one PS3.19 document, with what the JSON holds."""
+    study = generate_uid()
+    body, ctype = multipart_body([make_instance(study=study), b"this is not DICOM at all" * 10])
+    response = client.post("/studies", content=body, headers={"Content-Type": ctype, "Accept": "application/dicom+xml"})
+    assert response.status_code == 202, response.text
+    assert response.headers["content-type"].startswith("application/dicom+xml")
+    root = ET.fromstring(response.content)
+    (stored,) = _xml_items(root, "00081199")
+    url = _xml_value(stored, "00081190")
+    assert url and client.get(url, headers={"Accept": "application/dicom"}).status_code == 200
+    (refused,) = _xml_items(root, "00081198")
+    assert _xml_value(refused, "00081197") == str(0xC000)
+    assert "Part-10" in (_xml_value(refused, "00000902") or "")
+    assert (_xml_value(root, "00081190") or "").endswith(f"/studies/{study}")
+
+
+@pytest.mark.parametrize(
+    ("accept", "media"),
+    [("application/dicom+xml, application/dicom+json;q=0.5", "application/dicom+xml"),
+     ("application/dicom+json, application/dicom+xml", "application/dicom+json"),
+     ("*/*", "application/dicom+json"), ("application/*", "application/dicom+json")],
+)  # fmt: skip
+def test_the_first_acceptable_response_type_wins(client: httpx.Client, accept: str, media: str) -> None:
+    body, ctype = multipart_body([make_instance()])
+    response = client.post("/studies", content=body, headers={"Content-Type": ctype, "Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(media)
+
+
+def test_a_response_type_it_cannot_write_is_refused_before_anything_is_stored(client: httpx.Client) -> None:
+    study = generate_uid()
+    body, ctype = multipart_body([make_instance(study=study)])
+    response = client.post("/studies", content=body, headers={"Content-Type": ctype, "Accept": "text/html"})
+    assert response.status_code == 406
+    assert "application/dicom+xml" in response.json()["message"]
+    assert _count(client, study) == 0
 
 
 def test_some_failed_is_202_and_names_each_failure(client: httpx.Client) -> None:
