@@ -21,6 +21,36 @@ def test_dicom_core_imports_no_http_and_no_sql() -> None:
     assert out == "", f"aperture.dicom pulled in: {out}"
 
 
+def _imported_by(package: str) -> set[str]:
+    """Every module in sys.modules after importing all modules of `package` in a fresh interpreter.
+
+    Alembic migration scripts are left out: they only run inside Alembic, with its context set up.
+    """
+    code = (
+        f"import sys, pkgutil, importlib, {package} as p\n"
+        f"for m in pkgutil.walk_packages(p.__path__, '{package}.'):\n"
+        "    if '.migrations' not in m.name: importlib.import_module(m.name)\n"
+        "print(','.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    return set(out.split(","))
+
+
+def test_the_ehr_sandbox_imports_nothing_of_the_imaging_server() -> None:
+    """The sandbox plays a third-party EHR: it shares only config, logs and errors-free helpers with Aperture."""
+    imaging = ("aperture.server", "aperture.dicomweb", "aperture.store", "aperture.dicom", "aperture.auth",
+               "aperture.fhir", "aperture.viewer", "aperture.cli")  # fmt: skip
+    bad = sorted(n for n in _imported_by("aperture.ehr") if n.startswith(imaging))
+    assert bad == [], f"aperture.ehr pulled in: {bad}"
+
+
+def test_the_store_imports_no_web_framework() -> None:
+    bad = sorted(
+        n for n in _imported_by("aperture.store") if n.split(".")[0] in {"starlette", "httpx", "granian", "authlib"}
+    )
+    assert bad == [], f"aperture.store pulled in: {bad}"
+
+
 def test_only_the_policy_issues_access_scopes() -> None:
     users = sorted(
         str(path.relative_to(PACKAGE))
@@ -47,3 +77,16 @@ def test_route_handlers_do_not_touch_sql_or_files_directly() -> None:
     for path in (PACKAGE / "dicomweb").glob("*.py"):
         source = path.read_text(encoding="utf-8")
         assert "sqlalchemy" not in source, f"{path.name} imports SQL; go through aperture.store"
+
+
+def test_handlers_reach_the_index_typed() -> None:
+    """`app.state` is untyped: the index is read from it only where it gets its type (`dicomweb.state.index_of`,
+    or a local annotated `Index`), so mypy checks every store read's AccessScope argument."""
+    untyped = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).as_posix() in {"server/app.py", "dicomweb/state.py"}:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "state.index" in line and ": Index =" not in line:
+                untyped.append(f"{path.relative_to(PACKAGE)}:{number}")
+    assert untyped == []

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from aperture.store.scope import _ISSUER, AccessScope
 
 
-def allow_everything(*, may_delete: bool = True) -> AccessScope:
-    """Every study, read and write: `--auth none`."""
-    return AccessScope(None, None, frozenset(), True, may_delete, _ISSUER)
+def allow_everything(*, may_write: bool = True, may_delete: bool = True) -> AccessScope:
+    """Every study (`--auth none`); writing and deleting as the request's action needs."""
+    return AccessScope(None, None, frozenset(), may_write, may_delete, _ISSUER)
 
 
 def restricted(

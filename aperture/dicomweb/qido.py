@@ -17,6 +17,7 @@ from aperture.dicom.attributes import Level
 from aperture.dicom.query import Query, QueryError, parse_query
 from aperture.dicomweb.caching import json_response
 from aperture.dicomweb.media import MetadataFormat, metadata_format
+from aperture.dicomweb.state import index_of
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, with_base
 from aperture.dicomweb.xmlparts import xml_documents, xml_multipart
@@ -43,7 +44,7 @@ async def search(request: Request, level: Level) -> Response:
         query = parse(params, level, config.default_limit, config.max_limit)
     except QueryError as exc:
         raise InvalidQuery(str(exc)) from exc
-    index = request.app.state.index
+    index = index_of(request)
     if index.answers_inline and is_point_lookup(query, study_uid):  # a few indexed rows: cheaper here than a hop
         result = index.search(query, scope, remember=remember)
     else:

@@ -51,7 +51,7 @@ from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import public_base
 from aperture.dicomweb.wado import SMALL_FILE, resolve_and, validator
 from aperture.errors import ApertureError, InvalidPixelData, InvalidRequest, NotAcceptable, NotFound
-from aperture.store.index import InstanceRef
+from aperture.store.index import Index, InstanceRef
 from aperture.store.scope import AccessScope
 
 log = logging.getLogger("aperture.dicomweb")
@@ -197,7 +197,8 @@ def _drawer(state: Any, scope: AccessScope, ref: InstanceRef) -> _Drawer:
     def header() -> dict[str, Any]:
         parsed = parsed_headers.get(ref.blob)
         if parsed is None:
-            found = state.index.metadata(scope, ref.study_uid, ref.series_uid, ref.sop_uid)
+            index: Index = state.index  # the same object `index_of` gives handlers
+            found = index.metadata(scope, ref.study_uid, ref.series_uid, ref.sop_uid)
             parsed = json.loads(found[0][0]) if found else {}
             parsed_headers.put(ref.blob, parsed)  # read only, by every later drawing of this instance
         return parsed

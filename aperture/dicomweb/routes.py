@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aperture.auth.requirements import deletes, reads, writes
 from aperture.dicomweb import bulkdata, delete, frames, qido, rendered, stow, wado
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -32,30 +33,35 @@ def resource(path: str, **endpoints: Endpoint) -> Route:
         return await endpoints["GET" if request.method == "HEAD" else request.method](request)
 
     by_method.__name__ = by_method.__qualname__ = "_".join(e.__name__ for e in endpoints.values())
+    by_method.actions = {m: getattr(e, "action", None) for m, e in endpoints.items()}  # type: ignore[attr-defined]
     return Route(path, by_method, methods=list(endpoints))
 
 
 routes = [
-    resource("/studies", GET=qido.search_studies, POST=stow.store_instances),
-    resource("/series", GET=qido.search_series),
-    resource("/instances", GET=qido.search_instances),
-    resource(_STUDY, GET=wado.retrieve, POST=stow.store_instances, DELETE=delete.delete_resource),
-    resource(_STUDY + "/metadata", GET=wado.metadata),
-    resource(_STUDY + "/series", GET=qido.search_series),
-    resource(_STUDY + "/instances", GET=qido.search_instances),
-    resource(_STUDY + "/rendered", GET=rendered.rendered_collection),
-    resource(_STUDY + "/thumbnail", GET=rendered.thumbnail_route),
-    resource(_SERIES, GET=wado.retrieve, DELETE=delete.delete_resource),
-    resource(_SERIES + "/metadata", GET=wado.metadata),
-    resource(_SERIES + "/instances", GET=qido.search_instances),
-    resource(_SERIES + "/rendered", GET=rendered.rendered_collection),
-    resource(_SERIES + "/thumbnail", GET=rendered.thumbnail_route),
-    resource(_INSTANCE, GET=wado.retrieve, DELETE=delete.delete_resource),
-    resource(_INSTANCE + "/metadata", GET=wado.metadata),
-    resource(_INSTANCE + "/rendered", GET=rendered.rendered),
-    resource(_INSTANCE + "/thumbnail", GET=rendered.thumbnail_route),
-    resource(_INSTANCE + "/frames/{frames}", GET=frames.retrieve_frames),
-    resource(_INSTANCE + "/frames/{frames}/rendered", GET=rendered.rendered),
-    resource(_INSTANCE + "/frames/{frames}/thumbnail", GET=rendered.thumbnail_route),
-    resource(_INSTANCE + "/bulkdata/{path:path}", GET=bulkdata.retrieve_bulkdata),
+    resource("/studies", GET=reads(qido.search_studies), POST=writes(stow.store_instances)),
+    resource("/series", GET=reads(qido.search_series)),
+    resource("/instances", GET=reads(qido.search_instances)),
+    resource(
+        _STUDY, GET=reads(wado.retrieve), POST=writes(stow.store_instances), DELETE=deletes(delete.delete_resource)
+    ),
+    resource(_STUDY + "/metadata", GET=reads(wado.metadata)),
+    resource(_STUDY + "/series", GET=reads(qido.search_series)),
+    resource(_STUDY + "/instances", GET=reads(qido.search_instances)),
+    resource(_STUDY + "/rendered", GET=reads(rendered.rendered_collection)),
+    resource(_STUDY + "/thumbnail", GET=reads(rendered.thumbnail_route)),
+    resource(_SERIES, GET=reads(wado.retrieve), DELETE=deletes(delete.delete_resource)),
+    resource(_SERIES + "/metadata", GET=reads(wado.metadata)),
+    resource(_SERIES + "/instances", GET=reads(qido.search_instances)),
+    resource(_SERIES + "/rendered", GET=reads(rendered.rendered_collection)),
+    resource(_SERIES + "/thumbnail", GET=reads(rendered.thumbnail_route)),
+    resource(_INSTANCE, GET=reads(wado.retrieve), DELETE=deletes(delete.delete_resource)),
+    resource(_INSTANCE + "/metadata", GET=reads(wado.metadata)),
+    resource(_INSTANCE + "/rendered", GET=reads(rendered.rendered)),
+    resource(_INSTANCE + "/thumbnail", GET=reads(rendered.thumbnail_route)),
+    resource(_INSTANCE + "/frames/{frames}", GET=reads(frames.retrieve_frames)),
+    resource(_INSTANCE + "/frames/{frames}/rendered", GET=reads(rendered.rendered)),
+    resource(_INSTANCE + "/frames/{frames}/thumbnail", GET=reads(rendered.thumbnail_route)),
+    resource(_INSTANCE + "/bulkdata/{path:path}", GET=reads(bulkdata.retrieve_bulkdata)),
 ]
+"""Each method's endpoint is wrapped in what it needs (`reads`, `writes`, `deletes`):
+`aperture.auth.requirements.authorize` takes that declaration, and a route without one is refused."""

@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
-async def off_loop(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run `function` in the default executor and wait for it without blocking other requests."""
+async def off_loop(function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run `function` in the default executor and wait for it without blocking other requests.
+
+    Typed with the function's own parameters, so the type checker checks the arguments (an index
+    read without its AccessScope is an error here too).
+    """
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, functools.partial(function, *args, **kwargs))

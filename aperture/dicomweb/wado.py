@@ -38,6 +38,7 @@ from aperture.dicomweb.media import (
     metadata_format,
     parse_accept,
 )
+from aperture.dicomweb.state import index_of
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, path_uid, public_base, with_base
 from aperture.dicomweb.xmlparts import xml_metadata_documents, xml_multipart
@@ -96,7 +97,7 @@ async def resolve_and(
     """
     study, series, instance = uids if uids is not None else _uids(request)
     scope = await authorize(request, READ_IMAGING)
-    index = request.app.state.index
+    index = index_of(request)
 
     def lookup() -> list[InstanceRef]:
         refs: list[InstanceRef] = index.instance_refs(scope, study, series, instance)
@@ -310,7 +311,7 @@ async def metadata(request: Request) -> Response:
     header = request.query_params.get("accept") or request.headers.get("accept")
     wanted = metadata_format(header, single=instance is not None, what="Metadata")
     scope = await authorize(request, READ_IMAGING)
-    documents = await off_loop(request.app.state.index.metadata, scope, study, series, instance)
+    documents = await off_loop(index_of(request).metadata, scope, study, series, instance)
     if not documents:
         raise not_found(study, series, instance)
     if wanted is not _JSON:

@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from aperture import __version__
+from aperture.auth.requirements import reads
 from aperture.config import Config, ServerConfig
 from aperture.dicomweb import wadouri
 from aperture.dicomweb.lru import ByteCache, RecentValues
@@ -128,7 +129,7 @@ def create_app(config: Config) -> Starlette:
             Route("/healthz", healthz),
             Mount("/dicom-web", routes=dicomweb_routes),
             # WADO-URI (PS3.18 §9) at the server root, where Orthanc serves it and viewers' links point
-            Route("/wado", wadouri.retrieve, methods=["GET"]),
+            Route("/wado", reads(wadouri.retrieve), methods=["GET"]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

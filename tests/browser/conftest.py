@@ -159,6 +159,6 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def access_log(server: ApertureServer) -> list[re.Match[str]]:
-    """Aperture's access log lines, parsed (see aperture/server/accesslog.py for the format)."""
+    """Aperture's access log lines, parsed (see aperture/logs.py for the format)."""
     lines = server.log.read_text(errors="replace").splitlines()
     return [match for line in lines if (match := ACCESS_LINE.search(line))]

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from aperture.auth.requirements import authorize, needs
+from aperture.server.handlers import EXCEPTION_HANDLERS
 
 UIDS = "/studies/1.2.3/series/1.2.4/instances/1.2.5"
 SERVED = {
@@ -47,3 +57,75 @@ def test_post_and_delete_still_reach_their_endpoints(client: httpx.Client) -> No
     assert answer.status_code == 415, answer.text
     assert client.head("/studies").status_code == 200
     assert client.delete("/studies/1.2.3").status_code == 404  # the shared server allows delete
+
+
+# --- What each route needs ------------------------------------------------------------------------
+
+
+def _declared(route: Route) -> dict[str, object]:
+    endpoint = route.endpoint
+    actions = getattr(endpoint, "actions", None)
+    if actions is None:
+        (method,) = sorted((route.methods or set()) - {"HEAD"})
+        actions = {method: getattr(endpoint, "action", None)}
+    return dict(actions)
+
+
+def test_every_route_declares_what_each_method_needs() -> None:
+    """The route tables say, per method, what it needs: GET reads, POST writes, DELETE deletes."""
+    from aperture.auth.requirements import DELETE_IMAGING, READ_IMAGING, WRITE_IMAGING
+    from aperture.config import Config
+    from aperture.server.app import create_app
+
+    expected = {"GET": READ_IMAGING, "POST": WRITE_IMAGING, "DELETE": DELETE_IMAGING}
+    app = create_app(Config())
+    found: dict[str, dict[str, object]] = {}
+    for route in app.routes:
+        if isinstance(route, Mount):
+            for inner in route.routes:
+                assert isinstance(inner, Route)
+                found[route.path + inner.path] = _declared(inner)
+        elif isinstance(route, Route) and route.path != "/healthz":  # health tells nothing about patients
+            found[route.path] = _declared(route)
+    assert "/wado" in found and "/dicom-web/studies/{study}/rendered" in found
+    wrong = {path: actions for path, actions in found.items() if actions != {m: expected[m] for m in actions}}
+    assert wrong == {}
+
+
+def _tiny_app(handler_action: object, route_action: object) -> Starlette:
+    async def handler(request: Request) -> JSONResponse:
+        scope = await authorize(request, handler_action)  # type: ignore[arg-type]
+        return JSONResponse({"write": scope.may_write, "delete": scope.may_delete})
+
+    endpoint = needs(route_action, handler) if route_action is not None else handler  # type: ignore[arg-type]
+    app = Starlette(routes=[Route("/x", endpoint, methods=["GET"])], exception_handlers=EXCEPTION_HANDLERS)
+    app.state.config = SimpleNamespace(server=SimpleNamespace(auth="none"))
+    return app
+
+
+@pytest.mark.parametrize(
+    ("handler_action", "route_action", "status", "body"),
+    [
+        ("read", "read", 200, {"write": False, "delete": False}),  # a read may not write, even with --auth none
+        ("write", "write", 200, {"write": True, "delete": False}),
+        (None, "delete", 200, {"write": False, "delete": True}),  # the declaration alone is enough
+        ("read", "write", 500, None),  # a handler naming another action than its route: a bug, refused
+        (None, None, 500, None),  # nothing declared: fail closed
+    ],
+)
+def test_authorize_uses_the_declared_action_and_fails_closed(
+    handler_action: str | None, route_action: str | None, status: int, body: dict[str, bool] | None
+) -> None:
+    from aperture.auth.requirements import Action
+
+    app = _tiny_app(Action(handler_action) if handler_action else None, Action(route_action) if route_action else None)
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/x")
+
+    response = asyncio.run(get())
+    assert response.status_code == status
+    if body is not None:
+        assert response.json() == body

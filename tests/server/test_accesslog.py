@@ -14,7 +14,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from aperture.config import Config, StoreConfig
-from aperture.server.accesslog import redact
+from aperture.logs import redact
 from tests.conftest import ApertureServer, start_command
 from tests.server import access_lines, get_from_failing_app
 
