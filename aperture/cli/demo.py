@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +31,8 @@ from aperture.lifecycle import ListenError, check_listen, die_with_parent
 
 # A server gets this long to stop after SIGTERM (its workers get 5 s of it, then are killed).
 STOP_SECONDS = 10
+# Written into the data folder once the demo runs: its URLs, clients and patients, for scripts.
+MANIFEST = "demo.json"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -173,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
                     return 1
             stored, failed = _stow(client, base, _sample_files())
             studies = client.get(f"{base}/studies", params={"limit": 1000}).json()
+        _write_manifest(data, imaging, ehr)
         _print_urls(args, data, logs, stored, failed, studies)
         if args.no_wait:
             print("(--no-wait: stopping the servers now.)", flush=True)
@@ -202,6 +208,45 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+def _write_manifest(data: Path, imaging: str, ehr: str) -> None:
+    """`DIR/demo.json`: what a script driving the demo needs, without parsing the console."""
+    from aperture.ehr.clients import list_clients
+    from aperture.ehr.people import load_directory
+    from aperture.ehr.store import open_store
+
+    engine = open_store(data / "ehr")
+    try:
+        clients = [{"client_id": c.client_id, "kind": c.kind} for c in list_clients(engine)]
+    finally:
+        engine.dispose()
+    patients = [
+        {
+            "id": patient.id,
+            "mrn": {"system": patient.mrn_system, "value": patient.mrn},
+            "studies": [study.uid for study in patient.studies],
+        }
+        for patient in load_directory().patients.values()
+    ]
+    manifest = {
+        "ehr": {"fhir": f"{ehr}/fhir", "smart_configuration": f"{ehr}/fhir/.well-known/smart-configuration"},
+        "imaging": {"fhir": f"{imaging}/fhir", "dicomweb": f"{imaging}/dicom-web"},
+        "clients": clients,
+        "patients": patients,
+    }
+    (data / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def aperture_command() -> str:
+    """How to run `aperture` from a shell here: the bare name only if PATH finds this very install."""
+    script = Path(sys.executable).with_name("aperture")
+    found = shutil.which("aperture")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "aperture"
+    if script.exists():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m aperture"
+
+
 def _print_urls(
     args: argparse.Namespace, data: Path, logs: dict[str, Path], stored: int, failed: int, studies: list[Any]
 ) -> None:
@@ -226,6 +271,11 @@ def _print_urls(
     print(f"  EHR launch page:                {ehr}/ehr/launch")
     users = ", ".join(f"{user.login} / {user.password}" for user in load_directory().users.values())
     print(f"  Sign in as (login / password):  {users}")
-    print("  Register an app:                aperture ehr clients add --data " + str(data / "ehr") + " ...")
-    print(f"Data folder:                      {data}")
+    register = [
+        aperture_command(), "ehr", "clients", "add", "--data", shlex.quote(str(data)), "--kind", "public",
+        "--name", "'My app'", "--redirect-uri", "http://127.0.0.1:8000/callback",
+        "--scope", "'launch/patient openid fhirUser patient/ImagingStudy.rs'",
+    ]  # fmt: skip
+    print("  Register an app:                " + " ".join(register))
+    print(f"Data folder:                      {data} (URLs, clients and patients for scripts: {data / MANIFEST})")
     print(f"Logs:                             {logs['imaging server']}, {logs['EHR sandbox']}")

@@ -103,8 +103,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
 SERVING_FILE = "serving.json"
 
 
+def _sandbox_folder(data: Path | None) -> Path | None:
+    """`data`, or the sandbox inside it when `data` is an `aperture demo` folder (its `ehr/` sub-folder).
+
+    A demo prints its own folder; the sandbox commands given that folder use the demo's sandbox
+    instead of creating an empty one beside it.
+    """
+    if data is None or (data / SERVING_FILE).is_file():
+        return data
+    inside = data / "ehr"
+    if (data / "demo.json").is_file() and (inside / SERVING_FILE).is_file():
+        return inside
+    return data
+
+
 def _config(args: argparse.Namespace, **flags: Any) -> EhrConfig:
-    config = load_ehr_config(args.config, data=str(args.data) if args.data else None, **flags)
+    data = _sandbox_folder(args.data)
+    config = load_ehr_config(args.config, data=str(data) if data else None, **flags)
     served = config.data / SERVING_FILE
     if args.config is None and not flags and served.is_file():
         try:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,6 +66,29 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
             assert http.get(f"http://127.0.0.1:{ehr_port}/fhir/ImagingStudy").status_code == 401
         assert (tmp_path / "demo" / "index.sqlite3").exists()
         assert (tmp_path / "demo" / "ehr" / "ehr.sqlite3").exists()
+
+        # demo.json tells a script everything it needs
+        manifest = json.loads((tmp_path / "demo" / "demo.json").read_text())
+        assert manifest["imaging"]["dicomweb"] == dicomweb
+        assert (
+            manifest["ehr"]["smart_configuration"]
+            == f"http://127.0.0.1:{ehr_port}/fhir/.well-known/smart-configuration"
+        )
+        assert {p["id"]: (p["mrn"]["value"], sorted(p["studies"])) for p in manifest["patients"]} == {
+            p.id: (p.mrn, sorted(s.uid for s in p.studies)) for p in directory.patients.values()
+        }
+        # every printed command runs as printed; given the demo's folder, the sandbox commands use its sandbox
+        assert "..." not in text
+        (register,) = [line.split(":", 1)[1].strip() for line in output if "Register an app:" in line]
+        done = subprocess.run(shlex.split(register), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        client_id = json.loads(done.stdout)["client_id"]
+        listing = subprocess.run(
+            [sys.executable, "-m", "aperture", "ehr", "clients", "list", "--data", str(tmp_path / "demo")],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert client_id in {c["client_id"] for c in json.loads(listing.stdout)}
+        assert not (tmp_path / "demo" / "ehr.sqlite3").exists(), "an empty sandbox was created beside the demo's"
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
