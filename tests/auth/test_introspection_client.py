@@ -17,6 +17,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from aperture.auth.cache import ExpiringLRU
 from aperture.auth.introspection import Introspector
 from aperture.auth.tokens import TokenFacts, covers, parse_scopes, require
 from aperture.config import AuthConfig
@@ -333,3 +334,54 @@ def test_private_key_jwt_sends_a_signed_assertion_and_no_secret(tmp_path: Path, 
     assert form["client_assertion_type"] == ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]
     claims = jwt.decode(form["client_assertion"][0], key, algorithms=["ES384"]).claims
     assert claims["iss"] == claims["sub"] == "imaging" and claims["aud"] == endpoint and claims["exp"] > time.time()
+
+
+def test_answers_are_remembered_by_token_hash_good_and_bad(
+    sandbox: Sandbox, tmp_path: Path, no_token_in_logs: list[str]
+) -> None:
+    token = mint(sandbox.server, "patient/ImagingStudy.rs")
+    no_token_in_logs.extend([token, "made-up-token-987654321"])
+    config = settings(f"{sandbox.url}/fhir", sandbox.secrets["imaging"], tmp_path, cache_seconds=60,
+                      negative_cache_seconds=60, introspection_endpoint=f"{sandbox.url}/auth/introspect")  # fmt: skip
+    sent: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        sent.append(request.url.path)
+
+    async def run() -> Introspector:
+        introspector = Introspector(config, client=httpx.AsyncClient(timeout=5, event_hooks={"request": [count]}))
+        try:
+            for _ in range(3):
+                await introspector.verify(token)
+                with pytest.raises(InvalidToken):
+                    await introspector.verify("made-up-token-987654321")
+            return introspector
+        finally:
+            await introspector.aclose()
+
+    introspector = asyncio.run(run())
+    assert sent == ["/auth/introspect", "/auth/introspect"]
+    assert token not in repr(introspector.cache.__dict__) and "made-up" not in repr(introspector.cache.__dict__)
+    assert sandbox.secrets["imaging"] not in repr(introspector.credentials)
+
+
+def test_the_caches_are_bounded_least_recently_used_first() -> None:
+    cache: ExpiringLRU[int] = ExpiringLRU(2)
+    cache.put("a", 1, 60)
+    cache.put("b", 2, 60)
+    assert cache.get("a") == 1
+    cache.put("c", 3, 60)
+    assert len(cache) == 2 and cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
+    cache.put("d", 4, 0)  # a lifetime already over (a token at its exp) is not stored
+    assert cache.get("d") is None
+
+
+def test_the_secret_can_come_from_an_environment_variable(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_token_in_logs: list[str]
+) -> None:
+    monkeypatch.setenv("APERTURE_TEST_IMAGING_SECRET", sandbox.secrets["imaging"])
+    config = settings(f"{sandbox.url}/fhir", "unused", tmp_path, client_secret_file="",
+                      client_secret_env="APERTURE_TEST_IMAGING_SECRET")  # fmt: skip
+    token = mint(sandbox.server, "patient/ImagingStudy.rs")
+    no_token_in_logs.append(token)
+    assert verify(config, token)[0].client_id == "viewer"
