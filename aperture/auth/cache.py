@@ -69,7 +69,9 @@ class IntrospectionCache:
         self._cache_seconds = cache_seconds
         self._negative_seconds = negative_cache_seconds
         self._active: ExpiringLRU[TokenFacts] = ExpiringLRU(entries)
-        self._refused: ExpiringLRU[InvalidToken] = ExpiringLRU(entries)
+        self._refused: ExpiringLRU[str] = ExpiringLRU(
+            entries
+        )  # the message only: an exception's traceback holds frames
         self._in_flight: dict[str, asyncio.Future[TokenFacts]] = {}
 
     async def get_or_fetch(self, key: str, fetch: Callable[[], Awaitable[TokenFacts]]) -> TokenFacts:
@@ -82,7 +84,7 @@ class IntrospectionCache:
             return facts
         refused = self._refused.get(key)
         if refused is not None:
-            raise InvalidToken(refused.message)
+            raise InvalidToken(refused)
         pending = self._in_flight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -91,7 +93,7 @@ class IntrospectionCache:
         try:
             facts = await fetch()
         except InvalidToken as exc:
-            self._refused.put(key, exc, self._negative_seconds)
+            self._refused.put(key, exc.message, self._negative_seconds)
             future.set_exception(InvalidToken(exc.message))
             raise
         except asyncio.CancelledError:

@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -227,9 +228,19 @@ def test_twenty_concurrent_requests_with_one_new_token_introspect_once(
         finally:
             await introspector.aclose()
 
+    start = sandbox.server.log.stat().st_size
     answers = asyncio.run(run())
     assert len(answers) == 20 and all(a.patient == "maya-alvarez" for a in answers)
     assert sent == ["/fhir/.well-known/smart-configuration", "/auth/introspect"]
+    # The sandbox's own access log agrees: one introspection. A marker request, logged after them, bounds the wait.
+    marker = f"/single-flight-marker-{uuid.uuid4().hex}"
+    httpx.get(f"{sandbox.url}{marker}")
+    for _ in range(200):
+        lines = sandbox.server.log.read_bytes()[start:].decode().splitlines()
+        if any(marker in line for line in lines):
+            break
+        time.sleep(0.05)
+    assert sum("POST /auth/introspect " in line for line in lines) == 1
 
 
 def _serve(handler: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
