@@ -3,8 +3,9 @@
 `Introspector.verify(token)` posts `token=...` to the EHR's introspection endpoint (from the config,
 or found by SMART discovery), authenticated as this server (`client_secret_basic`, RFC 6749 §2.3.1;
 or `private_key_jwt`, RFC 7523 §2.2 with an RS384/ES384 assertion signed by joserfc). The answer
-is accepted only if `active` is true, `exp` is in the future, `iss` (when present) is the configured
-EHR and `aud` names this server's audience or an associated one (fail closed: anything else is
+is accepted only if `active` is true, `exp` is in the future (and `nbf`, if sent, is past), `iss`
+(when present) is the configured EHR and `aud` names this server's audience or an associated one
+(fail closed: anything else is
 `InvalidToken`). An EHR that cannot answer (down, timing out, 5xx, not JSON, not RFC 7662) is
 `AuthorizationServerUnavailable` (503 with Retry-After). Answers are cached by token hash
 (`aperture.auth.cache`).
@@ -180,6 +181,10 @@ class Introspector:
         exp = answer.get("exp")
         if isinstance(exp, bool) or not isinstance(exp, int) or exp <= time.time():
             log.info("token %s refused: no exp in the future", name)
+            raise InvalidToken()
+        nbf = answer.get("nbf")
+        if nbf is not None and (isinstance(nbf, bool) or not isinstance(nbf, int) or nbf > time.time()):
+            log.info("token %s refused: not valid before %r", name, nbf)
             raise InvalidToken()
         iss = answer.get("iss")
         if iss is not None and (not isinstance(iss, str) or iss.rstrip("/") != self.config.ehr_issuer):

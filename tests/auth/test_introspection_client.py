@@ -307,6 +307,28 @@ def test_an_ehr_that_cannot_answer_is_503_with_retry_after(
     assert error.headers["Retry-After"] == "9"
 
 
+def test_an_ehr_that_does_not_answer_in_time_is_503(
+    sandbox: Sandbox, tmp_path: Path, no_token_in_logs: list[str]
+) -> None:
+    token = mint(sandbox.server, "patient/ImagingStudy.rs")
+    no_token_in_logs.append(token)
+    release = threading.Event()
+
+    def hang(request: BaseHTTPRequestHandler) -> None:
+        release.wait(10)  # bounded: the test releases it as soon as the client gave up
+        _answer(200, b'{"active": false}')(request)
+
+    server = _serve(hang)
+    url = next(server)
+    config = settings(f"{url}/fhir", "s", tmp_path, introspection_endpoint=f"{url}/introspect", timeout_seconds=0.2)
+    try:
+        error = refused(config, token)
+    finally:
+        release.set()
+        next(server, None)
+    assert isinstance(error, AuthorizationServerUnavailable) and error.headers["Retry-After"] == "5"
+
+
 def test_private_key_jwt_sends_a_signed_assertion_and_no_secret(tmp_path: Path, no_token_in_logs: list[str]) -> None:
     """The sandbox authenticates introspection with client_secret_basic only; a local EHR stand-in records the form."""
     key = ECKey.generate_key("P-384", parameters={"kid": "imaging-1"})
