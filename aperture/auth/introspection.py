@@ -5,8 +5,8 @@ or found by SMART discovery), authenticated as this server (`client_secret_basic
 or `private_key_jwt`, RFC 7523 §2.2 with an RS384/ES384 assertion signed by joserfc). The answer
 is accepted only if `active` is true, `exp` is in the future (and `nbf`, if sent, is past), `iss`
 (when present) is the configured EHR and `aud` names this server's audience or an associated one
-(fail closed: anything else is
-`InvalidToken`). An EHR that cannot answer (down, timing out, 5xx, not JSON, not RFC 7662) is
+(fail closed: anything else is `InvalidToken`). An EHR that cannot answer (down, timing out, 5xx,
+not JSON, not RFC 7662) is
 `AuthorizationServerUnavailable` (503 with Retry-After). Answers are cached by token hash
 (`aperture.auth.cache`).
 
