@@ -90,21 +90,74 @@ class ServerConfig:
         return tuple(value)
 
 
+ClientAuthentication = Literal["client_secret_basic", "private_key_jwt"]
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How this server asks the EHR about bearer tokens (RFC 7662 introspection), used with `server.auth = "smart"`.
+
+    No secret is ever a value here: the client secret comes from a file or an environment variable
+    named here, the private key from a JWK file. See docs/configuration.md and docs/authorization.md.
+    """
+
+    ehr_issuer: str = (
+        ""  # the EHR's FHIR base (its `iss`); discovery reads {ehr_issuer}/.well-known/smart-configuration
+    )
+    introspection_endpoint: str = ""  # empty: the `introspection_endpoint` of the EHR's smart-configuration
+    client_id: str = ""  # this server's client id at the EHR, registered to introspect
+    client_authentication: ClientAuthentication = "client_secret_basic"
+    client_secret_file: str = ""  # client_secret_basic: a file holding the secret (one line)
+    client_secret_env: str = ""  # client_secret_basic: or the name of an environment variable holding it
+    private_key_file: str = ""  # private_key_jwt: a private JWK (RSA or EC P-384) as JSON, with a "kid"
+    audience: str = ""  # this server's base URL as the EHR lists it in `aud`, e.g. https://imaging.example.org/fhir
+    associated_audiences: tuple[str, ...] = ()  # other bases of ours a token may name instead (e.g. the DICOMweb base)
+    cache_seconds: float = 5.0  # how long an active answer is reused (never past `exp`): revocation latency
+    negative_cache_seconds: float = 2.0  # how long a refused token stays refused without asking again
+    cache_entries: int = 10000  # tokens remembered, each of the two caches (least recently used go first)
+    timeout_seconds: float = 3.0  # connect / read / write / pool timeout of each call to the EHR
+    retry_after_seconds: int = 5  # Retry-After sent with 503 when the EHR cannot answer
+
+    def __post_init__(self) -> None:
+        audiences = self.associated_audiences
+        if not isinstance(audiences, list | tuple) or not all(isinstance(item, str) for item in audiences):
+            raise ConfigError(f"'auth.associated_audiences' must be a list of URLs, not {audiences!r}.")
+        object.__setattr__(self, "associated_audiences", tuple(a.rstrip("/") for a in audiences))
+        for key in ("ehr_issuer", "introspection_endpoint", "audience"):
+            value = getattr(self, key)
+            if value and not value.startswith(("https://", "http://")):
+                raise ConfigError(f"'auth.{key}' must be an http(s) URL, not {value!r}.")
+            object.__setattr__(self, key, value.rstrip("/"))
+        for key in ("cache_seconds", "negative_cache_seconds", "timeout_seconds"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"'auth.{key}' must be a number of seconds, 0 or more, not {value!r}.")
+        if self.cache_entries < 1:
+            raise ConfigError(f"'auth.cache_entries' must be at least 1, not {self.cache_entries!r}.")
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def database_url(self) -> str:
         return self.store.database_url or f"sqlite:///{self.store.path / 'index.sqlite3'}"
 
 
-_SECTIONS: dict[str, type] = {"server": ServerConfig, "store": StoreConfig, "dicomweb": DicomwebConfig}
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "store": StoreConfig,
+    "dicomweb": DicomwebConfig,
+    "auth": AuthConfig,
+}
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("store", "duplicate_policy"): ("reject", "overwrite"),
     ("server", "auth"): ("none", "smart"),
+    ("auth", "client_authentication"): ("client_secret_basic", "private_key_jwt"),
 }
 
 

@@ -6,21 +6,27 @@
     │   ├── MalformedMultipart     400  a multipart body cannot be parsed
     │   └── InvalidUID             400  a UID in the path is not a valid DICOM UID
     ├── Unauthorized               401  no usable access token
+    │   └── InvalidToken           401  the token is unknown, expired, revoked, foreign or not for us
     ├── Forbidden                  403  the token does not allow this
+    │   └── InsufficientScope      403  the token's scopes do not cover the request
     ├── NotFound                   404  no such study / series / instance / frame
     ├── MethodNotAllowed           405  e.g. DELETE while deletion is disabled
     ├── NotAcceptable              406  no representation matches Accept (names what is available)
     ├── PayloadTooLarge            413  the upload exceeds the configured limit
     ├── UnsupportedMediaType       415  STOW-RS body is not multipart/related application/dicom
     ├── InvalidPixelData           422  a stored instance's pixel data contradicts its Image Pixel attributes
+    ├── AuthorizationServerUnavailable 503  the EHR cannot answer whether the token is good
     └── InsufficientStorage        507  the disk is full: nothing from the request was stored
 
 Each class carries its HTTP status and a default message that says what to do; the HTTP layer
 turns them into a JSON body in exactly one place (`aperture.server.handlers`). Code below the
-HTTP layer raises these and never builds responses itself.
+HTTP layer raises these and never builds responses itself. An error whose answer needs headers
+(a `WWW-Authenticate` challenge, a `Retry-After`) carries them in `headers`; the same place sends them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class ApertureError(Exception):
@@ -28,9 +34,11 @@ class ApertureError(Exception):
 
     status: int = 500
     default_message = "Internal error in Aperture; the server log has the details."
+    default_headers: Mapping[str, str] = {}
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
         self.message = message or self.default_message
+        self.headers: dict[str, str] = {**self.default_headers, **(headers or {})}
         super().__init__(self.message)
 
 
@@ -56,9 +64,27 @@ class Unauthorized(ApertureError):
     default_message = "This request needs an access token (Authorization: Bearer ...)."
 
 
+class InvalidToken(Unauthorized):
+    """RFC 6750 §3.1 `invalid_token`: expired, revoked, malformed, from another issuer or for another audience.
+
+    One message for all of them: the client learns that it needs a new token, not why (as RFC 7662
+    §2.2 keeps the reason from the resource server's caller too).
+    """
+
+    default_message = "The access token is not valid here (expired, revoked or not issued for this server)."
+    default_headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
 class Forbidden(ApertureError):
     status = 403
     default_message = "The access token does not allow this request."
+
+
+class InsufficientScope(Forbidden):
+    """RFC 6750 §3.1 `insufficient_scope`: a good token whose scopes do not cover the request."""
+
+    default_message = "The access token's scopes do not cover this request (e.g. patient/ImagingStudy.rs)."
+    default_headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
 
 
 class NotFound(ApertureError):
@@ -79,6 +105,20 @@ class NotAcceptable(ApertureError):
 class PayloadTooLarge(ApertureError):
     status = 413
     default_message = "The upload is larger than the server accepts (store.max_upload_bytes)."
+
+
+class AuthorizationServerUnavailable(ApertureError):
+    """The EHR did not answer the introspection (down, timing out, 5xx, or an answer that is not RFC 7662).
+
+    503, not 401: the token may be fine, and the client should retry the same request later
+    (RFC 9110 §15.6.4 with `Retry-After` in seconds). Nothing is served meanwhile (fail closed).
+    """
+
+    status = 503
+    default_message = "The authorization server cannot be reached to check the access token; try again shortly."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class InsufficientStorage(ApertureError):

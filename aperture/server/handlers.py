@@ -35,7 +35,7 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
 
 async def aperture_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApertureError)
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.headers or None)
 
 
 async def http_error(_request: Request, exc: Exception) -> Response:
