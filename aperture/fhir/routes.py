@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from aperture.auth.requirements import READ_IMAGING, authorize
 from aperture.config import Config
 from aperture.dicom.identifiers import uid_problem
-from aperture.errors import NotFound
+from aperture.errors import MethodNotAllowed, NotFound
 from aperture.fhir.bundle import searchset
 from aperture.fhir.capability import capability_statement
 from aperture.fhir.imagingstudy import ENDPOINT_ID, imaging_study, wado_endpoint
@@ -106,6 +106,8 @@ async def smart_configuration(request: Request) -> Response:
 
 @fhir_errors
 async def unknown(request: Request) -> Response:
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowed(f"{request.method} is not allowed: this FHIR endpoint is read-only (GET).")
     raise NotFound(
         f"No FHIR resource at /fhir/{request.path_params['rest'][:80]}: this endpoint serves ImagingStudy, "
         "Endpoint and metadata (docs/fhir.md)."
@@ -118,5 +120,5 @@ routes: list[BaseRoute] = [
     Route("/Endpoint/{id}", read_endpoint, methods=["GET"]),
     Route("/metadata", metadata, methods=["GET"]),
     Route("/.well-known/smart-configuration", smart_configuration, methods=["GET"]),
-    Route("/{rest:path}", unknown),
+    Route("/{rest:path}", unknown, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
 ]

@@ -30,6 +30,8 @@ CONFIG = f"""
 access_log = true
 [store]
 htj2k_copies = false
+[dicomweb]
+allow_delete = true
 [fhir]
 ehr_base = "{EHR}"
 default_issuer = "{ISSUER}"
@@ -151,6 +153,18 @@ def test_last_updated_prefixes(fhir: httpx.Client, stored: dict[str, Any]) -> No
     r4.operation_outcome(bad.json())
 
 
+def test_last_updated_follows_a_delete_in_the_study(fhir_server: ApertureServer, fhir: httpx.Client) -> None:
+    study, kept, dropped = generate_uid(), generate_uid(), generate_uid()
+    parts = [make_instance(study=study, series=s, patient_id="PAT-DEL") for s in (kept, dropped)]
+    with httpx.Client(base_url=fhir_server.dicomweb, timeout=60) as dicomweb:
+        assert stow(dicomweb, parts).status_code == 200
+        (before,) = matches(search(fhir, patient="PAT-DEL"))
+        time.sleep(1.1)  # whole seconds in the index
+        assert dicomweb.delete(f"/studies/{study}/series/{dropped}").status_code in (200, 202, 204)
+    (after,) = matches(search(fhir, patient="PAT-DEL", _lastUpdated=f"gt{before['meta']['lastUpdated']}"))
+    assert after["numberOfSeries"] == 1 and after["series"][0]["uid"] == kept
+
+
 def test_count_paging_follows_next_links_to_the_end(fhir: httpx.Client, stored: dict[str, Any]) -> None:
     seen: list[str] = []
     url: str | None = (
@@ -203,6 +217,12 @@ def test_errors_are_operation_outcomes(fhir: httpx.Client, path: str, headers: d
     answer = fhir.get(path, headers=headers)
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("application/fhir+json")
+    r4.operation_outcome(answer.json())
+
+
+def test_writes_are_refused_as_operation_outcomes(fhir: httpx.Client) -> None:
+    answer = fhir.post("/ImagingStudy", json={"resourceType": "ImagingStudy"})
+    assert answer.status_code == 405
     r4.operation_outcome(answer.json())
 
 
