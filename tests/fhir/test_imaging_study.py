@@ -41,9 +41,15 @@ default_issuer = "{ISSUER}"
 FHIR_JSON = {"Accept": "application/fhir+json"}
 
 
-@pytest.fixture(scope="module")
-def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApertureServer]:
-    srv = start_server(tmp_path_factory.mktemp("fhir") / "data", config=CONFIG)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fhir_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApertureServer]:
+    """The index in SQLite and in PostgreSQL: the FHIR searches are SQL of their own."""
+    config = CONFIG
+    if request.param == "postgresql":
+        cluster: Any = request.getfixturevalue("postgres")
+        url = cluster.create_database("fhir")
+        config = config.replace("htj2k_copies = false\n", f'htj2k_copies = false\ndatabase_url = "{url}"\n')
+    srv = start_server(tmp_path_factory.mktemp("fhir") / "data", config=config)
     yield srv
     srv.stop()
 
