@@ -137,11 +137,41 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class FhirConfig:
+    """The imaging FHIR endpoint at /fhir (docs/fhir.md): how its Patients map to DICOM identity."""
+
+    ehr_base: str = ""  # the EHR's FHIR base; ImagingStudy.subject points at {ehr_base}/Patient/{id}
+    default_issuer: str = ""  # --auth none only: `patient=<id>` means PatientID <id> of this issuer
+    # FHIR identifier system URI -> DICOM IssuerOfPatientID, for `patient.identifier=system|value`
+    patient_identifier_systems: dict[str, str] = field(default_factory=dict)
+    default_count: int = 50
+    max_count: int = 200
+
+    def __post_init__(self) -> None:
+        systems = self.patient_identifier_systems
+        if not isinstance(systems, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and v for k, v in systems.items()
+        ):
+            raise ConfigError(
+                "'fhir.patient_identifier_systems' must be a table of identifier system URI = "
+                'DICOM IssuerOfPatientID, e.g. "http://hospital.example.org/mrn" = "HOSP-A".'
+            )
+        if self.ehr_base and not _ORIGIN.match(self.ehr_base):
+            raise ConfigError(
+                f"'fhir.ehr_base' must be an absolute URL such as https://ehr.example.org/fhir, not {self.ehr_base!r}."
+            )
+        if not 1 <= self.default_count <= self.max_count:
+            raise ConfigError("'fhir.default_count' must be at least 1 and at most 'fhir.max_count'.")
+        object.__setattr__(self, "ehr_base", self.ehr_base.rstrip("/"))
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    fhir: FhirConfig = field(default_factory=FhirConfig)
 
     @property
     def database_url(self) -> str:
@@ -153,6 +183,7 @@ _SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "dicomweb": DicomwebConfig,
     "auth": AuthConfig,
+    "fhir": FhirConfig,
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("store", "duplicate_policy"): ("reject", "overwrite"),

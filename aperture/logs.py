@@ -46,6 +46,7 @@ SAFE_PARAMETERS = frozenset(
         "background",
         # FHIR search controls
         "_count", "_offset", "_format", "_summary", "_elements", "_sort", "_total", "_include", "_revinclude",
+        "_page_after",  # the imaging FHIR endpoint's paging cursor (a row number, aperture.fhir.bundle)
         # OAuth 2.0 / SMART parameters that are public by design
         "response_type", "grant_type", "client_id", "redirect_uri", "scope", "aud",
         "code_challenge_method", "client_assertion_type", "token_type_hint", "iss",

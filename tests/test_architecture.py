@@ -90,3 +90,35 @@ def test_handlers_reach_the_index_typed() -> None:
             if "state.index" in line and ": Index =" not in line:
                 untyped.append(f"{path.relative_to(PACKAGE)}:{number}")
     assert untyped == []
+
+
+def _imports(folder: Path) -> dict[str, set[str]]:
+    """Every module name each file under `folder` imports (absolute imports only)."""
+    found: dict[str, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+        found[str(path.relative_to(PACKAGE))] = names
+    return found
+
+
+def test_imaging_fhir_and_ehr_fhir_do_not_import_each_other() -> None:
+    """aperture.fhir (the imaging server's FHIR) and aperture.ehr (the EHR sandbox) stay separate products."""
+    assert (PACKAGE / "fhir").is_dir()
+    into_ehr = [
+        f for f, names in _imports(PACKAGE / "fhir").items() if any(n.startswith("aperture.ehr") for n in names)
+    ]
+    imaging = ("aperture.fhir", "aperture.server", "aperture.dicomweb")
+    into_imaging = [f for f, names in _imports(PACKAGE / "ehr").items() if any(n.startswith(imaging) for n in names)]
+    assert into_ehr == [] and into_imaging == []
+
+
+def test_imaging_fhir_touches_no_sql_or_files_directly() -> None:
+    for path in (PACKAGE / "fhir").glob("*.py"):
+        assert "sqlalchemy" not in path.read_text(encoding="utf-8"), (
+            f"{path.name} imports SQL; go through aperture.store"
+        )

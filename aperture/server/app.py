@@ -1,7 +1,8 @@
 """create_app(config): the imaging server's ASGI application.
 
-Mounts DICOMweb at /dicom-web and health at /healthz; the lifespan opens the store (engine with
-migrations, blob folder with crash leftovers cleaned) and closes it. Nothing here handles a request.
+Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir and health at /healthz; the
+lifespan opens the store (engine with migrations, blob folder with crash leftovers cleaned) and
+closes it. Nothing here handles a request.
 The edge layers (trusted proxy headers, access log, CORS) wrap the whole Starlette stack, outside
 its error middleware, so that even its 500 answers are logged and carry CORS headers.
 """
@@ -28,6 +29,7 @@ from aperture.config import Config, ServerConfig
 from aperture.dicomweb import wadouri
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.routes import routes as dicomweb_routes
+from aperture.fhir.routes import routes as fhir_routes
 from aperture.lifecycle import die_with
 from aperture.logs import AccessLog, quiet_warnings
 from aperture.server.cors import CrossOrigin
@@ -128,6 +130,7 @@ def create_app(config: Config) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Mount("/dicom-web", routes=dicomweb_routes),
+            Mount("/fhir", routes=fhir_routes),  # ImagingStudy for SMART Imaging Access (docs/fhir.md)
             # WADO-URI (PS3.18 §9) at the server root, where Orthanc serves it and viewers' links point
             Route("/wado", reads(wadouri.retrieve), methods=["GET"]),
         ],

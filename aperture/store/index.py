@@ -492,6 +492,159 @@ class Index:
         with self.engine.connect() as conn:
             return conn.execute(stmt).first() is not None
 
+    # -- FHIR ImagingStudy (aperture.fhir) ------------------------------------------------------
+
+    def study_summaries(
+        self,
+        scope: AccessScope,
+        *,
+        patient_id: str,
+        issuer: str,
+        study_uid: str | None = None,
+        updated_from: int | None = None,
+        updated_before: int | None = None,
+        after_pk: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[StudySummary], int]:
+        """One page of a patient's studies in insertion order, and how many match in all.
+
+        The patient is issuer-qualified (PatientID and IssuerOfPatientID both match; the same
+        PatientID of another issuer is another person). `updated_from`/`updated_before` bound the
+        study's last change (epoch seconds, `[from, before)`); `after_pk` is the keyset cursor of the
+        previous page, so a page stays exact while studies arrive.
+        """
+        where = [
+            scope_clause(scope),
+            studies.c.patient_id == patient_id,
+            studies.c.issuer == issuer,
+        ]
+        if study_uid is not None:
+            where.append(studies.c.study_uid == study_uid)
+        if updated_from is not None:
+            where.append(studies.c.updated >= updated_from)
+        if updated_before is not None:
+            where.append(studies.c.updated < updated_before)
+        page = select(*_SUMMARY_COLUMNS).where(*where)
+        if after_pk is not None:
+            page = page.where(studies.c.pk > after_pk)
+        with self.engine.connect() as conn:
+            total = int(conn.execute(select(func.count()).select_from(studies).where(*where)).scalar_one())
+            rows = conn.execute(page.order_by(studies.c.pk).limit(limit)).all()
+        return [_summary(row) for row in rows], total
+
+    def study_summary(self, scope: AccessScope, study_uid: str) -> StudySummary | None:
+        """One study by UID, or None when it is missing or outside the scope (the same answer)."""
+        stmt = select(*_SUMMARY_COLUMNS).where(scope_clause(scope), studies.c.study_uid == study_uid)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else _summary(row)
+
+    def series_summaries(self, scope: AccessScope, study_pks: Sequence[int]) -> dict[int, list[SeriesSummary]]:
+        """The series of these studies with their instances (UID, number, SOP class), in number order.
+
+        Two statements for a whole page of studies, both confined to the scope in SQL.
+        """
+        if not study_pks:
+            return {}
+        joined = series.join(studies, series.c.study_pk == studies.c.pk)
+        series_stmt = (
+            select(
+                series.c.pk,
+                series.c.study_pk,
+                series.c.series_uid,
+                series.c.modality,
+                series.c.series_number,
+                series.c.series_description,
+                series.c.num_instances,
+            )  # fmt: skip
+            .select_from(joined)
+            .where(scope_clause(scope), series.c.study_pk.in_(study_pks))
+            .order_by(series.c.study_pk, series.c.series_number, series.c.pk)
+        )
+        instance_stmt = (
+            select(instances.c.series_pk, instances.c.sop_uid, instances.c.sop_class_uid, instances.c.instance_number)
+            .select_from(instances.join(studies, instances.c.study_pk == studies.c.pk))
+            .where(scope_clause(scope), instances.c.study_pk.in_(study_pks))
+            .order_by(instances.c.series_pk, instances.c.instance_number, instances.c.pk)
+        )
+        by_series: dict[int, list[InstanceSummary]] = {}
+        with self.engine.connect() as conn:
+            series_rows = conn.execute(series_stmt).all()
+            for item in conn.execute(instance_stmt):
+                by_series.setdefault(item.series_pk, []).append(
+                    InstanceSummary(item.sop_uid, item.sop_class_uid, item.instance_number)
+                )
+        out: dict[int, list[SeriesSummary]] = {}
+        for row in series_rows:
+            out.setdefault(row.study_pk, []).append(
+                SeriesSummary(
+                    row.series_uid,
+                    row.modality,
+                    row.series_number,
+                    row.series_description,
+                    tuple(by_series.get(row.pk, ())),
+                )  # fmt: skip
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """What a FHIR ImagingStudy says about a study, from its `studies` row alone."""
+
+    pk: int
+    study_uid: str
+    patient_id: str
+    issuer: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    description: str
+    modalities: tuple[str, ...]
+    num_series: int
+    num_instances: int
+    updated: int  # epoch seconds of the study's last change (any store or delete in it)
+
+
+@dataclass(frozen=True)
+class InstanceSummary:
+    sop_uid: str
+    sop_class_uid: str
+    number: int | None
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    series_uid: str
+    modality: str
+    number: int | None
+    description: str
+    instances: tuple[InstanceSummary, ...]
+
+
+_SUMMARY_COLUMNS = (
+    studies.c.pk,
+    studies.c.study_uid,
+    studies.c.patient_id,
+    studies.c.issuer,
+    studies.c.study_date,
+    studies.c.study_time,
+    studies.c.accession_number,
+    studies.c.study_description,
+    studies.c.modalities,
+    studies.c.num_series,
+    studies.c.num_instances,
+    studies.c.updated,
+)
+
+
+def _summary(row: Any) -> StudySummary:
+    modalities = tuple(m for m in row.modalities.split("\\") if m)
+    return StudySummary(
+        row.pk, row.study_uid, row.patient_id, row.issuer, row.study_date, row.study_time, row.accession_number,
+        row.study_description, modalities, row.num_series, row.num_instances, row.updated,
+    )  # fmt: skip
+
 
 DEFAULT_STUDY_QUERY = Query(Level.STUDY)
 _STUDY_RETURN = frozenset(A.STUDY_RETURN)

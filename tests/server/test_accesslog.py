@@ -150,6 +150,7 @@ def test_a_500_from_the_error_middleware_is_logged(tmp_path: Path, caplog: pytes
             "client_assertion=REDACTED&code_verifier=REDACTED&client_id=app",
         ),
         ("accept=application%2Fzip&_count=5", "accept=application%2Fzip&_count=5"),
+        ("patient=PAT-7&_count=2&_page_after=12", "patient=REDACTED&_count=2&_page_after=12"),
     ],
 )
 def test_redact(query: str, logged_as: str) -> None:

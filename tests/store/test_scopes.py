@@ -34,7 +34,16 @@ OTHER_HOSPITAL = "urn:oid:9.8.7.6"
 ANN = PatientKey("MRN-1", HOSPITAL).text
 BOB = PatientKey("MRN-1", OTHER_HOSPITAL).text  # the same MRN value, another issuer: another person
 CAT = PatientKey("MRN-2", HOSPITAL).text
-READ_METHODS = {"search", "instance_refs", "metadata", "has_study", "has_series"}
+READ_METHODS = {
+    "search",
+    "instance_refs",
+    "metadata",
+    "has_study",
+    "has_series",
+    "study_summaries",
+    "study_summary",
+    "series_summaries",
+}
 
 
 class Store:
@@ -97,6 +106,16 @@ def visible(store: Store, scope: AccessScope) -> dict[str, set[str]]:
             seen["has_study"].add(name)
         if store.index.has_series(scope, study, series):
             seen["has_series"].add(name)
+        if store.index.study_summary(scope, study) is not None:
+            seen["study_summary"].add(name)
+    by_uid = {study: name for name, (study, _, _) in store.studies.items()}
+    pks = {}
+    for patient_id, issuer in (("MRN-1", HOSPITAL), ("MRN-1", OTHER_HOSPITAL), ("MRN-2", HOSPITAL)):
+        everything, _ = store.index.study_summaries(allow_everything(), patient_id=patient_id, issuer=issuer)
+        pks |= {summary.pk: by_uid[summary.study_uid] for summary in everything}
+        rows, _ = store.index.study_summaries(scope, patient_id=patient_id, issuer=issuer)
+        seen["study_summaries"] |= {by_uid[summary.study_uid] for summary in rows}
+    seen["series_summaries"] = {pks[pk] for pk in store.index.series_summaries(scope, list(pks))}
     return seen
 
 

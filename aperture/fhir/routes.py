@@ -1,0 +1,125 @@
+"""The /fhir routes: ImagingStudy search and read, Endpoint read, metadata, SMART discovery.
+
+Each handler that reads the index first asks `authorize(request, READ_IMAGING)` and passes the
+AccessScope to the index, which filters in SQL: a study outside the scope is simply not found.
+Every error under /fhir, unknown paths included, is an OperationOutcome (`fhir_errors`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from aperture.auth.requirements import READ_IMAGING, authorize, reads
+from aperture.config import Config
+from aperture.dicom.identifiers import uid_problem
+from aperture.errors import MethodNotAllowed, NotFound
+from aperture.fhir.bundle import searchset
+from aperture.fhir.capability import capability_statement
+from aperture.fhir.imagingstudy import ENDPOINT_ID, imaging_study, wado_endpoint
+from aperture.fhir.outcomes import FhirResponse, fhir_errors
+from aperture.fhir.search import parse_search
+from aperture.fhir.urls import fhir_base, wado_base
+from aperture.store.index import Index
+
+
+@fhir_errors
+async def search_studies(request: Request) -> Response:
+    search = parse_search(request)
+    scope = await authorize(request, READ_IMAGING)
+    index: Index = request.app.state.index
+    config: Config = request.app.state.config
+    rows, total = await run_in_threadpool(
+        index.study_summaries,
+        scope,
+        patient_id=search.patient.patient_id,
+        issuer=search.patient.issuer,
+        study_uid=search.study_uid,
+        updated_from=search.updated_from,
+        updated_before=search.updated_before,
+        after_pk=search.after_pk,
+        limit=search.count + 1,  # one more than the page says whether a next page exists
+    )
+    page = rows[: search.count]
+    contents = await run_in_threadpool(index.series_summaries, scope, [s.pk for s in page])
+    base = fhir_base(request)
+    endpoint_ref = f"{base}/Endpoint/{ENDPOINT_ID}"
+    resources = [
+        (s.pk, imaging_study(s, contents.get(s.pk, []), asked=search.patient, config=config.fhir,
+                             endpoint_reference=endpoint_ref))
+        for s in page
+    ]  # fmt: skip
+    bundle = searchset(
+        base, resources, total, wado_endpoint(wado_base(request)), search.applied,
+        has_next=len(rows) > search.count, after_pk=search.after_pk, now=int(time.time()),
+    )  # fmt: skip
+    return FhirResponse(bundle)
+
+
+@fhir_errors
+async def read_study(request: Request) -> Response:
+    uid: str = request.path_params["id"]
+    if uid_problem(uid):
+        raise NotFound(f"No ImagingStudy {uid[:80]!r}: ImagingStudy ids here are Study Instance UIDs.")
+    scope = await authorize(request, READ_IMAGING)
+    index: Index = request.app.state.index
+    study = await run_in_threadpool(index.study_summary, scope, uid)
+    if study is None:
+        raise NotFound(f"No ImagingStudy {uid!r} on this server.")
+    contents = await run_in_threadpool(index.series_summaries, scope, [study.pk])
+    reference = f"{fhir_base(request)}/Endpoint/{ENDPOINT_ID}"
+    config: Config = request.app.state.config
+    return FhirResponse(
+        imaging_study(study, contents.get(study.pk, []), asked=None, config=config.fhir, endpoint_reference=reference)
+    )
+
+
+@fhir_errors
+async def read_endpoint(request: Request) -> Response:
+    if request.path_params["id"] != ENDPOINT_ID:
+        raise NotFound(f"No Endpoint {request.path_params['id'][:80]!r}; this server has Endpoint/{ENDPOINT_ID}.")
+    await authorize(request, READ_IMAGING)
+    return FhirResponse(wado_endpoint(wado_base(request)))
+
+
+@fhir_errors
+async def metadata(request: Request) -> Response:
+    return FhirResponse(capability_statement(fhir_base(request), request.app.state.config.server.auth))
+
+
+@fhir_errors
+async def smart_configuration(request: Request) -> Response:
+    """SMART discovery echoing the EHR's authorization server (the IG's R2 rule, harmless later)."""
+    config: Config = request.app.state.config
+    if config.server.auth == "none":
+        raise NotFound(
+            "No SMART configuration: this server runs with --auth none, so no authorization server is in use."
+        )
+    if not config.fhir.ehr_base:
+        raise NotFound("No SMART configuration: fhir.ehr_base (the EHR whose authorization server is used) is not set.")
+    raise NotFound("No SMART configuration: --auth smart is not available in this version yet (docs/fhir.md).")
+
+
+@fhir_errors
+async def unknown(request: Request) -> Response:
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowed(f"{request.method} is not allowed: this FHIR endpoint is read-only (GET).")
+    raise NotFound(
+        f"No FHIR resource at /fhir/{request.path_params['rest'][:80]}: this endpoint serves ImagingStudy, "
+        "Endpoint and metadata (docs/fhir.md)."
+    )
+
+
+routes: list[BaseRoute] = [
+    Route("/ImagingStudy", reads(search_studies), methods=["GET"]),
+    Route("/ImagingStudy/{id}", reads(read_study), methods=["GET"]),
+    Route("/Endpoint/{id}", reads(read_endpoint), methods=["GET"]),
+    # Public: what a client needs before it has a token (capabilities, discovery, the 404 advice).
+    Route("/metadata", metadata, methods=["GET"]),
+    Route("/.well-known/smart-configuration", smart_configuration, methods=["GET"]),
+    Route("/{rest:path}", unknown, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+]
