@@ -51,8 +51,9 @@ ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 NETWORK_IP = "2"  # AuditEvent.agent.network.type (http://hl7.org/fhir/network-type): IP address
 NETWORK_URI = "5"  # URI
-# Aperture's own extension: how many accesses one aggregated event stands for (see recorder)
-COUNT_EXTENSION = "https://github.com/aperture-imaging/aperture/fhir/StructureDefinition/audit-access-count"
+# Aperture's own extension (a logical name, no published StructureDefinition): how many accesses one
+# aggregated event stands for (see recorder)
+COUNT_EXTENSION = "urn:aperture:fhir:extension:audit-access-count"
 
 # query parameters that carry credentials; never written to a record (RFC 6749, RFC 7636, RFC 7523)
 CREDENTIAL_PARAMETERS = frozenset(

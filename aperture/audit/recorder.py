@@ -21,6 +21,7 @@ Durability: `close()` (clean shutdown) writes everything queued and returns once
 after it `record` raises. A crash (SIGKILL, power loss) loses what was queued or in the batch
 being written at that moment: records taken in the last moments before the kill, at most
 `queue_size + batch` records. Committed rows are as durable as the index (SQLite synchronous=FULL).
+A batch the database refuses with an error is logged (with its size) as lost, and the writer goes on.
 
 Not yet wired into `aperture serve`: the server will create one recorder per process and call
 `record` on each authorization decision once the SMART authorization lands.
