@@ -7,7 +7,10 @@ aggregation window is measured on them), so nothing here depends on how fast the
 from __future__ import annotations
 
 import logging
+import signal
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -169,3 +172,30 @@ def test_record_does_not_wait_for_a_slow_writer_and_counts_what_a_full_queue_dro
     recorder.close()
     assert len(_events(engine)) == total - dropped  # everything that was not dropped is written
     engine.dispose()
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from datetime import UTC, datetime, timedelta
+from aperture.audit.events import AccessRecord, Action, Outcome
+from aperture.audit.recorder import AuditRecorder
+from aperture.audit.store import AuditStore
+from aperture.store.engine import open_engine
+
+recorder = AuditRecorder(AuditStore(open_engine(sys.argv[1]), "https://imaging.example.org"))
+t0 = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
+for i in range(50):
+    recorder.record(AccessRecord(Action.SEARCH, Outcome.PERMIT, 200, t0 + timedelta(seconds=i), client_id="c"))
+recorder.flush()
+os.kill(os.getpid(), signal.SIGKILL)  # no close(): the crash the documentation's window is about
+"""
+
+
+def test_what_was_flushed_survives_a_kill(database_url: str) -> None:
+    done = subprocess.run([sys.executable, "-c", _KILLED_WRITER, database_url], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    engine = open_engine(database_url)
+    try:
+        assert len(_events(engine)) == 50
+    finally:
+        engine.dispose()
