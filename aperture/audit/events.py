@@ -135,6 +135,10 @@ class AccessRecord:
     count: int = 1
     last: datetime | None = None
 
+    def __post_init__(self) -> None:
+        if self.time.tzinfo is None:
+            raise ValueError("AccessRecord.time needs a time zone (UTC): a naive time is ambiguous in an audit trail.")
+
     @property
     def aggregatable(self) -> bool:
         """Only permitted reads by a known token aggregate; a deny always stays an event of its own."""

@@ -109,7 +109,11 @@ class AuditRecorder:
         done.wait(timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Write everything queued, then stop the writer (clean shutdown). Idempotent."""
+        """Write everything queued, then stop the writer (clean shutdown). Idempotent.
+
+        Call it once requests have stopped (the server's shutdown order): `record` after it raises,
+        and one racing with it is still written if it reached the queue before the writer's last drain.
+        """
         if self._closed:
             return
         self._closed = True
@@ -125,11 +129,17 @@ class AuditRecorder:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            if any(item is _STOP for item in items):  # last round: whatever queued meanwhile goes too
+                while True:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
             records = [item for item in items if isinstance(item, AccessRecord)]
             try:
                 self._write(records)
             except Exception:  # the writer must outlive a failed batch; the log says what was lost
-                log.exception("Writing %d audit record(s) failed; they are lost.", len(records))
+                log.exception("Writing %d audit record(s) failed; those not committed are lost.", len(records))
             for item in items:
                 if item is _STOP:
                     stop = True

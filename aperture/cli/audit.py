@@ -54,6 +54,13 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, InvalidRequest) as exc:
         print(f"aperture audit: {exc}", file=sys.stderr)
         return 2
+    index = config.store.path / "index.sqlite3"
+    if not config.store.database_url and not index.exists():  # a listing must not create an empty index
+        print(
+            f"aperture audit: there is no index at {index}; give the server's --data folder or --config.",
+            file=sys.stderr,
+        )
+        return 2
     engine = open_engine(config.database_url)
     try:
         events = [event.document for event in AuditStore(engine, "").find(query)]

@@ -141,3 +141,8 @@ def test_credential_parameters_never_reach_the_query_entity() -> None:
     event = audit_event(_record(Action.SEARCH, query=query), SERVER)
     (entity,) = [e for e in event["entity"] if e["role"]["code"] == "24"]
     assert base64.b64decode(entity["query"]) == b"PatientID=123&limit=5"
+
+
+def test_a_time_without_zone_is_refused() -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        AccessRecord(Action.READ, Outcome.PERMIT, 200, time=datetime(2026, 12, 2, 5, 0))

@@ -94,6 +94,10 @@ def test_postgresql_index_through_the_config_file(tmp_path: Path, request: pytes
     assert _json("--config", str(config), "--outcome", "permit") == [("2026-12-03", "E", "0"), ("2026-12-01", "R", "0")]
 
 
-def test_a_bad_filter_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_bad_filter_or_a_folder_without_an_index_is_a_usage_error(tmp_path: Path) -> None:
+    _fill(f"sqlite:///{tmp_path / 'index.sqlite3'}")
     result = audit("--data", str(tmp_path), "--since", "yesterday")
     assert result.returncode == 2 and "aperture audit:" in result.stderr and "yesterday" in result.stderr
+    result = audit("--data", str(tmp_path / "elsewhere"))
+    assert result.returncode == 2 and "no index at" in result.stderr, result.stderr
+    assert not (tmp_path / "elsewhere").exists()  # listing created nothing
