@@ -51,6 +51,17 @@ def test_the_store_imports_no_web_framework() -> None:
     assert bad == [], f"aperture.store pulled in: {bad}"
 
 
+def test_the_audit_package_imports_no_web_framework_and_no_server() -> None:
+    """The recorder runs beside the server, the CLI and the search without any of them: records in, rows out."""
+    bad = sorted(
+        n
+        for n in _imported_by("aperture.audit")
+        if n.split(".")[0] in {"starlette", "httpx", "granian", "authlib"}
+        or n.startswith(("aperture.server", "aperture.dicomweb", "aperture.auth", "aperture.ehr"))
+    )
+    assert bad == [], f"aperture.audit pulled in: {bad}"
+
+
 def test_only_the_policy_issues_access_scopes() -> None:
     users = sorted(
         str(path.relative_to(PACKAGE))
