@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -17,6 +16,8 @@ from starlette.routing import BaseRoute, Route
 from aperture.auth.requirements import READ_IMAGING, authorize, reads
 from aperture.config import Config
 from aperture.dicom.identifiers import uid_problem
+from aperture.dicomweb.state import index_of
+from aperture.dicomweb.threads import off_loop
 from aperture.errors import MethodNotAllowed, NotFound
 from aperture.fhir.bundle import searchset
 from aperture.fhir.capability import capability_statement
@@ -24,16 +25,15 @@ from aperture.fhir.imagingstudy import ENDPOINT_ID, imaging_study, wado_endpoint
 from aperture.fhir.outcomes import FhirResponse, fhir_errors
 from aperture.fhir.search import parse_search
 from aperture.fhir.urls import fhir_base, wado_base
-from aperture.store.index import Index
 
 
 @fhir_errors
 async def search_studies(request: Request) -> Response:
     search = parse_search(request)
     scope = await authorize(request, READ_IMAGING)
-    index: Index = request.app.state.index
+    index = index_of(request)
     config: Config = request.app.state.config
-    rows, total = await run_in_threadpool(
+    rows, total = await off_loop(
         index.study_summaries,
         scope,
         patient_id=search.patient.patient_id,
@@ -45,7 +45,7 @@ async def search_studies(request: Request) -> Response:
         limit=search.count + 1,  # one more than the page says whether a next page exists
     )
     page = rows[: search.count]
-    contents = await run_in_threadpool(index.series_summaries, scope, [s.pk for s in page])
+    contents = await off_loop(index.series_summaries, scope, [s.pk for s in page])
     base = fhir_base(request)
     endpoint_ref = f"{base}/Endpoint/{ENDPOINT_ID}"
     resources = [
@@ -66,11 +66,11 @@ async def read_study(request: Request) -> Response:
     if uid_problem(uid):
         raise NotFound(f"No ImagingStudy {uid[:80]!r}: ImagingStudy ids here are Study Instance UIDs.")
     scope = await authorize(request, READ_IMAGING)
-    index: Index = request.app.state.index
-    study = await run_in_threadpool(index.study_summary, scope, uid)
+    index = index_of(request)
+    study = await off_loop(index.study_summary, scope, uid)
     if study is None:
         raise NotFound(f"No ImagingStudy {uid!r} on this server.")
-    contents = await run_in_threadpool(index.series_summaries, scope, [study.pk])
+    contents = await off_loop(index.series_summaries, scope, [study.pk])
     reference = f"{fhir_base(request)}/Endpoint/{ENDPOINT_ID}"
     config: Config = request.app.state.config
     return FhirResponse(
