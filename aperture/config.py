@@ -166,12 +166,20 @@ class FhirConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The audit trail (docs/authorization.md#audit): every access decision becomes an AuditEvent."""
+
+    enabled: bool = True  # false only for measurements of the server without its audit trail
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     fhir: FhirConfig = field(default_factory=FhirConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def database_url(self) -> str:
@@ -184,6 +192,7 @@ _SECTIONS: dict[str, type] = {
     "dicomweb": DicomwebConfig,
     "auth": AuthConfig,
     "fhir": FhirConfig,
+    "audit": AuditConfig,
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("store", "duplicate_policy"): ("reject", "overwrite"),

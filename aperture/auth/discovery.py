@@ -1,13 +1,16 @@
-"""Where the EHR introspects tokens: `introspection_endpoint` of `{issuer}/.well-known/smart-configuration`.
+"""The EHR's SMART configuration (`{issuer}/.well-known/smart-configuration`) and what this server reads of it.
 
-SMART App Launch 2.2 §Discovery publishes the metadata at the FHIR base (the issuer); the
-`introspection_endpoint` member is the one this server needs. Failures are 503 (the EHR may be
-starting), never a guess at a conventional path.
+SMART App Launch 2.2 §Discovery publishes the metadata at the FHIR base (the issuer). This server
+needs its `introspection_endpoint`, and echoes the whole document at its own
+`/fhir/.well-known/smart-configuration` (SMART Imaging Access: the imaging FHIR server points apps
+at the EHR's authorization server). Failures are 503 (the EHR may be starting), never a guess at a
+conventional path.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 
@@ -16,8 +19,8 @@ from aperture.errors import AuthorizationServerUnavailable
 log = logging.getLogger("aperture.auth")
 
 
-async def find_introspection_endpoint(client: httpx.AsyncClient, issuer: str, *, retry_after: int = 5) -> str:
-    """The EHR's introspection endpoint, from its SMART configuration document."""
+async def fetch_smart_configuration(client: httpx.AsyncClient, issuer: str, *, retry_after: int = 5) -> dict[str, Any]:
+    """The EHR's SMART configuration document, or AuthorizationServerUnavailable."""
     url = f"{issuer.rstrip('/')}/.well-known/smart-configuration"
     try:
         response = await client.get(url, headers={"Accept": "application/json"})
@@ -28,8 +31,17 @@ async def find_introspection_endpoint(client: httpx.AsyncClient, issuer: str, *,
         document = response.json() if response.status_code == 200 else None
     except ValueError:
         document = None
-    endpoint = document.get("introspection_endpoint") if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        log.warning("SMART discovery at %s gave no JSON object (status %d)", url, response.status_code)
+        raise AuthorizationServerUnavailable(retry_after=retry_after)
+    return document
+
+
+async def find_introspection_endpoint(client: httpx.AsyncClient, issuer: str, *, retry_after: int = 5) -> str:
+    """The EHR's introspection endpoint, from its SMART configuration document."""
+    document = await fetch_smart_configuration(client, issuer, retry_after=retry_after)
+    endpoint = document.get("introspection_endpoint")
     if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
-        log.warning("SMART discovery at %s gave no introspection_endpoint (status %d)", url, response.status_code)
+        log.warning("SMART discovery at %s gave no introspection_endpoint", issuer)
         raise AuthorizationServerUnavailable(retry_after=retry_after)
     return endpoint

@@ -10,8 +10,8 @@ not JSON, not RFC 7662) is
 `AuthorizationServerUnavailable` (503 with Retry-After). Answers are cached by token hash
 (`aperture.auth.cache`).
 
-Not wired yet: `aperture.auth.requirements.authorize` does not call this module, and
-`aperture serve --auth smart` still refuses to start. The raw token is never logged, cached or put
+`aperture.auth.requirements.authorize` calls `verify` for every request under `--auth smart`
+(one Introspector per server worker, made in the app's lifespan). The raw token is never logged, cached or put
 in an exception; log lines name a token by the first 12 hex digits of its SHA-256.
 """
 
@@ -31,7 +31,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, RSAKey
 
 from aperture.auth.cache import IntrospectionCache, token_key
-from aperture.auth.discovery import find_introspection_endpoint
+from aperture.auth.discovery import fetch_smart_configuration, find_introspection_endpoint
 from aperture.auth.tokens import TokenFacts, parse_authorization_details, parse_scopes
 from aperture.config import AuthConfig, ConfigError
 from aperture.errors import AuthorizationServerUnavailable, InvalidToken
@@ -39,6 +39,7 @@ from aperture.errors import AuthorizationServerUnavailable, InvalidToken
 log = logging.getLogger("aperture.auth")
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+DISCOVERY_SECONDS = 60  # how long the EHR's SMART configuration is reused for the echo
 ASSERTION_LIFETIME = 60  # seconds; SMART Backend Services asks for no more than five minutes
 
 
@@ -106,18 +107,25 @@ def _read_key(path: str) -> RSAKey | ECKey:
     return key
 
 
+def check_auth_config(config: AuthConfig) -> None:
+    """ConfigError unless `config` is enough to introspect (issuer, audience, readable credentials)."""
+    if not config.ehr_issuer:
+        raise ConfigError("'auth.ehr_issuer' is required: the EHR's FHIR base URL (its `iss`).")
+    if not config.audience:
+        raise ConfigError("'auth.audience' is required: this server's base URL as tokens name it in `aud`.")
+    ClientCredentials(config)
+
+
 class Introspector:
     """One per server worker (it owns an httpx.AsyncClient with connection reuse); `aclose()` at shutdown."""
 
     def __init__(self, config: AuthConfig, *, client: httpx.AsyncClient | None = None) -> None:
-        if not config.ehr_issuer:
-            raise ConfigError("'auth.ehr_issuer' is required: the EHR's FHIR base URL (its `iss`).")
-        if not config.audience:
-            raise ConfigError("'auth.audience' is required: this server's base URL as tokens name it in `aud`.")
+        check_auth_config(config)
         self.config = config
         self.credentials = ClientCredentials(config)
         self.audiences = (config.audience, *config.associated_audiences)
         self._endpoint = config.introspection_endpoint or None
+        self._discovery: tuple[float, dict[str, Any]] | None = None
         timeout = httpx.Timeout(config.timeout_seconds)
         self._client = client or httpx.AsyncClient(
             timeout=timeout,
@@ -132,6 +140,16 @@ class Introspector:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def ehr_configuration(self) -> dict[str, Any]:
+        """The EHR's SMART configuration, fetched once a minute at most (apps discover it through us)."""
+        now = time.monotonic()
+        if self._discovery is None or now - self._discovery[0] > DISCOVERY_SECONDS:
+            document = await fetch_smart_configuration(
+                self._client, self.config.ehr_issuer, retry_after=self.config.retry_after_seconds
+            )
+            self._discovery = (now, document)
+        return self._discovery[1]
 
     async def verify(self, token: str) -> TokenFacts:
         """The checked facts of `token`, or InvalidToken (401) / AuthorizationServerUnavailable (503)."""

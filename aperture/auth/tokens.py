@@ -32,7 +32,9 @@ _NEEDS: dict[str, tuple[frozenset[str], bool]] = {  # action -> (letters, all of
     "read": (frozenset("rs"), True),
     "write": (frozenset("cu"), False),  # STOW-RS creates or updates (ImagingStudy.c / .u, v1 .write)
     "delete": (frozenset("d"), True),
+    "audit": (frozenset("rs"), True),  # searching the audit trail: AuditEvent.rs
 }
+_RESOURCE = {"audit": "AuditEvent"}  # the resource an action is about; ImagingStudy otherwise
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,12 @@ class TokenFacts:
         is not "read" in either, so one grant's context never widens another's.
         """
         letters, every = _NEEDS[str(action)]
+        resource = _RESOURCE.get(str(action), "ImagingStudy")
         allowed: set[Context] = set()
         for context in _CONTEXTS:
             granted: set[str] = set()
             for item in self.scopes:
-                if item.context == context and item.resource in ("ImagingStudy", "*"):
+                if item.context == context and item.resource in (resource, "*"):
                     granted |= item.permissions
             if (letters <= granted) if every else bool(letters & granted):
                 allowed.add(context)
@@ -131,7 +134,7 @@ class TokenFacts:
 
 
 def covers(token: TokenFacts, action: Action | str) -> bool:
-    """Whether the token's scopes allow `action` ("read", "write", "delete") on imaging in some context.
+    """Whether the token's scopes allow `action` ("read", "write", "delete", "audit") in some context.
 
     Scopes only: which patients and studies is the policy's question (patient, authorization_details).
     """

@@ -39,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--auth",
         choices=["none", "smart"],
         default=None,
-        help="'none' allows every request (development only; must be spelled out)",
+        help="'smart' (the default) asks the EHR about every bearer token ([auth] in --config); "
+        "'none' allows every request (development only; must be spelled out)",
     )
     parser.add_argument("--public-url", default=None, help="URL clients use to reach this server")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
@@ -63,13 +64,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"aperture serve: {exc}", file=sys.stderr)
         return 2
-    if config.server.auth != "none":
-        print(
-            "aperture serve: SMART authorization is not available in this version yet. Run with --auth none "
-            "to serve without authorization (every request is allowed; for development only).",
-            file=sys.stderr,
-        )
-        return 2
+    if config.server.auth == "smart":
+        from aperture.auth.introspection import check_auth_config
+
+        try:
+            check_auth_config(config.auth)
+        except ConfigError as exc:
+            print(
+                f"aperture serve: --auth smart needs the [auth] table of a --config file "
+                f"(docs/authorization.md): {exc}",
+                file=sys.stderr,
+            )
+            return 2
     try:
         check_listen(config.server.host, config.server.port)
     except ListenError as exc:

@@ -12,16 +12,17 @@ from functools import lru_cache
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aperture.auth.requirements import READ_IMAGING, authorize
+from aperture.auth.policy import Decision
+from aperture.auth.requirements import READ_IMAGING, decide
 from aperture.dicom.attributes import Level
-from aperture.dicom.query import Query, QueryError, parse_query
+from aperture.dicom.query import Match, Query, QueryError, parse_query
 from aperture.dicomweb.caching import json_response
 from aperture.dicomweb.media import MetadataFormat, metadata_format
 from aperture.dicomweb.state import index_of
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, with_base
 from aperture.dicomweb.xmlparts import xml_documents, xml_multipart
-from aperture.errors import InvalidQuery, NotFound
+from aperture.errors import Forbidden, InvalidQuery, NotFound
 from aperture.store.index import is_point_lookup
 
 _JSON = MetadataFormat.JSON
@@ -29,13 +30,15 @@ _JSON = MetadataFormat.JSON
 # size: the caches hold at most 1024 and 256 entries, so their memory stays bounded (a few MB)
 # however long the queries clients send.
 REMEMBERED_QUERY_BYTES = 2048
+PATIENT_ID = 0x00100020
 
 
 async def search(request: Request, level: Level) -> Response:
     study_uid = optional_uid(request, "study")
     series_uid = optional_uid(request, "series")
     wanted = _check_accept(request)
-    scope = await authorize(request, READ_IMAGING)
+    decision = await decide(request, READ_IMAGING)
+    scope = decision.scope
     config = request.app.state.config.dicomweb
     remember = len(request.scope["query_string"]) <= REMEMBERED_QUERY_BYTES
     try:
@@ -44,6 +47,8 @@ async def search(request: Request, level: Level) -> Response:
         query = parse(params, level, config.default_limit, config.max_limit)
     except QueryError as exc:
         raise InvalidQuery(str(exc)) from exc
+    if decision.bound:
+        _check_patients(query, decision)
     index = index_of(request)
     if index.answers_inline and is_point_lookup(query, study_uid):  # a few indexed rows: cheaper here than a hop
         result = index.search(query, scope, remember=remember)
@@ -64,6 +69,20 @@ async def search(request: Request, level: Level) -> Response:
     if result.more:
         response.headers["Warning"] = '299 aperture "There are additional results that can be requested"'
     return response
+
+
+def _check_patients(query: Query, decision: Decision) -> None:
+    """A search by the PatientID of someone the token does not reach is refused (403), not answered empty.
+
+    Only exact values are checked (single or list matching); a wildcard is filtered like any search.
+    docs/authorization.md §What an imaging server does, rule 2.
+    """
+    for cond in query.conditions:
+        if cond.tag != PATIENT_ID or cond.sequence_path:
+            continue
+        asked = cond.values if cond.match is Match.LIST else (cond.value,) if cond.match is Match.SINGLE else ()
+        if asked and not set(asked) <= decision.patient_ids():
+            raise Forbidden("PatientID names a patient this access token does not reach.")
 
 
 @lru_cache(maxsize=1024)

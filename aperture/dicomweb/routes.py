@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aperture.auth.requirements import deletes, reads, writes
+from aperture.auth.requirements import deletes, reads, searches, writes
 from aperture.dicomweb import bulkdata, delete, frames, qido, rendered, stow, wado
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -38,20 +38,20 @@ def resource(path: str, **endpoints: Endpoint) -> Route:
 
 
 routes = [
-    resource("/studies", GET=reads(qido.search_studies), POST=writes(stow.store_instances)),
-    resource("/series", GET=reads(qido.search_series)),
-    resource("/instances", GET=reads(qido.search_instances)),
+    resource("/studies", GET=searches(qido.search_studies), POST=writes(stow.store_instances)),
+    resource("/series", GET=searches(qido.search_series)),
+    resource("/instances", GET=searches(qido.search_instances)),
     resource(
         _STUDY, GET=reads(wado.retrieve), POST=writes(stow.store_instances), DELETE=deletes(delete.delete_resource)
     ),
     resource(_STUDY + "/metadata", GET=reads(wado.metadata)),
-    resource(_STUDY + "/series", GET=reads(qido.search_series)),
-    resource(_STUDY + "/instances", GET=reads(qido.search_instances)),
+    resource(_STUDY + "/series", GET=searches(qido.search_series)),
+    resource(_STUDY + "/instances", GET=searches(qido.search_instances)),
     resource(_STUDY + "/rendered", GET=reads(rendered.rendered_collection)),
     resource(_STUDY + "/thumbnail", GET=reads(rendered.thumbnail_route)),
     resource(_SERIES, GET=reads(wado.retrieve), DELETE=deletes(delete.delete_resource)),
     resource(_SERIES + "/metadata", GET=reads(wado.metadata)),
-    resource(_SERIES + "/instances", GET=reads(qido.search_instances)),
+    resource(_SERIES + "/instances", GET=searches(qido.search_instances)),
     resource(_SERIES + "/rendered", GET=reads(rendered.rendered_collection)),
     resource(_SERIES + "/thumbnail", GET=reads(rendered.thumbnail_route)),
     resource(_INSTANCE, GET=reads(wado.retrieve), DELETE=deletes(delete.delete_resource)),

@@ -39,9 +39,10 @@ class FhirResponse(JSONResponse):
         super().__init__(content, status_code=status_code, headers={**PRIVATE, **(headers or {})})
 
 
-def operation_outcome(status: int, text: str) -> Response:
+def operation_outcome(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
+    """An OperationOutcome answer; `headers` carry what the error needs (WWW-Authenticate, Retry-After)."""
     issue = {"severity": "error", "code": _ISSUE_CODES.get(status, "exception"), "diagnostics": text}
-    return FhirResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status_code=status)
+    return FhirResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status_code=status, headers=headers)
 
 
 def require_fhir_json(request: Request) -> None:
@@ -74,6 +75,6 @@ def fhir_errors(handler: Handler) -> Handler:
             require_fhir_json(request)
             return await handler(request)
         except ApertureError as error:
-            return operation_outcome(error.status, error.message)
+            return operation_outcome(error.status, error.message, error.headers)
 
     return run

@@ -10,12 +10,23 @@ from __future__ import annotations
 import time
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from aperture.auth.requirements import READ_IMAGING, authorize, reads
+from aperture.audit.search import search_bundle
+from aperture.auth import policy
+from aperture.auth.requirements import (
+    AUDIT_PATIENT,
+    READ_AUDIT,
+    READ_IMAGING,
+    audits,
+    authorize,
+    decide,
+    reads,
+    searches,
+)
 from aperture.config import Config
-from aperture.dicom.identifiers import uid_problem
+from aperture.dicom.identifiers import PatientKey, uid_problem
 from aperture.dicomweb.state import index_of
 from aperture.dicomweb.threads import off_loop
 from aperture.errors import MethodNotAllowed, NotFound
@@ -23,14 +34,20 @@ from aperture.fhir.bundle import searchset
 from aperture.fhir.capability import capability_statement
 from aperture.fhir.imagingstudy import ENDPOINT_ID, imaging_study, wado_endpoint
 from aperture.fhir.outcomes import FhirResponse, fhir_errors
+from aperture.fhir.patients import DicomPatient
 from aperture.fhir.search import parse_search
 from aperture.fhir.urls import fhir_base, wado_base
 
 
 @fhir_errors
 async def search_studies(request: Request) -> Response:
+    decision = await decide(request, READ_IMAGING)  # first: the patient binding is the token's
     search = parse_search(request)
-    scope = await authorize(request, READ_IMAGING)
+    scope = decision.scope
+    if search.patient.ehr_id is not None:
+        request.scope[AUDIT_PATIENT] = search.patient.ehr_id
+    if decision.bound and search.patient.ehr_id is not None:
+        scope = policy.narrowed(decision, search.patient.ehr_id) or policy.audit_reader().scope
     index = index_of(request)
     config: Config = request.app.state.config
     rows, total = await off_loop(
@@ -65,16 +82,21 @@ async def read_study(request: Request) -> Response:
     uid: str = request.path_params["id"]
     if uid_problem(uid):
         raise NotFound(f"No ImagingStudy {uid[:80]!r}: ImagingStudy ids here are Study Instance UIDs.")
-    scope = await authorize(request, READ_IMAGING)
+    decision = await decide(request, READ_IMAGING)
     index = index_of(request)
-    study = await off_loop(index.study_summary, scope, uid)
+    study = await off_loop(index.study_summary, decision.scope, uid)
     if study is None:
         raise NotFound(f"No ImagingStudy {uid!r} on this server.")
-    contents = await off_loop(index.series_summaries, scope, [study.pk])
+    contents = await off_loop(index.series_summaries, decision.scope, [study.pk])
     reference = f"{fhir_base(request)}/Endpoint/{ENDPOINT_ID}"
     config: Config = request.app.state.config
+    asked = None
+    owner = decision.owner_of(PatientKey(study.patient_id, study.issuer).text) if decision.bound else None
+    if owner is not None:
+        asked = DicomPatient(study.patient_id, study.issuer, ehr_id=owner.ehr_id)
+        request.scope[AUDIT_PATIENT] = owner.ehr_id
     return FhirResponse(
-        imaging_study(study, contents.get(study.pk, []), asked=None, config=config.fhir, endpoint_reference=reference)
+        imaging_study(study, contents.get(study.pk, []), asked=asked, config=config.fhir, endpoint_reference=reference)
     )
 
 
@@ -93,15 +115,29 @@ async def metadata(request: Request) -> Response:
 
 @fhir_errors
 async def smart_configuration(request: Request) -> Response:
-    """SMART discovery echoing the EHR's authorization server (the IG's R2 rule, harmless later)."""
+    """SMART discovery: the EHR's own document, as fetched from `auth.ehr_issuer` (the IG's R2 rule).
+
+    The app then authorizes at the EHR, which is the one authorization server.
+    """
     config: Config = request.app.state.config
     if config.server.auth == "none":
         raise NotFound(
             "No SMART configuration: this server runs with --auth none, so no authorization server is in use."
         )
-    if not config.fhir.ehr_base:
-        raise NotFound("No SMART configuration: fhir.ehr_base (the EHR whose authorization server is used) is not set.")
-    raise NotFound("No SMART configuration: --auth smart is not available in this version yet (docs/fhir.md).")
+    document = await request.app.state.introspector.ehr_configuration()
+    return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})
+
+
+@fhir_errors
+async def search_audit(request: Request) -> Response:
+    """AuditEvent search (patient, date, client, outcome, _count) for a `system/AuditEvent.rs` token."""
+    await decide(request, READ_AUDIT)
+    recorder = request.app.state.audit
+    if recorder is None:
+        raise NotFound("No audit trail: this server runs with [audit] enabled = false.")
+    params = {name: request.query_params.getlist(name) for name in request.query_params}
+    await off_loop(recorder.flush, 2.0)  # what was decided before this search is in its answer
+    return FhirResponse(await off_loop(search_bundle, recorder.store, params, fhir_base(request)))
 
 
 @fhir_errors
@@ -110,14 +146,15 @@ async def unknown(request: Request) -> Response:
         raise MethodNotAllowed(f"{request.method} is not allowed: this FHIR endpoint is read-only (GET).")
     raise NotFound(
         f"No FHIR resource at /fhir/{request.path_params['rest'][:80]}: this endpoint serves ImagingStudy, "
-        "Endpoint and metadata (docs/fhir.md)."
+        "Endpoint, AuditEvent and metadata (docs/fhir.md)."
     )
 
 
 routes: list[BaseRoute] = [
-    Route("/ImagingStudy", reads(search_studies), methods=["GET"]),
+    Route("/ImagingStudy", searches(search_studies), methods=["GET"]),
     Route("/ImagingStudy/{id}", reads(read_study), methods=["GET"]),
     Route("/Endpoint/{id}", reads(read_endpoint), methods=["GET"]),
+    Route("/AuditEvent", audits(search_audit), methods=["GET"]),
     # Public: what a client needs before it has a token (capabilities, discovery, the 404 advice).
     Route("/metadata", metadata, methods=["GET"]),
     Route("/.well-known/smart-configuration", smart_configuration, methods=["GET"]),

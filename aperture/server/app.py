@@ -24,6 +24,8 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from aperture import __version__
+from aperture.audit.recorder import AuditRecorder
+from aperture.audit.store import AuditStore
 from aperture.auth.requirements import reads
 from aperture.config import Config, ServerConfig
 from aperture.dicomweb import wadouri
@@ -87,6 +89,11 @@ def clean_temp(blobs: BlobStore) -> None:
         log.warning("removed %d partial upload(s) left by an earlier crash", leftovers)
 
 
+def server_base(server: ServerConfig) -> str:
+    """This server's base URI as audit events name it: the public URL, else where it listens."""
+    return server.public_url.rstrip("/") if server.public_url else f"http://{server.host}:{server.port}"
+
+
 def create_app(config: Config) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -115,11 +122,23 @@ def create_app(config: Config) -> Starlette:
         app.state.copies = CopyWorker(engine, blobs) if config.store.htj2k_copies else None
         if app.state.copies is not None:
             app.state.copies.start()
+        app.state.decisions = {}
+        app.state.introspector = None
         if config.server.auth == "none":
             log.warning("--auth none: every request is allowed, with no authorization. Never expose this server.")
+        else:
+            from aperture.auth.introspection import Introspector
+
+            app.state.introspector = Introspector(config.auth)
+        audit_store = AuditStore(engine, server_base(config.server))
+        app.state.audit = AuditRecorder(audit_store) if config.audit.enabled else None
         try:
             yield
         finally:
+            if app.state.audit is not None:
+                app.state.audit.close(timeout=10)
+            if app.state.introspector is not None:
+                await app.state.introspector.aclose()
             if app.state.copies is not None:
                 app.state.copies.stop()
             app.state.parsers.shutdown(wait=False, cancel_futures=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Row, Select, and_, bindparam, false, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Row, Select, and_, bindparam, false, func, or_, select, tuple_
 
 from aperture.dicom import attributes as A
 from aperture.dicom.attributes import Level, level_of
@@ -90,37 +90,50 @@ def scope_clause(scope: AccessScope) -> ColumnElement[bool]:
     """The WHERE clause that confines a query joined to `studies` to what `scope` permits."""
     clauses: list[ColumnElement[bool]] = []
     if scope.patient_keys is not None:
-        clauses.append(studies.c.patient_key.in_(scope.patient_keys) if scope.patient_keys else false())
-    if scope.study_uids is not None:
-        clauses.append(studies.c.study_uid.in_(scope.study_uids) if scope.study_uids else false())
+        reached: list[ColumnElement[bool]] = []
+        if scope.patient_keys:
+            reached.append(studies.c.patient_key.in_(scope.patient_keys))
+        if scope.study_grants:
+            reached.append(tuple_(studies.c.patient_key, studies.c.study_uid).in_(sorted(scope.study_grants)))
+        clauses.append(or_(*reached) if reached else false())
     if scope.withheld_study_uids:
         clauses.append(studies.c.study_uid.not_in(scope.withheld_study_uids))
     return and_(*clauses) if clauses else and_(True)
 
 
-_ScopeShape = tuple[bool, bool, bool]
+_ScopeShape = tuple[bool, bool, bool, bool]
 
 
 def _scope_shape(scope: AccessScope) -> _ScopeShape:
-    return (scope.patient_keys is not None, scope.study_uids is not None, bool(scope.withheld_study_uids))
+    restricted = scope.patient_keys is not None
+    return (
+        restricted,
+        restricted and bool(scope.patient_keys),
+        restricted and bool(scope.study_grants),
+        bool(scope.withheld_study_uids),
+    )
 
 
 def _scope_params(scope: AccessScope) -> dict[str, Any]:
     return {
         "scope_patients": sorted(scope.patient_keys or ()),
-        "scope_studies": sorted(scope.study_uids or ()),
+        "scope_grants": sorted(scope.study_grants),
         "scope_withheld": sorted(scope.withheld_study_uids),
     }
 
 
 def _bound_scope_clause(shape: _ScopeShape) -> list[ColumnElement[bool]]:
     """`scope_clause` with bound parameters, for statements built once and reused."""
-    patients, only_studies, withheld = shape
+    restricted, patients, grants, withheld = shape
     clauses: list[ColumnElement[bool]] = []
-    if patients:
-        clauses.append(studies.c.patient_key.in_(bindparam("scope_patients", expanding=True)))
-    if only_studies:
-        clauses.append(studies.c.study_uid.in_(bindparam("scope_studies", expanding=True)))
+    if restricted:
+        reached: list[ColumnElement[bool]] = []
+        if patients:
+            reached.append(studies.c.patient_key.in_(bindparam("scope_patients", expanding=True)))
+        if grants:
+            pair = tuple_(studies.c.patient_key, studies.c.study_uid)
+            reached.append(pair.in_(bindparam("scope_grants", expanding=True)))
+        clauses.append(or_(*reached) if reached else false())
     if withheld:
         clauses.append(studies.c.study_uid.not_in(bindparam("scope_withheld", expanding=True)))
     return clauses
@@ -498,8 +511,8 @@ class Index:
         self,
         scope: AccessScope,
         *,
-        patient_id: str,
-        issuer: str,
+        patient_id: str | None,
+        issuer: str | None,
         study_uid: str | None = None,
         updated_from: int | None = None,
         updated_before: int | None = None,
@@ -509,15 +522,14 @@ class Index:
         """One page of a patient's studies in insertion order, and how many match in all.
 
         The patient is issuer-qualified (PatientID and IssuerOfPatientID both match; the same
-        PatientID of another issuer is another person). `updated_from`/`updated_before` bound the
+        PatientID of another issuer is another person); both None leave the patient to `scope` (a
+        scope narrowed to one patient, under --auth smart). `updated_from`/`updated_before` bound the
         study's last change (epoch seconds, `[from, before)`); `after_pk` is the keyset cursor of the
         previous page, so a page stays exact while studies arrive.
         """
-        where = [
-            scope_clause(scope),
-            studies.c.patient_id == patient_id,
-            studies.c.issuer == issuer,
-        ]
+        where = [scope_clause(scope)]
+        if patient_id is not None or issuer is not None:
+            where += [studies.c.patient_id == (patient_id or ""), studies.c.issuer == (issuer or "")]
         if study_uid is not None:
             where.append(studies.c.study_uid == study_uid)
         if updated_from is not None:

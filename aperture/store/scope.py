@@ -16,10 +16,16 @@ _ISSUER = object()
 
 @dataclass(frozen=True)
 class AccessScope:
-    """`patient_keys` None means every patient; `study_uids` None means every study of those patients."""
+    """Which studies a request reaches.
+
+    A study is reached when it is not withheld and either its patient is in `patient_keys` (every
+    study of that patient) or the pair (its patient, its UID) is in `study_grants` (one study, and
+    only as a study of that patient). `patient_keys` None means every patient: there is nothing
+    to restrict, except what is withheld. Patient keys are `PatientKey.text` (issuer-qualified).
+    """
 
     patient_keys: frozenset[str] | None
-    study_uids: frozenset[str] | None
+    study_grants: frozenset[tuple[str, str]]  # (patient key, StudyInstanceUID)
     withheld_study_uids: frozenset[str]
     may_write: bool
     may_delete: bool
@@ -31,11 +37,11 @@ class AccessScope:
 
     @property
     def unrestricted(self) -> bool:
-        return self.patient_keys is None and self.study_uids is None and not self.withheld_study_uids
+        return self.patient_keys is None and not self.withheld_study_uids
 
     def permits_study(self, study_uid: str, patient_key: str) -> bool:
         if study_uid in self.withheld_study_uids:
             return False
-        if self.study_uids is not None and study_uid not in self.study_uids:
-            return False
-        return self.patient_keys is None or patient_key in self.patient_keys
+        if self.patient_keys is None or patient_key in self.patient_keys:
+            return True
+        return (patient_key, study_uid) in self.study_grants

@@ -72,8 +72,11 @@ def _declared(route: Route) -> dict[str, object]:
 
 
 def test_every_route_declares_what_each_method_needs() -> None:
-    """The route tables say, per method, what it needs: GET reads, POST writes, DELETE deletes."""
-    from aperture.auth.requirements import DELETE_IMAGING, READ_IMAGING, WRITE_IMAGING
+    """The route tables say, per method, what it needs: GET reads, POST writes, DELETE deletes.
+
+    The one exception is the audit trail, which needs its own scope (AuditEvent), not an imaging one.
+    """
+    from aperture.auth.requirements import DELETE_IMAGING, READ_AUDIT, READ_IMAGING, WRITE_IMAGING
     from aperture.config import Config
     from aperture.server.app import create_app
 
@@ -92,6 +95,7 @@ def test_every_route_declares_what_each_method_needs() -> None:
     public = {"/healthz", "/fhir/metadata", "/fhir/.well-known/smart-configuration", "/fhir/{rest:path}"}
     found = {path: actions for path, actions in found.items() if path not in public}
     assert {"/wado", "/dicom-web/studies/{study}/rendered", "/fhir/ImagingStudy"} <= set(found)
+    assert found.pop("/fhir/AuditEvent") == {"GET": READ_AUDIT}
     wrong = {path: actions for path, actions in found.items() if actions != {m: expected[m] for m in actions}}
     assert wrong == {}
 

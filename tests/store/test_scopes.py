@@ -134,12 +134,14 @@ def test_every_public_index_read_is_covered_here() -> None:
         (restricted(patient_keys=[ANN]), {"ann-1", "ann-2"}),
         (restricted(patient_keys=[BOB]), {"bob-1"}),  # the MRN alone never matches Ann's studies
         (restricted(patient_keys=[ANN], withheld_study_uids=["@ann-2"]), {"ann-1"}),
-        (restricted(study_uids=["@cat-1"]), {"cat-1"}),
-        (restricted(patient_keys=[ANN], study_uids=["@cat-1"]), set()),  # both must hold
+        (restricted(study_grants=[(CAT, "@cat-1")]), {"cat-1"}),
+        (restricted(study_grants=[(ANN, "@cat-1")]), set()),  # a study granted as another patient's is not reached
+        (restricted(patient_keys=[ANN], study_grants=[(CAT, "@cat-1")]), {"ann-1", "ann-2", "cat-1"}),
         (restricted(patient_keys=[]), set()),  # an empty grant reaches nothing, not everything
         (restricted(patient_keys=[ANN, CAT]), {"ann-1", "ann-2", "cat-1"}),
     ],
-    ids=["patient", "same-mrn-other-issuer", "withheld", "study", "patient-and-study", "empty", "two-patients"],
+    ids=["patient", "same-mrn-other-issuer", "withheld", "study", "study-of-another", "patient-and-study", "empty",
+         "two-patients"],
 )
 def test_each_read_sees_exactly_what_the_scope_permits(store: Store, scope: AccessScope, expected: set[str]) -> None:
     scope = _resolved(store, scope)
@@ -168,14 +170,12 @@ def test_deletes_need_a_delete_scope_and_reach_only_its_studies(store: Store) ->
 def _resolved(store: Store, scope: AccessScope) -> AccessScope:
     """The scope with "@name" study placeholders replaced by that stored study's UID."""
 
-    def uids(values: frozenset[str] | None) -> list[str] | None:
-        if values is None:
-            return None
-        return [store.studies[v[1:]][0] if v.startswith("@") else v for v in values]
+    def uid(value: str) -> str:
+        return store.studies[value[1:]][0] if value.startswith("@") else value
 
     return restricted(
-        patient_keys=scope.patient_keys,
-        study_uids=uids(scope.study_uids),
-        withheld_study_uids=uids(scope.withheld_study_uids) or [],
+        patient_keys=scope.patient_keys if scope.patient_keys or not scope.study_grants else None,
+        study_grants=[(key, uid(study)) for key, study in scope.study_grants],
+        withheld_study_uids=[uid(v) for v in scope.withheld_study_uids],
         may_write=scope.may_write,
     )
