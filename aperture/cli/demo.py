@@ -23,7 +23,6 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -140,6 +139,81 @@ def _child_setup() -> None:
     die_with_parent(signal.SIGTERM)
 
 
+IMAGING_CLIENT = "imaging-server"  # the imaging server's registration at the EHR (introspection)
+SAMPLE_APP = "sample-viewer"  # a public SMART app registered with a launch URL, so the launch page lists one
+
+
+def _server_command(args: argparse.Namespace, data: Path, auth: list[str], access_log: list[str]) -> list[str]:
+    return [sys.executable, "-m", "aperture", "serve", "--host", "127.0.0.1", "--port", str(args.port),
+            "--data", str(data), *auth, *access_log]  # fmt: skip
+
+
+def _register_imaging_server(data: Path, imaging: str) -> Path:
+    """Register the imaging server with the EHR (once per data folder); the secret goes to a 0600 file."""
+    from aperture.ehr.clients import get_client, register_client
+    from aperture.ehr.store import open_store
+
+    secret_file = data / "imaging-server.secret"
+    engine = open_store(data / "ehr")
+    try:
+        if get_client(engine, IMAGING_CLIENT) is None or not secret_file.is_file():
+            if get_client(engine, IMAGING_CLIENT) is not None:
+                raise SystemExit(
+                    f"aperture demo: {data} has an imaging-server registration but lost its secret file; "
+                    "start the demo with a new --data folder."
+                )
+            _, secret = register_client(
+                engine, kind="confidential", name="Aperture imaging server (demo)", scope="",
+                client_id=IMAGING_CLIENT, introspect=True,
+            )  # fmt: skip
+            assert secret is not None
+            secret_file.touch(mode=0o600)
+            secret_file.write_text(secret + "\n", encoding="utf-8")
+        if get_client(engine, SAMPLE_APP) is None:
+            register_client(
+                engine, kind="public", name="Sample imaging viewer", client_id=SAMPLE_APP,
+                scope="launch launch/patient openid fhirUser patient/Patient.rs patient/ImagingStudy.rs "
+                "user/Patient.rs user/ImagingStudy.rs",
+                redirect_uris=(f"{imaging}/apps/sample/",), launch_url=f"{imaging}/apps/sample/launch.html",
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+    return secret_file
+
+
+def _imaging_config(data: Path, imaging: str, ehr: str, secret_file: Path) -> Path:
+    """The imaging server's TOML config: SMART authorization at the sandbox, its MRN systems mapped to issuers."""
+    from aperture.ehr.people import load_directory
+
+    systems = load_directory().issuers  # MRN system -> DICOM IssuerOfPatientID, as the seed studies carry them
+    lines = [
+        "# Written by `aperture demo`: the imaging server asks the EHR sandbox about every token.",
+        "[server]",
+        'auth = "smart"',
+        'cors_origins = ["*"]',
+        "[auth]",
+        f'ehr_issuer = "{ehr}/fhir"',
+        f'client_id = "{IMAGING_CLIENT}"',
+        f"client_secret_file = {json.dumps(str(secret_file))}",
+        f'audience = "{imaging}/fhir"',
+        f'associated_audiences = ["{imaging}/dicom-web"]',
+        "[fhir]",
+        f'ehr_base = "{ehr}/fhir"',
+        "[fhir.patient_identifier_systems]",
+        *(f"{json.dumps(system)} = {json.dumps(issuer)}" for system, issuer in sorted(systems.items())),
+    ]
+    path = data / "imaging.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _start(command: list[str], log_file: Path) -> subprocess.Popen[bytes]:
+    with open(log_file, "ab") as log:  # the child process writes it until the end
+        return subprocess.Popen(
+            command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_child_setup
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     for port, flag in ((args.port, "--port"), (args.ehr_port, "--ehr-port")):
         try:
@@ -153,33 +227,38 @@ def run(args: argparse.Namespace) -> int:
     base = f"{imaging}/dicom-web"
     data.mkdir(parents=True, exist_ok=True)
     access_log = ["--access-log"] if args.access_log else []
-    commands = {
-        "imaging server": [sys.executable, "-m", "aperture", "serve", "--host", "127.0.0.1", "--port", str(args.port),
-                           "--data", str(data), "--auth", "none", *access_log],
-        "EHR sandbox": [sys.executable, "-m", "aperture", "ehr", "serve", "--host", "127.0.0.1",
-                        "--port", str(args.ehr_port), "--data", str(data / "ehr"),
-                        "--imaging-fhir-base", f"{imaging}/fhir", "--cors-origin", "*", *access_log],
-    }  # fmt: skip
     logs = {"imaging server": data / "server.log", "EHR sandbox": data / "ehr.log"}
+    ehr_command = [sys.executable, "-m", "aperture", "ehr", "serve", "--host", "127.0.0.1",
+                   "--port", str(args.ehr_port), "--data", str(data / "ehr"),
+                   "--imaging-fhir-base", f"{imaging}/fhir", "--cors-origin", "*", *access_log]  # fmt: skip
     processes: dict[str, subprocess.Popen[bytes]] = {}
     warnings.simplefilter("ignore")  # pydicom's warnings about odd sample files are not news here
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on_signal)
     try:
-        for name, command in commands.items():
-            with open(logs[name], "ab") as log:  # the child process writes it until the end
-                processes[name] = subprocess.Popen(
-                    command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_child_setup
-                )
+        secret_file = _register_imaging_server(data, imaging)
+        config = _imaging_config(data, imaging, ehr, secret_file)
+        processes["EHR sandbox"] = _start(ehr_command, logs["EHR sandbox"])
         with httpx.Client(timeout=60) as client:
+            # The samples go in first, through STOW-RS, while the server listens on loopback without
+            # authorization (no token reaches pydicom's test patients); then it restarts with --auth smart.
+            loader = _start(_server_command(args, data, ["--auth", "none"], []), logs["imaging server"])
+            processes["sample loader"] = loader
+            if not _wait_healthy(client, f"{imaging}/healthz", loader):
+                print(
+                    f"aperture demo: the imaging server did not start; see {logs['imaging server']}.", file=sys.stderr
+                )
+                return 1
+            stored, failed = _stow(client, base, _sample_files())
+            _stop({"sample loader": processes.pop("sample loader")})
+            server = _server_command(args, data, ["--config", str(config)], access_log)
+            processes["imaging server"] = _start(server, logs["imaging server"])
             for name, health in (("imaging server", f"{imaging}/healthz"), ("EHR sandbox", f"{ehr}/healthz")):
                 if not _wait_healthy(client, health, processes[name]):
                     print(f"aperture demo: the {name} did not start; see {logs[name]}.", file=sys.stderr)
                     return 1
-            stored, failed = _stow(client, base, _sample_files())
-            studies = client.get(f"{base}/studies", params={"limit": 1000}).json()
         _write_manifest(data, imaging, ehr)
-        _print_urls(args, data, logs, stored, failed, studies)
+        _print_urls(args, data, logs, stored, failed)
         if args.no_wait:
             print("(--no-wait: stopping the servers now.)", flush=True)
             return 0
@@ -247,9 +326,7 @@ def aperture_command() -> str:
     return f"{shlex.quote(sys.executable)} -m aperture"
 
 
-def _print_urls(
-    args: argparse.Namespace, data: Path, logs: dict[str, Path], stored: int, failed: int, studies: list[Any]
-) -> None:
+def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], stored: int, failed: int) -> None:
     from aperture.ehr.people import load_directory
 
     imaging = f"http://127.0.0.1:{args.port}"
@@ -257,14 +334,11 @@ def _print_urls(
     base = f"{imaging}/dicom-web"
     print()
     print(f"Aperture demo is running ({stored} sample instances stored, {failed} refused as unstorable).")
-    print("Imaging server (no authorization in this version: --auth none)")
+    print("Imaging server (SMART Imaging Access: every request needs a token from the EHR sandbox)")
     print(f"  DICOMweb base (QIDO/WADO/STOW): {base}")
-    print(f"  All studies:                    {base}/studies")
-    if studies:
-        uid = studies[0]["0020000D"]["Value"][0]
-        print(f"  A study's metadata:             {base}/studies/{uid}/metadata")
-        print(f"  Download it as a zip:           {base}/studies/{uid}?accept=application/zip")
+    print(f"  Imaging FHIR (ImagingStudy):    {imaging}/fhir")
     print(f"  Health:                         {imaging}/healthz")
+    print(f"  Its configuration:              {data / 'imaging.toml'}")
     print("EHR sandbox (SMART on FHIR; its seed patients' studies are stored above)")
     print(f"  SMART discovery:                {ehr}/fhir/.well-known/smart-configuration")
     print(f"  FHIR base:                      {ehr}/fhir")
@@ -277,5 +351,15 @@ def _print_urls(
         "--scope", "'launch/patient openid fhirUser patient/ImagingStudy.rs'",
     ]  # fmt: skip
     print("  Register an app:                " + " ".join(register))
+    patient = next(iter(load_directory().patients.values()))
+    token = [
+        aperture_command(), "ehr", "token", "--data", shlex.quote(str(data)), "--client-id", SAMPLE_APP,
+        "--scope", "'launch/patient patient/ImagingStudy.rs'", "--patient", patient.id,
+    ]  # fmt: skip
+    print(f"  A token for {patient.id}:" + " " * max(1, 19 - len(patient.id)) + " ".join(token))
+    print(
+        f'  Then:                           curl -H "Authorization: Bearer $TOKEN" '
+        f"'{imaging}/fhir/ImagingStudy?patient={patient.id}'"
+    )
     print(f"Data folder:                      {data} (URLs, clients and patients for scripts: {data / MANIFEST})")
     print(f"Logs:                             {logs['imaging server']}, {logs['EHR sandbox']}")

@@ -43,18 +43,24 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
         stored = int(re.search(r"\((\d+) sample instances stored", text).group(1))  # type: ignore[union-attr]
         assert stored >= 90
         dicomweb = f"http://127.0.0.1:{port}/dicom-web"
-        assert f"{dicomweb}/studies" in text
-        assert re.search(r"/studies/[0-9.]+/metadata", text)
+        assert f"{dicomweb}" in text and f"http://127.0.0.1:{port}/fhir" in text
         assert f"http://127.0.0.1:{ehr_port}/fhir/.well-known/smart-configuration" in text
         assert "elena / elena-demo" in text
+        data = tmp_path / "demo"
 
         directory = load_directory()
         with httpx.Client(timeout=30) as http:
-            # every seed patient's study is in the imaging server, under the EHR's identifiers
+            # the imaging server runs with SMART authorization: nothing without a token
+            assert http.get(f"{dicomweb}/studies").status_code == 401
+            # every seed patient's study is in the imaging server, under the EHR's identifiers, and
+            # the patient's own token finds it
             for patient in directory.patients.values():
                 issuer = directory.issuers[patient.mrn_system]
+                token = _token(data, patient.id)
                 found = http.get(
-                    f"{dicomweb}/studies", params={"PatientID": patient.mrn, "IssuerOfPatientID": issuer}
+                    f"{dicomweb}/studies",
+                    params={"PatientID": patient.mrn, "IssuerOfPatientID": issuer},
+                    headers={"Authorization": f"Bearer {token}"},
                 ).json()
                 by_uid = {d["0020000D"]["Value"][0]: d for d in found}
                 for study in patient.studies:
@@ -79,6 +85,14 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
         }
         # every printed command runs as printed; given the demo's folder, the sandbox commands use its sandbox
         assert "..." not in text
+        (printed_token,) = [line.split(":", 1)[1].strip() for line in output if "A token for" in line]
+        minted = subprocess.run(shlex.split(printed_token), capture_output=True, text=True, timeout=60)
+        assert minted.returncode == 0, minted.stderr
+        (curl,) = [line.split(":", 1)[1].strip() for line in output if line.strip().startswith("Then:")]
+        url = shlex.split(curl)[-1]
+        bearer = {"Authorization": f"Bearer {json.loads(minted.stdout)['access_token']}"}
+        bundle = httpx.get(url, headers=bearer, timeout=30).json()
+        assert bundle["resourceType"] == "Bundle" and bundle["entry"], bundle
         (register,) = [line.split(":", 1)[1].strip() for line in output if "Register an app:" in line]
         done = subprocess.run(shlex.split(register), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
@@ -97,6 +111,16 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def _token(data: Path, patient: str) -> str:
+    """A token of the demo's sample app for `patient`, signed in as that patient (who sees all their studies)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "aperture", "ehr", "token", "--data", str(data), "--client-id", "sample-viewer",
+         "--scope", "launch/patient patient/ImagingStudy.rs", "--patient", patient, "--user", f"Patient/{patient}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return str(json.loads(done.stdout)["access_token"])
 
 
 def _start_demo(data: Path) -> tuple[subprocess.Popen[str], str, int, int]:
