@@ -151,3 +151,15 @@ def fresh_server(tmp_path: Path) -> Iterator[ApertureServer]:
 def client(server: ApertureServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.dicomweb, timeout=60) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """`aperture demo` running for the whole session: the EHR sandbox and the imaging server with --auth smart."""
+    from tests.stack import start_demo, stop_demo
+
+    stack = start_demo(tmp_path_factory.mktemp("demo-stack") / "demo")
+    try:
+        yield stack
+    finally:
+        stop_demo(stack.process)
