@@ -41,6 +41,11 @@ from aperture.store.scope import AccessScope
 
 log = logging.getLogger("aperture.store")
 
+# One answer for every instance a restricted writer may not store: into a study or patient it does
+# not reach, over an instance or series stored elsewhere. It never says which, so a STOW cannot
+# probe for other patients' UIDs.
+NOT_ALLOWED = "This authorization does not allow storing this instance (its patient or study is not one it reaches)."
+
 
 @dataclass
 class Outcome:
@@ -270,7 +275,11 @@ class Ingest:
                     instances.c.size,
                     instances.c.series_pk,
                     instances.c.study_pk,
-                ).where(instances.c.sop_uid.in_([r.sop_uid for r in records]))
+                    studies.c.study_uid,
+                    studies.c.patient_key,
+                )
+                .select_from(instances.join(studies, instances.c.study_pk == studies.c.pk))
+                .where(instances.c.sop_uid.in_([r.sop_uid for r in records]))
             )
         }
         touched_series: set[int] = set()
@@ -283,6 +292,12 @@ class Ingest:
             old = existing.get(record.sop_uid)
             if old is None:
                 kept.append((index, relative))
+                continue
+            if not scope.unrestricted and not scope.permits_study(old.study_uid, old.patient_key):
+                # stored in a study this writer does not reach: neither replaced nor confirmed to exist
+                outcomes[index].reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
+                outcomes[index].message = NOT_ALLOWED
+                drop.append(relative)
                 continue
             if old.size == record.size and self._same_bytes(relative, old.blob):
                 drop.append(relative)  # a retry, or the same upload from another client: nothing changes
@@ -317,6 +332,8 @@ class Ingest:
             if problem is None:
                 assert study_pk is not None
                 series_pk, problem = self._series_pk(conn, record, study_pk, series_rows, now)
+                if problem is not None and not scope.unrestricted:
+                    problem = NOT_ALLOWED  # the series is in another study, which this writer may not know of
             if problem is not None:
                 outcomes[index].reason = DATASET_DOES_NOT_MATCH_SOP_CLASS
                 outcomes[index].message = problem
@@ -352,6 +369,8 @@ class Ingest:
         patient_key = record.patient.text
         row = known.get(record.study_uid)
         if row is not None:
+            if not scope.unrestricted and not scope.permits_study(record.study_uid, row.patient_key):
+                return None, NOT_ALLOWED  # the same answer as for a study that does not exist
             if row.patient_key != patient_key:
                 return None, (
                     "Study stored for another patient: its PatientID or IssuerOfPatientID differ. Reconcile "
@@ -359,7 +378,7 @@ class Ingest:
                 )
             return int(row.pk), None
         if not scope.unrestricted and not scope.permits_study(record.study_uid, patient_key):
-            return None, "This authorization does not allow creating studies for this patient."
+            return None, NOT_ALLOWED
         pk = _new_pk(
             conn,
             insert(studies).values(

@@ -179,3 +179,36 @@ def _resolved(store: Store, scope: AccessScope) -> AccessScope:
         withheld_study_uids=[uid(v) for v in scope.withheld_study_uids],
         may_write=scope.may_write,
     )
+
+
+@pytest.mark.parametrize("duplicate_policy", ["reject", "overwrite"])
+def test_a_restricted_writer_cannot_touch_or_probe_another_patients_uids(store: Store, duplicate_policy: str) -> None:
+    """Reusing Bob's study, series or SOP Instance UID in Ann's upload: refused with one message, nothing replaced.
+
+    The message is the same as for a study that does not exist, so a STOW cannot tell whether a UID
+    is stored for someone else; under `overwrite` Bob's instance must not be replaced either.
+    """
+    store.ingest.policy = duplicate_policy  # type: ignore[assignment]
+    writer = restricted(patient_keys=[ANN], may_write=True)
+    bob_study, bob_series, bob_sop = store.studies["bob-1"]
+    before = store.index.metadata(allow_everything(), bob_study, bob_series, bob_sop)
+    own_study = store.studies["ann-1"][0]
+    attempts = {
+        "sop": make_instance(study=generate_uid(), series=generate_uid(), sop=bob_sop, patient_id="MRN-1",
+                             issuer=HOSPITAL),
+        "series": make_instance(study=own_study, series=bob_series, sop=generate_uid(), patient_id="MRN-1",
+                                issuer=HOSPITAL),
+        "study": make_instance(study=bob_study, series=generate_uid(), sop=generate_uid(), patient_id="MRN-1",
+                               issuer=HOSPITAL),
+        "unknown": make_instance(study=generate_uid(), series=generate_uid(), sop=generate_uid(), patient_id="MRN-2",
+                                 issuer=HOSPITAL),
+    }  # fmt: skip
+    messages = {}
+    for name, data in attempts.items():
+        (outcome,) = store.put(writer, data)
+        assert outcome.reason is not None, name
+        messages[name] = outcome.message
+    assert len(set(messages.values())) == 1, messages
+    assert bob_study not in messages["study"] and bob_sop not in messages["sop"]
+    assert store.index.metadata(allow_everything(), bob_study, bob_series, bob_sop) == before
+    assert visible(store, allow_everything())["search"] == {"ann-1", "ann-2", "bob-1", "cat-1"}
