@@ -141,8 +141,11 @@ class AccessRecord:
 
     @property
     def aggregatable(self) -> bool:
-        """Only permitted reads by a known token aggregate; a deny always stays an event of its own."""
-        return self.action is Action.READ and self.outcome is Outcome.PERMIT and self.token_hash is not None
+        """Only permitted reads aggregate (by token, or by address where there is none: `--auth none`).
+
+        A deny always stays an event of its own.
+        """
+        return self.action is Action.READ and self.outcome is Outcome.PERMIT
 
 
 def instant(moment: datetime) -> str:

@@ -1,9 +1,11 @@
 """Writing audit records off the request's path: a bounded queue and one background writer thread.
 
-`AuditRecorder.record` only puts the record on a queue; the writer thread takes whatever has queued
-(up to `batch` records) and writes it in one transaction, so a request never waits for the
-database. Reads aggregate: a permitted read with the same token hash, study UIDs, action, outcome
-and source address as one written less than `window` (60 s) after the first of them does not get
+`AuditRecorder.record` only puts the record on a queue; the writer thread takes whatever queues
+within `linger` (0.2 s) of the first record it is waiting for (up to `batch` records) and writes it
+in one transaction, so a request never waits for the database, and a busy server commits (and
+syncs to disk) a few times a second instead of once per request. Reads aggregate: a permitted
+read with the same token hash (or none, under `--auth none`), study UIDs, action, outcome and
+source address as one written less than `window` (60 s) after the first of them does not get
 an event of its own; the first event's count grows and its period ends at the latest read. The
 count is an extension on the AuditEvent (`events.COUNT_EXTENSION`, valueInteger) and the span is
 `AuditEvent.period`: the entity keeps exactly one study identifier as BALP expects, and the count
@@ -18,13 +20,14 @@ is locked), then counts the record as dropped and logs a warning with the runnin
 for longer than `put_timeout`.
 
 Durability: `close()` (clean shutdown) writes everything queued and returns once it is committed;
-after it `record` raises. A crash (SIGKILL, power loss) loses what was queued or in the batch
-being written at that moment: records taken in the last moments before the kill, at most
+after it `record` raises; `flush()` returns once everything queued before it is committed (it cuts
+the linger short). A crash (SIGKILL, power loss) loses what was queued or in the batch being
+written at that moment: the records of the last `linger` seconds or so before the kill, at most
 `queue_size + batch` records. Committed rows are as durable as the index (SQLite synchronous=FULL).
 A batch the database refuses with an error is logged (with its size) as lost, and the writer goes on.
 
-Not yet wired into `aperture serve`: the server will create one recorder per process and call
-`record` on each authorization decision once the SMART authorization lands.
+`aperture serve` creates one recorder per worker process in the app's lifespan; the declared route
+wrapper (`aperture.auth.requirements.needs`) calls `record` once per decided request.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -41,6 +45,7 @@ from aperture.audit.store import AuditStore
 log = logging.getLogger("aperture.audit")
 
 WINDOW = timedelta(seconds=60)
+LINGER = 0.2  # seconds the writer waits for more records after the first, to write them in one commit
 
 
 class RecorderClosed(RuntimeError):
@@ -73,9 +78,11 @@ class AuditRecorder:
         batch: int = 500,
         put_timeout: float = 0.05,
         window: timedelta = WINDOW,
+        linger: float = LINGER,
     ) -> None:
         self.store = store
         self.batch = batch
+        self.linger = linger
         self.put_timeout = put_timeout
         self.window = window
         self.dropped = 0
@@ -124,9 +131,10 @@ class AuditRecorder:
         stop = False
         while not stop:
             items = [self._queue.get()]
-            while len(items) < self.batch:
+            deadline = time.monotonic() + self.linger
+            while len(items) < self.batch and not _urgent(items[-1]):
                 try:
-                    items.append(self._queue.get_nowait())
+                    items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             if any(item is _STOP for item in items):  # last round: whatever queued meanwhile goes too
@@ -166,10 +174,15 @@ class AuditRecorder:
                 continue
             opened[key] = len(new)
             new.append(record)
-        keys = self.store.insert(new)
-        for key, index in opened.items():
-            self._open[key] = _Open(keys[index], new[index])
-        self.store.update([(entry.pk, entry.record) for entry in grown.values()])
+        # only an event that opens an aggregation window is rewritten later, so only it needs its row key
+        opening = {index: key for key, index in opened.items()}
+        keys = self.store.write(
+            [record for index, record in enumerate(new) if index not in opening],
+            [new[index] for index in opening],
+            [(entry.pk, entry.record) for entry in grown.values()],
+        )
+        for pk, (index, key) in zip(keys, opening.items(), strict=True):
+            self._open[key] = _Open(pk, new[index])
         self._forget_closed_windows()
 
     def _forget_closed_windows(self) -> None:
@@ -179,6 +192,11 @@ class AuditRecorder:
         newest = max(entry.record.last or entry.record.time for entry in self._open.values())
         for key in [k for k, e in self._open.items() if newest - e.record.time >= self.window]:
             del self._open[key]
+
+
+def _urgent(item: object) -> bool:
+    """A flush or a stop: write what is there now, without lingering."""
+    return item is _STOP or (isinstance(item, tuple) and item[0] is _FLUSH)
 
 
 def _merged(first: AccessRecord, later: AccessRecord) -> AccessRecord:

@@ -95,6 +95,27 @@ class AuditStore:
                 keys.append(int(result.inserted_primary_key[0]))
         return keys
 
+    def write(
+        self,
+        plain: Sequence[AccessRecord],
+        keyed: Sequence[AccessRecord],
+        changes: Sequence[tuple[int, AccessRecord]],
+    ) -> list[int]:
+        """One batch in one transaction (one commit, one sync): `plain` events as one executemany,
+        `keyed` ones row by row (their keys are returned, in order: they will be rewritten), and
+        `changes` rewritten (an aggregated record's count and period have grown)."""
+        keys = []
+        with self.engine.begin() as conn:
+            if plain:
+                conn.execute(audit_events.insert(), [self._row(record) for record in plain])
+            for record in keyed:
+                result = conn.execute(audit_events.insert().values(**self._row(record)))
+                assert result.inserted_primary_key is not None
+                keys.append(int(result.inserted_primary_key[0]))
+            for pk, record in changes:
+                conn.execute(audit_events.update().where(audit_events.c.pk == pk).values(**self._row(record)))
+        return keys
+
     def update(self, changes: Sequence[tuple[int, AccessRecord]]) -> None:
         """Rewrite rows in one transaction: an aggregated record's count and period have grown."""
         if not changes:

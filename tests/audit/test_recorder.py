@@ -101,13 +101,13 @@ def test_a_clean_close_writes_everything_and_a_reopened_index_has_it(database_ur
     recorder = AuditRecorder(AuditStore(engine, SERVER), batch=7)
     kinds = [Action.READ, Action.SEARCH, Action.WRITE, Action.DELETE]
     expected = set()
-    for i in range(100):  # nothing aggregates: a read of a study of its own, or a record without a token
+    for i in range(100):  # nothing aggregates: each read is of a study of its own
         outcome = Outcome.DENY if i % 5 == 0 else Outcome.PERMIT
         recorder.record(_read(i, study=f"1.2.3.{i}", outcome=outcome))
         recorder.record(
-            AccessRecord(kinds[i % 4], Outcome.PERMIT, 200, time=T0 + timedelta(seconds=i), studies=("9.9",))
+            AccessRecord(kinds[i % 4], Outcome.PERMIT, 200, time=T0 + timedelta(seconds=i), studies=(f"9.9.{i}",))
         )
-        expected |= {(f"urn:oid:1.2.3.{i}", "R", i), ("urn:oid:9.9", "RECD"[i % 4], i)}
+        expected |= {(f"urn:oid:1.2.3.{i}", "R", i), (f"urn:oid:9.9.{i}", "RECD"[i % 4], i)}
     recorder.close()  # no flush before: close alone must write what is queued
     with pytest.raises(RecorderClosed):
         recorder.record(_read(0))
@@ -199,3 +199,23 @@ def test_what_was_flushed_survives_a_kill(database_url: str) -> None:
         assert len(_events(engine)) == 50
     finally:
         engine.dispose()
+
+
+def test_reads_without_a_token_aggregate_by_address(database_url: str) -> None:
+    """`--auth none` has no token: a viewer's frame reads of one study from one address are one event."""
+    engine = open_engine(database_url)
+    recorder = AuditRecorder(AuditStore(engine, SERVER))
+    for i in range(5):
+        recorder.record(AccessRecord(Action.READ, Outcome.PERMIT, 200, time=T0 + timedelta(seconds=i),
+                                     studies=("7.7",), source_address="10.0.0.1"))  # fmt: skip
+    recorder.record(AccessRecord(Action.READ, Outcome.PERMIT, 200, time=T0, studies=("7.7",),
+                                 source_address="10.0.0.2"))  # fmt: skip
+    recorder.close()
+    try:
+        events = _events(engine)
+    finally:
+        engine.dispose()
+    counts = sorted(
+        next((x["valueInteger"] for x in e.get("extension", []) if x["url"] == COUNT_EXTENSION), 1) for e in events
+    )
+    assert counts == [1, 5]
