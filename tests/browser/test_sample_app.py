@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 import pytest
 
+from aperture.ehr.people import load_directory
 from tests.browser.conftest import PageLog
 from tests.ehr.test_browser_launch import sign_in
 
@@ -45,7 +46,7 @@ def printed_app_url(stack: DemoStack) -> str:
     return line.split(":", 1)[1].split()[0]
 
 
-def listed_studies(page: Page, log: PageLog) -> dict[str, list[str]]:
+def listed_studies(page: Page) -> dict[str, list[str]]:
     """Wait until the app has listed the studies; {StudyInstanceUID: the row's cells}."""
     page.wait_for_selector(READY, state="attached")
     assert page.locator("body").get_attribute("data-state") == "ready", page.locator("#error").text_content()
@@ -72,7 +73,7 @@ def test_standalone_launch_lists_the_patients_studies_previews_and_downloads(dem
     assert page.get_by_role("heading", name="Allow access?").is_visible()
     assert "Sample imaging viewer" in page.content()
     page.get_by_role("button", name="Allow").click()
-    studies = listed_studies(page, log)
+    studies = listed_studies(page)
     expected = demo_stack.patient("priya-raman")["studies"]
     assert sorted(studies) == sorted(expected), log.report()
     assert "Priya" in str(page.locator("#patient").text_content())  # read from the EHR's FHIR server with the token
@@ -106,10 +107,23 @@ def test_ehr_launch_by_a_clinician_lists_the_panel_patients_studies(demo_stack: 
     page.get_by_role("button", name="Launch").click()
     # the app's launch page sends the browser back to the EHR: signed in already, only the consent is asked
     page.get_by_role("button", name="Allow").click()
-    studies = listed_studies(page, log)
+    studies = listed_studies(page)
     assert sorted(studies) == sorted(demo_stack.patient("walter-nguyen")["studies"]), log.report()
     assert "Nguyen" in str(page.locator("#patient").text_content())
     assert_token_kept_private(page, log)
+
+
+def test_a_parent_acting_for_her_daughter_does_not_see_the_withheld_study(demo_stack: DemoStack, page: Page) -> None:
+    """The EHR's policy reaches the app through the imaging server: Elena's proxy access omits Maya's US pelvis."""
+    page.goto(printed_app_url(demo_stack))
+    sign_in(page, "elena", "elena-demo")
+    page.get_by_label("Maya Alvarez", exact=False).check()
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Allow").click()
+    maya = load_directory().patients["maya-alvarez"]
+    visible = [s.uid for s in maya.studies if "RelatedPerson/elena-for-maya" not in s.withheld_from]
+    assert visible and len(visible) < len(maya.studies)
+    assert sorted(listed_studies(page)) == sorted(visible)
 
 
 def test_a_launch_from_another_ehr_is_refused_before_any_sign_in(demo_stack: DemoStack, page: Page) -> None:
