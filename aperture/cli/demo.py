@@ -141,6 +141,7 @@ def _child_setup() -> None:
 
 IMAGING_CLIENT = "imaging-server"  # the imaging server's registration at the EHR (introspection)
 SAMPLE_APP = "sample-viewer"  # a public SMART app registered with a launch URL, so the launch page lists one
+SAMPLE_APP_NAME = "Sample imaging viewer"  # its files: aperture/clients/sample_app/, served at /apps/sample/
 
 
 def _server_command(args: argparse.Namespace, data: Path, auth: list[str], access_log: list[str]) -> list[str]:
@@ -171,7 +172,7 @@ def _register_imaging_server(data: Path, imaging: str) -> Path:
             secret_file.write_text(secret + "\n", encoding="utf-8")
         if get_client(engine, SAMPLE_APP) is None:
             register_client(
-                engine, kind="public", name="Sample imaging viewer", client_id=SAMPLE_APP,
+                engine, kind="public", name=SAMPLE_APP_NAME, client_id=SAMPLE_APP,
                 scope="launch launch/patient openid fhirUser patient/Patient.rs patient/ImagingStudy.rs "
                 "user/Patient.rs user/ImagingStudy.rs",
                 redirect_uris=(f"{imaging}/apps/sample/",), launch_url=f"{imaging}/apps/sample/launch.html",
@@ -343,6 +344,10 @@ def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], sto
     print(f"  SMART discovery:                {ehr}/fhir/.well-known/smart-configuration")
     print(f"  FHIR base:                      {ehr}/fhir")
     print(f"  EHR launch page:                {ehr}/ehr/launch")
+    print(
+        f"  Sample imaging app:             {imaging}/apps/sample/launch.html "
+        f"(standalone launch; the EHR launch page lists it as {SAMPLE_APP_NAME})"
+    )
     users = ", ".join(f"{user.login} / {user.password}" for user in load_directory().users.values())
     print(f"  Sign in as (login / password):  {users}")
     register = [

@@ -1,8 +1,8 @@
 """create_app(config): the imaging server's ASGI application.
 
-Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir and health at /healthz; the
-lifespan opens the store (engine with migrations, blob folder with crash leftovers cleaned) and
-closes it. Nothing here handles a request.
+Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir, health at /healthz and the
+sample SMART app's static files at /apps/sample/; the lifespan opens the store (engine with
+migrations, blob folder with crash leftovers cleaned) and closes it. Nothing here handles a request.
 The edge layers (trusted proxy headers, access log, CORS) wrap the whole Starlette stack, outside
 its error middleware, so that even its 500 answers are logged and carry CORS headers.
 """
@@ -34,6 +34,7 @@ from aperture.dicomweb.routes import routes as dicomweb_routes
 from aperture.fhir.routes import routes as fhir_routes
 from aperture.lifecycle import die_with
 from aperture.logs import AccessLog, quiet_warnings
+from aperture.server import apps
 from aperture.server.cors import CrossOrigin
 from aperture.server.handlers import EXCEPTION_HANDLERS
 from aperture.server.memory import tune_allocator
@@ -152,6 +153,7 @@ def create_app(config: Config) -> Starlette:
             Mount("/fhir", routes=fhir_routes),  # ImagingStudy for SMART Imaging Access (docs/fhir.md)
             # WADO-URI (PS3.18 §9) at the server root, where Orthanc serves it and viewers' links point
             Route("/wado", reads(wadouri.retrieve), methods=["GET"]),
+            *apps.routes,  # public: the sample SMART imaging app's static files (docs/sample-app.md)
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

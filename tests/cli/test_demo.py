@@ -93,6 +93,13 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
         bearer = {"Authorization": f"Bearer {json.loads(minted.stdout)['access_token']}"}
         bundle = httpx.get(url, headers=bearer, timeout=30).json()
         assert bundle["resourceType"] == "Bundle" and bundle["entry"], bundle
+        # the sample SMART app is served where the printed launch URL (the one registered at the sandbox) points,
+        # and its scripts may call this server and the EHR sandbox only
+        (app_line,) = [line.split(":", 1)[1].split()[0] for line in output if "Sample imaging app:" in line]
+        assert app_line == f"http://127.0.0.1:{port}/apps/sample/launch.html"
+        page = httpx.get(app_line, timeout=30)
+        assert page.status_code == 200 and 'src="app.js"' in page.text
+        assert f"connect-src 'self' http://127.0.0.1:{ehr_port};" in page.headers["content-security-policy"]
         (register,) = [line.split(":", 1)[1].strip() for line in output if "Register an app:" in line]
         done = subprocess.run(shlex.split(register), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr

@@ -1,0 +1,6 @@
+"""Example clients of the imaging server, shipped as package data (no Python of their own).
+
+`sample_app/` is a small SMART on FHIR imaging app in plain HTML and JavaScript; the imaging server
+serves its files at `/apps/sample/` (`aperture.server.apps`) and `aperture demo` registers it at the
+EHR sandbox. It is an example of the SMART Imaging Access flow, not a viewer (docs/sample-app.md).
+"""
