@@ -114,3 +114,30 @@ def test_start_up_output_is_what_a_person_needs(fresh_server: ApertureServer) ->
     assert f"Aperture DICOMweb: http://127.0.0.1:{fresh_server.port}/dicom-web" in text
     assert "alembic" not in text, text
     assert not re.search(r"\w*Warning: ", text), text
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ("", "'auth.ehr_issuer' is required"),
+        ('[auth]\nehr_issuer = "http://127.0.0.1:9/fhir"\n', "'auth.audience' is required"),
+        (
+            '[auth]\nehr_issuer = "http://127.0.0.1:9/fhir"\naudience = "http://127.0.0.1:8080/fhir"\n'
+            'client_id = "imaging-server"\nclient_secret_file = "/nonexistent/secret"\n',
+            "'auth.client_secret_file' /nonexistent/secret cannot be read",
+        ),
+    ],
+    ids=["no-auth-table", "no-audience", "unreadable-secret"],
+)
+def test_smart_without_what_it_needs_names_it_and_starts_nothing(tmp_path: Path, config: str, named: str) -> None:
+    """`--auth smart` is the default: a server that cannot ask the EHR about tokens must not start at all."""
+    path = tmp_path / "aperture.toml"
+    path.write_text(config)
+    done = subprocess.run(
+        [sys.executable, "-m", "aperture", "serve", "--data", str(tmp_path / "data"), "--port", "9",
+         "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and "docs/authorization.md" in done.stderr, done.stderr
+    assert not (tmp_path / "data").exists()
