@@ -2,7 +2,7 @@
 
 It `instantiates` the IG's requirements statement (kind `requirements`) and states, as an
 `instance`, what is served here: ImagingStudy read and search-type with `patient`, `identifier`,
-`_lastUpdated` and `_include=ImagingStudy:endpoint`, and Endpoint read. The security part names
+`_lastUpdated` and `_include=ImagingStudy:endpoint`, Endpoint read, and AuditEvent search. The security part names
 SMART only when the server runs with it (`--auth none` says so instead).
 """
 
@@ -65,6 +65,18 @@ def capability_statement(base: str, auth: str) -> dict[str, Any]:
                     ],
                 },
                 {"type": "Endpoint", "supportedProfile": [ENDPOINT_PROFILE], "interaction": [{"code": "read"}]},
+                {
+                    "type": "AuditEvent",
+                    "documentation": "The audit trail (IHE BALP), for a system/AuditEvent.rs token.",
+                    "interaction": [{"code": "search-type"}],
+                    "searchParam": [
+                        _param("patient", "AuditEvent-patient", "reference"),
+                        _param("date", "AuditEvent-date", "date"),
+                        _param("outcome", "AuditEvent-outcome", "token"),
+                        {"name": "client", "type": "string",
+                         "documentation": "the OAuth client_id of the agent that made the request"},
+                    ],
+                },
             ],
         }],
     }  # fmt: skip

@@ -102,3 +102,9 @@ def operation_outcome(resource: dict[str, Any]) -> None:
 
 def _parse(resource: dict[str, Any]) -> None:
     _construct(resource["resourceType"], resource)
+
+
+def capability_statement(resource: dict[str, Any]) -> None:
+    assert resource["resourceType"] == "CapabilityStatement"
+    assert resource["status"] and resource["date"] and resource["kind"] and resource["format"]  # 1..1, 1..*
+    _parse(resource)

@@ -234,6 +234,7 @@ def test_writes_are_refused_as_operation_outcomes(fhir: httpx.Client) -> None:
 
 def test_metadata_is_a_smart_imaging_server_capability_statement(fhir: httpx.Client) -> None:
     statement = fhir.get("/metadata", headers=FHIR_JSON).json()
+    r4.capability_statement(statement)
     assert statement["resourceType"] == "CapabilityStatement" and statement["fhirVersion"] == "4.0.1"
     assert statement["kind"] == "instance" and statement["status"] == "active" and statement["date"]
     (rest,) = statement["rest"]
@@ -247,6 +248,9 @@ def test_metadata_is_a_smart_imaging_server_capability_statement(fhir: httpx.Cli
         "http://fhir.org/argonaut/smart-imaging/CapabilityStatement/smart-imaging-server" in statement["instantiates"]
     )
     assert {i["code"] for i in kinds["Endpoint"]["interaction"]} == {"read"}
+    audit = kinds["AuditEvent"]
+    assert {i["code"] for i in audit["interaction"]} == {"search-type"}
+    assert {p["name"] for p in audit["searchParam"]} == {"patient", "date", "outcome", "client"}
 
 
 def test_smart_configuration_is_absent_without_an_authorization_server(fhir: httpx.Client) -> None:
