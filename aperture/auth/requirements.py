@@ -50,6 +50,8 @@ ROUTE_SEARCH = "aperture.search"  # the route is a search (audited as a query, n
 DECISION = "aperture.decision"  # the policy's Decision, once authorize ran
 TOKEN = "aperture.token"  # (token hash, TokenFacts) of a verified token: never the token itself
 AUDIT_PATIENT = "aperture.audit.patient"  # a handler may name the patient a request was about
+AUDIT_STUDY = "aperture.audit.study"  # and the study, when it is not the `study` path parameter
+AUDIT_STUDIES = "aperture.audit.studies"  # or several (a STOW-RS stores into any number of studies)
 
 
 class Action(StrEnum):
@@ -224,7 +226,8 @@ def _audit(request: Request, action: Action, search: bool, status: int) -> None:
     if patient is None and decision is not None and len(decision.patients) == 1:
         patient = decision.patients[0].ehr_id
     params = request.path_params
-    study = params.get("study") or (params.get("id") if action is not Action.READ_AUDIT else None)
+    study = request.scope.get(AUDIT_STUDY) or params.get("study")
+    studies: tuple[str, ...] = request.scope.get(AUDIT_STUDIES) or ((study,) if study else ())
     what = AuditAction.SEARCH if search else _AUDIT_ACTION[action]
     try:
         recorder.record(
@@ -236,7 +239,7 @@ def _audit(request: Request, action: Action, search: bool, status: int) -> None:
                 client_id=facts.client_id if facts else None,
                 user=(facts.fhir_user or facts.sub) if facts else None,
                 patient=f"Patient/{patient}" if patient else None,
-                studies=(study,) if isinstance(study, str) and study else (),
+                studies=studies,
                 source_address=request.client.host if request.client else None,
                 token_hash=key,
                 query=request.url.query or None if what is AuditAction.SEARCH else None,

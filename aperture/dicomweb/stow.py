@@ -23,7 +23,7 @@ import xxhash
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aperture.auth.requirements import WRITE_IMAGING, authorize
+from aperture.auth.requirements import AUDIT_STUDIES, WRITE_IMAGING, authorize
 from aperture.dicom.instance import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS, InvalidInstance
 from aperture.dicom.nativexml import native_xml
 from aperture.dicomweb.body import read_ahead
@@ -211,6 +211,8 @@ async def _store_instances(request: Request) -> Response:
             with contextlib.suppress(OSError):
                 sink.handle.close()
             sink.path.unlink(missing_ok=True)  # placed blobs were renamed away; the rest is discarded
+    stored = (r.study_uid for r in results if r.reason is None and r.study_uid)
+    request.scope[AUDIT_STUDIES] = tuple(dict.fromkeys(stored))
     return _response(request, results, study_uid, answer_as)
 
 

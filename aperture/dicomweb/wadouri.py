@@ -21,6 +21,7 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aperture.auth.requirements import AUDIT_STUDY
 from aperture.dicom.identifiers import uid_problem
 from aperture.dicom.render import (
     MAX_VIEWPORT_PIXELS,
@@ -74,6 +75,7 @@ async def retrieve(request: Request) -> Response:
     """GET (and HEAD) /wado: Retrieve DICOM Instance or Retrieve Rendered Instance (§9.3)."""
     params = _single_values(request)
     uids = _identify(params)
+    request.scope[AUDIT_STUDY] = uids[0]  # the study is in the query here, not the path
     if "anonymize" in params:  # §9.4.2.3
         if params["anonymize"] != "yes":
             raise InvalidRequest(

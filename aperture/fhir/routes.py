@@ -17,6 +17,7 @@ from aperture.audit.search import search_bundle
 from aperture.auth import policy
 from aperture.auth.requirements import (
     AUDIT_PATIENT,
+    AUDIT_STUDY,
     READ_AUDIT,
     READ_IMAGING,
     audits,
@@ -82,6 +83,7 @@ async def read_study(request: Request) -> Response:
     uid: str = request.path_params["id"]
     if uid_problem(uid):
         raise NotFound(f"No ImagingStudy {uid[:80]!r}: ImagingStudy ids here are Study Instance UIDs.")
+    request.scope[AUDIT_STUDY] = uid
     decision = await decide(request, READ_IMAGING)
     index = index_of(request)
     study = await off_loop(index.study_summary, decision.scope, uid)
