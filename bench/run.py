@@ -13,7 +13,11 @@ Steps (see bench/README.md for how to read the output):
 4. Time QIDO-RS, WADO-RS metadata / study / instance / frame / rendered on both with the same
    client, checking every answer; then serve Aperture's full-study response bytes from nginx
    (sendfile) as a ceiling for the retrieve throughput.
-5. Print a Markdown table (and with --json FILE, save the numbers).
+5. Start the EHR sandbox and a second Aperture with `--auth smart` on the same data (bench/auth.py),
+   and time what a patient's viewer asks for with that patient's bearer token, in the same rounds
+   as the `--auth none` server, a control `--auth none` process and Orthanc (`--no-auth-rows` skips it).
+6. Load OHIF in chromium against each server (bench/browser.py).
+7. Print a Markdown table (and with --json FILE, save the numbers).
 """
 
 from __future__ import annotations
@@ -776,7 +780,7 @@ def measure(probe: Probe, targets: Sequence[Target], repeat: int) -> dict[str, T
 # --auth smart beside --auth none (bench/auth.py)
 
 SMART = "Aperture-smart"  # the `--auth smart` server's name in `servers` and in the targets
-AGAIN = "Aperture-again"  # the `--auth none` server measured a second time in the same rounds (control)
+CONTROL = "Aperture-none-2"  # a second `--auth none` process on the same data, started beside the smart one
 AUTH_GOAL = 0.95  # authorized time within 5% of open: open time ÷ authorized time ≥ 0.95
 AUTH_PROBES = ("qido_owner", "qido_instances", "metadata", "frame", "study")
 
@@ -871,29 +875,38 @@ def auth_rows(
     clients.append(client)
     smart = Target(SMART, client, authorized.server.url + "/dicom-web", root=authorized.server.url,
                    curl_args=("-H", f"@{authorized.header_file}"))  # fmt: skip
-    # The control: the --auth none server again, as a fourth side of the same rounds. Its ratio to the
-    # first is what noise alone does to a ratio here; a smart-vs-none gap within that is not measured.
-    again_client = make_client()
-    clients.append(again_client)
-    again = Target(AGAIN, again_client, open_target.base, root=open_target.root)
-    targets = [open_target, smart, again, *([orthanc] if orthanc else [])]
+    # The control: a second --auth none process on the same data, started as the smart one was, as
+    # one more side of the same rounds. Its ratio to the first is what two servers that differ in
+    # nothing show here (noise, and a later start); a smart-vs-none gap within that is not measured.
+    targets = [open_target, smart]
+    try:
+        servers[CONTROL] = control = start_aperture(
+            workdir, args.aperture_arg, name=CONTROL, data=workdir / "aperture" / "data"
+        )
+        control_client = make_client()
+        clients.append(control_client)
+        targets.append(Target(CONTROL, control_client, control.url + "/dicom-web", root=control.url))
+    except PeerError as exc:
+        log(f"the control (a second --auth none Aperture) did not start: {exc}")
+    targets += [orthanc] if orthanc else []
     lines = ["Every sample of the `--auth smart` rows, ms, in the order taken (the servers take turns, "
-             "in blocks of 5 requests, 1 for the full study; `none again` is the --auth none server "
-             "once more, a control for noise):"]  # fmt: skip
+             "in blocks of 5 requests, 1 for the full study; `none-2` is a second --auth none process on "
+             "the same data, started beside the smart one: the control for noise):"]  # fmt: skip
     for probe in specs:
         repeat = args.auth_repeat_large if probe.large else args.auth_repeat
         log(f"Auth: {probe.label}: warm-up + {repeat} rounds of {', '.join(t.name for t in targets)}")
         timings = measure(probe, targets, repeat)
-        ap, sm, aa = timings["Aperture"], timings[SMART], timings[AGAIN]
+        ap, sm = timings["Aperture"], timings[SMART]
+        aa = timings.get(CONTROL) or Timing(error="not running")
         peer = timings.get("Orthanc") or Timing(error="not running")
         open_row = smart_vs_open_row(probe.label, sm, ap, throughput=probe.large)
         if ap.ok and aa.ok:
-            open_row.ratio_text += f"; control none÷none again {ap.median / aa.median:.3f}×"
-        open_row.data["none_again"] = aa.as_json()
+            open_row.ratio_text += f"; control none ÷ none-2 {ap.median / aa.median:.3f}×"
+        open_row.data["control_none_2"] = aa.as_json()
         for row in (open_row, smart_vs_orthanc_row(probe.label, sm, peer, probe.goal, throughput=probe.large)):
             row.data["accept"] = probe.accept
             rows.append(row)
-        lines.append(samples_line(probe.label, {"smart": sm, "none": ap, "none again": aa, "Orthanc": peer}))
+        lines.append(samples_line(probe.label, {"smart": sm, "none": ap, "none-2": aa, "Orthanc": peer}))
     return authorized, ["\n".join(lines)]
 
 
@@ -931,9 +944,14 @@ def browser_rows(
         return []
     upstreams = {t.name: servers[t.name].url for t in live if servers.get(t.name) is not None}  # type: ignore[union-attr]
     tokens = {}
+    loopback_only = []
     if authorized is not None:  # on loopback only: at 20 Mbit/s the network, not the server, sets the time
         upstreams[SMART] = authorized.server.url
         tokens[SMART] = authorized.token
+        loopback_only.append(SMART)
+        if servers.get(CONTROL) is not None:
+            upstreams[CONTROL] = servers[CONTROL].url  # type: ignore[union-attr]
+            loopback_only.append(CONTROL)
     start = time.perf_counter()
     log(f"OHIF in chromium: {args.browser_runs} loopback + {args.browser_throttled_runs} throttled load(s) per server")
     try:
@@ -941,7 +959,7 @@ def browser_rows(
             workdir, upstreams, data.study_uid, len(data.ct),
             runs=args.browser_runs, throttled_runs=args.browser_throttled_runs,
             throttled_all_frames=not args.browser_throttled_first_only, log=log,
-            tokens=tokens, loopback_only=tokens.keys(),
+            tokens=tokens, loopback_only=loopback_only,
         )  # fmt: skip
     except Exception as exc:  # the comparison is extra: its failure must not lose the table
         log(f"OHIF comparison failed: {type(exc).__name__}: {exc}")
@@ -972,7 +990,7 @@ def browser_rows(
         lines = ["Every sample of the OHIF `--auth smart` rows, ms, in the order taken (one page load each):"]
         for label, result in zip(smart_labels, results[:2], strict=True):
             got = {}
-            for name in ("Aperture", SMART, "Orthanc"):
+            for name in ("Aperture", SMART, CONTROL, "Orthanc"):
                 if name in result.errors:
                     got[name] = Timing(error=result.errors[name])
                 elif result.samples.get(name):
@@ -980,9 +998,12 @@ def browser_rows(
                 else:
                     got[name] = Timing(error="not running" if name not in upstreams else "not measured")
             name = label.removeprefix("Auth: ")
-            rows.append(smart_vs_open_row(name, got[SMART], got["Aperture"]))
+            open_row = smart_vs_open_row(name, got[SMART], got["Aperture"])
+            if got["Aperture"].ok and got[CONTROL].ok:
+                open_row.ratio_text += f"; control none ÷ none-2 {got['Aperture'].median / got[CONTROL].median:.3f}×"
+            rows.append(open_row)
             rows.append(smart_vs_orthanc_row(name, got[SMART], got["Orthanc"], 2.0))
-            sample = {"smart": got[SMART], "none": got["Aperture"], "Orthanc": got["Orthanc"]}
+            sample = {"smart": got[SMART], "none": got["Aperture"], "none-2": got[CONTROL], "Orthanc": got["Orthanc"]}
             lines.append(samples_line(name, sample))
         notes.append("\n".join(lines))
     return notes
