@@ -34,6 +34,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from peers import REPO, PeerError, Server, _spawn, free_port, wait_ready
 
@@ -269,7 +270,7 @@ def load_viewer(
         page.on("requestfinished", on_finished)
         page.on("requestfailed", on_failed)
         deadline = time.monotonic() + timeout
-        url = f"{origin}/viewer?StudyInstanceUIDs={study_uid}" + (f"&token={token}" if token else "")
+        url = f"{origin}/viewer?StudyInstanceUIDs={study_uid}" + (f"&token={quote(token, safe='')}" if token else "")
         page.goto(url, wait_until="commit", timeout=timeout * 1000)
         try:
             drawn = page.wait_for_function(DRAWN_AT, polling=50, timeout=timeout * 1000).json_value()
