@@ -12,6 +12,14 @@ first DICOMweb request the page makes (Chromium's own request timing) and end at
 
 The throttled condition applies Chromium's network emulation (CDP `Network.emulateNetworkConditions`)
 to the whole page from its first request on.
+
+A server given a bearer token (`tokens`, the `--auth smart` Aperture) is opened as
+`/viewer?StudyInstanceUIDs=...&token=...`: OHIF 3.13's own way to take a token
+(`routes/Mode/updateAuthServiceAndCleanUrl.ts`: its user authentication service then answers every
+`getAuthorizationHeader()` with `Authorization: Bearer <token>`, for the DICOMweb client and the
+image loader's requests alike, and the token is removed from the address bar). Any DICOMweb answer
+of 401 or 403 on that side makes the cell an error, so a finished load shows that every request
+carried the token.
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ import shutil
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from peers import REPO, PeerError, Server, _spawn, free_port, wait_ready
 
@@ -182,7 +191,15 @@ def start_front(workdir: Path, name: str, upstream: str) -> Server:
 
 
 def load_viewer(
-    browser: Any, origin: str, study_uid: str, n_frames: int, *, throttle: bool, wait_all: bool, timeout: float
+    browser: Any,
+    origin: str,
+    study_uid: str,
+    n_frames: int,
+    *,
+    throttle: bool,
+    wait_all: bool,
+    timeout: float,
+    token: str | None = None,
 ) -> Load:
     """Open the viewer on a fresh context and time it (see the module docstring)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -253,7 +270,8 @@ def load_viewer(
         page.on("requestfinished", on_finished)
         page.on("requestfailed", on_failed)
         deadline = time.monotonic() + timeout
-        page.goto(f"{origin}/viewer?StudyInstanceUIDs={study_uid}", wait_until="commit", timeout=timeout * 1000)
+        url = f"{origin}/viewer?StudyInstanceUIDs={study_uid}" + (f"&token={quote(token, safe='')}" if token else "")
+        page.goto(url, wait_until="commit", timeout=timeout * 1000)
         try:
             drawn = page.wait_for_function(DRAWN_AT, polling=50, timeout=timeout * 1000).json_value()
         except PlaywrightTimeout:
@@ -295,8 +313,14 @@ def compare(
     throttled_runs: int = 1,
     throttled_all_frames: bool = True,
     log: Callable[[str], None] = print,
+    tokens: dict[str, str] | None = None,
+    loopback_only: Collection[str] = (),
 ) -> list[Result]:
-    """Four results (first slice / all frames, loopback / throttled) for the servers in ``upstreams``."""
+    """Four results (first slice / all frames, loopback / throttled) for the servers in ``upstreams``.
+
+    ``tokens``: a bearer token per server that needs one (see the module docstring). Servers in
+    ``loopback_only`` are left out of the throttled loads.
+    """
     conditions = [("loopback", False, runs, True), ("20 Mbit/s, 40 ms", True, throttled_runs, throttled_all_frames)]
     results: list[Result] = []
     for cond, _, _, _ in conditions:
@@ -324,7 +348,11 @@ def compare(
                     first, every = results[2 * index], results[2 * index + 1]
                     if not wait_all:
                         every.skipped = "skipped: --browser-throttled-first-only"
-                    _measure(browser, fronts, study_uid, n_frames, cond, throttle, n_runs, wait_all, first, every, log)
+                    now = {n: f for n, f in fronts.items() if not (throttle and n in loopback_only)}
+                    _measure(
+                        browser, now, study_uid, n_frames, cond, throttle, n_runs, wait_all, first, every, log,
+                        tokens or {},
+                    )  # fmt: skip
             finally:
                 browser.close()
     finally:
@@ -345,6 +373,7 @@ def _measure(
     first: Result,
     every: Result,
     log: Callable[[str], None],
+    tokens: dict[str, str],
 ) -> None:
     timeout = 300.0 if throttle else 120.0
     seen: dict[str, list[Load]] = {name: [] for name in fronts}
@@ -355,8 +384,9 @@ def _measure(
             start = time.monotonic()
             try:
                 load = load_viewer(
-                    browser, front.url, study_uid, n_frames, throttle=throttle, wait_all=wait_all, timeout=timeout
-                )
+                    browser, front.url, study_uid, n_frames, throttle=throttle, wait_all=wait_all, timeout=timeout,
+                    token=tokens.get(name),
+                )  # fmt: skip
             except Exception as exc:  # a browser or Playwright failure: report it in the cell
                 first.errors[name] = every.errors[name] = f"{type(exc).__name__}: {exc}"[:200]
                 continue
@@ -366,11 +396,14 @@ def _measure(
                 f"{_s(load.first_slice)}, {load.frames_ok} frames in {_s(load.all_frames)}, "
                 f"{time.monotonic() - start:.1f} s wall" + (f"; problems: {load.problems[:3]}" if load.problems else "")
             )
-            if load.first_slice is None:
+            refused = [p for p in load.problems if p.startswith(("HTTP 401", "HTTP 403"))]
+            if name in tokens and refused:  # a request went without the token, or the token did not work
+                first.errors[name] = every.errors[name] = f"{len(refused)} refused: {refused[0]}"[:200]
+            elif load.first_slice is None:
                 first.errors[name] = "; ".join(load.problems[:2]) or "no DICOMweb request seen"
             else:
                 first.samples.setdefault(name, []).append(load.first_slice)
-            if wait_all:
+            if wait_all and not (name in tokens and refused):
                 if load.all_frames is None:
                     every.errors[name] = "; ".join(load.problems[:2]) or "no frame received"
                 else:

@@ -146,16 +146,31 @@ def aperture_command() -> list[str]:
     return [sys.executable, "-m", "aperture"]
 
 
-def start_aperture(workdir: Path, extra_args: Sequence[str] = (), timeout: float = 60.0) -> Server:
-    """Run ``aperture serve --auth none`` on a fresh data directory; wait for ``/healthz``."""
-    port = free_port()
-    data = workdir / "aperture" / "data"
+def start_aperture(
+    workdir: Path,
+    extra_args: Sequence[str] = (),
+    timeout: float = 60.0,
+    *,
+    name: str = "Aperture",
+    data: Path | None = None,
+    port: int | None = None,
+    auth_config: Path | None = None,
+) -> Server:
+    """Run ``aperture serve`` on ``data`` (default: a fresh ``workdir/aperture/data``); wait for ``/healthz``.
+
+    ``--auth none`` unless ``auth_config`` is given: then ``--auth smart --config auth_config``
+    (bench/auth.py writes that file). Its files other than the data go to ``workdir/<name>/``.
+    """
+    port = port or free_port()
+    folder = workdir / name.lower()
+    data = data or folder / "data"
     data.mkdir(parents=True, exist_ok=True)
+    auth = ["--auth", "none"] if auth_config is None else ["--auth", "smart", "--config", str(auth_config)]
     argv = [
         *aperture_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--data", str(data), "--auth", "none", *extra_args,
+        "--data", str(data), *auth, *extra_args,
     ]  # fmt: skip
-    server = _spawn("Aperture", argv, workdir / "aperture" / "aperture.log", f"http://127.0.0.1:{port}", REPO)
+    server = _spawn(name, argv, folder / "aperture.log", f"http://127.0.0.1:{port}", REPO)
     wait_ready(server, "/healthz", timeout)
     try:
         from aperture import __version__

@@ -13,7 +13,11 @@ Steps (see bench/README.md for how to read the output):
 4. Time QIDO-RS, WADO-RS metadata / study / instance / frame / rendered on both with the same
    client, checking every answer; then serve Aperture's full-study response bytes from nginx
    (sendfile) as a ceiling for the retrieve throughput.
-5. Print a Markdown table (and with --json FILE, save the numbers).
+5. Start the EHR sandbox and a second Aperture with `--auth smart` on the same data (bench/auth.py),
+   and time what a patient's viewer asks for with that patient's bearer token, in the same rounds
+   as the `--auth none` server, a control `--auth none` process and Orthanc (`--no-auth-rows` skips it).
+6. Load OHIF in chromium against each server (bench/browser.py).
+7. Print a Markdown table (and with --json FILE, save the numbers).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ except ModuleNotFoundError:  # the package is not installed in this interpreter:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from aperture.dicom import synthetic
 
+import auth
 import browser
 from peers import PeerError, Server, start_aperture, start_nginx, start_orthanc
 
@@ -119,6 +124,7 @@ class BenchData:
     rows: int
     cols: int
     patient_id: str  # the one the QIDO-by-PatientID probe asks for
+    owner: auth.Identity  # the EHR seed patient the CT studies are stored under (PatientID, IssuerOfPatientID)
     n_in_range: int  # small studies whose StudyDate is in DATE_RANGE
     long_series: list[bytes]  # one series of LONG_SERIES instances, for the series metadata probe
     long_study_uid: str
@@ -139,10 +145,13 @@ def _size(files: Sequence[bytes]) -> str:
 
 
 def generate(n_slices: int, n_small: int, stow_repeat: int = 1) -> BenchData:
+    """The benchmark's files; the CT studies belong to an EHR seed patient, so the `--auth smart` rows can read them."""
+    owner = auth.seed_identity()
+    who = {"patient_id": owner.mrn, "issuer": owner.issuer, "patient_name": owner.name}
     t = time.perf_counter()
-    ct = list(synthetic.ct_study(n_slices))
+    ct = list(synthetic.ct_study(n_slices, **who))
     log(f"generated CT study: {len(ct)} slices, {_size(ct)}, {time.perf_counter() - t:.1f} s")
-    ct_copies = [list(synthetic.ct_study(n_slices, seed=n)) for n in range(1, stow_repeat)]
+    ct_copies = [list(synthetic.ct_study(n_slices, seed=n, **who)) for n in range(1, stow_repeat)]
     t = time.perf_counter()
     small = [synthetic.small_study(i) for i in range(n_small)]
     log(f"generated {len(small)} small studies, {_size(small)}, {time.perf_counter() - t:.1f} s")
@@ -163,6 +172,7 @@ def generate(n_slices: int, n_small: int, stow_repeat: int = 1) -> BenchData:
         rows=int(middle.Rows),
         cols=int(middle.Columns),
         patient_id=f"PAT{min(1234, n_small - 1):05d}",
+        owner=owner,
         n_in_range=sum(DATE_RANGE[0] <= d <= DATE_RANGE[1] for d in dates),
         long_series=long_series,
         long_study_uid=str(first.StudyInstanceUID),
@@ -175,11 +185,14 @@ def generate(n_slices: int, n_small: int, stow_repeat: int = 1) -> BenchData:
 # HTTP
 
 
-def make_client() -> httpx.Client:
-    """The one client configuration used against every server: HTTP/1.1 keep-alive, no compression."""
+def make_client(headers: dict[str, str] | None = None) -> httpx.Client:
+    """The one client configuration used against every server: HTTP/1.1 keep-alive, no compression.
+
+    ``headers`` are added to every request (the bearer token of the `--auth smart` server).
+    """
     return httpx.Client(
         timeout=httpx.Timeout(600.0, connect=10.0),
-        headers={"Accept-Encoding": "identity", "User-Agent": "aperture-bench"},
+        headers={"Accept-Encoding": "identity", "User-Agent": "aperture-bench", **(headers or {})},
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
     )
 
@@ -641,6 +654,7 @@ class Target:
     base: str
     paths: dict[str, str] = field(default_factory=dict)  # probe key -> path, where it differs (nginx)
     root: str = ""  # where `from_root` probes' paths start (WADO-URI)
+    curl_args: tuple[str, ...] = ()  # sent with every timed request (the bearer token, as `-H @file`)
 
     def url(self, probe: Probe) -> str:
         return (self.root if probe.from_root else self.base) + self.paths.get(probe.key, probe.path)
@@ -701,14 +715,17 @@ def wait_for_background(server: Server, limit: float = 600.0) -> None:
     log(f"WARNING: Aperture still had HTJ2K copies to make after {limit:.0f} s; timing anyway")
 
 
-def curl_times(url: str, accept: str | None, count: int, vary: str | None = None, start: int = 0) -> list[float]:
+def curl_times(
+    url: str, accept: str | None, count: int, vary: str | None = None, start: int = 0, extra: Sequence[str] = ()
+) -> list[float]:
     """Time `count` GETs of `url` over one kept-alive connection with curl (a C client).
 
     For small answers the client's own cost is a large share of the total: httpx needs about
     0.3 ms per request here, which would hide most of the difference between two servers. curl's
     per-transfer `time_total` covers request to last byte and excludes starting the process.
+    `extra` arguments apply to every request (`-H @file`: a header file, the bearer token).
     """
-    command = ["curl", "-s", "-S", "-H", "Accept-Encoding: identity"]
+    command = ["curl", "-s", "-S", "-H", "Accept-Encoding: identity", *extra]
     if accept:
         command += ["-H", f"Accept: {accept}"]
     for n in range(count):
@@ -750,11 +767,147 @@ def measure(probe: Probe, targets: Sequence[Target], repeat: int) -> dict[str, T
     for start in range(0, repeat, block):
         for target in list(live):
             try:
-                timings[target.name].seconds += curl_times(target.url(probe), probe.accept, block, probe.vary, start)
+                timings[target.name].seconds += curl_times(
+                    target.url(probe), probe.accept, block, probe.vary, start, target.curl_args
+                )
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 timings[target.name].error = str(exc)[:200]
                 live.remove(target)
     return timings
+
+
+# --------------------------------------------------------------------------------------------------
+# --auth smart beside --auth none (bench/auth.py)
+
+SMART = "Aperture-smart"  # the `--auth smart` server's name in `servers` and in the targets
+CONTROL = "Aperture-none-2"  # a second `--auth none` process on the same data, started beside the smart one
+AUTH_GOAL = 0.95  # authorized time within 5% of open: open time ÷ authorized time ≥ 0.95
+AUTH_PROBES = ("qido_owner", "qido_instances", "metadata", "frame", "study")
+
+
+def auth_probes(data: BenchData) -> list[Probe]:
+    """The probes timed on both sides: what a patient's viewer asks for, each answered alike with and without auth.
+
+    QIDO asks for the token's own patient (`/studies?PatientID=<MRN>`): the authorized server
+    answers a search of all studies with that patient's only, so `/studies?limit=100` would not
+    be the same work on both sides.
+    """
+    owner = data.owner
+    n_ct = 1 + len(data.ct_copies)
+
+    def by_owner(r: Reply) -> str | None:
+        items, problem = _json_list(r, n_ct)
+        if problem:
+            return problem
+        wrong = [got for got in (_value(i, "00100020") for i in items) if got != owner.mrn]
+        return f"PatientID {wrong[0]!r}, expected {owner.mrn}" if wrong else None
+
+    studies = "1 study" if n_ct == 1 else f"{n_ct} studies"
+    owner_probe = Probe(
+        "qido_owner", f"QIDO `/studies?PatientID={owner.mrn}` (the token's patient: {studies})",
+        f"/studies?PatientID={owner.mrn}", ACCEPT_JSON, 5, by_owner,
+    )  # fmt: skip
+    known = {p.key: p for p in probes(data)}
+    return [owner_probe if key == "qido_owner" else known[key] for key in AUTH_PROBES]
+
+
+def smart_vs_open_row(label: str, smart: Timing, open_: Timing, *, throughput: bool = False) -> Row:
+    """Authorized against open: the ratio is open time ÷ authorized time, goal ≥ 0.95."""
+    row = timing_row(f"Auth: {label} — `--auth smart` vs `--auth none`", smart, open_, AUTH_GOAL, throughput=throughput)
+    row.aperture, row.peer = f"smart: {row.aperture}", f"none: {row.peer}"
+    if row.ratio is not None:
+        row.ratio_text = f"{row.ratio:.3f}× (smart {1 / row.ratio - 1:+.1%} time)"
+    row.goal_text = f"≥{AUTH_GOAL:g}× (within 5%)"
+    return row
+
+
+def smart_vs_orthanc_row(
+    label: str, smart: Timing, orthanc: Timing, goal: float | None, *, throughput: bool = False
+) -> Row:
+    """The issue 2 goal of the same request, with Aperture's auth on."""
+    row = timing_row(f"Auth: {label} — `--auth smart` vs Orthanc", smart, orthanc, goal, throughput=throughput)
+    row.aperture = f"smart: {row.aperture}"
+    return row
+
+
+def samples_line(label: str, timings: dict[str, Timing]) -> str:
+    """Every sample of one measurement, per server, in the order they were taken (ms)."""
+    parts = []
+    for name, timing in timings.items():
+        shown = timing.error and f"error: {timing.error}" or " ".join(f"{x * 1000:.2f}" for x in timing.seconds)
+        parts.append(f"{name}: {shown}")
+    return f"- {label}: " + "; ".join(parts)
+
+
+def auth_rows(
+    args: argparse.Namespace,
+    workdir: Path,
+    servers: dict[str, Server | None],
+    live: list[Target],
+    data: BenchData,
+    rows: list[Row],
+    clients: list[httpx.Client],
+) -> tuple[auth.Authorized | None, list[str]]:
+    """Start the EHR sandbox and the `--auth smart` server; append its rows; (its set-up, notes under the table)."""
+    specs = auth_probes(data)
+    if not args.auth_rows:
+        for probe in specs:
+            rows.append(_skipped_row(f"Auth: {probe.label}", "skipped: --no-auth-rows", AUTH_GOAL))
+        return None, []
+    open_target = next((t for t in live if t.name == "Aperture"), None)
+    orthanc = next((t for t in live if t.name == "Orthanc"), None)
+    problem = None if open_target is not None else "the --auth none Aperture was not measured"
+    authorized = None
+    if problem is None:
+        log(f"starting the EHR sandbox and an --auth smart Aperture on the same data (token for {data.owner.ehr_id})")
+        try:
+            authorized = auth.start_authorized(workdir, workdir / "aperture" / "data", args.aperture_arg, data.owner)
+        except PeerError as exc:
+            problem = str(exc)
+            log(f"--auth smart rows not measured: {exc}\n{exc.detail}")
+    if authorized is None or open_target is None:
+        for probe in specs:
+            rows.append(_skipped_row(f"Auth: {probe.label}", f"error: {problem}"[:200], AUTH_GOAL))
+        return None, [f"The --auth smart rows were not measured: {problem}"]
+    servers["EHR sandbox"], servers[SMART] = authorized.ehr, authorized.server
+    log(f"{SMART} at {authorized.server.url}, EHR sandbox at {authorized.ehr.url}")
+    client = make_client(authorized.header)
+    clients.append(client)
+    smart = Target(SMART, client, authorized.server.url + "/dicom-web", root=authorized.server.url,
+                   curl_args=("-H", f"@{authorized.header_file}"))  # fmt: skip
+    # The control: a second --auth none process on the same data, started as the smart one was, as
+    # one more side of the same rounds. Its ratio to the first is what two servers that differ in
+    # nothing show here (noise, and a later start); a smart-vs-none gap within that is not measured.
+    targets = [open_target, smart]
+    try:
+        servers[CONTROL] = control = start_aperture(
+            workdir, args.aperture_arg, name=CONTROL, data=workdir / "aperture" / "data"
+        )
+        control_client = make_client()
+        clients.append(control_client)
+        targets.append(Target(CONTROL, control_client, control.url + "/dicom-web", root=control.url))
+    except PeerError as exc:
+        log(f"the control (a second --auth none Aperture) did not start: {exc}")
+    targets += [orthanc] if orthanc else []
+    lines = ["Every sample of the `--auth smart` rows, ms, in the order taken (the servers take turns, "
+             "in blocks of 5 requests, 1 for the full study; `none-2` is a second --auth none process on "
+             "the same data, started beside the smart one: the control for noise):"]  # fmt: skip
+    for probe in specs:
+        repeat = args.auth_repeat_large if probe.large else args.auth_repeat
+        log(f"Auth: {probe.label}: warm-up + {repeat} rounds of {', '.join(t.name for t in targets)}")
+        timings = measure(probe, targets, repeat)
+        ap, sm = timings["Aperture"], timings[SMART]
+        aa = timings.get(CONTROL) or Timing(error="not running")
+        peer = timings.get("Orthanc") or Timing(error="not running")
+        open_row = smart_vs_open_row(probe.label, sm, ap, throughput=probe.large)
+        if ap.ok and aa.ok:
+            open_row.ratio_text += f"; control none ÷ none-2 {ap.median / aa.median:.3f}×"
+        open_row.data["control_none_2"] = aa.as_json()
+        for row in (open_row, smart_vs_orthanc_row(probe.label, sm, peer, probe.goal, throughput=probe.large)):
+            row.data["accept"] = probe.accept
+            rows.append(row)
+        lines.append(samples_line(probe.label, {"smart": sm, "none": ap, "none-2": aa, "Orthanc": peer}))
+    return authorized, ["\n".join(lines)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -768,8 +921,10 @@ def browser_rows(
     live: list[Target],
     data: BenchData,
     rows: list[Row],
+    authorized: auth.Authorized | None = None,
 ) -> list[str]:
-    """Append the four OHIF rows to ``rows``; return the notes to print under the table."""
+    """Append the four OHIF rows to ``rows`` (and, with ``authorized``, the loopback rows of the
+    `--auth smart` server beside `--auth none` and Orthanc); return the notes to print under the table."""
     loop = f"loopback, median of {args.browser_runs}"
     slow = f"20 Mbit/s, 40 ms, median of {args.browser_throttled_runs}"
     labels = [
@@ -778,10 +933,25 @@ def browser_rows(
         f"OHIF in chromium: first slice drawn ({slow})",
         f"OHIF in chromium: all {len(data.ct)} frames received ({slow})",
     ]
+    smart_labels = [
+        f"Auth: OHIF in chromium: first slice drawn ({loop})",
+        f"Auth: OHIF in chromium: all {len(data.ct)} frames received ({loop})",
+    ]
     if args.no_browser:
         rows += [_skipped_row(label, "skipped: --no-browser") for label in labels]
+        if authorized is not None:
+            rows += [_skipped_row(label, "skipped: --no-browser", AUTH_GOAL) for label in smart_labels]
         return []
     upstreams = {t.name: servers[t.name].url for t in live if servers.get(t.name) is not None}  # type: ignore[union-attr]
+    tokens = {}
+    loopback_only = []
+    if authorized is not None:  # on loopback only: at 20 Mbit/s the network, not the server, sets the time
+        upstreams[SMART] = authorized.server.url
+        tokens[SMART] = authorized.token
+        loopback_only.append(SMART)
+        if servers.get(CONTROL) is not None:
+            upstreams[CONTROL] = servers[CONTROL].url  # type: ignore[union-attr]
+            loopback_only.append(CONTROL)
     start = time.perf_counter()
     log(f"OHIF in chromium: {args.browser_runs} loopback + {args.browser_throttled_runs} throttled load(s) per server")
     try:
@@ -789,10 +959,14 @@ def browser_rows(
             workdir, upstreams, data.study_uid, len(data.ct),
             runs=args.browser_runs, throttled_runs=args.browser_throttled_runs,
             throttled_all_frames=not args.browser_throttled_first_only, log=log,
+            tokens=tokens, loopback_only=loopback_only,
         )  # fmt: skip
     except Exception as exc:  # the comparison is extra: its failure must not lose the table
         log(f"OHIF comparison failed: {type(exc).__name__}: {exc}")
         rows += [_skipped_row(label, f"error: {type(exc).__name__}: {exc}"[:200]) for label in labels]
+        if authorized is not None:
+            reason = f"error: {type(exc).__name__}: {exc}"[:200]
+            rows += [_skipped_row(label, reason, AUTH_GOAL) for label in smart_labels]
         return []
     log(f"OHIF in chromium: done in {time.perf_counter() - start:.0f} s")
     notes: list[str] = []
@@ -812,11 +986,31 @@ def browser_rows(
                 timings[name] = Timing(error="not running" if name not in upstreams else "not measured")
         rows.append(timing_row(label, timings["Aperture"], timings["Orthanc"], 2.0))
         notes += [f"OHIF: {note}" for note in result.notes]
+    if authorized is not None:
+        lines = ["Every sample of the OHIF `--auth smart` rows, ms, in the order taken (one page load each):"]
+        for label, result in zip(smart_labels, results[:2], strict=True):
+            got = {}
+            for name in ("Aperture", SMART, CONTROL, "Orthanc"):
+                if name in result.errors:
+                    got[name] = Timing(error=result.errors[name])
+                elif result.samples.get(name):
+                    got[name] = Timing(seconds=result.samples[name])
+                else:
+                    got[name] = Timing(error="not running" if name not in upstreams else "not measured")
+            name = label.removeprefix("Auth: ")
+            open_row = smart_vs_open_row(name, got[SMART], got["Aperture"])
+            if got["Aperture"].ok and got[CONTROL].ok:
+                open_row.ratio_text += f"; control none ÷ none-2 {got['Aperture'].median / got[CONTROL].median:.3f}×"
+            rows.append(open_row)
+            rows.append(smart_vs_orthanc_row(name, got[SMART], got["Orthanc"], 2.0))
+            sample = {"smart": got[SMART], "none": got["Aperture"], "none-2": got[CONTROL], "Orthanc": got["Orthanc"]}
+            lines.append(samples_line(name, sample))
+        notes.append("\n".join(lines))
     return notes
 
 
-def _skipped_row(label: str, reason: str) -> Row:
-    return Row(label, f"n/a ({reason})", f"n/a ({reason})", None, 2.0, "n/a", "≥2×")
+def _skipped_row(label: str, reason: str, goal: float = 2.0) -> Row:
+    return Row(label, f"n/a ({reason})", f"n/a ({reason})", None, goal, "n/a", f"≥{goal:g}×")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -883,6 +1077,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--aperture-arg", action="append", default=[], metavar="ARG",
         help="extra argument for `aperture serve` (repeatable), e.g. --aperture-arg=--workers=2",
     )  # fmt: skip
+    parser.add_argument(
+        "--auth-rows", action=argparse.BooleanOptionalAction, default=True,
+        help="time a second Aperture with --auth smart (EHR sandbox, a patient's bearer token) beside the\n"
+        "--auth none one and Orthanc, on the same data, and OHIF through it on loopback; default on",
+    )  # fmt: skip
+    parser.add_argument(
+        "--auth-repeat", type=int, default=100, help="timed repeats of each fast call in the auth rows; default 100"
+    )
+    parser.add_argument(
+        "--auth-repeat-large", type=int, default=20, help="timed full-study retrieves in the auth rows; default 20"
+    )
     parser.add_argument("--no-browser", action="store_true", help="skip the OHIF-in-chromium comparison")
     parser.add_argument("--browser-runs", type=int, default=3, help="OHIF page loads per server on loopback; default 3")
     parser.add_argument(
@@ -898,6 +1103,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--browser-runs must be at least 1 and --browser-throttled-runs at least 0")
     if args.slices < 1 or args.small < 1 or args.repeat < 1 or args.repeat_large < 1:
         parser.error("--slices, --small, --repeat and --repeat-large must be at least 1")
+    if args.auth_repeat < 1 or args.auth_repeat_large < 1:
+        parser.error("--auth-repeat and --auth-repeat-large must be at least 1")
     if args.stow_batch < 1 or args.small_batch < 1:
         parser.error("batch sizes must be at least 1")
     if args.stow_repeat < 1:
@@ -1081,7 +1288,9 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
             rows.append(row)
             ceiling_note = client_ceiling_note(ap, peer, ng)
 
-    browser_notes = browser_rows(args, workdir, servers, live, data, rows)
+    authorized, auth_notes = auth_rows(args, workdir, servers, live, data, rows, clients)
+    browser_notes = browser_rows(args, workdir, servers, live, data, rows, authorized)
+    browser_notes = auth_notes + browser_notes
     if ceiling_note:
         browser_notes.insert(0, ceiling_note)
 
@@ -1095,6 +1304,11 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
         f"CT {len(data.ct)} × {data.rows}×{data.cols} 16-bit ({data.ct_bytes / MB:.1f} MB), "
         f"{len(data.small)} one-instance studies; {data.n_studies} studies in total"
     )
+    if authorized is not None:
+        entry = f"token for seed patient {data.owner.ehr_id} ({auth.APP}, `{auth.APP_SCOPE}`), "
+        entry += f"unlisted_studies {auth.unlisted_policy(authorized.introspection, data.owner)}; "
+        entry += "introspected at the EHR sandbox, cached per token for auth.cache_seconds (default 5 s)"
+        env["--auth smart"] = entry
     env["timing"] = (
         f"median and p95 of {args.repeat} repeats ({args.repeat_large} for full-study retrieves) "
         "after one warm-up request per server; servers measured alternately"
