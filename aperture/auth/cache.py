@@ -74,6 +74,11 @@ class IntrospectionCache:
         )  # the message only: an exception's traceback holds frames
         self._in_flight: dict[str, asyncio.Future[TokenFacts]] = {}
 
+    def cached(self, key: str) -> TokenFacts | None:
+        """The remembered accepted answer for `key`, without waiting: the hot path of every request."""
+        facts = self._active.get(key)
+        return facts if facts is not None and facts.exp > time.time() else None
+
     async def get_or_fetch(self, key: str, fetch: Callable[[], Awaitable[TokenFacts]]) -> TokenFacts:
         """The remembered answer for `key`, or `fetch()`'s, shared by every caller that asks meanwhile.
 

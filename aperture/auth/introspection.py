@@ -151,9 +151,15 @@ class Introspector:
             self._discovery = (now, document)
         return self._discovery[1]
 
-    async def verify(self, token: str) -> TokenFacts:
-        """The checked facts of `token`, or InvalidToken (401) / AuthorizationServerUnavailable (503)."""
-        key = token_key(token)
+    async def verify(self, token: str, key: str | None = None) -> TokenFacts:
+        """The checked facts of `token`, or InvalidToken (401) / AuthorizationServerUnavailable (503).
+
+        `key` is `token_key(token)` when the caller has it already.
+        """
+        key = key or token_key(token)
+        facts = self.cache.cached(key)
+        if facts is not None:
+            return facts
         return await self.cache.get_or_fetch(key, lambda: self._introspect(token, key))
 
     def _unavailable(self) -> AuthorizationServerUnavailable:

@@ -170,7 +170,7 @@ def bearer_token(request: Request) -> str:
     A token in the query string (RFC 6750 §2.3 `access_token`) is refused: URLs end up in logs,
     histories and Referer headers, and SMART apps send the header.
     """
-    if "access_token" in request.query_params:
+    if b"access_token" in request.scope["query_string"] and "access_token" in request.query_params:
         raise InvalidToken(
             "Send the access token in the Authorization header (Authorization: Bearer <token>), never in the URL."
         )
@@ -186,8 +186,8 @@ def bearer_token(request: Request) -> str:
 async def _smart(request: Request, action: Action) -> Decision:
     token = bearer_token(request)
     introspector: Introspector = request.app.state.introspector
-    facts = await introspector.verify(token)
     key = token_key(token)
+    facts = introspector.cache.cached(key) or await introspector.verify(token, key)
     request.scope[TOKEN] = (key, facts)
     memo: dict[tuple[str, Action], tuple[TokenFacts, Decision]] = request.app.state.decisions
     remembered = memo.get((key, action))
