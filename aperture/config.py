@@ -117,6 +117,11 @@ class AuthConfig:
     cache_entries: int = 10000  # tokens remembered, each of the two caches (least recently used go first)
     timeout_seconds: float = 3.0  # connect / read / write / pool timeout of each call to the EHR
     retry_after_seconds: int = 5  # Retry-After sent with 503 when the EHR cannot answer
+    # This server's own SMART Backend Services registration at the EHR (publishing ImagingStudy,
+    # aperture.fhir.publish): another client than the introspecting one, authenticated with
+    # private_key_jwt only, as Backend Services asks.
+    backend_client_id: str = ""  # empty: no Backend Services credentials (nothing is published)
+    backend_private_key_file: str = ""  # a private JWK (RSA or EC P-384) as JSON, with a "kid"
 
     def __post_init__(self) -> None:
         audiences = self.associated_audiences

@@ -1,8 +1,10 @@
-"""Where the EHR introspects tokens: `introspection_endpoint` of `{issuer}/.well-known/smart-configuration`.
+"""Where the EHR's OAuth endpoints are: members of `{issuer}/.well-known/smart-configuration`.
 
-SMART App Launch 2.2 §Discovery publishes the metadata at the FHIR base (the issuer); the
-`introspection_endpoint` member is the one this server needs. Failures are 503 (the EHR may be
-starting), never a guess at a conventional path.
+SMART App Launch 2.2 §Discovery publishes the metadata at the FHIR base (the issuer). This server
+needs two members: `introspection_endpoint` (to check the tokens clients bring) and
+`token_endpoint` (to get its own Backend Services token, `aperture.auth.backend`). Failures are
+503 (the EHR may be starting), never a guess at a conventional path; what went wrong is logged,
+and the error keeps its default message, since a client of this server may see it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from aperture.errors import AuthorizationServerUnavailable
 log = logging.getLogger("aperture.auth")
 
 
-async def find_introspection_endpoint(client: httpx.AsyncClient, issuer: str, *, retry_after: int = 5) -> str:
-    """The EHR's introspection endpoint, from its SMART configuration document."""
+async def find_endpoint(client: httpx.AsyncClient, issuer: str, member: str, *, retry_after: int = 5) -> str:
+    """The http(s) URL that `member` of the EHR's SMART configuration document names."""
     url = f"{issuer.rstrip('/')}/.well-known/smart-configuration"
     try:
         response = await client.get(url, headers={"Accept": "application/json"})
@@ -28,8 +30,18 @@ async def find_introspection_endpoint(client: httpx.AsyncClient, issuer: str, *,
         document = response.json() if response.status_code == 200 else None
     except ValueError:
         document = None
-    endpoint = document.get("introspection_endpoint") if isinstance(document, dict) else None
+    endpoint = document.get(member) if isinstance(document, dict) else None
     if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
-        log.warning("SMART discovery at %s gave no introspection_endpoint (status %d)", url, response.status_code)
+        log.warning("SMART discovery at %s gave no %s (status %d)", url, member, response.status_code)
         raise AuthorizationServerUnavailable(retry_after=retry_after)
     return endpoint
+
+
+async def find_introspection_endpoint(client: httpx.AsyncClient, issuer: str, *, retry_after: int = 5) -> str:
+    """The EHR's introspection endpoint, from its SMART configuration document."""
+    return await find_endpoint(client, issuer, "introspection_endpoint", retry_after=retry_after)
+
+
+async def find_token_endpoint(client: httpx.AsyncClient, issuer: str, *, retry_after: int = 5) -> str:
+    """The EHR's token endpoint, from its SMART configuration document."""
+    return await find_endpoint(client, issuer, "token_endpoint", retry_after=retry_after)
