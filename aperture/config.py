@@ -151,6 +151,9 @@ class FhirConfig:
     patient_identifier_systems: dict[str, str] = field(default_factory=dict)
     default_count: int = 50
     max_count: int = 200
+    # Publish each study's ImagingStudy to the EHR once it has had no change for this long
+    # (aperture.fhir.publish); 0 turns publishing off. Needs auth.ehr_issuer and auth.backend_client_id.
+    publish_after_seconds: int = 30
 
     def __post_init__(self) -> None:
         systems = self.patient_identifier_systems
@@ -167,6 +170,11 @@ class FhirConfig:
             )
         if not 1 <= self.default_count <= self.max_count:
             raise ConfigError("'fhir.default_count' must be at least 1 and at most 'fhir.max_count'.")
+        if self.publish_after_seconds < 0:
+            raise ConfigError(
+                "'fhir.publish_after_seconds' is a number of seconds, 0 (off) or more, "
+                f"not {self.publish_after_seconds}."
+            )
         object.__setattr__(self, "ehr_base", self.ehr_base.rstrip("/"))
 
 

@@ -2,7 +2,8 @@
 
 Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir and health at /healthz; the
 lifespan opens the store (engine with migrations, blob folder with crash leftovers cleaned) and
-closes it. Nothing here handles a request.
+closes it, and starts and stops the background workers (HTJ2K copies, the ImagingStudy publisher).
+Nothing here handles a request.
 The edge layers (trusted proxy headers, access log, CORS) wrap the whole Starlette stack, outside
 its error middleware, so that even its 500 answers are logged and carry CORS headers.
 """
@@ -29,6 +30,7 @@ from aperture.config import Config, ServerConfig
 from aperture.dicomweb import wadouri
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.routes import routes as dicomweb_routes
+from aperture.fhir.publish import start_publisher
 from aperture.fhir.routes import routes as fhir_routes
 from aperture.lifecycle import die_with
 from aperture.logs import AccessLog, quiet_warnings
@@ -115,11 +117,15 @@ def create_app(config: Config) -> Starlette:
         app.state.copies = CopyWorker(engine, blobs) if config.store.htj2k_copies else None
         if app.state.copies is not None:
             app.state.copies.start()
+        # ImagingStudy to the EHR once a study is stable; None when off (in this process or any)
+        app.state.publisher = start_publisher(config, app.state.index)
         if config.server.auth == "none":
             log.warning("--auth none: every request is allowed, with no authorization. Never expose this server.")
         try:
             yield
         finally:
+            if app.state.publisher is not None:
+                await app.state.publisher.stop()
             if app.state.copies is not None:
                 app.state.copies.stop()
             app.state.parsers.shutdown(wait=False, cancel_futures=True)
