@@ -41,21 +41,26 @@ class BackendClient:
     """One per process that calls the EHR as itself; `aclose()` when done."""
 
     def __init__(self, config: AuthConfig, scope: str, *, client: httpx.AsyncClient | None = None) -> None:
-        if not config.ehr_issuer:
-            raise ConfigError("'auth.ehr_issuer' is required: the EHR whose token endpoint issues our token.")
-        if not config.backend_client_id:
-            raise ConfigError("'auth.backend_client_id' is required: this server's Backend Services client id.")
         self.config = config
         self.scope = scope
-        self.credentials = ClientCredentials.signing_key(
-            config.backend_client_id, config.backend_private_key_file, setting="auth.backend_private_key_file"
-        )
+        self.credentials = self.check(config)
         timeout = httpx.Timeout(config.timeout_seconds)
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._endpoint: str | None = None
         self._token: str | None = None
         self._renew_at = 0.0  # time.monotonic() after which the token is fetched again
         self._lock = asyncio.Lock()
+
+    @staticmethod
+    def check(config: AuthConfig) -> ClientCredentials:
+        """The signing credentials `config` names, or ConfigError naming the setting to fix."""
+        if not config.ehr_issuer:
+            raise ConfigError("'auth.ehr_issuer' is required: the EHR whose token endpoint issues our token.")
+        if not config.backend_client_id:
+            raise ConfigError("'auth.backend_client_id' is required: this server's Backend Services client id.")
+        return ClientCredentials.signing_key(
+            config.backend_client_id, config.backend_private_key_file, setting="auth.backend_private_key_file"
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -8,7 +8,6 @@
     ├── InvalidToken             401  invalid_token    (RFC 6750) no token, or an unknown, expired, revoked one
     ├── InsufficientScope        403  insufficient_scope  (RFC 6750) the token does not reach that resource
     ├── ResourceNotFound         404  not_found        no such FHIR resource (as far as the token may know)
-    ├── MethodNotAllowed         405  not_supported    the FHIR server does not offer this interaction
     ├── ResourceConflict         409  conflict         the resource contradicts what the record holds
     ├── PreconditionFailed       412  precondition_failed  a conditional update's criteria match several resources
     └── Unprocessable            422  unprocessable    well-formed, but nothing in the record to attach it to
@@ -84,12 +83,6 @@ class ResourceNotFound(EhrError):
     status = 404
     error = "not_found"
     default_message = "No such resource."
-
-
-class MethodNotAllowed(EhrError):
-    status = 405
-    error = "not_supported"
-    default_message = "The FHIR server does not offer this interaction; see {fhir}/metadata."
 
 
 class ResourceConflict(EhrError):

@@ -71,6 +71,12 @@ def publishing_enabled(config: Config) -> bool:
     return config.fhir.publish_after_seconds > 0 and backend_configured(config.auth)
 
 
+def check_publishing(config: Config) -> None:
+    """Refuse, before the server starts, publishing settings that cannot work (the key file above all)."""
+    if publishing_enabled(config):
+        BackendClient.check(config.auth)
+
+
 def ehr_fhir_base(config: Config) -> str:
     return config.fhir.ehr_base or config.auth.ehr_issuer
 
@@ -228,8 +234,9 @@ class Publisher:
             return 1
         reason = _diagnostics(response)
         if status in SETTLED:
-            log.warning("the EHR did not take study %s (%d): %s; not retried until the study changes",
-                        uid, status, reason)  # fmt: skip
+            # 422/409 diagnostics quote the patient's identifier: kept in the index's note, not in the log
+            said = f": {reason}" if status == 400 else " (the EHR lists it for reconciliation)"
+            log.warning("the EHR did not take study %s (%d)%s; not retried until the study changes", uid, status, said)
             await asyncio.to_thread(self._mark, uid, updated, f"refused ({status}): {reason}"[:1000])
             self._retries.pop(uid, None)
             return 1

@@ -1,6 +1,6 @@
 """The sandbox accepts ImagingStudy from the imaging server: conditional update, MRN matching, reconciliation.
 
-Against the running sandbox: a backend client with `system/ImagingStudy.cu` publishes by
+Against a running sandbox (this module's own): a backend client with `system/ImagingStudy.cu` publishes by
 `PUT ImagingStudy?identifier=urn:dicom:uid|urn:oid:<UID>`; the study is then found by the
 patient's own token, with the Endpoint it was sent with. A subject identifier that matches no
 Patient (an unknown MRN, or a known MRN value under another system) is 422 and listed by
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,17 @@ MAYA_MRN = "AGH-100234"
 MAYA_SEEDED_STUDY = "2.25.268441305134709541612117823451873091501"
 WADO = "http://imaging.test/dicom-web"
 WRITE_SCOPE = "system/ImagingStudy.cu"
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """A sandbox of this module's own: the studies published here must not show in other modules' searches."""
+    data = tmp_path_factory.mktemp("published") / "ehr"
+    register(data, "--kind", "public", "--name", "Viewer", "--client-id", "viewer", "--scope",
+             "patient/ImagingStudy.rs", "--redirect-uri", "http://127.0.0.1:3000/callback")  # fmt: skip
+    server = start_sandbox(data)
+    yield Sandbox(server, {})
+    server.stop()
 
 
 def study(uid: str, *, system: str = MRN_SYSTEM, value: str = MAYA_MRN, description: str = "CT head") -> dict[str, Any]:
@@ -217,6 +229,10 @@ def test_only_a_backend_token_with_write_scope_may_publish(sandbox: Sandbox, tmp
     post = httpx.post(f"{sandbox.url}/fhir/ImagingStudy", content=json.dumps(study(uid)),
                       headers={"Authorization": f"Bearer {v1}", "Content-Type": "application/fhir+json"})  # fmt: skip
     assert post.status_code == 405 and "PUT ImagingStudy?identifier=" in outcome_text(post)
+    assert post.headers["allow"] == "GET, PUT"
+    by_id = httpx.put(f"{sandbox.url}/fhir/ImagingStudy/{uid}", content=json.dumps(study(uid)),
+                      headers={"Authorization": f"Bearer {v1}", "Content-Type": "application/fhir+json"})  # fmt: skip
+    assert by_id.status_code == 405 and "conditional update" in outcome_text(by_id)
 
 
 def test_a_study_level_grant_does_not_reach_a_published_study_of_the_same_patient(

@@ -10,6 +10,8 @@ with that patient's own token, is polled (bounded) until the study is there with
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from sqlalchemy import create_engine, text
 
 from aperture.config import load_config
 from aperture.fhir.publish import Publisher, publishing_enabled
-from tests.conftest import ApertureServer, start_server
+from tests.conftest import ApertureServer, free_port, start_server
 from tests.ehr.conftest import ehr, public_jwks, register, start_sandbox
 from tests.helpers import make_instance, stow
 
@@ -196,6 +198,43 @@ def test_a_restart_does_not_publish_again_what_the_ehr_has(pair: Pair, tmp_path:
     eventually(lambda: patient_studies(pair.sandbox, WALTER[0]).get(after), "a new study published after restart")
     eventually(lambda: publish_puts(pair.sandbox) > sent or None, "its PUT in the sandbox's access log")
     assert publish_puts(pair.sandbox) == sent + 1, "only the new study was sent; the published ones were not"
+
+
+def test_a_refused_token_is_retried_until_the_registration_exists(pair: Pair, tmp_path: Path) -> None:
+    """The EHR refuses our client (not registered yet): logged, retried with backoff, published once it is."""
+    key = RSAKey.generate_key(2048, parameters={"kid": "late-1"})
+    (tmp_path / "late.json").write_text(json.dumps(key.as_dict(private=True)))
+    config = pair.config.replace('"imaging-publisher"', '"late-publisher"').replace(
+        str(pair.imaging.data.parent / "private.json"), str(tmp_path / "late.json")
+    )
+    assert "late-publisher" in config and "late.json" in config
+    server = start_server(tmp_path / "imaging", config=config)
+    try:
+        uid = generate_uid()
+        store(server, uid, PRIYA[1], "APERTURE-GH")
+        eventually(lambda: "refused Backend Services client 'late-publisher'" in server.log.read_text() or None,
+                   "the refusal logged")  # fmt: skip
+        assert uid not in patient_studies(pair.sandbox, PRIYA[0])
+        (tmp_path / "late-public.json").write_text(json.dumps(public_jwks(key)))
+        register(pair.sandbox.data, "--kind", "backend", "--name", "late", "--client-id", "late-publisher",
+                 "--scope", "system/ImagingStudy.cu", "--jwks", str(tmp_path / "late-public.json"))  # fmt: skip
+        eventually(lambda: patient_studies(pair.sandbox, PRIYA[0]).get(uid), "published after the registration")
+        assert "publishing paused for" in server.log.read_text()
+    finally:
+        server.stop()
+
+
+def test_an_unreadable_backend_key_stops_the_server_before_it_starts(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[auth]\nehr_issuer = "http://127.0.0.1:1/fhir"\nbackend_client_id = "x"\n'
+                      f'backend_private_key_file = "{tmp_path / "missing.json"}"\n')  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "aperture", "serve", "--auth", "none", "--data", str(tmp_path / "d"), "--config",
+         str(config), "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "'auth.backend_private_key_file'" in result.stderr and "missing.json" in result.stderr
 
 
 def test_publishing_is_off_without_backend_credentials_or_with_zero_seconds(tmp_path: Path) -> None:

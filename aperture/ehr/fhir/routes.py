@@ -28,7 +28,6 @@ from aperture.ehr.errors import (
     InsufficientScope,
     InvalidRequest,
     InvalidToken,
-    MethodNotAllowed,
     ResourceNotFound,
 )
 from aperture.ehr.fhir import records, submissions
@@ -168,9 +167,11 @@ def write_study(request: Request, criteria: list[tuple[str, str]], document: Any
 async def write(request: Request) -> Response:
     resource_type = request.path_params["type"]
     if resource_type != "ImagingStudy" or request.method != "PUT":
-        raise MethodNotAllowed(
+        return operation_outcome(
+            405,
             f"{request.method} {resource_type[:40]} is not supported: the only write is the conditional update "
-            "PUT ImagingStudy?identifier=urn:dicom:uid|urn:oid:<StudyInstanceUID> (see {fhir}/metadata)."
+            "PUT ImagingStudy?identifier=urn:dicom:uid|urn:oid:<StudyInstanceUID> (see {fhir}/metadata).",
+            {"Allow": "GET, PUT" if resource_type == "ImagingStudy" else "GET"},
         )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ("application/fhir+json", "application/json"):
@@ -188,6 +189,18 @@ async def write(request: Request) -> Response:
     return await run_in_threadpool(write_study, request, criteria, document)
 
 
+async def write_instance(request: Request) -> Response:
+    """405 for writes to one resource (or to `_search`), with the methods that do work there in `Allow`."""
+    if request.path_params["id"] == "_search":
+        return operation_outcome(405, "_search takes GET or POST.", {"Allow": "GET, POST"})
+    return operation_outcome(
+        405,
+        f"{request.method} on one resource is not supported: publish an ImagingStudy by its StudyInstanceUID "
+        "with PUT ImagingStudy?identifier=urn:dicom:uid|urn:oid:<StudyInstanceUID> (conditional update).",
+        {"Allow": "GET"},
+    )
+
+
 async def not_supported(request: Request) -> Response:
     return operation_outcome(404, "No such FHIR endpoint; what this server offers is listed at {fhir}/metadata.")
 
@@ -196,6 +209,7 @@ ROUTES = [
     Route("/fhir/metadata", metadata),
     Route("/fhir/{type}/_search", search, methods=["GET", "POST"]),  # FHIR R4 §3.1.1.5.1: GET too
     Route("/fhir/{type}/{id}", read),
+    Route("/fhir/{type}/{id}", write_instance, methods=["PUT", "PATCH", "DELETE", "POST"]),
     Route("/fhir/{type}", search),
     Route("/fhir/{type}", write, methods=["PUT", "POST"]),  # FHIR R4 §3.1.0.4.3 conditional update
     Route("/fhir/{path:path}", not_supported),
