@@ -21,9 +21,9 @@ is published again once stable. Answers:
 - 422 (no patient matches: the EHR queues it for reconciliation), 409 (the EHR holds the study for
   another patient), 400 (the EHR refuses the resource itself): settled with the EHR's reason as
   the note, not retried until the study changes again.
-- Anything else (EHR down, 401/403, 5xx, no token): logged and retried with exponential backoff
-  (`RETRY_FIRST_SECONDS` doubling up to `RETRY_MAX_SECONDS`), the whole round paused while the
-  EHR cannot be reached.
+- The EHR down, no token, 401 (the token is dropped first), 403, 429 or 5xx: about every study, so
+  the whole round pauses, for `RETRY_FIRST_SECONDS` doubling up to `RETRY_MAX_SECONDS` while it
+  lasts. Any other answer: logged, and that study alone is retried with the same backoff.
 
 It runs in one process per data folder: the worker that holds an exclusive lock on
 `{store.path}/publisher.lock` (the others keep trying, so one takes over if it ends). It reads the
@@ -201,6 +201,8 @@ class Publisher:
         """Send one study: 1 when published or settled, 0 when it will be retried, None when the EHR is out of reach."""
         uid = item.study_uid
         resource, why_not, updated = await asyncio.to_thread(self.build, uid)
+        if updated and updated != item.updated:
+            return 0  # it changed since it was found stable: it is published once stable again
         if resource is None:
             if updated:
                 log.warning("study %s %s", uid, why_not)
@@ -225,8 +227,9 @@ class Publisher:
                         type(exc).__name__)  # fmt: skip
             self._pause()
             return None
-        self._outage = 0
         status = response.status_code
+        if status in (200, 201) or status in SETTLED:
+            self._outage = 0
         if status in (200, 201):
             log.info("published study %s to %s (%d)", uid, self.base, status)
             await asyncio.to_thread(self._mark, uid, updated, f"published ({status})")
@@ -242,6 +245,10 @@ class Publisher:
             return 1
         if status == 401:
             self.backend.forget()  # revoked or expired early: the next attempt gets a new token
+        if status in (401, 403, 429) or status >= 500:  # about every study, not this one: pause the round
+            log.warning("the EHR answered %d to study %s: %s", status, uid, reason)
+            self._pause()
+            return None
         retry = self._retries.get(uid, _Retry(0, 0.0))
         retry.attempts += 1
         delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (retry.attempts - 1))
