@@ -95,7 +95,8 @@ ClientAuthentication = Literal["client_secret_basic", "private_key_jwt"]
 
 @dataclass(frozen=True)
 class AuthConfig:
-    """How this server asks the EHR about bearer tokens (RFC 7662 introspection), used with `server.auth = "smart"`.
+    """How this server asks the EHR about bearer tokens (RFC 7662 introspection), used with `server.auth = "smart"`,
+    and its own Backend Services registration there (`backend_*`, for publishing ImagingStudy, any auth mode).
 
     No secret is ever a value here: the client secret comes from a file or an environment variable
     named here, the private key from a JWK file. See docs/configuration.md and docs/authorization.md.

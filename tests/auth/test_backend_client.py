@@ -13,7 +13,7 @@ from aperture.auth.backend import BackendClient
 from aperture.config import AuthConfig, ConfigError
 from aperture.errors import AuthorizationServerUnavailable
 from tests.conftest import free_port
-from tests.ehr.conftest import Sandbox, jwks_host, public_jwks, register, sandbox
+from tests.ehr.conftest import Sandbox, jwks_host, public_jwks, register, sandbox, start_sandbox
 
 __all__ = ["jwks_host", "sandbox"]  # session fixtures of tests/ehr, shared here
 
@@ -60,6 +60,34 @@ def test_backend_client_gets_one_token_for_concurrent_callers_and_reuses_it(
     assert info["active"] is True
     assert info["client_id"] == f"publisher-{kind}"
     assert info["scope"] == SCOPE
+
+
+def test_a_token_is_fetched_again_before_it_expires(tmp_path: Path) -> None:
+    """A sandbox issuing 2-second tokens: the client renews after half the lifetime, not after expiry."""
+    data = tmp_path / "ehr"
+    key = RSAKey.generate_key(2048, parameters={"kid": "short-1"})
+    (tmp_path / "public.json").write_text(json.dumps(public_jwks(key)))
+    (tmp_path / "private.json").write_text(json.dumps(key.as_dict(private=True)))
+    register(data, "--kind", "backend", "--name", "short", "--client-id", "short", "--scope", SCOPE,
+             "--jwks", str(tmp_path / "public.json"))  # fmt: skip
+    server = start_sandbox(data, config="[ehr]\naccess_token_lifetime = 2\n")
+    try:
+        config = AuthConfig(ehr_issuer=f"{server.url}/fhir", backend_client_id="short",
+                            backend_private_key_file=str(tmp_path / "private.json"))  # fmt: skip
+
+        async def run() -> tuple[str, str, str]:
+            client = BackendClient(config, SCOPE)
+            try:
+                first, reused = await client.token(), await client.token()
+                await asyncio.sleep(1.2)  # past half of the 2 s lifetime
+                return first, reused, await client.token()
+            finally:
+                await client.aclose()
+
+        first, reused, renewed = asyncio.run(run())
+        assert first == reused != renewed
+    finally:
+        server.stop()
 
 
 def test_a_key_the_ehr_does_not_know_is_refused_with_a_message_naming_the_registration(

@@ -25,7 +25,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import create_engine, text
 
 from aperture.config import load_config
-from aperture.fhir.publish import Publisher, publishing_enabled
+from aperture.fhir.publish import publishing_enabled
 from tests.conftest import ApertureServer, free_port, start_server
 from tests.ehr.conftest import ehr, public_jwks, register, start_sandbox
 from tests.helpers import make_instance, stow
@@ -247,7 +247,6 @@ def test_publishing_is_off_without_backend_credentials_or_with_zero_seconds(tmp_
     assert not publishing_enabled(load_config(config))
     config.write_text('[auth]\nehr_issuer = "http://ehr.test/fhir"\nbackend_client_id = "x"\n')
     assert publishing_enabled(load_config(config)), "on by default (30 s) once credentials are configured"
-    assert Publisher is not None
 
 
 def test_several_workers_publish_each_study_once(tmp_path: Path, pair: Pair) -> None:
