@@ -8,8 +8,9 @@ and a `private_key_jwt` client assertion (RFC 7523 §2.2; SMART Backend Services
 That registration is separate from the introspecting client (`auth.client_id`): the sandbox, like
 Backend Services, authenticates backend clients by signed assertion only.
 
-The token is reused until `REFRESH_MARGIN` before its `expires_in`; concurrent callers share one
-request to the EHR (single flight). An EHR that cannot be reached, or refuses (our registration or
+The token is reused until `REFRESH_MARGIN` before its `expires_in` (until half its lifetime when
+that is shorter than twice the margin); concurrent callers share one request to the EHR (single
+flight). An EHR that cannot be reached, or refuses (our registration or
 scopes are wrong), is `AuthorizationServerUnavailable` with a message saying which, for the log of
 the caller (the publisher); the token itself is never logged.
 """
