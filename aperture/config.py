@@ -95,7 +95,8 @@ ClientAuthentication = Literal["client_secret_basic", "private_key_jwt"]
 
 @dataclass(frozen=True)
 class AuthConfig:
-    """How this server asks the EHR about bearer tokens (RFC 7662 introspection), used with `server.auth = "smart"`.
+    """How this server asks the EHR about bearer tokens (RFC 7662 introspection), used with `server.auth = "smart"`,
+    and its own Backend Services registration there (`backend_*`, for publishing ImagingStudy, any auth mode).
 
     No secret is ever a value here: the client secret comes from a file or an environment variable
     named here, the private key from a JWK file. See docs/configuration.md and docs/authorization.md.
@@ -117,6 +118,11 @@ class AuthConfig:
     cache_entries: int = 10000  # tokens remembered, each of the two caches (least recently used go first)
     timeout_seconds: float = 3.0  # connect / read / write / pool timeout of each call to the EHR
     retry_after_seconds: int = 5  # Retry-After sent with 503 when the EHR cannot answer
+    # This server's own SMART Backend Services registration at the EHR (publishing ImagingStudy,
+    # aperture.fhir.publish): another client than the introspecting one, authenticated with
+    # private_key_jwt only, as Backend Services asks.
+    backend_client_id: str = ""  # empty: no Backend Services credentials (nothing is published)
+    backend_private_key_file: str = ""  # a private JWK (RSA or EC P-384) as JSON, with a "kid"
 
     def __post_init__(self) -> None:
         audiences = self.associated_audiences
@@ -146,6 +152,9 @@ class FhirConfig:
     patient_identifier_systems: dict[str, str] = field(default_factory=dict)
     default_count: int = 50
     max_count: int = 200
+    # Publish each study's ImagingStudy to the EHR once it has had no change for this long
+    # (aperture.fhir.publish); 0 turns publishing off. Needs auth.ehr_issuer and auth.backend_client_id.
+    publish_after_seconds: int = 30
 
     def __post_init__(self) -> None:
         systems = self.patient_identifier_systems
@@ -162,6 +171,11 @@ class FhirConfig:
             )
         if not 1 <= self.default_count <= self.max_count:
             raise ConfigError("'fhir.default_count' must be at least 1 and at most 'fhir.max_count'.")
+        if self.publish_after_seconds < 0:
+            raise ConfigError(
+                "'fhir.publish_after_seconds' is a number of seconds, 0 (off) or more, "
+                f"not {self.publish_after_seconds}."
+            )
         object.__setattr__(self, "ehr_base", self.ehr_base.rstrip("/"))
 
 

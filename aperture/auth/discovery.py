@@ -1,10 +1,12 @@
 """The EHR's SMART configuration (`{issuer}/.well-known/smart-configuration`) and what this server reads of it.
 
 SMART App Launch 2.2 §Discovery publishes the metadata at the FHIR base (the issuer). This server
-needs its `introspection_endpoint`, and echoes the whole document at its own
-`/fhir/.well-known/smart-configuration` (SMART Imaging Access: the imaging FHIR server points apps
-at the EHR's authorization server). Failures are 503 (the EHR may be starting), never a guess at a
-conventional path.
+needs two members: `introspection_endpoint` (to check the tokens clients bring) and
+`token_endpoint` (to get its own Backend Services token, `aperture.auth.backend`); and it echoes
+the whole document at its own `/fhir/.well-known/smart-configuration` (SMART Imaging Access: the
+imaging FHIR server points apps at the EHR's authorization server). Failures are 503 (the EHR may
+be starting), never a guess at a conventional path; what went wrong is logged, and the error
+keeps its default message, since a client of this server may see it.
 """
 
 from __future__ import annotations
@@ -37,11 +39,21 @@ async def fetch_smart_configuration(client: httpx.AsyncClient, issuer: str, *, r
     return document
 
 
-async def find_introspection_endpoint(client: httpx.AsyncClient, issuer: str, *, retry_after: int = 5) -> str:
-    """The EHR's introspection endpoint, from its SMART configuration document."""
+async def find_endpoint(client: httpx.AsyncClient, issuer: str, member: str, *, retry_after: int = 5) -> str:
+    """The http(s) URL that `member` of the EHR's SMART configuration document names."""
     document = await fetch_smart_configuration(client, issuer, retry_after=retry_after)
-    endpoint = document.get("introspection_endpoint")
+    endpoint = document.get(member)
     if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
-        log.warning("SMART discovery at %s gave no introspection_endpoint", issuer)
+        log.warning("SMART discovery at %s gave no %s", issuer, member)
         raise AuthorizationServerUnavailable(retry_after=retry_after)
     return endpoint
+
+
+async def find_introspection_endpoint(client: httpx.AsyncClient, issuer: str, *, retry_after: int = 5) -> str:
+    """The EHR's introspection endpoint, from its SMART configuration document."""
+    return await find_endpoint(client, issuer, "introspection_endpoint", retry_after=retry_after)
+
+
+async def find_token_endpoint(client: httpx.AsyncClient, issuer: str, *, retry_after: int = 5) -> str:
+    """The EHR's token endpoint, from its SMART configuration document."""
+    return await find_endpoint(client, issuer, "token_endpoint", retry_after=retry_after)

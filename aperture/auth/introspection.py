@@ -58,6 +58,20 @@ class ClientCredentials:
         else:
             self._key = _read_key(config.private_key_file)
 
+    @classmethod
+    def signing_key(cls, client_id: str, key_file: str, *, setting: str) -> ClientCredentials:
+        """private_key_jwt credentials from a client id and a JWK file; `setting` names the key in errors.
+
+        The Backend Services client (`aperture.auth.backend`) authenticates this way with its own
+        registration, apart from the introspection client's.
+        """
+        credentials = cls.__new__(cls)
+        credentials.client_id = client_id
+        credentials.method = "private_key_jwt"
+        credentials._secret = None
+        credentials._key = _read_key(key_file, setting)
+        return credentials
+
     def __repr__(self) -> str:
         return f"ClientCredentials(client_id={self.client_id!r}, method={self.method!r})"
 
@@ -93,17 +107,17 @@ def _read_secret(config: AuthConfig) -> str:
     return secret
 
 
-def _read_key(path: str) -> RSAKey | ECKey:
+def _read_key(path: str, setting: str = "auth.private_key_file") -> RSAKey | ECKey:
     if not path:
-        raise ConfigError("private_key_jwt needs 'auth.private_key_file': a private JWK (RSA or EC P-384).")
+        raise ConfigError(f"private_key_jwt needs '{setting}': a private JWK (RSA or EC P-384).")
     try:
         key = JWKRegistry.import_key(json.loads(Path(path).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError, JoseError) as exc:
-        raise ConfigError(f"'auth.private_key_file' {path} is not a readable JWK: {type(exc).__name__}") from None
+        raise ConfigError(f"'{setting}' {path} is not a readable JWK: {type(exc).__name__}") from None
     if not isinstance(key, RSAKey | ECKey) or not key.is_private or not key.kid:
-        raise ConfigError(f"'auth.private_key_file' {path} must be a private RSA or EC P-384 JWK with a \"kid\".")
+        raise ConfigError(f"'{setting}' {path} must be a private RSA or EC P-384 JWK with a \"kid\".")
     if isinstance(key, ECKey) and key.curve_name != "P-384":
-        raise ConfigError(f"'auth.private_key_file' {path}: EC keys must be P-384 (ES384), not {key.curve_name}.")
+        raise ConfigError(f"'{setting}' {path}: EC keys must be P-384 (ES384), not {key.curve_name}.")
     return key
 
 

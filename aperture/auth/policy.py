@@ -151,3 +151,13 @@ def narrowed(decision: Decision, ehr_id: str) -> AccessScope | None:
         scope.may_delete,
         _ISSUER,
     )
+
+
+def server_itself() -> AccessScope:
+    """Every study, read only: for the server acting on its own behalf, never for a request.
+
+    The ImagingStudy publisher (`aperture.fhir.publish`) tells the EHR about every stable study;
+    no user or token stands behind it, so no request's policy applies. It never writes or deletes
+    through this scope (its own bookkeeping column is written directly).
+    """
+    return allow_everything(may_write=False, may_delete=False)

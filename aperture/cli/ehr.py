@@ -91,6 +91,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     _common(approve)
     approve.add_argument("client_id")
     approve.set_defaults(handler=run_clients_approve)
+    reconcile = commands.add_parser(
+        "reconcile", help="studies the imaging server published that match no patient"
+    ).add_subparsers(dest="reconcile_command", required=True)
+    pending = reconcile.add_parser("list", help="list them (JSON): UID, the subject identifier sent, why, when")
+    _common(pending)
+    pending.set_defaults(handler=run_reconcile_list)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -258,6 +264,21 @@ def run_clients_approve(args: argparse.Namespace) -> int:
     except (ConfigError, EhrError) as exc:
         return _fail(str(exc))
     print(json.dumps(client.describe(), indent=2))
+    return 0
+
+
+def run_reconcile_list(args: argparse.Namespace) -> int:
+    from aperture.ehr.fhir.submissions import unmatched
+    from aperture.ehr.store import open_store
+
+    try:
+        engine = open_store(_config(args).data)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    try:
+        print(json.dumps(unmatched(engine), indent=2))
+    finally:
+        engine.dispose()
     return 0
 
 

@@ -76,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+    from aperture.fhir.publish import check_publishing
+
+    try:
+        check_publishing(config)  # a missing or unreadable key file is named now, not in every worker
+    except ConfigError as exc:
+        print(f"aperture serve: {exc}", file=sys.stderr)
+        return 2
     try:
         check_listen(config.server.host, config.server.port)
     except ListenError as exc:

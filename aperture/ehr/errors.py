@@ -7,7 +7,10 @@
     ├── UnknownClient            401  invalid_client   no client is registered under that id
     ├── InvalidToken             401  invalid_token    (RFC 6750) no token, or an unknown, expired, revoked one
     ├── InsufficientScope        403  insufficient_scope  (RFC 6750) the token does not reach that resource
-    └── ResourceNotFound         404  not_found        no such FHIR resource (as far as the token may know)
+    ├── ResourceNotFound         404  not_found        no such FHIR resource (as far as the token may know)
+    ├── ResourceConflict         409  conflict         the resource contradicts what the record holds
+    ├── PreconditionFailed       412  precondition_failed  a conditional update's criteria match several resources
+    └── Unprocessable            422  unprocessable    well-formed, but nothing in the record to attach it to
 
 Inside the OAuth flows Authlib's own `OAuth2Error` classes carry these codes to the wire; code that
 runs outside them (the admin CLI, registration) raises these. Either way a client sees RFC 6749 §5.2
@@ -80,3 +83,21 @@ class ResourceNotFound(EhrError):
     status = 404
     error = "not_found"
     default_message = "No such resource."
+
+
+class ResourceConflict(EhrError):
+    status = 409
+    error = "conflict"
+    default_message = "The resource contradicts what the record holds."
+
+
+class PreconditionFailed(EhrError):
+    status = 412
+    error = "precondition_failed"  # FHIR R4 §3.1.0.4.3: a conditional update matching several resources
+    default_message = "The conditional update's criteria match more than one resource."
+
+
+class Unprocessable(EhrError):
+    status = 422
+    error = "unprocessable"
+    default_message = "The resource is well-formed, but the record has nothing to attach it to."

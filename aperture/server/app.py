@@ -2,7 +2,9 @@
 
 Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir, health at /healthz and the
 sample SMART app's static files at /apps/sample/; the lifespan opens the store (engine with
-migrations, blob folder with crash leftovers cleaned) and closes it. Nothing here handles a request.
+migrations, blob folder with crash leftovers cleaned) and closes it, makes the per-worker
+authorization parts (the introspection client, the audit recorder), and starts and stops the
+background workers (HTJ2K copies, the ImagingStudy publisher). Nothing here handles a request.
 The edge layers (trusted proxy headers, access log, CORS) wrap the whole Starlette stack, outside
 its error middleware, so that even its 500 answers are logged and carry CORS headers.
 """
@@ -31,6 +33,7 @@ from aperture.config import Config, ServerConfig
 from aperture.dicomweb import wadouri
 from aperture.dicomweb.lru import ByteCache, RecentValues
 from aperture.dicomweb.routes import routes as dicomweb_routes
+from aperture.fhir.publish import start_publisher
 from aperture.fhir.routes import routes as fhir_routes
 from aperture.lifecycle import die_with
 from aperture.logs import AccessLog, quiet_warnings
@@ -125,6 +128,8 @@ def create_app(config: Config) -> Starlette:
             app.state.copies.start()
         app.state.decisions = {}
         app.state.introspector = None
+        # ImagingStudy to the EHR once a study is stable; None when off (in this process or any)
+        app.state.publisher = start_publisher(config, app.state.index)
         if config.server.auth == "none":
             log.warning("--auth none: every request is allowed, with no authorization. Never expose this server.")
         else:
@@ -136,6 +141,8 @@ def create_app(config: Config) -> Starlette:
         try:
             yield
         finally:
+            if app.state.publisher is not None:
+                await app.state.publisher.stop()
             if app.state.audit is not None:
                 app.state.audit.close(timeout=10)
             if app.state.introspector is not None:

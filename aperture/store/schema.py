@@ -59,6 +59,9 @@ studies = Table(
     Column("attrs", LargeBinary, nullable=False),  # JSON of the study-level attributes
     Column("updated", BigInteger, nullable=False),
     Column("qido", LargeBinary),  # the default QIDO-RS answer, kept current by every write (0002)
+    # the ImagingStudy publisher's mark (0007): `updated` as last published to the EHR, and how that went
+    Column("published_updated", BigInteger),
+    Column("published_note", Text),
 )
 
 series = Table(

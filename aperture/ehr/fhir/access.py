@@ -5,7 +5,10 @@ the token's context says whose: a `patient/` scope reaches the token's patient, 
 patients its user may act for (a clinician's care-team panel, a proxy's one child), a `system/`
 scope the backend client's pre-authorized patients. Within those patients the EHR's own policy
 (`aperture.ehr.policy`: consent, what is withheld from a proxy, study-level pre-authorization)
-hides studies, and with them their order and report, as if they did not exist.
+hides studies, and with them their order and report, as if they did not exist. Studies the imaging
+server published (`submissions.py`) fall under the same rules: by UID when the seed knows the study,
+and, unknown to the seed, reached wherever the patient is reached, but never by a grant of single
+studies (as introspection's `unlisted_studies` says: permit by patient, deny by study).
 
 Practitioner is not patient data: any token whose scopes allow the type sees every practitioner.
 """
@@ -18,6 +21,7 @@ from sqlalchemy import Engine
 
 from aperture.ehr import policy, scopes
 from aperture.ehr.errors import InsufficientScope
+from aperture.ehr.fhir import records
 from aperture.ehr.fhir.params import PATIENT_COMPARTMENT
 from aperture.ehr.fhir.records import Confinement
 from aperture.ehr.people import Directory
@@ -69,4 +73,7 @@ def access(engine: Engine, directory: Directory, token: AccessToken, resource_ty
         for patient_id, studies in reached.items()
         for study in policy.patient_reach(directory.patients[patient_id], accessor, studies).withheld
     }
+    for patient_id, studies in reached.items():
+        if studies is not None:  # reached by study: what the seed does not list (published later) is not reached
+            hidden |= records.study_uids_of(engine, patient_id) - studies
     return Access(resource_type, frozenset(reached), frozenset(hidden))

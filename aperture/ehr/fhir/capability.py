@@ -36,6 +36,10 @@ def _resource(resource_type: str, config: EhrConfig) -> dict[str, Any]:
             {"name": "_count", "type": "number", "documentation": "page size (default 50, at most 500)"},
         ],
     }
+    if resource_type == "ImagingStudy":  # the imaging server publishes its studies (submissions.py)
+        entry["interaction"] = [*entry["interaction"], {"code": "create"}, {"code": "update"}]
+        entry["conditionalUpdate"] = True
+        entry["updateCreate"] = False  # a client never chooses the id: it names the study by identifier
     if resource_type in INCLUDES:
         entry["searchInclude"] = list(INCLUDES[resource_type])
     if resource_type == "ImagingStudy" and config.wado_rs_base:

@@ -16,7 +16,8 @@ from starlette.responses import JSONResponse, Response
 from aperture.ehr.errors import EhrError
 
 FHIR_JSON = "application/fhir+json"
-_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported"}
+_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+                409: "conflict", 412: "multiple-matches", 415: "not-supported", 422: "processing"}  # fmt: skip
 
 
 PRIVATE = {"Cache-Control": "private, no-store"}

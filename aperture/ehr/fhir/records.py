@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     Column,
     ColumnElement,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -75,6 +76,36 @@ search_index = Table(
     Index("fhir_search_lookup", "type", "param", "value"),
 )
 
+# What the imaging server published (PUT ImagingStudy?identifier=...): kept apart from the seed so a
+# restart, which rewrites the record from the seed, puts them back (`load_record`).
+submitted_studies = Table(
+    "fhir_submitted_studies",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("id", String(64), nullable=False),  # the ImagingStudy id (a seeded study's, or the UID itself)
+    Column("patient", String(64), nullable=False),  # the Patient the subject identifier matched
+    Column("client_id", String(128), nullable=False),  # the backend client that sent it
+    Column("received", Integer, nullable=False),  # epoch seconds of the first submission: search order
+    Column("last_updated", String(32), nullable=False),
+    Column("content", Text, nullable=False),  # the resource as stored (without meta.lastUpdated)
+)
+
+# Studies whose subject identifier matches no Patient: listed for a person to reconcile
+# (`aperture ehr reconcile list`), never attached to a patient by guess.
+unmatched_studies = Table(
+    "fhir_unmatched_studies",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("identifier_system", Text, nullable=False),
+    Column("identifier_value", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("client_id", String(128), nullable=False),
+    Column("first_received", String(32), nullable=False),
+    Column("last_received", String(32), nullable=False),
+    Column("times", Integer, nullable=False),  # submissions so far
+    Column("content", Text, nullable=False),  # the resource as sent
+)
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -115,37 +146,74 @@ def load_record(engine: Engine, records: Iterable[Record]) -> None:
         conn.execute(delete(search_index))
         conn.execute(delete(resources))
         for position, record in enumerate(records):
-            content = json.dumps(record.resource, sort_keys=True, separators=(",", ":"))
+            content = canonical(record.resource)
             previous = before.get((record.type, record.id))
             last_updated = previous[1] if previous and previous[0] == content else now
-            conn.execute(
-                insert(resources).values(
-                    type=record.type,
-                    id=record.id,
-                    position=position,
-                    patient=record.patient,
-                    study_uid=record.study_uid,
-                    last_updated=last_updated,
-                    content=content,
-                )  # fmt: skip
-            )
-            entries = index_entries(_with_meta(content, last_updated))
-            if entries:
-                conn.execute(
-                    insert(search_index),
-                    [
-                        {
-                            "type": record.type,
-                            "id": record.id,
-                            "param": e.param,
-                            "system": e.system,
-                            "value": e.value,
-                            "low": e.low,
-                            "high": e.high,
-                        }
-                        for e in entries
-                    ],  # fmt: skip
-                )
+            put_resource(conn, record, position, content, last_updated)
+        # Studies the imaging server published (aperture.ehr.fhir.submissions) outlive the seed's rewrite.
+        for row in conn.execute(select(submitted_studies).order_by(submitted_studies.c.received)).all():
+            put_submitted(conn, row.id, row.patient, row.study_uid, row.content, row.last_updated)
+
+
+def canonical(resource: dict[str, Any]) -> str:
+    """The stored form of a resource: compact JSON with sorted keys, so equal resources compare equal."""
+    return json.dumps(resource, sort_keys=True, separators=(",", ":"))
+
+
+def put_resource(conn: Connection, record: Record, position: int, content: str, last_updated: str) -> None:
+    """Insert one resource row and its search index entries (the caller has removed any older version)."""
+    conn.execute(
+        insert(resources).values(
+            type=record.type,
+            id=record.id,
+            position=position,
+            patient=record.patient,
+            study_uid=record.study_uid,
+            last_updated=last_updated,
+            content=content,
+        )  # fmt: skip
+    )
+    entries = index_entries(_with_meta(content, last_updated))
+    if entries:
+        conn.execute(
+            insert(search_index),
+            [
+                {
+                    "type": record.type,
+                    "id": record.id,
+                    "param": e.param,
+                    "system": e.system,
+                    "value": e.value,
+                    "low": e.low,
+                    "high": e.high,
+                }
+                for e in entries
+            ],  # fmt: skip
+        )
+
+
+def put_submitted(conn: Connection, resource_id: str, patient: str, study_uid: str, content: str,
+                  last_updated: str) -> None:  # fmt: skip
+    """Store a published ImagingStudy in place of any resource of the same study (keeping its search order)."""
+    kind = "ImagingStudy"
+    same = (resources.c.type == kind) & ((resources.c.study_uid == study_uid) | (resources.c.id == resource_id))
+    position = conn.execute(select(resources.c.position).where(same)).scalar()
+    if position is None:
+        position = int(conn.execute(select(func.coalesce(func.max(resources.c.position), -1))).scalar_one()) + 1
+    for old in conn.execute(select(resources.c.id).where(same)).scalars().all():
+        conn.execute(delete(search_index).where(search_index.c.type == kind, search_index.c.id == old))
+    conn.execute(delete(resources).where(same))
+    record = Record(json.loads(content), patient, study_uid)
+    put_resource(conn, record, position, content, last_updated)
+
+
+def study_uids_of(engine: Engine, patient: str) -> set[str]:
+    """Every StudyInstanceUID the record holds resources of for `patient` (seeded and published)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(resources.c.study_uid).where(resources.c.patient == patient, resources.c.study_uid.is_not(None))
+        ).scalars()
+        return {uid for uid in rows if uid}
 
 
 def read(engine: Engine, resource_type: str, resource_id: str) -> Stored | None:

@@ -1,4 +1,5 @@
-"""The FHIR routes: `metadata`, read (`GET {fhir}/{Type}/{id}`) and search (`GET {fhir}/{Type}`, `POST .../_search`).
+"""The FHIR routes: `metadata`, read (`GET {fhir}/{Type}/{id}`), search (`GET {fhir}/{Type}`, `POST .../_search`),
+and the one write, `PUT {fhir}/ImagingStudy?identifier=...` from the imaging server (`submissions.py`).
 
 Each route is thin: check the bearer token, decide what it may reach (`access.py`), parse, ask the
 record (`records.py`), answer. A token is looked up by its hash like introspection does; no valid
@@ -10,6 +11,7 @@ another patient); other criteria are confined to the reachable patients. Errors 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,13 +23,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aperture.ehr.config import EhrConfig
-from aperture.ehr.errors import EhrError, InsufficientScope, InvalidRequest, InvalidToken, ResourceNotFound
-from aperture.ehr.fhir import records
+from aperture.ehr.errors import (
+    EhrError,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    ResourceNotFound,
+)
+from aperture.ehr.fhir import records, submissions
 from aperture.ehr.fhir.access import access
 from aperture.ehr.fhir.capability import capability_statement
 from aperture.ehr.fhir.outcomes import FhirResponse, error_outcome, operation_outcome
 from aperture.ehr.fhir.params import PARAMS
 from aperture.ehr.fhir.query import MAX_SEARCH_BODY, Search, parse_search
+from aperture.ehr.scopes import contexts_allowing
 from aperture.ehr.tokens import AccessToken, find_token
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -132,6 +141,66 @@ async def search(request: Request) -> Response:
     return FhirResponse(await run_in_threadpool(search_resources, request, resource_type, pairs))
 
 
+def write_study(request: Request, criteria: list[tuple[str, str]], document: Any) -> Response:
+    """Conditional update of an ImagingStudy by a backend client (`system/ImagingStudy.c` and/or `.u`)."""
+    config: EhrConfig = request.app.state.config
+    token = bearer_token(request)
+    may_create = "system" in contexts_allowing(token.scope, "ImagingStudy", "c")
+    may_update = "system" in contexts_allowing(token.scope, "ImagingStudy", "u")
+    if token.user is not None or not (may_create or may_update):
+        raise InsufficientScope(
+            "Publishing ImagingStudy needs a Backend Services token with system/ImagingStudy.cu "
+            "(v1: system/ImagingStudy.write)."
+        )
+    study_uid = submissions.study_uid_of(criteria)
+    submission = submissions.check(document, study_uid)
+    outcome = submissions.submit(
+        request.app.state.authorization.engine, request.app.state.directory, submission, token.client_id,
+        may_create=may_create, may_update=may_update,
+    )  # fmt: skip
+    location = f"{config.fhir_base}/ImagingStudy/{outcome.resource['id']}"
+    headers = {"Location": location, "Last-Modified": outcome.resource["meta"]["lastUpdated"]}
+    return FhirResponse(outcome.resource, status_code=201 if outcome.created else 200, headers=headers)
+
+
+@fhir_endpoint
+async def write(request: Request) -> Response:
+    resource_type = request.path_params["type"]
+    if resource_type != "ImagingStudy" or request.method != "PUT":
+        return operation_outcome(
+            405,
+            f"{request.method} {resource_type[:40]} is not supported: the only write is the conditional update "
+            "PUT ImagingStudy?identifier=urn:dicom:uid|urn:oid:<StudyInstanceUID> (see {fhir}/metadata).",
+            {"Allow": "GET, PUT" if resource_type == "ImagingStudy" else "GET"},
+        )
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("application/fhir+json", "application/json"):
+        raise InvalidRequest("Send the ImagingStudy as Content-Type: application/fhir+json.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > submissions.MAX_BODY:
+            raise InvalidRequest(f"An ImagingStudy body is at most {submissions.MAX_BODY} bytes.")
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequest(f"The body is not JSON: {exc}.") from None
+    criteria = parse_qsl(request.url.query, keep_blank_values=True)
+    return await run_in_threadpool(write_study, request, criteria, document)
+
+
+async def write_instance(request: Request) -> Response:
+    """405 for writes to one resource (or to `_search`), with the methods that do work there in `Allow`."""
+    if request.path_params["id"] == "_search":
+        return operation_outcome(405, "_search takes GET or POST.", {"Allow": "GET, POST"})
+    return operation_outcome(
+        405,
+        f"{request.method} on one resource is not supported: publish an ImagingStudy by its StudyInstanceUID "
+        "with PUT ImagingStudy?identifier=urn:dicom:uid|urn:oid:<StudyInstanceUID> (conditional update).",
+        {"Allow": "GET"},
+    )
+
+
 async def not_supported(request: Request) -> Response:
     return operation_outcome(404, "No such FHIR endpoint; what this server offers is listed at {fhir}/metadata.")
 
@@ -140,6 +209,8 @@ ROUTES = [
     Route("/fhir/metadata", metadata),
     Route("/fhir/{type}/_search", search, methods=["GET", "POST"]),  # FHIR R4 §3.1.1.5.1: GET too
     Route("/fhir/{type}/{id}", read),
+    Route("/fhir/{type}/{id}", write_instance, methods=["PUT", "PATCH", "DELETE", "POST"]),
     Route("/fhir/{type}", search),
+    Route("/fhir/{type}", write, methods=["PUT", "POST"]),  # FHIR R4 §3.1.0.4.3 conditional update
     Route("/fhir/{path:path}", not_supported),
 ]
