@@ -40,7 +40,7 @@ __all__ = ["APP", "LAUNCH_URL", "REDIRECT_URI", "VIEWER", "VIEWER_NAME"]
 class Access:
     """An access a flow made, as the audit trail must show it (None: any value)."""
 
-    client_id: str
+    client_id: str  # "" for a request whose token was never verified
     outcome: str  # "permit" or "deny"
     action: str  # AuditEvent.action: R read, E search
     patient: str | None = None  # "Patient/<id>"
