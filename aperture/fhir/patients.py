@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from aperture.auth.requirements import current_decision
+from aperture.auth.requirements import AUDIT_PATIENT, current_decision
 from aperture.config import FhirConfig
 from aperture.dicom.identifiers import PatientKey
 from aperture.errors import Forbidden, InvalidRequest
@@ -53,6 +53,7 @@ def resolve_patient(request: Request, value: str) -> DicomPatient:
         raise InvalidRequest(f"patient={value[:80]!r} is not a Patient id (write 123 or Patient/123).")
     decision = current_decision(request)
     if decision is not None and decision.bound:
+        request.scope[AUDIT_PATIENT] = reference  # the patient asked about, in the audit of a permit or a deny
         if decision.patient(reference) is None:
             raise Forbidden(f"patient={value[:80]!r} is not a patient this access token reaches.")
         return DicomPatient(None, None, ehr_id=reference)

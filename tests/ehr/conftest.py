@@ -60,6 +60,18 @@ def start_sandbox(data: Path, *, config: str | None = None) -> ApertureServer:
     return start_command(arguments, data, config=config, log_name="ehr.log", config_name="ehr.toml")
 
 
+def client_assertion(
+    key: RSAKey | ECKey, client_id: str, token_endpoint: str, *, header: dict[str, Any] | None = None, **claims: Any
+) -> str:
+    """A SMART Backend Services client assertion (RFC 7523), RS384 or ES384 by key; claims replace (None drops)."""
+    alg = "RS384" if isinstance(key, RSAKey) else "ES384"
+    body = {"iss": client_id, "sub": client_id, "aud": token_endpoint,
+            "exp": int(time.time()) + 240, "jti": uuid.uuid4().hex}  # fmt: skip
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode({"alg": alg, "kid": key.kid, **(header or {})}, body, key, algorithms=[alg])
+
+
 @dataclass
 class Sandbox:
     server: ApertureServer
@@ -76,13 +88,7 @@ class Sandbox:
 
     def assertion(self, client_id: str, *, header: dict[str, Any] | None = None, **claims: Any) -> str:
         """A client assertion signed with the client's key; keyword arguments replace claims (None drops one)."""
-        key = self.keys[client_id]
-        alg = "RS384" if isinstance(key, RSAKey) else "ES384"
-        body = {"iss": client_id, "sub": client_id, "aud": self.token_endpoint,
-                "exp": int(time.time()) + 240, "jti": uuid.uuid4().hex}  # fmt: skip
-        body.update(claims)
-        body = {k: v for k, v in body.items() if v is not None}
-        return jwt.encode({"alg": alg, "kid": key.kid, **(header or {})}, body, key, algorithms=[alg])
+        return client_assertion(self.keys[client_id], client_id, self.token_endpoint, header=header, **claims)
 
     def backend_token(self, assertion: str, scope: str = "system/ImagingStudy.rs") -> httpx.Response:
         return httpx.post(

@@ -14,45 +14,25 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fhirclient import client as smart
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.launch import app_page, chromium, sign_in
 from tests.ehr.conftest import APP, LAUNCH_URL, REDIRECT_URI, Sandbox
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, Route
+    from playwright.sync_api import Browser, Page
 
 SCOPE = "openid fhirUser patient/Patient.rs patient/ImagingStudy.rs"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `make install` installs the Debian package chromium (as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(15000)
-
-    def app_page(route: Route) -> None:
-        route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>app</title><p>app</p>")
-
-    page.route(f"{APP}/**", app_page)
-    yield page
-    context.close()
-
-
-def sign_in(page: Page, login: str, password: str) -> None:
-    page.get_by_label("User name").fill(login)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    with app_page(browser, APP) as page:
+        yield page
 
 
 def test_standalone_launch_parent_picks_child_and_reads_her(sandbox: Sandbox, page: Page) -> None:
