@@ -140,8 +140,16 @@ def test_every_public_index_read_is_covered_here() -> None:
         (restricted(patient_keys=[]), set()),  # an empty grant reaches nothing, not everything
         (restricted(patient_keys=[ANN, CAT]), {"ann-1", "ann-2", "cat-1"}),
     ],
-    ids=["patient", "same-mrn-other-issuer", "withheld", "study", "study-of-another", "patient-and-study", "empty",
-         "two-patients"],
+    ids=[
+        "patient",
+        "same-mrn-other-issuer",
+        "withheld",
+        "study",
+        "study-of-another",
+        "patient-and-study",
+        "empty",
+        "two-patients",
+    ],
 )
 def test_each_read_sees_exactly_what_the_scope_permits(store: Store, scope: AccessScope, expected: set[str]) -> None:
     scope = _resolved(store, scope)
