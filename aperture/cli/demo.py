@@ -140,6 +140,8 @@ def _child_setup() -> None:
 
 
 IMAGING_CLIENT = "imaging-server"  # the imaging server's registration at the EHR (introspection)
+PUBLISHER_CLIENT = "imaging-publisher"  # its Backend Services registration (publishing ImagingStudy)
+PUBLISH_AFTER_SECONDS = 5  # a study stored while the demo runs reaches the EHR's index this long after
 SAMPLE_APP = "sample-viewer"  # a public SMART app registered with a launch URL, so the launch page lists one
 SAMPLE_APP_NAME = "Sample imaging viewer"  # its files: aperture/clients/sample_app/, served at /apps/sample/
 
@@ -149,14 +151,33 @@ def _server_command(args: argparse.Namespace, data: Path, auth: list[str], acces
             "--data", str(data), *auth, *access_log]  # fmt: skip
 
 
-def _register_imaging_server(data: Path, imaging: str) -> Path:
-    """Register the imaging server with the EHR (once per data folder); the secret goes to a 0600 file."""
+def _register_imaging_server(data: Path, imaging: str) -> tuple[Path, Path]:
+    """Register the imaging server with the EHR (once per data folder): as the introspecting client
+    (its secret in a 0600 file) and as a Backend Services client that publishes ImagingStudy (its
+    private key in a 0600 JWK file, the public half registered)."""
+    from joserfc.jwk import ECKey
+
     from aperture.ehr.clients import get_client, register_client
     from aperture.ehr.store import open_store
 
     secret_file = data / "imaging-server.secret"
+    key_file = data / "imaging-publisher.jwk"
     engine = open_store(data / "ehr")
     try:
+        if get_client(engine, PUBLISHER_CLIENT) is None or not key_file.is_file():
+            if get_client(engine, PUBLISHER_CLIENT) is not None:
+                raise SystemExit(
+                    f"aperture demo: {data} has an imaging-publisher registration but lost its key file; "
+                    "start the demo with a new --data folder."
+                )
+            key = ECKey.generate_key("P-384", parameters={"kid": "imaging-publisher-1"}, private=True)
+            key_file.touch(mode=0o600)
+            key_file.write_text(json.dumps(key.as_dict(private=True)), encoding="utf-8")
+            register_client(
+                engine, kind="backend", name="Aperture imaging server (publishes ImagingStudy)",
+                scope="system/ImagingStudy.cu", client_id=PUBLISHER_CLIENT,
+                jwks={"keys": [key.as_dict(private=False)]},
+            )  # fmt: skip
         if get_client(engine, IMAGING_CLIENT) is None or not secret_file.is_file():
             if get_client(engine, IMAGING_CLIENT) is not None:
                 raise SystemExit(
@@ -179,10 +200,10 @@ def _register_imaging_server(data: Path, imaging: str) -> Path:
             )  # fmt: skip
     finally:
         engine.dispose()
-    return secret_file
+    return secret_file, key_file
 
 
-def _imaging_config(data: Path, imaging: str, ehr: str, secret_file: Path) -> Path:
+def _imaging_config(data: Path, imaging: str, ehr: str, secret_file: Path, key_file: Path) -> Path:
     """The imaging server's TOML config: SMART authorization at the sandbox, its MRN systems mapped to issuers."""
     from aperture.ehr.people import load_directory
 
@@ -198,8 +219,11 @@ def _imaging_config(data: Path, imaging: str, ehr: str, secret_file: Path) -> Pa
         f"client_secret_file = {json.dumps(str(secret_file))}",
         f'audience = "{imaging}/fhir"',
         f'associated_audiences = ["{imaging}/dicom-web"]',
+        f'backend_client_id = "{PUBLISHER_CLIENT}"',
+        f"backend_private_key_file = {json.dumps(str(key_file))}",
         "[fhir]",
         f'ehr_base = "{ehr}/fhir"',
+        f"publish_after_seconds = {PUBLISH_AFTER_SECONDS}",
         "[fhir.patient_identifier_systems]",
         *(f"{json.dumps(system)} = {json.dumps(issuer)}" for system, issuer in sorted(systems.items())),
     ]
@@ -237,8 +261,8 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on_signal)
     try:
-        secret_file = _register_imaging_server(data, imaging)
-        config = _imaging_config(data, imaging, ehr, secret_file)
+        secret_file, key_file = _register_imaging_server(data, imaging)
+        config = _imaging_config(data, imaging, ehr, secret_file, key_file)
         processes["EHR sandbox"] = _start(ehr_command, logs["EHR sandbox"])
         with httpx.Client(timeout=60) as client:
             # The samples go in first, through STOW-RS, while the server listens on loopback without
@@ -340,6 +364,7 @@ def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], sto
     print(f"  Imaging FHIR (ImagingStudy):    {imaging}/fhir")
     print(f"  Health:                         {imaging}/healthz")
     print(f"  Its configuration:              {data / 'imaging.toml'}")
+    print(f"  Studies it stores reach the EHR's ImagingStudy index {PUBLISH_AFTER_SECONDS} s after their last instance.")
     print("EHR sandbox (SMART on FHIR; its seed patients' studies are stored above)")
     print(f"  SMART discovery:                {ehr}/fhir/.well-known/smart-configuration")
     print(f"  FHIR base:                      {ehr}/fhir")
