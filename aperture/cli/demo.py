@@ -364,7 +364,8 @@ def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], sto
     print(f"  Imaging FHIR (ImagingStudy):    {imaging}/fhir")
     print(f"  Health:                         {imaging}/healthz")
     print(f"  Its configuration:              {data / 'imaging.toml'}")
-    print(f"  Studies it stores reach the EHR's ImagingStudy index {PUBLISH_AFTER_SECONDS} s after their last instance.")
+    print(f"  Publishing:                     a study reaches the EHR's ImagingStudy index {PUBLISH_AFTER_SECONDS} s "
+          "after its last instance")  # fmt: skip
     print("EHR sandbox (SMART on FHIR; its seed patients' studies are stored above)")
     print(f"  SMART discovery:                {ehr}/fhir/.well-known/smart-configuration")
     print(f"  FHIR base:                      {ehr}/fhir")
