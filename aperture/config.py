@@ -123,6 +123,9 @@ class AuthConfig:
     # private_key_jwt only, as Backend Services asks.
     backend_client_id: str = ""  # empty: no Backend Services credentials (nothing is published)
     backend_private_key_file: str = ""  # a private JWK (RSA or EC P-384) as JSON, with a "kid"
+    # plain SMART EHRs (no authorization_details): how long a Patient's identifiers, read with the
+    # backend credentials, are reused
+    patient_cache_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         audiences = self.associated_audiences
@@ -134,7 +137,7 @@ class AuthConfig:
             if value and not value.startswith(("https://", "http://")):
                 raise ConfigError(f"'auth.{key}' must be an http(s) URL, not {value!r}.")
             object.__setattr__(self, key, value.rstrip("/"))
-        for key in ("cache_seconds", "negative_cache_seconds", "timeout_seconds"):
+        for key in ("cache_seconds", "negative_cache_seconds", "timeout_seconds", "patient_cache_seconds"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"'auth.{key}' must be a number of seconds, 0 or more, not {value!r}.")

@@ -41,6 +41,7 @@ from aperture.store.scope import AccessScope
 if TYPE_CHECKING:
     from aperture.audit.recorder import AuditRecorder
     from aperture.auth.introspection import Introspector
+    from aperture.auth.patients import PatientDirectory
 
 log = logging.getLogger("aperture.auth")
 
@@ -202,10 +203,16 @@ async def _smart(request: Request, action: Action) -> Decision:
         decision = policy.audit_reader()
     else:
         config = request.app.state.config
+        plain = None
+        if facts.authorization_details is None and "patient" in contexts and facts.patient is not None:
+            # a plain SMART EHR: the token names its patient by logical id; the identifiers come from the EHR
+            directory: PatientDirectory | None = request.app.state.patients
+            plain = await directory.identifiers(facts.patient) if directory is not None else None
         decision = policy.for_token(
             facts,
             contexts,
             systems=config.fhir.patient_identifier_systems,
+            plain_patient=plain,
             may_write=action is Action.WRITE_IMAGING,
             may_delete=action is Action.DELETE_IMAGING,
         )

@@ -38,6 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--dynamic-registration", action="store_true", default=None, help="open RFC 7591 registration at /register"
     )
     serve.add_argument(
+        "--no-authorization-details", action="store_false", default=None, dest="authorization_details",
+        help="answer introspection as a plain SMART EHR: no authorization_details (the imaging policy)",
+    )  # fmt: skip
+    serve.add_argument(
         "--cors-origin", action="append", default=None, dest="cors_origins", metavar="ORIGIN",
         help="browser origin allowed to call the token and FHIR endpoints (repeatable; '*' for any)",
     )  # fmt: skip
@@ -154,6 +158,7 @@ def run_serve(args: argparse.Namespace) -> int:
             public_url=args.public_url,
             imaging_fhir_base=args.imaging_fhir_base,
             dynamic_registration=args.dynamic_registration,
+            authorization_details=args.authorization_details,
             cors_origins=args.cors_origins,
         )
     except ConfigError as exc:

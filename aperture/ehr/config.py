@@ -26,6 +26,9 @@ class EhrConfig:
     imaging_dicomweb_base: str = ""  # its WADO-RS base for ImagingStudy endpoints; empty: derived (wado_rs_base)
     access_token_lifetime: int = 3600  # seconds
     dynamic_registration: bool = False  # RFC 7591 at {public_url}/register, open to anyone who can reach it
+    # False: introspection and token responses carry no `authorization_details`, as a plain SMART
+    # EHR answers; an imaging server must then bind patients itself (docs/authorization.md)
+    authorization_details: bool = True
     cors_origins: tuple[str, ...] = ()  # browser origins besides registered apps' redirect origins; ("*",): any
     # Origins (scheme://host:port) whose jwks_uri the sandbox may fetch although they are plain http or a
     # loopback/private address; every other jwks_uri must be https to a public address.

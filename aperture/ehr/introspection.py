@@ -69,7 +69,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             self.engine, self.config, load_directory(),
             scope=token.scope, client_id=token.client_id, patient=token.patient, user=token.user,
         )  # fmt: skip
-        if details:
+        if details and self.config.authorization_details:
             answer["authorization_details"] = details
         return answer
 

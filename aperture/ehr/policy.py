@@ -164,6 +164,8 @@ def attach_details(
     user: str | None,
 ) -> None:
     """Add the token's entries, as its client may see them, to a token response (RFC 9396 §7)."""
+    if not config.authorization_details:
+        return
     details = details_for_token(
         engine, config, load_directory(), scope=response["scope"], client_id=client_id, patient=patient, user=user
     )

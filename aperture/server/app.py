@@ -128,14 +128,19 @@ def create_app(config: Config) -> Starlette:
             app.state.copies.start()
         app.state.decisions = {}
         app.state.introspector = None
+        app.state.patients = None
         # ImagingStudy to the EHR once a study is stable; None when off (in this process or any)
         app.state.publisher = start_publisher(config, app.state.index)
         if config.server.auth == "none":
             log.warning("--auth none: every request is allowed, with no authorization. Never expose this server.")
         else:
+            from aperture.auth.backend import backend_configured
             from aperture.auth.introspection import Introspector
+            from aperture.auth.patients import PatientDirectory
 
             app.state.introspector = Introspector(config.auth)
+            if backend_configured(config.auth):  # for plain SMART EHRs: Patient/{id} read as this server
+                app.state.patients = PatientDirectory(config.auth)
         audit_store = AuditStore(engine, server_base(config.server))
         app.state.audit = AuditRecorder(audit_store) if config.audit.enabled else None
         try:
@@ -147,6 +152,8 @@ def create_app(config: Config) -> Starlette:
                 app.state.audit.close(timeout=10)
             if app.state.introspector is not None:
                 await app.state.introspector.aclose()
+            if app.state.patients is not None:
+                await app.state.patients.aclose()
             if app.state.copies is not None:
                 app.state.copies.stop()
             app.state.parsers.shutdown(wait=False, cancel_futures=True)
