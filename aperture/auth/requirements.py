@@ -230,7 +230,9 @@ def _audit(request: Request, action: Action, search: bool, status: int) -> None:
     key, facts = verified if verified is not None else (None, None)
     decision: Decision | None = request.scope.get(DECISION)
     patient = request.scope.get(AUDIT_PATIENT)
-    if patient is None and decision is not None and len(decision.patients) == 1:
+    if patient is None and status < 400 and decision is not None and len(decision.patients) == 1:
+        # a permitted answer is of the token's one patient; a refused one may be of anyone (another
+        # patient's study answers 404), so it names only the patient the request itself named
         patient = decision.patients[0].ehr_id
     params = request.path_params
     study = request.scope.get(AUDIT_STUDY) or params.get("study")
