@@ -115,16 +115,10 @@ def ohif_static() -> Iterator[OhifStatic]:
 def browser() -> Iterator[Browser]:
     """Chromium for one module. Playwright's sync API leaves its asyncio loop marked as running in this
     thread while it is open, so it must be closed before other tests call `asyncio.run`."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `make install` installs the Debian package chromium (as root)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("The Python package playwright is missing: `make install` installs the test extras")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    from tests.browser.launch import chromium  # here: launch.py imports this module's constants
+
+    with chromium() as found:
+        yield found
 
 
 @dataclass

@@ -18,6 +18,7 @@ import httpx
 from aperture.ehr.people import load_directory
 from tests.cli import descendants, wait_until_gone
 from tests.conftest import ApertureServer, free_port
+from tests.stack import start_demo
 
 
 def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
@@ -130,20 +131,10 @@ def _token(data: Path, patient: str) -> str:
     return str(json.loads(done.stdout)["access_token"])
 
 
-def _start_demo(data: Path) -> tuple[subprocess.Popen[str], str, int, int]:
-    """Start `aperture demo` and read its console until it says it is ready (bounded by the pytest timeout)."""
-    port, ehr_port = free_port(), free_port()
-    command = [sys.executable, "-m", "aperture", "demo", "--port", str(port), "--ehr-port", str(ehr_port),
-               "--data", str(data)]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    assert process.stdout is not None
-    output: list[str] = []
-    while (line := process.stdout.readline()) and "Press Ctrl-C" not in line:
-        output.append(line)
-    output.append(line)
-    return process, "".join(output), port, ehr_port
+def _start_demo(data: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start `aperture demo` and read its console until it says it is ready."""
+    stack = start_demo(data)
+    return stack.process, stack.console
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:
@@ -156,7 +147,7 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
 
 def test_sigterm_ends_the_demo_and_both_servers_and_the_console_is_quiet(tmp_path: Path) -> None:
     """One demo run for two checks: what a person sees, and that SIGTERM leaves nothing running."""
-    process, console, _port, _ehr_port = _start_demo(tmp_path / "demo")
+    process, console = _start_demo(tmp_path / "demo")
     try:
         assert "Press Ctrl-C" in console, console
         logs = {name: (tmp_path / "demo" / name).read_text(errors="replace") for name in ("server.log", "ehr.log")}
@@ -189,7 +180,7 @@ def test_demo_on_a_busy_port_is_a_start_up_error(fresh_server: ApertureServer, t
 
 
 def test_killing_the_demo_ends_both_servers(tmp_path: Path) -> None:
-    process, console, _port, _ehr_port = _start_demo(tmp_path / "demo")
+    process, console = _start_demo(tmp_path / "demo")
     try:
         assert "Press Ctrl-C" in console, console
         tree = descendants(process.pid)
