@@ -90,6 +90,7 @@ class Target:
     bulkdata_path: str  # the bulk data path of the pixel data ("7FE00010")
     extra: list[str] = field(default_factory=list)  # other values to keep out (accession number, description)
     identity_secret: bool = True  # False for a withheld study: the token reaches its patient, just not it
+    mrn_secret: bool = True  # False when the MRN value is also the attacker's own (same value, other issuer)
 
     @property
     def series_uid(self) -> str:
@@ -103,7 +104,7 @@ class Target:
         return [self.study, *self.series, *(sop for _, sop in self.instances)]
 
     def protected(self) -> list[str]:
-        identity = [*self.name_parts, self.mrn] if self.identity_secret else []
+        identity = [*self.name_parts, *([self.mrn] if self.mrn_secret else [])] if self.identity_secret else []
         return [*self.uids(), *identity, *self.extra]
 
 
@@ -124,7 +125,7 @@ def learn(http: httpx.Client, dicomweb: str, token: str, study: str, patient: st
         headers={**bearer, "Accept": FRAME_ACCEPT},
     )
     assert frame.status_code == 200, frame.text
-    pixels = _distinctive_run(frame.content)
+    pixels = distinctive_run(frame.content)
     extra = [first.get(tag, {}).get("Value", [""])[0] for tag in ("00080050", "00081030")]  # accession, description
     return Target(
         patient=patient,
@@ -140,7 +141,7 @@ def learn(http: httpx.Client, dicomweb: str, token: str, study: str, patient: st
     )
 
 
-def _distinctive_run(body: bytes, length: int = 24) -> bytes:
+def distinctive_run(body: bytes, length: int = 24) -> bytes:
     """A run of `length` bytes with many distinct values (so it cannot turn up in an answer by chance)."""
     for start in range(len(body) // 2, len(body) - length, 7):
         run = body[start : start + length]
@@ -334,8 +335,8 @@ def attack_every_route(
 
     What each answer must be (docs/authorization.md): a retrieval or a search inside the study is the
     404 of a study that does not exist (compared with a made-up UID); a search naming it is the
-    empty answer of a made-up UID; writing and the audit trail are 403 `insufficient_scope` for a
-    read token; DELETE is 405 where deletion is disabled (`deletes` False). Every answer carries
+    empty answer of a made-up UID; writing, deleting and the audit trail are 403 `insufficient_scope`
+    for a read token, except DELETE where deletion is disabled (`deletes` False): 405. Every answer carries
     CORS headers and none of the target's protected values. A token reaching no patient at all
     (`reaching_patient` None) searches FHIR for the target's patient: 403. Returns how many requests were made.
     Failures are collected, so one run names every route that gave something away.
@@ -366,8 +367,10 @@ def attack_every_route(
                 assert response.status_code == 200, f"{attack.describe()}: {response.status_code}"  # names no patient
             elif attack.kind in ("audit", "stow"):
                 assert_bearer_error(response, 403, "insufficient_scope", target)
+            elif attack.kind == "delete" and deletes:  # a read token may not delete
+                assert_bearer_error(response, 403, "insufficient_scope", target)
             elif attack.kind == "delete":
-                assert response.status_code == (404 if deletes else 405), f"{attack.describe()}: {response.status_code}"
+                assert response.status_code == 405, f"{attack.describe()}: {response.status_code}"
             else:
                 raise AssertionError(f"no expectation for {attack.kind}")
         except AssertionError as exc:
