@@ -92,6 +92,9 @@ def assert_unavailable_everywhere(http: httpx.Client, root: str, target: Target)
                            deletes=True, headers={})  # fmt: skip
     answer = http.get(f"{root}/dicom-web/studies", headers={"Authorization": "Bearer eA", "Origin": ORIGIN})
     assert answer.headers.get("retry-after") == "7", answer.headers
+    # Retry-After is no "CORS-safelisted response-header name" (Fetch Standard): a browser app reads it only if exposed
+    exposed = {h.strip().lower() for h in answer.headers.get("access-control-expose-headers", "").split(",")}
+    assert "retry-after" in exposed, answer.headers
     assert "invalid_token" not in answer.headers.get("www-authenticate", ""), "the EHR failed, not the token"
 
 
