@@ -159,3 +159,19 @@ def test_delete_of_what_the_token_does_not_reach_is_not_found_and_deletes_nothin
     assert_cors(answer)
     assert_no_leak(answer, target)
     assert count_instances(http, own_store, owner, target.study) == before
+
+
+def test_stow_of_ones_own_instance_under_another_patients_study_uid_says_nothing_of_them(
+    http: httpx.Client, demo_stack: DemoStack, own_store: OwnStore, walter_here: Target
+) -> None:
+    """Maya's identity with Walter's Study Instance UID: refused (the UID is in use, which a unique UID
+    cannot hide), and nothing of Walter (name, MRN, his series and instances) in the answer."""
+    maya = writer(demo_stack, "maya-alvarez", "Patient/maya-alvarez")
+    walter = patient_token(demo_stack, "walter-nguyen")
+    before = count_instances(http, own_store, walter, WALTER_STUDY)
+    mine = [f for f in seed_files("maya-alvarez") if MAYA_WITHHELD.encode() not in f]
+    data = instance_of(mine, study=WALTER_STUDY, series=generate_uid(prefix="2.25."))
+    sop = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+    answer = stow(http, f"{own_store.url}/dicom-web", [data], token=maya)
+    assert_refused_stow(answer, walter_here, sop)
+    assert count_instances(http, own_store, walter, WALTER_STUDY) == before
