@@ -19,7 +19,7 @@ import json
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -91,6 +91,11 @@ class Target:
     extra: list[str] = field(default_factory=list)  # other values to keep out (accession number, description)
     identity_secret: bool = True  # False for a withheld study: the token reaches its patient, just not it
     mrn_secret: bool = True  # False when the MRN value is also the attacker's own (same value, other issuer)
+    study_is_own: bool = False  # True: `study` is one the attacker reaches, the series and instances are not
+
+    def under(self, study: str) -> Target:
+        """These series and instances, asked for under `study` (a study the attacker may read)."""
+        return replace(self, study=study, study_is_own=True)
 
     @property
     def series_uid(self) -> str:
@@ -101,7 +106,8 @@ class Target:
         return self.instances[0][1]
 
     def uids(self) -> list[str]:
-        return [self.study, *self.series, *(sop for _, sop in self.instances)]
+        """The UIDs to keep out of answers and to replace by made-up ones (not an attacker's own study)."""
+        return [*([] if self.study_is_own else [self.study]), *self.series, *(sop for _, sop in self.instances)]
 
     def protected(self) -> list[str]:
         identity = [*self.name_parts, *([self.mrn] if self.mrn_secret else [])] if self.identity_secret else []
@@ -344,6 +350,8 @@ def attack_every_route(
     problems: list[str] = []
     count = 0
     for attack in attack_requests(target, reaching_patient=reaching_patient or target.patient):
+        if target.study_is_own and not any(uid in attack.url for uid in target.uids()):
+            continue  # the attacker's own study alone: theirs to read
         count += 1
         response = send(http, root, attack, token)
         try:

@@ -24,6 +24,14 @@ def test_another_patients_study_on_every_route_is_not_found(
     assert made >= 40
 
 
+def test_another_patients_series_and_instances_under_ones_own_study_are_not_found(
+    http: httpx.Client, root: str, maya_token: str, walter: Target
+) -> None:
+    """Maya's study UID in the path (she may read it), Walter's series and SOP Instance UIDs below it:
+    a server that checks the study and then fetches the instance by its own UID would serve Walter."""
+    attack_every_route(http, root, maya_token, walter.under(MAYA_STUDY), reaching_patient="maya-alvarez")
+
+
 @pytest.mark.parametrize(
     "patient", ["walter-nguyen", "Patient/walter-nguyen", "no-such-patient"], ids=["id", "reference", "unknown"]
 )
@@ -54,8 +62,9 @@ def test_fhir_search_by_someone_elses_mrn_is_forbidden(
 
 @pytest.mark.parametrize("level", ["studies", "series", "instances", f"studies/{MAYA_STUDY}/series",
                                    f"studies/{MAYA_STUDY}/instances"])  # fmt: skip
-@pytest.mark.parametrize("form", ["PatientID={mrn}", "00100020={mrn}", "PatientID={own}\\{mrn}"],
-                         ids=["keyword", "tag", "list"])  # fmt: skip
+@pytest.mark.parametrize("form", ["PatientID={mrn}", "00100020={mrn}", "PatientID={own}\\{mrn}",
+                                  "PatientID={own}&PatientID={mrn}", "PatientID={mrn}&00100020={own}"],
+                         ids=["keyword", "tag", "list", "repeated", "keyword-and-tag"])  # fmt: skip
 def test_qido_by_someone_elses_patient_id_is_forbidden(
     http: httpx.Client, demo_stack: DemoStack, maya_token: str, walter: Target, level: str, form: str
 ) -> None:

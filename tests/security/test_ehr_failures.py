@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.security.attacks import ORIGIN, Target, assert_cors, assert_no_leak, refused_on_every_route
-from tests.security.servers import start_imaging
+from tests.security.servers import load, seed_files, start_imaging
 
 ANSWERS: dict[str, tuple[int, str, bytes]] = {
     "500": (500, "application/json", b'{"error": "server_error"}'),
@@ -71,6 +71,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     base = f"http://127.0.0.1:{peer.server_address[1]}"
     common: dict[str, Any] = {"client_id": "imaging", "secret_file": secret, "audience": "http://broken.test/fhir"}
     servers = {}
+    load(folder / "a", seed_files("walter-nguyen"))  # Walter's study is there: the server must still give nothing
     try:
         servers["introspection"] = start_imaging(
             folder / "a", ehr_issuer=f"{base}/fhir", introspection_endpoint=f"{base}/auth/introspect", **common
