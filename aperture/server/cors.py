@@ -17,7 +17,9 @@ from aperture.server.handlers import error_response
 
 ALLOW_METHODS = b"GET, HEAD, POST, DELETE, OPTIONS"
 ALLOW_HEADERS = b"Authorization, Accept, Content-Type, If-None-Match, If-Modified-Since, Range"
-EXPOSE_HEADERS = b"ETag, Content-Length, Content-Range, Content-Type, WWW-Authenticate, Warning, Location"
+# Response headers a page may read besides the Fetch Standard's CORS-safelisted ones: Retry-After so that an app
+# can wait as a 503 (EHR unreachable) asks, WWW-Authenticate so that it can tell a bad token from missing scopes.
+EXPOSE_HEADERS = b"ETag, Content-Length, Content-Range, Content-Type, WWW-Authenticate, Warning, Location, Retry-After"
 MAX_AGE = b"600"
 
 

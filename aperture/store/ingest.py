@@ -367,18 +367,21 @@ class Ingest:
         self, conn: Connection, record: Upload, known: dict[str, Any], scope: AccessScope, now: int
     ) -> tuple[int | None, str | None]:
         patient_key = record.patient.text
+        # Before anything about the stored study: adding to an existing study needs the same grant as
+        # creating it (else a write token could add to another patient's or a withheld study), and the
+        # refusal is the same whether the study exists or not (it must not tell which UIDs are in use).
+        if not scope.unrestricted and not scope.permits_study(record.study_uid, patient_key):
+            return None, NOT_ALLOWED
         row = known.get(record.study_uid)
         if row is not None:
             if not scope.unrestricted and not scope.permits_study(record.study_uid, row.patient_key):
-                return None, NOT_ALLOWED  # the same answer as for a study that does not exist
+                return None, NOT_ALLOWED  # stored for someone this writer does not reach: it must not learn so
             if row.patient_key != patient_key:
                 return None, (
                     "Study stored for another patient: its PatientID or IssuerOfPatientID differ. Reconcile "
                     f"the patient before storing more in study {record.study_uid}."
                 )
             return int(row.pk), None
-        if not scope.unrestricted and not scope.permits_study(record.study_uid, patient_key):
-            return None, NOT_ALLOWED
         pk = _new_pk(
             conn,
             insert(studies).values(

@@ -14,7 +14,7 @@ from tests.conftest import ApertureServer, start_server
 from tests.server import get_from_failing_app
 
 VIEWER = "https://viewer.example.org"
-EXPOSED = "ETag, Content-Length, Content-Range, Content-Type, WWW-Authenticate, Warning, Location"
+EXPOSED = "ETag, Content-Length, Content-Range, Content-Type, WWW-Authenticate, Warning, Location, Retry-After"
 ALLOWED_HEADERS = "Authorization, Accept, Content-Type, If-None-Match, If-Modified-Since, Range"
 
 
