@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,10 @@ class E2ERun:
     demo: DemoStack
     tokens: list[str] = field(default_factory=list)
     accesses: list[Access] = field(default_factory=list)
+    # when the flows began: the trail is read from here on (other suites share the demo stack)
+    started: str = field(
+        default_factory=lambda: (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
 
     def bearer(self, token: str) -> dict[str, str]:
         self.tokens.append(token)

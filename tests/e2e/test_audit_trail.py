@@ -110,7 +110,7 @@ def frame_reads(demo_stack: DemoStack, viewer: str, run: E2ERun) -> int:
 @pytest.fixture(scope="module")
 def trail(demo_stack: DemoStack, auditor: BackendClient, run: E2ERun, frame_reads: int) -> dict[str, Any]:
     token = auditor.access_token("system/AuditEvent.rs")
-    answer = httpx.get(f"{demo_stack.imaging_fhir}/AuditEvent", params={"_count": "1000"},
+    answer = httpx.get(f"{demo_stack.imaging_fhir}/AuditEvent", params={"_count": "1000", "date": f"ge{run.started}"},
                        headers=run.bearer(token), timeout=60)  # fmt: skip
     assert answer.status_code == 200, answer.text
     bundle: dict[str, Any] = answer.json()

@@ -36,7 +36,10 @@ PUBLIC = {
     ("GET", "/fhir/metadata"),
     ("GET", "/fhir/.well-known/smart-configuration"),
     *((method, "/fhir/{rest:path}") for method in ("GET", "DELETE", "OPTIONS", "PATCH", "POST", "PUT")),
-}  # /fhir/{rest:path}: the OperationOutcome advice for unknown FHIR paths (404 / 405, no data)
+    ("GET", "/apps/sample/"),
+    ("GET", "/apps/sample/{name}"),
+}  # /fhir/{rest:path}: the OperationOutcome advice for unknown FHIR paths (404 / 405, no data);
+#    /apps/sample/: the sample app's static files (an allow-list of four, no patient data)
 FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
 
