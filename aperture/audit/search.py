@@ -1,13 +1,13 @@
-"""The FHIR search the `/fhir/AuditEvent` endpoint will answer (ITI-81 style): parameters to a searchset Bundle.
+"""The FHIR search `/fhir/AuditEvent` answers (ITI-81 style): parameters to a searchset Bundle.
 
 Parameters (FHIR R4 search, AuditEvent): `patient` (a reference `Patient/123` or a bare id),
 `date` with the prefixes `eq` (default), `ge`, `gt`, `le`, `lt`, repeatable (each narrows the
 range; a date without time means the whole UTC day, FHIR R4 search §3.1.1.4.2), `outcome` (the
 AuditEvent code `0` or `4`, or `permit`/`deny`), `client` (Aperture's parameter: the OAuth
 client_id; FHIR's `agent` takes a reference, which a client_id is not) and `_count`. Anything else
-is refused with a 400, so a typo never widens a search to every event.
-
-Not yet wired: no route calls it until the endpoint lands with the `system/AuditEvent.rs` scope check.
+is refused with a 400, so a typo never widens a search to every event. A full page carries a
+`next` link with the same parameters and the cursor `_page_before` (keyset paging: a page stays
+exact while new events arrive at the top).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from aperture.audit.events import Outcome
 from aperture.audit.store import AuditFilter, AuditStore
@@ -78,6 +79,10 @@ def parse_search(params: Mapping[str, Sequence[str]]) -> AuditFilter:
                 if value not in _OUTCOMES:
                     raise InvalidRequest(f"outcome '{value}' must be 0 or 4 (or permit, deny).")
                 query = replace(query, outcome=_OUTCOMES[value])
+            elif name == "_page_before":
+                if not value.isdigit() or len(value) > 18:
+                    raise InvalidRequest("_page_before is the cursor of a next link; follow the link as given.")
+                query = replace(query, before_pk=int(value))
             elif name == "_count":
                 if not value.isdigit() or not 0 < int(value) <= MAX_COUNT:
                     raise InvalidRequest(f"_count must be an integer from 1 to {MAX_COUNT}.")
@@ -92,12 +97,26 @@ def parse_search(params: Mapping[str, Sequence[str]]) -> AuditFilter:
 def search_bundle(store: AuditStore, params: Mapping[str, Sequence[str]], base: str) -> dict[str, Any]:
     """A FHIR R4 searchset Bundle of the AuditEvents matching `params`; `base` is the FHIR base URL."""
     query = parse_search(params)
-    events = store.find(query)
+    found = store.find(replace(query, limit=query.limit + 1))  # one more says whether a next page exists
+    events, more = found[: query.limit], len(found) > query.limit
+    kept = [(name, value) for name, values in params.items() if name != "_page_before" for value in values]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    if len(events) < query.limit:  # all matches are here; at the limit there may be more, so no total
+    if not more and query.before_pk is None:  # everything matching is on this one page
         bundle["total"] = len(events)
+    links = [{"relation": "self", "url": _url(base, [*kept, *_cursor(query.before_pk)])}]
+    if more:
+        links.append({"relation": "next", "url": _url(base, [*kept, ("_page_before", str(events[-1].pk))])})
+    bundle["link"] = links
     bundle["entry"] = [
         {"fullUrl": f"{base}/AuditEvent/{event.pk}", "resource": event.document, "search": {"mode": "match"}}
         for event in events
     ]
     return bundle
+
+
+def _cursor(before_pk: int | None) -> list[tuple[str, str]]:
+    return [] if before_pk is None else [("_page_before", str(before_pk))]
+
+
+def _url(base: str, pairs: list[tuple[str, str]]) -> str:
+    return f"{base}/AuditEvent" + (f"?{urlencode(pairs)}" if pairs else "")

@@ -47,6 +47,7 @@ class AuditFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
+    before_pk: int | None = None  # the paging cursor: only events older (in the list's order) than this one
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,11 @@ class AuditStore:
             statement = statement.where(table.recorded >= _naive_utc(query.since))
         if query.until is not None:
             statement = statement.where(table.recorded < _naive_utc(query.until))
+        if query.before_pk is not None:  # keyset paging in the list's order (recorded, pk), newest first
+            cursor = sa.select(table.recorded).where(table.pk == query.before_pk).scalar_subquery()
+            statement = statement.where(
+                sa.or_(table.recorded < cursor, sa.and_(table.recorded == cursor, table.pk < query.before_pk))
+            )
         with self.engine.connect() as conn:
             rows = conn.execute(statement.limit(query.limit)).fetchall()
         return [StoredEvent(row.pk, _with_id(row.pk, row.document)) for row in rows]

@@ -1,8 +1,9 @@
-"""The FHIR search `/fhir/AuditEvent` will answer: patient, date (ge/le/gt/lt/eq), client, outcome, _count."""
+"""The FHIR search `/fhir/AuditEvent` answers: patient, date (ge/le/gt/lt/eq), client, outcome, _count, paging."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import Engine
@@ -73,6 +74,31 @@ def test_count_limits_and_total_only_when_complete(store: AuditStore) -> None:
     bundle = search_bundle(store, {"_count": ["2"]}, BASE)
     assert len(bundle["entry"]) == 2 and "total" not in bundle
     assert search_bundle(store, {"outcome": ["0"]}, BASE)["total"] == 2
+
+
+def test_next_links_page_through_every_event_once_newest_first(store: AuditStore) -> None:
+    """Keyset paging: `next` carries the filters and a cursor; the pages together are the whole list."""
+    everything = _found(store)
+    seen: list[str] = []
+    params: dict[str, list[str]] = {"_count": ["1"]}
+    for _ in range(10):  # bounded: four events, one per page
+        bundle = search_bundle(store, params, BASE)
+        seen += [f"{e['resource']['id']}" for e in bundle["entry"]]
+        links = {link["relation"]: link["url"] for link in bundle["link"]}
+        assert links["self"].startswith(f"{BASE}/AuditEvent?")
+        if "next" not in links:
+            break
+        query = parse_qs(urlsplit(links["next"]).query)
+        assert query["_count"] == ["1"]
+        params = query
+    assert len(seen) == len(everything) == 4 and len(set(seen)) == 4
+    # the filters travel with the cursor
+    (first,) = search_bundle(store, {"_count": ["1"], "patient": ["ann"]}, BASE)["link"][1:]
+    assert "patient=ann" in first["url"] and "_page_before=" in first["url"]
+    later = search_bundle(store, parse_qs(urlsplit(first["url"]).query), BASE)
+    assert [e["resource"]["id"] for e in later["entry"]] and all(
+        e["resource"]["entity"][0]["what"]["reference"] == "Patient/ann" for e in later["entry"]
+    )
 
 
 @pytest.mark.parametrize(
