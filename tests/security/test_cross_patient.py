@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.security.attacks import ORIGIN, Target, assert_cors, assert_no_leak, attack_every_route, json_of
+from tests.security.conftest import patient_token
 from tests.stack import DemoStack
 
 MRN_SYSTEM = "http://aperture.example.org/fhir/sid/mrn"
@@ -91,3 +92,24 @@ def test_qido_by_pattern_finds_only_ones_own_studies(
     for document in json_of(answer):
         assert document["00100020"]["Value"] == ["AGH-100234"], document
     assert_no_leak(answer, walter, asked="AGH-A-7021")
+
+
+def test_a_validator_learned_by_the_owner_gets_no_304_for_another_token(
+    http: httpx.Client, demo_stack: DemoStack, maya_token: str, walter: Target
+) -> None:
+    """Walter's own answer carries an ETag and `Cache-Control: private`; Maya sending that ETag gets the
+    404 of a study that does not exist, never a 304 that would confirm it (and its content) to her."""
+    own = patient_token(demo_stack, "walter-nguyen")
+    series, sop = walter.instances[0]
+    frame = f"{demo_stack.dicomweb}/studies/{walter.study}/series/{series}/instances/{sop}/frames/1"
+    for url in (f"{demo_stack.dicomweb}/studies/{walter.study}/metadata", frame):
+        first = http.get(url, headers={"Authorization": f"Bearer {own}"})
+        assert first.status_code == 200, first.text
+        assert first.headers["cache-control"] == "private" and "Authorization" in first.headers["vary"]
+        etag = first.headers["etag"]
+        again = http.get(url, headers={"Authorization": f"Bearer {own}", "If-None-Match": etag})
+        assert again.status_code == 304  # the validator works for its owner
+        other = http.get(url, headers={"Authorization": f"Bearer {maya_token}", "If-None-Match": etag})
+        assert other.status_code == 404, other.text
+        assert "etag" not in other.headers
+        assert_no_leak(other, walter)
