@@ -251,7 +251,7 @@ def _audit(request: Request, action: Action, search: bool, status: int) -> None:
                 studies=studies,
                 source_address=request.client.host if request.client else None,
                 token_hash=key,
-                query=request.url.query or None if what is AuditAction.SEARCH else None,
+                query=request.scope["query_string"].decode("latin-1") or None if what is AuditAction.SEARCH else None,
             )
         )
     except Exception:  # the answer is already decided; a broken recorder must not turn it into a 500

@@ -87,39 +87,60 @@ class SearchResult:
 
 
 def scope_clause(scope: AccessScope) -> ColumnElement[bool]:
-    """The WHERE clause that confines a query joined to `studies` to what `scope` permits."""
+    """The WHERE clause that confines a query joined to `studies` to what `scope` permits.
+
+    One value is compared with `=` rather than `IN`: SQLAlchemy expands an IN list on every
+    execution, and a patient's own token (one patient key) is the common case on the hot path.
+    """
     clauses: list[ColumnElement[bool]] = []
     if scope.patient_keys is not None:
         reached: list[ColumnElement[bool]] = []
         if scope.patient_keys:
-            reached.append(studies.c.patient_key.in_(scope.patient_keys))
-        if scope.study_grants:
+            reached.append(_member(studies.c.patient_key, scope.patient_keys))
+        if len(scope.study_grants) == 1:
+            ((key, uid),) = scope.study_grants
+            reached.append(and_(studies.c.patient_key == key, studies.c.study_uid == uid))
+        elif scope.study_grants:
             reached.append(tuple_(studies.c.patient_key, studies.c.study_uid).in_(sorted(scope.study_grants)))
         clauses.append(or_(*reached) if reached else false())
-    if scope.withheld_study_uids:
-        clauses.append(studies.c.study_uid.not_in(scope.withheld_study_uids))
+    if len(scope.withheld_study_uids) == 1:
+        clauses.append(studies.c.study_uid != next(iter(scope.withheld_study_uids)))
+    elif scope.withheld_study_uids:
+        clauses.append(studies.c.study_uid.not_in(sorted(scope.withheld_study_uids)))
     return and_(*clauses) if clauses else and_(True)
 
 
-_ScopeShape = tuple[bool, bool, bool, bool]
+def _member(column: ColumnElement[str], values: frozenset[str]) -> ColumnElement[bool]:
+    return column == next(iter(values)) if len(values) == 1 else column.in_(sorted(values))
+
+
+_ScopeShape = tuple[bool, int, int, int]  # restricted; how many patient keys, grants, withheld: 0, 1 or 2 (more)
 
 
 def _scope_shape(scope: AccessScope) -> _ScopeShape:
     restricted = scope.patient_keys is not None
     return (
         restricted,
-        restricted and bool(scope.patient_keys),
-        restricted and bool(scope.study_grants),
-        bool(scope.withheld_study_uids),
+        min(len(scope.patient_keys or ()), 2) if restricted else 0,
+        min(len(scope.study_grants), 2) if restricted else 0,
+        min(len(scope.withheld_study_uids), 2),
     )
 
 
 def _scope_params(scope: AccessScope) -> dict[str, Any]:
-    return {
-        "scope_patients": sorted(scope.patient_keys or ()),
-        "scope_grants": sorted(scope.study_grants),
-        "scope_withheld": sorted(scope.withheld_study_uids),
-    }
+    if scope.unrestricted:
+        return {}
+    patients = sorted(scope.patient_keys or ())
+    grants = sorted(scope.study_grants)
+    withheld = sorted(scope.withheld_study_uids)
+    params: dict[str, Any] = {"scope_patients": patients, "scope_grants": grants, "scope_withheld": withheld}
+    if len(patients) == 1:
+        params["scope_patient"] = patients[0]
+    if len(grants) == 1:
+        params["scope_grant_patient"], params["scope_grant_study"] = grants[0]
+    if len(withheld) == 1:
+        params["scope_withheld_one"] = withheld[0]
+    return params
 
 
 def _bound_scope_clause(shape: _ScopeShape) -> list[ColumnElement[bool]]:
@@ -128,13 +149,24 @@ def _bound_scope_clause(shape: _ScopeShape) -> list[ColumnElement[bool]]:
     clauses: list[ColumnElement[bool]] = []
     if restricted:
         reached: list[ColumnElement[bool]] = []
-        if patients:
+        if patients == 1:
+            reached.append(studies.c.patient_key == bindparam("scope_patient"))
+        elif patients:
             reached.append(studies.c.patient_key.in_(bindparam("scope_patients", expanding=True)))
-        if grants:
+        if grants == 1:
+            reached.append(
+                and_(
+                    studies.c.patient_key == bindparam("scope_grant_patient"),
+                    studies.c.study_uid == bindparam("scope_grant_study"),
+                )
+            )
+        elif grants:
             pair = tuple_(studies.c.patient_key, studies.c.study_uid)
             reached.append(pair.in_(bindparam("scope_grants", expanding=True)))
         clauses.append(or_(*reached) if reached else false())
-    if withheld:
+    if withheld == 1:
+        clauses.append(studies.c.study_uid != bindparam("scope_withheld_one"))
+    elif withheld:
         clauses.append(studies.c.study_uid.not_in(bindparam("scope_withheld", expanding=True)))
     return clauses
 

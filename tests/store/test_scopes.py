@@ -139,6 +139,8 @@ def test_every_public_index_read_is_covered_here() -> None:
         (restricted(patient_keys=[ANN], study_grants=[(CAT, "@cat-1")]), {"ann-1", "ann-2", "cat-1"}),
         (restricted(patient_keys=[]), set()),  # an empty grant reaches nothing, not everything
         (restricted(patient_keys=[ANN, CAT]), {"ann-1", "ann-2", "cat-1"}),
+        (restricted(study_grants=[(CAT, "@cat-1"), (ANN, "@ann-2")]), {"ann-2", "cat-1"}),
+        (restricted(patient_keys=[ANN, CAT], withheld_study_uids=["@ann-2", "@cat-1"]), {"ann-1"}),
     ],
     ids=[
         "patient",
@@ -149,6 +151,8 @@ def test_every_public_index_read_is_covered_here() -> None:
         "patient-and-study",
         "empty",
         "two-patients",
+        "two-grants",
+        "two-withheld",
     ],
 )
 def test_each_read_sees_exactly_what_the_scope_permits(store: Store, scope: AccessScope, expected: set[str]) -> None:
