@@ -1,8 +1,8 @@
 """`aperture audit`: list the audit events in a data folder's index, filtered, as a table or JSON.
 
 It opens the index the way `aperture serve` does (`--data`, `--config`) and may run while the
-server does (SQLite WAL). Until the SMART authorization is wired into `aperture serve`, requests
-are not recorded, so the list holds only what was recorded through `aperture.audit` directly.
+server does (SQLite WAL). What a running server decided in its last fraction of a second may not
+be written yet (the recorder writes in batches, `aperture.audit.recorder`).
 """
 
 from __future__ import annotations
