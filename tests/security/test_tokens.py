@@ -124,21 +124,18 @@ def test_a_token_of_another_ehr_is_401_everywhere(
     refused_on_every_route(http, root, token, walter, status=401, error="invalid_token", deletes=False)
 
 
-def test_a_token_for_another_resource_server_is_401_everywhere(
-    http: httpx.Client, walter: Target, other_ehr: dict[str, Any]
+@pytest.mark.parametrize(
+    "server",
+    ["elsewhere", "wrong_issuer"],
+    ids=["token-for-another-resource-server", "answer-naming-another-issuer"],
+)
+def test_a_token_not_meant_for_this_server_is_401_everywhere(
+    http: httpx.Client, walter: Target, other_ehr: dict[str, Any], server: str
 ) -> None:
+    """`elsewhere` has another audience than the token's `aud`; `wrong_issuer` expects another `iss`."""
     token = other_token(other_ehr)
     assert studies(http, other_ehr["good"].url, token).status_code == 200
-    refused_on_every_route(http, other_ehr["elsewhere"].url, token, walter, status=401, error="invalid_token",
-                           deletes=True)  # fmt: skip
-
-
-def test_an_answer_naming_another_issuer_is_401_everywhere(
-    http: httpx.Client, walter: Target, other_ehr: dict[str, Any]
-) -> None:
-    token = other_token(other_ehr)
-    assert studies(http, other_ehr["good"].url, token).status_code == 200
-    refused_on_every_route(http, other_ehr["wrong_issuer"].url, token, walter, status=401, error="invalid_token",
+    refused_on_every_route(http, other_ehr[server].url, token, walter, status=401, error="invalid_token",
                            deletes=True)  # fmt: skip
 
 
