@@ -98,7 +98,8 @@ def needs(action: Action, endpoint: Endpoint, *, search: bool = False) -> Endpoi
             raise
         decision: Decision | None = request.scope.get(DECISION)
         if decision is not None and decision.bound and response.status_code < 400:
-            response.headers["Cache-Control"] = "private"
+            if "private" not in response.headers.get("Cache-Control", ""):  # FHIR's own "private, no-store" stays
+                response.headers["Cache-Control"] = "private"
             vary = response.headers.get("Vary")
             response.headers["Vary"] = f"{vary}, Authorization" if vary else "Authorization"
         _audit(request, action, search, response.status_code)
