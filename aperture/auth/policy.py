@@ -130,9 +130,14 @@ def for_token(
     return Decision(scope, tuple(reached), bound=True)
 
 
+def reaches_nothing() -> AccessScope:
+    """No patient, no study: what a request is left with when nothing was granted (fail closed)."""
+    return AccessScope(frozenset(), frozenset(), frozenset(), False, False, _ISSUER)
+
+
 def audit_reader() -> Decision:
     """A `system/AuditEvent.rs` token: it reads the audit trail, which is not imaging, so it reaches no study."""
-    return Decision(AccessScope(frozenset(), frozenset(), frozenset(), False, False, _ISSUER), (), bound=True)
+    return Decision(reaches_nothing(), (), bound=True)
 
 
 def narrowed(decision: Decision, ehr_id: str) -> AccessScope | None:

@@ -47,7 +47,6 @@ log = logging.getLogger("aperture.auth")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 ROUTE_ACTION = "aperture.action"  # where the declared action travels in the ASGI scope
-ROUTE_SEARCH = "aperture.search"  # the route is a search (audited as a query, not a read)
 DECISION = "aperture.decision"  # the policy's Decision, once authorize ran
 TOKEN = "aperture.token"  # (token hash, TokenFacts) of a verified token: never the token itself
 AUDIT_PATIENT = "aperture.audit.patient"  # a handler may name the patient a request was about
@@ -87,7 +86,6 @@ def needs(action: Action, endpoint: Endpoint, *, search: bool = False) -> Endpoi
     @functools.wraps(endpoint)
     async def declared(request: Request) -> Response:
         request.scope[ROUTE_ACTION] = action
-        request.scope[ROUTE_SEARCH] = search
         try:
             response = await endpoint(request)
         except ApertureError as exc:

@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,29 +17,15 @@ import httpx
 from aperture.ehr.people import load_directory
 from tests.cli import descendants, wait_until_gone
 from tests.conftest import ApertureServer, free_port
-from tests.stack import start_demo
+from tests.stack import start_demo, stop_demo
 
 
 def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
     port, ehr_port = free_port(), free_port()
-    command = [sys.executable, "-m", "aperture", "demo", "--port", str(port), "--ehr-port", str(ehr_port),
-               "--data", str(tmp_path / "demo")]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    output: list[str] = []
+    stack = start_demo(tmp_path / "demo", port=port, ehr_port=ehr_port)  # raises unless it says it is ready
+    process, text = stack.process, stack.console
+    output = text.splitlines(keepends=True)
     try:
-        deadline = time.monotonic() + 300
-        assert process.stdout is not None
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        text = "".join(output)
-        assert "Press Ctrl-C" in text, text
         stored = int(re.search(r"\((\d+) sample instances stored", text).group(1))  # type: ignore[union-attr]
         assert stored >= 90
         dicomweb = f"http://127.0.0.1:{port}/dicom-web"
@@ -112,13 +97,7 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
         assert client_id in {c["client_id"] for c in json.loads(listing.stdout)}
         assert not (tmp_path / "demo" / "ehr.sqlite3").exists(), "an empty sandbox was created beside the demo's"
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_demo(process)
 
 
 def _token(data: Path, patient: str) -> str:
