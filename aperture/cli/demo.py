@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from aperture.clients import SAMPLE_APP_CLIENT_ID
 from aperture.lifecycle import ListenError, check_listen, die_with_parent
 
 # A server gets this long to stop after SIGTERM (its workers get 5 s of it, then are killed).
@@ -142,7 +143,7 @@ def _child_setup() -> None:
 IMAGING_CLIENT = "imaging-server"  # the imaging server's registration at the EHR (introspection)
 PUBLISHER_CLIENT = "imaging-publisher"  # its Backend Services registration (publishing ImagingStudy)
 PUBLISH_AFTER_SECONDS = 5  # a study stored while the demo runs reaches the EHR's index this long after
-SAMPLE_APP = "sample-viewer"  # a public SMART app registered with a launch URL, so the launch page lists one
+SAMPLE_APP = SAMPLE_APP_CLIENT_ID  # a public SMART app registered with a launch URL, so the launch page lists one
 SAMPLE_APP_NAME = "Sample imaging viewer"  # its files: aperture/clients/sample_app/, served at /apps/sample/
 
 
@@ -194,8 +195,7 @@ def _register_imaging_server(data: Path, imaging: str) -> tuple[Path, Path]:
         if get_client(engine, SAMPLE_APP) is None:
             register_client(
                 engine, kind="public", name=SAMPLE_APP_NAME, client_id=SAMPLE_APP,
-                scope="launch launch/patient openid fhirUser patient/Patient.rs patient/ImagingStudy.rs "
-                "user/Patient.rs user/ImagingStudy.rs",
+                scope="launch launch/patient openid fhirUser patient/*.rs user/*.rs",
                 redirect_uris=(f"{imaging}/apps/sample/",), launch_url=f"{imaging}/apps/sample/launch.html",
             )  # fmt: skip
     finally:

@@ -4,3 +4,5 @@
 serves its files at `/apps/sample/` (`aperture.server.apps`) and `aperture demo` registers it at the
 EHR sandbox. It is an example of the SMART Imaging Access flow, not a viewer (docs/sample-app.md).
 """
+
+SAMPLE_APP_CLIENT_ID = "sample-viewer"  # the public client `aperture demo` registers for the sample app

@@ -2,7 +2,10 @@
 
 Public and static: the app's pages carry no patient data; the app fetches that itself with the
 token it gets from the EHR. Only the names in `FILES` are served, looked up by exact name (the
-route's `{name}` never holds a `/`, so no path reaches another folder, encoded or not). The
+route's `{name}` never holds a `/`, so no path reaches another folder, encoded or not), and
+`config.json`, written here: the EHR the app is to trust is the one this server trusts
+(`auth.ehr_issuer`), and its client id is the one `aperture demo` registers. The same files served
+from another origin need only another `config.json` (docs/sample-app.md). The
 Content-Security-Policy lets the scripts talk only to this server and to the EHR this server
 trusts (`auth.ehr_issuer`), and `Referrer-Policy: no-referrer` keeps the authorization code that
 arrives in the callback URL out of every Referer.
@@ -10,6 +13,7 @@ arrives in the callback URL out of every Referer.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from importlib.resources import files
 from urllib.parse import urlsplit
@@ -18,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aperture.clients import SAMPLE_APP_CLIENT_ID
 from aperture.config import Config
 from aperture.errors import NotFound
 
@@ -46,15 +51,24 @@ def _policy(config: Config) -> str:
     )
 
 
+def app_config(config: Config) -> bytes:
+    """The app's `config.json`: the issuer it signs in at (null without SMART authorization) and its client id."""
+    issuer = config.auth.ehr_issuer if config.server.auth != "none" and config.auth.ehr_issuer else None
+    return json.dumps({"issuer": issuer, "clientId": SAMPLE_APP_CLIENT_ID}).encode()
+
+
 def _answer(request: Request, name: str) -> Response:
-    if name not in FILES:
-        raise NotFound(f"No file {name[:80]!r} in the sample app; it has {', '.join(sorted(FILES))}.")
+    if name != "config.json" and name not in FILES:
+        names = ", ".join(sorted([*FILES, "config.json"]))
+        raise NotFound(f"No file {name[:80]!r} in the sample app; it has {names}.")
     headers = {
         "Content-Security-Policy": _policy(request.app.state.config),
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-cache",
     }
+    if name == "config.json":
+        return Response(app_config(request.app.state.config), media_type="application/json", headers=headers)
     return Response(_content(name), media_type=FILES[name], headers=headers)
 
 

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 READY = 'body[data-state="ready"], body[data-state="error"]'
 PREVIEWS_LOADED = (
-    "n => { const images = [...document.querySelectorAll('img.preview')];"
-    " return images.length === n && images.every(i => i.complete && i.naturalWidth > 0); }"
+    "n => { const drawn = [...document.querySelectorAll('canvas.preview')];"
+    " return drawn.length === n && drawn.every(c => c.dataset.drawn === 'true' && c.width > 0); }"
 )
 
 

@@ -6,12 +6,15 @@ The app itself runs in chromium against the demo stack in tests/browser/test_sam
 from __future__ import annotations
 
 import http.client
+import json
 from importlib.resources import files
 
 import httpx
 import pytest
 
-from aperture.server.apps import FILES
+from aperture.clients import SAMPLE_APP_CLIENT_ID
+from aperture.config import load_config
+from aperture.server.apps import FILES, app_config
 from tests.conftest import ApertureServer
 
 FOLDER = files("aperture") / "clients" / "sample_app"
@@ -33,6 +36,19 @@ def test_every_file_of_the_app_is_served_with_its_type_and_policy(server: Apertu
     assert index.status_code == 200 and index.content == (FOLDER / "index.html").read_bytes()
     # --auth none names no EHR: the scripts may connect to this server only
     assert "connect-src 'self';" in index.headers["content-security-policy"]
+
+
+def test_config_json_names_the_ehr_this_server_trusts_and_the_demo_client(server: ApertureServer) -> None:
+    """Without SMART authorization there is no EHR to sign in at: the app says so instead of guessing one."""
+    answer = httpx.get(f"{server.url}/apps/sample/config.json")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+    assert answer.json() == {"issuer": None, "clientId": SAMPLE_APP_CLIENT_ID}
+
+
+def test_config_json_under_smart_authorization_is_the_configured_issuer() -> None:
+    config = load_config(server={"auth": "smart"}, auth={"ehr_issuer": "https://ehr.example.org/fhir/"})
+    expected = {"issuer": "https://ehr.example.org/fhir", "clientId": SAMPLE_APP_CLIENT_ID}
+    assert json.loads(app_config(config)) == expected
 
 
 @pytest.mark.parametrize(

@@ -1,22 +1,32 @@
 // The sample SMART Imaging Access app (docs/sample-app.md): plain JavaScript, no dependencies, no build step.
 //
+// config.json, beside these files: the one EHR the app trusts (`issuer`, its FHIR base) and the app's
+// `clientId` there. The imaging server writes it when it serves the app (its own EHR, the demo's
+// registration); served from anywhere else, the app needs only that file changed.
 // launch.html: SMART App Launch 2.2 EHR launch (`iss` and `launch` in the query) or standalone launch (no
 // `launch`): discovery at {iss}/.well-known/smart-configuration, then the authorization code grant with
-// PKCE (RFC 7636, S256 only) and `state`, `aud` = iss. The app trusts one EHR: the one this imaging server
-// trusts, whose issuer its own /fhir/.well-known/smart-configuration names (the IG has the imaging server
-// publish the EHR's document); a launch from another `iss` is refused, so no token goes anywhere else.
+// PKCE (RFC 7636, S256 only) and `state`, `aud` = iss. A launch from another `iss` than the configured
+// issuer is refused, so no token goes anywhere else.
 // index.html (the redirect URI): checks `state` and RFC 9207 `iss`, drops the code from the address bar,
 // exchanges it as a public client (client_id, no secret), keeps the token in sessionStorage only and never
-// logs it; then lists the patient's ImagingStudy resources from the imaging FHIR base the EHR's discovery
-// names in `associated_endpoints`, with a preview (the study thumbnail) and a zip download per study from the WADO-RS Endpoint.
+// logs it; then reads the patient's allergies, conditions and medications from the EHR (the searches a
+// clinical app runs on start-up), and lists the patient's ImagingStudy resources from the imaging FHIR base
+// the EHR's discovery names in `associated_endpoints`, with a preview (the study thumbnail, drawn on a
+// canvas) and a zip download per study from the WADO-RS Endpoint.
 "use strict";
 
-const CLIENT_ID = "sample-viewer"; // the registration `aperture demo` makes at the EHR sandbox
 const IMAGING_ACCESS = "smart-imaging-access"; // the associated_endpoints capability of an imaging FHIR base
 const PENDING = "aperture-sample.pending"; // sessionStorage: the authorization request in flight
 const SESSION = "aperture-sample.session"; // sessionStorage: the token and its context
 const MAX_PAGES = 20; // `next` links followed at most
 const FHIR_JSON = "application/fhir+json";
+// What the app reads at the EHR besides the patient, and how to name one record of each type.
+const CLINICAL = [
+  { type: "AllergyIntolerance", heading: "Allergies", name: (r) => r.code },
+  { type: "Condition", heading: "Conditions", name: (r) => r.code },
+  { type: "MedicationRequest", heading: "Medications", name: (r) => r.medicationCodeableConcept },
+];
+const SCOPES = ["patient/Patient.rs", "patient/ImagingStudy.rs", ...CLINICAL.map((c) => `patient/${c.type}.rs`)];
 
 class AppError extends Error {}
 
@@ -100,18 +110,24 @@ function imagingBase(smart) {
 
 // --- launch.html ------------------------------------------------------------------------------------------
 
+// config.json: { "issuer": the EHR's FHIR base, "clientId": this app's registration there }.
+async function appConfig() {
+  const config = await getJson(new URL("config.json", location.href).href, "Reading the app's config.json");
+  if (!config.issuer) throw new AppError("The app's config.json names no EHR (issuer): it cannot sign in anywhere.");
+  if (!config.clientId) throw new AppError("The app's config.json has no clientId (the app's registration at the EHR).");
+  return { issuer: trimmed(checkedUrl(config.issuer, "The configured issuer")), clientId: String(config.clientId) };
+}
+
 async function launch() {
   if (!window.isSecureContext || !crypto.subtle) {
     throw new AppError("This app needs a secure context for PKCE: https, or http on localhost or 127.0.0.1.");
   }
   const params = new URLSearchParams(location.search);
   const launchValue = params.get("launch");
-  const own = new URL("/fhir/.well-known/smart-configuration", location.origin).href;
-  const issuer = trimmed((await getJson(own, "This imaging server's SMART configuration")).issuer);
+  const { issuer, clientId } = await appConfig();
   const iss = trimmed(params.get("iss") || issuer);
-  if (!issuer) throw new AppError("This imaging server's SMART configuration names no issuer (EHR).");
   if (iss !== issuer) {
-    throw new AppError(`This app was launched by ${iss}, but this imaging server trusts ${issuer} only: not signing in.`);
+    throw new AppError(`This app was launched by ${iss}, but it is set up for ${issuer} only: not signing in.`);
   }
   const smart = await getJson(`${iss}/.well-known/smart-configuration`, "The EHR's SMART configuration");
   if (!(smart.code_challenge_methods_supported || []).includes("S256")) {
@@ -123,15 +139,15 @@ async function launch() {
   const redirectUri = new URL("./", location.href).href;
   const context = launchValue === null ? "launch/patient" : "launch"; // standalone: the EHR asks for a patient
   const pending = {
-    state, verifier, iss, redirectUri,
+    state, verifier, iss, redirectUri, clientId,
     tokenEndpoint: checkedUrl(smart.token_endpoint, "The EHR's token endpoint"),
     issInAnswer: smart.authorization_response_iss_parameter_supported === true,
     imaging: imagingBase(smart),
   };
   sessionStorage.setItem(PENDING, JSON.stringify(pending));
   const query = new URLSearchParams({
-    response_type: "code", client_id: CLIENT_ID, redirect_uri: redirectUri,
-    scope: `${context} patient/Patient.rs patient/ImagingStudy.rs`, state, aud: iss,
+    response_type: "code", client_id: clientId, redirect_uri: redirectUri,
+    scope: [context, ...SCOPES].join(" "), state, aud: iss,
     code_challenge: challenge, code_challenge_method: "S256",
   });
   if (launchValue !== null) query.set("launch", launchValue);
@@ -175,6 +191,7 @@ async function callback() {
   }
   $("sign-out").hidden = false;
   await showPatient(session);
+  await showClinical(session);
   await listStudies(session);
 }
 
@@ -182,7 +199,7 @@ async function exchange(pending, code) {
   say("Signing in…");
   const body = new URLSearchParams({
     grant_type: "authorization_code", code, redirect_uri: pending.redirectUri,
-    client_id: CLIENT_ID, code_verifier: pending.verifier,
+    client_id: pending.clientId, code_verifier: pending.verifier,
   });
   const answer = await getJson(pending.tokenEndpoint, "Exchanging the sign-in code at the EHR", { method: "POST", body });
   if (!answer.access_token || !answer.patient) {
@@ -207,6 +224,40 @@ async function showPatient(session) {
   } catch (error) {
     line.textContent += ` (name not shown: ${error.message})`;
   }
+}
+
+// The start-up searches of a clinical app, one per type, each shown on its own: a type the EHR refuses (the user
+// did not allow it) is said in its list, and the imaging part goes on.
+async function showClinical(session) {
+  const panel = $("clinical");
+  panel.replaceChildren();
+  await Promise.all(CLINICAL.map(async ({ type, heading, name }) => {
+    const section = document.createElement("section");
+    section.dataset.type = type;
+    const title = document.createElement("h3");
+    title.textContent = heading;
+    const list = document.createElement("ul");
+    section.append(title, list);
+    panel.append(section);
+    const query = new URLSearchParams({ patient: session.patient, _count: "50" });
+    try {
+      const bundle = await getJson(`${session.iss}/${type}?${query}`, `Reading ${heading.toLowerCase()} at the EHR`,
+        { token: session.token, accept: FHIR_JSON });
+      const found = (bundle.entry || []).map((e) => e.resource || {}).filter((r) => r.resourceType === type);
+      for (const resource of found) {
+        const concept = name(resource) || {};
+        const item = document.createElement("li");
+        item.textContent = concept.text || concept.coding?.[0]?.display || concept.coding?.[0]?.code || `${type}/${resource.id}`;
+        list.append(item);
+      }
+      if (!found.length) list.append(Object.assign(document.createElement("li"), { textContent: "None recorded." }));
+      section.dataset.state = "ready";
+    } catch (error) {
+      list.append(Object.assign(document.createElement("li"), { textContent: error.message }));
+      section.dataset.state = "error";
+    }
+  }));
+  panel.hidden = false;
 }
 
 function studyUid(study) {
@@ -276,16 +327,22 @@ function studyRow(session, study, address) {
 }
 
 // The Study Thumbnail (PS3.18 §10.4.1.1.4; the server picks the image). An <img> cannot send the Authorization
-// header: the thumbnail is fetched with the token and shown from a blob URL.
+// header: the thumbnail is fetched with the token, decoded, and drawn on a canvas.
 async function showThumbnail(session, study, place, label) {
   place.textContent = "Loading…";
   try {
     const response = await request(`${study}/thumbnail`, `The preview of ${label}`, { token: session.token, accept: "image/jpeg" });
-    const image = document.createElement("img");
-    image.className = "preview";
-    image.alt = `Preview of ${label}`;
-    image.src = URL.createObjectURL(await response.blob());
-    place.replaceChildren(image);
+    const bitmap = await createImageBitmap(await response.blob());
+    const canvas = document.createElement("canvas");
+    canvas.className = "preview";
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", `Preview of ${label}`);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0);
+    bitmap.close();
+    canvas.dataset.drawn = "true";
+    place.replaceChildren(canvas);
   } catch (error) {
     place.textContent = error instanceof AppError ? error.message : "No preview.";
   }

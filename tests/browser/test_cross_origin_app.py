@@ -1,0 +1,189 @@
+"""An app developer's SMART app on its own origin, against the demo, changed in nothing but its config.
+
+The sample app's files (`aperture/clients/sample_app/`) are served here by a thread of the test on
+a port of its own, with a `config.json` naming the demo's EHR and a client id registered for that
+origin: the situation of a published browser-only app pointed at `aperture demo`. Every call the
+app makes (discovery, token, the EHR's FHIR, the imaging server's FHIR and DICOMweb) is then a
+cross-origin `fetch()`, most with a preflight, so each works only if the server answers CORS for
+that origin, on errors too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.browser.conftest import PageLog
+from tests.ehr.test_browser_launch import sign_in
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+    from tests.stack import DemoStack
+
+APP_FILES = str(files("aperture") / "clients" / "sample_app")
+CLINICAL = ("AllergyIntolerance", "Condition", "MedicationRequest")
+READY = 'body[data-state="ready"], body[data-state="error"]'
+SCOPE = "launch launch/patient openid fhirUser patient/*.rs user/*.rs"
+# What chromium writes to the console when CORS stops a fetch ("... has been blocked by CORS policy: ...").
+CORS_WORDS = ("cors", "access-control-allow-origin", "preflight")
+
+
+class _AppHandler(SimpleHTTPRequestHandler):
+    """The app's files as they are in the package, and the config.json this test writes."""
+
+    server: _AppServer
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] == "/config.json":
+            body = self.server.config.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _AppServer(ThreadingHTTPServer):
+    daemon_threads = True
+    config = "{}"
+
+
+@dataclass
+class AppOrigin:
+    """The sample app at the root of http://127.0.0.1:<its own port>."""
+
+    httpd: _AppServer
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def configure(self, issuer: str, client_id: str) -> None:
+        self.httpd.config = json.dumps({"issuer": issuer, "clientId": client_id})
+
+
+@pytest.fixture
+def app_origin() -> Iterator[AppOrigin]:
+    httpd = _AppServer(("127.0.0.1", 0), partial(_AppHandler, directory=APP_FILES))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield AppOrigin(httpd)
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(30000)
+    yield page
+    context.close()
+
+
+def register_with_the_cli(stack: DemoStack, app: AppOrigin, client_id: str) -> None:
+    """`aperture ehr clients add`, as the developer would type it, on the demo's folder."""
+    command = [sys.executable, "-m", "aperture", "ehr", "clients", "add", "--data", str(stack.data),
+               "--kind", "public", "--name", "Cross-origin test app", "--client-id", client_id, "--scope", SCOPE,
+               "--redirect-uri", f"{app.origin}/", "--launch-url", f"{app.origin}/launch.html"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def cors_complaints(log: PageLog) -> list[str]:
+    return [line for line in log.console if any(word in line.lower() for word in CORS_WORDS)]
+
+
+def drawn_previews(page: Page) -> list[dict[str, Any]]:
+    """Each preview canvas's size and whether its pixels vary (a drawn image, not a blank or uniform box)."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """() => [...document.querySelectorAll('canvas.preview')].map((canvas) => {
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let low = 255, high = 0;
+            for (let i = 0; i < data.length; i += 4) { low = Math.min(low, data[i]); high = Math.max(high, data[i]); }
+            return { width: canvas.width, height: canvas.height, varies: high > low, drawn: canvas.dataset.drawn };
+        })"""
+    )
+
+
+def assert_the_app_ran_cross_origin(stack: DemoStack, page: Page, log: PageLog, app: AppOrigin, patient: str) -> None:
+    """Discovery to drawn image: studies listed, every preview drawn, clinical searches 200, no CORS complaint."""
+    page.wait_for_selector(READY, state="attached")
+    assert page.locator("body").get_attribute("data-state") == "ready", log.report()
+    rows = page.locator("tr[data-study-uid]")
+    listed = sorted(str(rows.nth(i).get_attribute("data-study-uid")) for i in range(rows.count()))
+    assert listed == sorted(stack.patient(patient)["studies"]), log.report()
+    page.wait_for_function("n => document.querySelectorAll('canvas.preview[data-drawn]').length === n", arg=len(listed))
+    previews = drawn_previews(page)
+    assert len(previews) == len(listed)
+    assert all(p["width"] > 0 and p["height"] > 0 and p["varies"] for p in previews), previews
+
+    for resource_type in CLINICAL:
+        section = page.locator(f'#clinical section[data-type="{resource_type}"]')
+        assert section.get_attribute("data-state") == "ready", section.text_content()
+        answers = [status for status, url in log.answers if url.startswith(f"{stack.ehr_fhir}/{resource_type}?")]
+        assert answers == [200], (resource_type, log.report())
+    assert any(url == f"{stack.ehr_fhir}/.well-known/smart-configuration" for _, url in log.answers)
+    assert page.url.startswith(app.origin)  # the app, not a page of the EHR or the imaging server, drew it all
+    imaging_origin = stack.dicomweb.split("/dicom-web")[0]
+    assert log.problems(stack.ehr) == [] and log.problems(imaging_origin) == [], log.report()
+    assert log.failed == [] and cors_complaints(log) == [], log.report()
+
+
+def test_a_standalone_launch_from_another_origin_goes_from_discovery_to_a_drawn_image(
+    demo_stack: DemoStack, page: Page, app_origin: AppOrigin
+) -> None:
+    register_with_the_cli(demo_stack, app_origin, "cross-origin-cli")
+    app_origin.configure(demo_stack.ehr_fhir, "cross-origin-cli")
+    log = PageLog()
+    log.watch(page)
+    page.goto(f"{app_origin.origin}/launch.html")
+    sign_in(page, "priya", "priya-demo")
+    page.get_by_role("button", name="Allow").click()
+    assert_the_app_ran_cross_origin(demo_stack, page, log, app_origin, "priya-raman")
+    assert "Priya" in str(page.locator("#patient").text_content())
+
+
+def test_refusals_reach_an_app_on_another_origin_as_readable_answers(
+    demo_stack: DemoStack, page: Page, app_origin: AppOrigin
+) -> None:
+    """A 403 from the EHR's FHIR and from the imaging server carries CORS too: the app reads it, not a network error."""
+    register_with_the_cli(demo_stack, app_origin, "cross-origin-refused")
+    app_origin.configure(demo_stack.ehr_fhir, "cross-origin-refused")
+    log = PageLog()
+    log.watch(page)
+    page.goto(f"{app_origin.origin}/launch.html")
+    sign_in(page, "tomas", "tomas-demo")
+    page.locator('input[name="scope"][value="patient/Condition.rs"]').uncheck()
+    page.locator('input[name="scope"][value="patient/ImagingStudy.rs"]').uncheck()
+    page.get_by_role("button", name="Allow").click()
+    page.wait_for_selector(READY, state="attached")
+    message = str(page.get_by_role("alert").text_content())
+    assert message.startswith("Searching the imaging server: access was refused for this sign-in (HTTP 403)."), message
+    condition = page.locator('#clinical section[data-type="Condition"]')
+    assert condition.get_attribute("data-state") == "error"
+    assert "(HTTP 403)" in str(condition.text_content())
+    allergies = page.locator('#clinical section[data-type="AllergyIntolerance"]')
+    assert allergies.get_attribute("data-state") == "ready"  # what was allowed still works
+    assert cors_complaints(log) == [] and log.failed == [], log.report()
