@@ -21,10 +21,12 @@ const SESSION = "aperture-sample.session"; // sessionStorage: the token and its 
 const MAX_PAGES = 20; // `next` links followed at most
 const FHIR_JSON = "application/fhir+json";
 // What the app reads at the EHR besides the patient, and how to name one record of each type.
+// The current ones only, as clinical apps commonly ask (US Core: clinical-status for allergies and conditions).
 const CLINICAL = [
-  { type: "AllergyIntolerance", heading: "Allergies", name: (r) => r.code },
-  { type: "Condition", heading: "Conditions", name: (r) => r.code },
-  { type: "MedicationRequest", heading: "Medications", name: (r) => r.medicationCodeableConcept },
+  { type: "AllergyIntolerance", heading: "Allergies", filter: { "clinical-status": "active" }, name: (r) => r.code },
+  { type: "Condition", heading: "Conditions", filter: { "clinical-status": "active" }, name: (r) => r.code },
+  { type: "MedicationRequest", heading: "Medications", filter: { status: "active" },
+    name: (r) => r.medicationCodeableConcept },
 ];
 const SCOPES = ["patient/Patient.rs", "patient/ImagingStudy.rs", ...CLINICAL.map((c) => `patient/${c.type}.rs`)];
 
@@ -231,7 +233,7 @@ async function showPatient(session) {
 async function showClinical(session) {
   const panel = $("clinical");
   panel.replaceChildren();
-  await Promise.all(CLINICAL.map(async ({ type, heading, name }) => {
+  await Promise.all(CLINICAL.map(async ({ type, heading, filter, name }) => {
     const section = document.createElement("section");
     section.dataset.type = type;
     const title = document.createElement("h3");
@@ -239,7 +241,7 @@ async function showClinical(session) {
     const list = document.createElement("ul");
     section.append(title, list);
     panel.append(section);
-    const query = new URLSearchParams({ patient: session.patient, _count: "50" });
+    const query = new URLSearchParams({ ...filter, patient: `Patient/${session.patient}`, _count: "50" });
     try {
       const bundle = await getJson(`${session.iss}/${type}?${query}`, `Reading ${heading.toLowerCase()} at the EHR`,
         { token: session.token, accept: FHIR_JSON });
@@ -250,7 +252,7 @@ async function showClinical(session) {
         item.textContent = concept.text || concept.coding?.[0]?.display || concept.coding?.[0]?.code || `${type}/${resource.id}`;
         list.append(item);
       }
-      if (!found.length) list.append(Object.assign(document.createElement("li"), { textContent: "None recorded." }));
+      if (!found.length) list.append(Object.assign(document.createElement("li"), { textContent: "None active." }));
       section.dataset.state = "ready";
     } catch (error) {
       list.append(Object.assign(document.createElement("li"), { textContent: error.message }));
