@@ -39,7 +39,7 @@ PUBLIC = {
     ("GET", "/apps/sample/"),
     ("GET", "/apps/sample/{name}"),
 }  # /fhir/{rest:path}: the OperationOutcome advice for unknown FHIR paths (404 / 405, no data);
-#    /apps/sample/: the sample app's static files (an allow-list of four, no patient data)
+#    /apps/sample/: the sample app's static files and its config.json (an allow-list, no patient data)
 FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
 
