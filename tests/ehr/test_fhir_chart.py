@@ -11,18 +11,16 @@ brain MRI; her bronchitis visit is not. Elena has two allergies and nothing else
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import httpx
 import pytest
-from joserfc.jwk import ECKey
 
 from aperture.ehr.errors import EhrError
 from aperture.ehr.fhir.clinical import chart_resource, check_ties
 from aperture.ehr.fhir.resources import Record
 from aperture.ehr.people import load_directory
-from tests.ehr.conftest import Sandbox, register
+from tests.ehr.conftest import Sandbox, jwks_file, register
 from tests.ehr.test_fhir_clinical import Fhir, Minter
 
 WALTER_CT = "2.25.268441305134709541612117823451873091521"
@@ -48,16 +46,22 @@ class ChartMinter(Minter):
 @pytest.fixture(scope="module")
 def mint(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> ChartMinter:
     data = sandbox.server.data
-    register(data, "--kind", "public", "--name", "Chart app", "--client-id", "chart-app",
-             "--scope", "launch/patient openid fhirUser patient/*.* user/*.*",
-             "--redirect-uri", "https://chart.test/cb")  # fmt: skip
-    key = ECKey.generate_key("P-384", parameters={"kid": "chart-1"})
-    jwks = tmp_path_factory.mktemp("chart") / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
-    register(data, "--kind", "backend", "--name", "Chart pipeline", "--client-id", "chart-everyone",
-             "--scope", "system/*.rs", "--jwks", str(jwks), "--patients", *PATIENTS)  # fmt: skip
-    register(data, "--kind", "backend", "--name", "CT reader", "--client-id", "chart-one-study",
-             "--scope", "system/*.rs", "--jwks", str(jwks), "--studies", WALTER_CT)  # fmt: skip
+    app = [
+        "--kind",
+        "public",
+        "--name",
+        "Chart app",
+        "--client-id",
+        "chart-app",
+        "--redirect-uri",
+        "https://chart.test/cb",
+    ]
+    register(data, *app, "--scope", "launch/patient openid fhirUser patient/*.* user/*.*")
+    jwks = jwks_file(tmp_path_factory.mktemp("chart"), "chart-1")
+    backends = {"chart-everyone": ["--patients", *PATIENTS], "chart-one-study": ["--studies", WALTER_CT]}
+    for client_id, reach in backends.items():  # every patient; Walter's chest CT alone
+        register(data, "--kind", "backend", "--name", client_id, "--client-id", client_id, "--scope", "system/*.rs",
+                 "--jwks", str(jwks), *reach)  # fmt: skip
     return ChartMinter(sandbox)
 
 

@@ -151,6 +151,20 @@ def _subject(doc: str) -> list[SearchParam]:
     ]
 
 
+TERMINOLOGY = "http://terminology.hl7.org/CodeSystem"
+ALLERGY_STATUS = f"active | inactive | resolved ({TERMINOLOGY}/allergyintolerance-clinical)"
+CONDITION_STATUS = f"active | recurrence | relapse | inactive | remission | resolved ({TERMINOLOGY}/condition-clinical)"
+
+
+def _coded(name: str, element: str, doc: str) -> SearchParam:
+    """A token parameter over a CodeableConcept (or Coding) element: system|code, code or system|."""
+    return SearchParam(name, "token", _concepts(element), doc)
+
+
+def _status(doc: str) -> SearchParam:
+    return SearchParam("status", "token", _code("status"), doc)
+
+
 PARAMS: dict[str, list[SearchParam]] = {
     "Patient": [
         IDENTIFIER,
@@ -199,78 +213,47 @@ PARAMS: dict[str, list[SearchParam]] = {
     # The clinical searches an app runs on start-up, with the parameters US Core asks servers to support.
     "AllergyIntolerance": [
         SearchParam("patient", "reference", _reference("patient"), "the patient: 123, Patient/123 or its absolute URL"),
-        SearchParam(
-            "clinical-status",
-            "token",
-            _concepts("clinicalStatus"),
-            "active | inactive | resolved (http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical)",
-        ),  # fmt: skip
+        _coded("clinical-status", "clinicalStatus", ALLERGY_STATUS),
     ],
     "Condition": [
         *_subject("the patient who has the condition"),
-        SearchParam(
-            "category",
-            "token",
-            _concepts("category"),
-            "problem-list-item | encounter-diagnosis (http://terminology.hl7.org/CodeSystem/condition-category)",
-        ),  # fmt: skip
-        SearchParam(
-            "clinical-status",
-            "token",
-            _concepts("clinicalStatus"),
-            "active | recurrence | relapse | inactive | remission | resolved "
-            "(http://terminology.hl7.org/CodeSystem/condition-clinical)",
-        ),  # fmt: skip
-        SearchParam("code", "token", _concepts("code"), "the condition, e.g. http://snomed.info/sct|13645005"),
+        _coded("category", "category", f"problem-list-item | encounter-diagnosis ({TERMINOLOGY}/condition-category)"),
+        _coded("clinical-status", "clinicalStatus", CONDITION_STATUS),
+        _coded("code", "code", "the condition, e.g. http://snomed.info/sct|13645005"),
         SearchParam("onset-date", "date", _when("onset"), "when the condition began (onsetDateTime or onsetPeriod)"),
     ],
     "MedicationRequest": [
         *_subject("the patient the medication is for"),
-        SearchParam("status", "token", _code("status"), "active | completed | stopped | on-hold | cancelled | ..."),
+        _status("active | completed | stopped | on-hold | cancelled | ..."),
         SearchParam("intent", "token", _code("intent"), "order | plan | proposal | original-order | ..."),
         SearchParam("authoredon", "date", _field("authoredOn"), "when the prescription was written"),
     ],
     "Observation": [
         *_subject("the patient observed"),
-        SearchParam(
-            "category",
-            "token",
-            _concepts("category"),
-            "vital-signs | laboratory | ... (http://terminology.hl7.org/CodeSystem/observation-category)",
-        ),  # fmt: skip
-        SearchParam("code", "token", _concepts("code"), "what was observed, e.g. http://loinc.org|2160-0"),
+        _coded("category", "category", f"vital-signs | laboratory | ... ({TERMINOLOGY}/observation-category)"),
+        _coded("code", "code", "what was observed, e.g. http://loinc.org|2160-0"),
         SearchParam("date", "date", _when("effective"), "when it was observed (effectiveDateTime or effectivePeriod)"),
-        SearchParam("status", "token", _code("status"), "final | preliminary | amended | ..."),
+        _status("final | preliminary | amended | ..."),
     ],
     "Encounter": [
         *_subject("the patient seen"),
         SearchParam("date", "date", _when("period"), "a date within the encounter's period"),
-        SearchParam("status", "token", _code("status"), "planned | in-progress | finished | cancelled | ..."),
-        SearchParam(
-            "class",
-            "token",
-            _concepts("class"),
-            "AMB | EMER | IMP | ... (http://terminology.hl7.org/CodeSystem/v3-ActCode)",
-        ),  # fmt: skip
-        SearchParam("type", "token", _concepts("type"), "the kind of encounter, e.g. http://snomed.info/sct|185347001"),
+        _status("planned | in-progress | finished | cancelled | ..."),
+        _coded("class", "class", f"AMB | EMER | IMP | ... ({TERMINOLOGY}/v3-ActCode)"),
+        _coded("type", "type", "the kind of encounter, e.g. http://snomed.info/sct|185347001"),
     ],
     "DocumentReference": [
         *_subject("the patient the document is about"),
-        SearchParam(
-            "category",
-            "token",
-            _concepts("category"),
-            "e.g. http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category|clinical-note",
-        ),  # fmt: skip
-        SearchParam("type", "token", _concepts("type"), "the kind of document, e.g. http://loinc.org|18748-4"),
+        _coded("category", "category", "clinical-note (US Core), or the LOINC class e.g. http://loinc.org|LP29684-5"),
+        _coded("type", "type", "the kind of document, e.g. http://loinc.org|18748-4"),
         SearchParam("date", "date", _field("date"), "when the document was made (DocumentReference.date)"),
-        SearchParam("status", "token", _code("status"), "current | superseded | entered-in-error"),
+        _status("current | superseded | entered-in-error"),
     ],
     "Procedure": [
         *_subject("the patient the procedure was done on"),
         SearchParam("date", "date", _when("performed"), "when it was done (performedDateTime or performedPeriod)"),
-        SearchParam("code", "token", _concepts("code"), "the procedure, e.g. http://snomed.info/sct|77477000"),
-        SearchParam("status", "token", _code("status"), "completed | in-progress | not-done | ..."),
+        _coded("code", "code", "the procedure, e.g. http://snomed.info/sct|77477000"),
+        _status("completed | in-progress | not-done | ..."),
     ],
 }
 # The patient's chart beyond imaging (seed.json `clinical`, and each study's Procedure and DocumentReference).
