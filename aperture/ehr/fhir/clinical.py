@@ -90,7 +90,7 @@ def _check(resource: dict[str, Any], where: str) -> None:
         if key == "coding" and any(not all(c.get(k) for k in ("system", "code", "display")) for c in value):
             problems.append("a Coding without system, code and display")
     if problems:
-        raise EhrError(f"The seed's clinical record {where} is not valid FHIR R4: {'; '.join(problems)}.")
+        raise EhrError(f"The seed's clinical record {where} is refused: {'; '.join(problems)}.")
 
 
 def chart_resource(raw: dict[str, Any], patient: Patient) -> Record:
