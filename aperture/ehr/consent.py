@@ -35,6 +35,12 @@ _RESOURCES = {
     "Patient": "demographics (name, date of birth, record number)",
     "DiagnosticReport": "diagnostic reports (including imaging reports)",
     "Observation": "observations (vital signs, lab results)",
+    "AllergyIntolerance": "allergies and intolerances",
+    "Condition": "conditions (problems and diagnoses)",
+    "MedicationRequest": "medications (prescriptions)",
+    "Encounter": "visits and admissions",
+    "DocumentReference": "clinical documents (including imaging reports)",
+    "Procedure": "procedures (including imaging exams)",
     "*": "all of the clinical record, images included",
 }
 

@@ -3,7 +3,9 @@
 One file (`seed.json` beside this module) holds them so the demo can generate DICOM studies for the
 same patients: a patient's MRN value is the DICOM PatientID and its identifier system maps to the
 IssuerOfPatientID (`identifier_systems`); each study names its StudyInstanceUID and accession number
-and, where policy restricts it, who may not see it (`withheld_from`, `patient_only`).
+and, where policy restricts it, who may not see it (`withheld_from`, `patient_only`). A patient's
+`clinical` records (allergies, problems, medications, observations, visits) are carried as written;
+the FHIR server makes resources of them.
 
 Who may act for whom is decided here and nowhere else: a user may see their own record, the records
 of patients they are a proxy for (through a RelatedPerson), and, for a clinician, the care-team
@@ -48,6 +50,8 @@ class Patient:
     gender: str
     birth_date: str
     studies: tuple[Study, ...] = ()
+    # The chart beyond imaging as the seed writes it (`clinical`): made FHIR by aperture.ehr.fhir.clinical.
+    clinical: tuple[dict[str, Any], ...] = field(default=(), hash=False)
 
     @property
     def display_name(self) -> str:
@@ -179,6 +183,7 @@ def parse_directory(document: dict[str, Any]) -> Directory:
             raw["gender"],
             raw["birth_date"],
             studies,
+            tuple(raw.get("clinical", ())),
         )
     related = {}
     for raw in document.get("related_persons", ()):

@@ -128,6 +128,13 @@ def public_jwks(*keys: RSAKey | ECKey) -> dict[str, Any]:
     return {"keys": [key.as_dict(private=False) for key in keys]}
 
 
+def jwks_file(folder: Path, kid: str) -> Path:
+    """A JWK Set file with one new public key, to register a backend client whose tokens tests mint directly."""
+    path = folder / f"{kid}.json"
+    path.write_text(json.dumps(public_jwks(ECKey.generate_key("P-384", parameters={"kid": kid}))))
+    return path
+
+
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory, jwks_host: tuple[str, Path]) -> Iterator[Sandbox]:
     """One sandbox with a backend client per key kind, a jwks_uri client, and two confidential clients."""

@@ -9,19 +9,17 @@ panel is Walter, Priya and Maya.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from joserfc.jwk import ECKey
 
 from aperture.ehr.config import EhrConfig
 from aperture.ehr.mint import mint_token
 from aperture.ehr.store import open_store
-from tests.ehr.conftest import IMAGING_FHIR_BASE, Sandbox, register, start_sandbox
+from tests.ehr.conftest import IMAGING_FHIR_BASE, Sandbox, jwks_file, register, start_sandbox
 
 WADO_RS_BASE = "http://imaging.test/dicom-web"  # what the sandbox derives from IMAGING_FHIR_BASE
 MRN = "http://aperture.example.org/fhir/sid/mrn"
@@ -79,9 +77,7 @@ def mint(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Minter:
     register(data, "--kind", "public", "--name", "Clinical app", "--client-id", "clinical-app",
              "--scope", "launch/patient openid fhirUser patient/*.* user/*.*",
              "--redirect-uri", "https://clinical.test/cb")  # fmt: skip
-    key = ECKey.generate_key("P-384", parameters={"kid": "clinical-1"})
-    jwks = tmp_path_factory.mktemp("clinical") / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    jwks = jwks_file(tmp_path_factory.mktemp("clinical"), "clinical-1")
     register(data, "--kind", "backend", "--name", "Clinical pipeline", "--client-id", "clinical-backend",
              "--scope", "system/*.rs", "--jwks", str(jwks), "--patients", "walter-nguyen")  # fmt: skip
     return Minter(sandbox)
@@ -274,7 +270,7 @@ def test_paging_errors_and_post_search(mint: Minter) -> None:
                    {"_include": "ImagingStudy:subject"}):  # fmt: skip
         refused = chen.get("Patient", **params)
         assert refused.status_code == 400 and refused.json()["issue"][0]["code"] == "invalid", params
-    assert chen.get("Observation", patient="walter-nguyen").status_code == 404
+    assert chen.get("Goal", patient="walter-nguyen").status_code == 404  # a type this server does not hold
     posted = httpx.post(f"{chen.base}/ImagingStudy/_search", data={"patient": "walter-nguyen"}, headers=chen.headers)
     assert posted.status_code == 200 and [e["resource"]["id"] for e in posted.json()["entry"]] == ["agh-a-7021"]
 
@@ -284,7 +280,8 @@ def test_metadata_lists_what_is_supported(mint: Minter) -> None:
     (rest,) = statement["rest"]
     supported = {r["type"]: {p["name"] for p in r["searchParam"]} for r in rest["resource"]}
     assert set(supported) == {"Patient", "RelatedPerson", "Practitioner", "ServiceRequest", "DiagnosticReport",
-                              "ImagingStudy"}  # fmt: skip
+                              "ImagingStudy", "AllergyIntolerance", "Condition", "MedicationRequest", "Observation",
+                              "Encounter", "DocumentReference", "Procedure"}  # fmt: skip
     assert {"identifier", "name", "family", "given", "birthdate", "_id"} <= supported["Patient"]
     assert {"patient", "subject", "identifier", "started", "modality", "endpoint", "_count"} <= supported[
         "ImagingStudy"

@@ -31,7 +31,7 @@ from tests.fuzzing import NASTY, examples, worker_peaks
 # The documented bound on the sandbox's peak memory (docs/security.md, "Memory").
 MAX_SANDBOX_RSS = 512 * 1024 * 1024
 
-TYPES = [*PARAMS, "Observation", "Endpoint", "Foo", "", "metadata"]  # ".." would be resolved by the client
+TYPES = [*PARAMS, "Goal", "Endpoint", "Foo", "", "metadata"]  # ".." would be resolved by the client
 COMMON = ["_count", "_offset", "_id", "_lastUpdated", "_include", "_revinclude", "_sort", "_elements", "_summary",
           "_format", "_total", "_has", "_type", "", "unknown"]  # fmt: skip
 MODIFIERS = ["", ":exact", ":contains", ":missing", ":not", ":text", ":above", ":below", ":in", ":Patient", ":"]

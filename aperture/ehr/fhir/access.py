@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from aperture.ehr import policy, scopes
 from aperture.ehr.errors import InsufficientScope
 from aperture.ehr.fhir import records
-from aperture.ehr.fhir.params import PATIENT_COMPARTMENT
+from aperture.ehr.fhir.params import CHART, PATIENT_COMPARTMENT
 from aperture.ehr.fhir.records import Confinement
 from aperture.ehr.people import Directory
 from aperture.ehr.preauthorization import find_preauthorization
@@ -38,11 +38,14 @@ class Access:
     resource_type: str
     patients: frozenset[str] | None  # None: not patient data, every instance
     hidden_studies: frozenset[str]
+    by_study: frozenset[str] = frozenset()  # patients whose records only a study reaches (tied to it)
 
     def confinement(self) -> Confinement:
-        return Confinement(self.patients, self.hidden_studies)
+        return Confinement(self.patients, self.hidden_studies, self.by_study)
 
     def reaches(self, patient: str | None, study_uid: str | None) -> bool:
+        if study_uid is None and patient in self.by_study:
+            return False
         return (self.patients is None or patient in self.patients) and study_uid not in self.hidden_studies
 
 
@@ -76,4 +79,5 @@ def access(engine: Engine, directory: Directory, token: AccessToken, resource_ty
     for patient_id, studies in reached.items():
         if studies is not None:  # reached by study: what the seed does not list (published later) is not reached
             hidden |= records.study_uids_of(engine, patient_id) - studies
-    return Access(resource_type, frozenset(reached), frozenset(hidden))
+    by_study = frozenset(p for p, studies in reached.items() if studies is not None and resource_type in CHART)
+    return Access(resource_type, frozenset(reached), frozenset(hidden), by_study)

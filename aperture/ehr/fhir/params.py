@@ -15,6 +15,8 @@ from typing import Any
 from aperture.ehr.fhir.dates import date_range
 
 Resource = dict[str, Any]
+# The ends of a Period without start or end (an ongoing encounter): before and after every date compared.
+OPEN_LOW, OPEN_HIGH = "0001-01-01T00:00:00", "9999-12-31T23:59:59"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class SearchParam:
                 system, code = value
                 if code:
                     yield IndexEntry(self.name, system=system, value=code)
+            elif self.type == "date" and isinstance(value, tuple):  # a Period: (start, end), either may be None
+                start, end = value
+                low = date_range(start)[0] if start else OPEN_LOW
+                high = date_range(end)[1] if end else OPEN_HIGH
+                yield IndexEntry(self.name, low=low, high=high)
             elif self.type == "date":
                 low, high = date_range(value)
                 yield IndexEntry(self.name, low=low, high=high)
@@ -86,6 +93,43 @@ def _field(name: str) -> Callable[[Resource], list[str]]:
     return lambda resource: [resource[name]] if name in resource else []
 
 
+def _code(name: str) -> Callable[[Resource], list[tuple[str | None, str]]]:
+    """A `code` element (status, intent): a token without a system, matched by `code` or `|code`."""
+    return lambda resource: [(None, resource[name])] if name in resource else []
+
+
+def _concepts(*names: str) -> Callable[[Resource], list[tuple[str | None, str]]]:
+    """The codings of CodeableConcept elements (one or a list each), and of a bare Coding such as Encounter.class."""
+
+    def values(resource: Resource) -> list[tuple[str | None, str]]:
+        pairs: list[tuple[str | None, str]] = []
+        for name in names:
+            value = resource.get(name)
+            if isinstance(value, dict) and "code" in value and "coding" not in value:  # a Coding
+                pairs.append((value.get("system"), value["code"]))
+            else:
+                pairs += _codings(value)
+        return pairs
+
+    return values
+
+
+def _when(stem: str) -> Callable[[Resource], list[Any]]:
+    """A `{stem}[x]` choice of dateTime or Period (effective, onset, performed), or a plain date element."""
+
+    def values(resource: Resource) -> list[Any]:
+        if f"{stem}DateTime" in resource:
+            return [resource[f"{stem}DateTime"]]
+        if f"{stem}Period" in resource:
+            period = resource[f"{stem}Period"]
+            return [(period.get("start"), period.get("end"))]
+        if isinstance(resource.get(stem), dict):  # Encounter.period
+            return [(resource[stem].get("start"), resource[stem].get("end"))]
+        return [resource[stem]] if isinstance(resource.get(stem), str) else []
+
+    return values
+
+
 def _endpoint_addresses(resource: Resource) -> list[str]:
     return [c["address"] for c in resource.get("contained", ()) if c.get("resourceType") == "Endpoint"]
 
@@ -105,6 +149,20 @@ def _subject(doc: str) -> list[SearchParam]:
         SearchParam("patient", "reference", _reference("subject"), f"{doc}: 123, Patient/123 or its absolute URL"),
         SearchParam("subject", "reference", _reference("subject"), "the same as patient"),
     ]
+
+
+TERMINOLOGY = "http://terminology.hl7.org/CodeSystem"
+ALLERGY_STATUS = f"active | inactive | resolved ({TERMINOLOGY}/allergyintolerance-clinical)"
+CONDITION_STATUS = f"active | recurrence | relapse | inactive | remission | resolved ({TERMINOLOGY}/condition-clinical)"
+
+
+def _coded(name: str, element: str, doc: str) -> SearchParam:
+    """A token parameter over a CodeableConcept (or Coding) element: system|code, code or system|."""
+    return SearchParam(name, "token", _concepts(element), doc)
+
+
+def _status(doc: str) -> SearchParam:
+    return SearchParam("status", "token", _code("status"), doc)
 
 
 PARAMS: dict[str, list[SearchParam]] = {
@@ -152,9 +210,60 @@ PARAMS: dict[str, list[SearchParam]] = {
         SearchParam("endpoint", "uri", _endpoint_addresses, "the WADO-RS address of the study's Endpoint"),
         SearchParam("basedon", "reference", _reference("basedOn"), "the ServiceRequest, ServiceRequest/{id}"),
     ],
+    # The clinical searches an app runs on start-up, with the parameters US Core asks servers to support.
+    "AllergyIntolerance": [
+        SearchParam("patient", "reference", _reference("patient"), "the patient: 123, Patient/123 or its absolute URL"),
+        _coded("clinical-status", "clinicalStatus", ALLERGY_STATUS),
+    ],
+    "Condition": [
+        *_subject("the patient who has the condition"),
+        _coded("category", "category", f"problem-list-item | encounter-diagnosis ({TERMINOLOGY}/condition-category)"),
+        _coded("clinical-status", "clinicalStatus", CONDITION_STATUS),
+        _coded("code", "code", "the condition, e.g. http://snomed.info/sct|13645005"),
+        SearchParam("onset-date", "date", _when("onset"), "when the condition began (onsetDateTime or onsetPeriod)"),
+    ],
+    "MedicationRequest": [
+        *_subject("the patient the medication is for"),
+        _status("active | completed | stopped | on-hold | cancelled | ..."),
+        SearchParam("intent", "token", _code("intent"), "order | plan | proposal | original-order | ..."),
+        SearchParam("authoredon", "date", _field("authoredOn"), "when the prescription was written"),
+    ],
+    "Observation": [
+        *_subject("the patient observed"),
+        _coded("category", "category", f"vital-signs | laboratory | ... ({TERMINOLOGY}/observation-category)"),
+        _coded("code", "code", "what was observed, e.g. http://loinc.org|2160-0"),
+        SearchParam("date", "date", _when("effective"), "when it was observed (effectiveDateTime or effectivePeriod)"),
+        _status("final | preliminary | amended | ..."),
+    ],
+    "Encounter": [
+        *_subject("the patient seen"),
+        SearchParam("date", "date", _when("period"), "a date within the encounter's period"),
+        _status("planned | in-progress | finished | cancelled | ..."),
+        _coded("class", "class", f"AMB | EMER | IMP | ... ({TERMINOLOGY}/v3-ActCode)"),
+        _coded("type", "type", "the kind of encounter, e.g. http://snomed.info/sct|185347001"),
+    ],
+    "DocumentReference": [
+        *_subject("the patient the document is about"),
+        _coded("category", "category", "clinical-note (US Core), or the LOINC class e.g. http://loinc.org|LP29684-5"),
+        _coded("type", "type", "the kind of document, e.g. http://loinc.org|18748-4"),
+        SearchParam("date", "date", _field("date"), "when the document was made (DocumentReference.date)"),
+        _status("current | superseded | entered-in-error"),
+    ],
+    "Procedure": [
+        *_subject("the patient the procedure was done on"),
+        SearchParam("date", "date", _when("performed"), "when it was done (performedDateTime or performedPeriod)"),
+        _coded("code", "code", "the procedure, e.g. http://snomed.info/sct|77477000"),
+        _status("completed | in-progress | not-done | ..."),
+    ],
 }
+# The patient's chart beyond imaging (seed.json `clinical`, and each study's Procedure and DocumentReference).
+# A backend pre-authorized for single studies reaches only the records tied to those studies (access.py).
+CHART = frozenset(
+    {"AllergyIntolerance", "Condition", "MedicationRequest", "Observation", "Encounter", "DocumentReference",
+     "Procedure"}
+)  # fmt: skip
 # Resource types whose instances belong to one patient's compartment; the others (Practitioner) do not.
-PATIENT_COMPARTMENT = frozenset({"Patient", "RelatedPerson", "ServiceRequest", "DiagnosticReport", "ImagingStudy"})
+PATIENT_COMPARTMENT = CHART | {"Patient", "RelatedPerson", "ServiceRequest", "DiagnosticReport", "ImagingStudy"}
 # _include values accepted: the Endpoint is contained in each ImagingStudy, so there is nothing to add.
 INCLUDES = {"ImagingStudy": ("ImagingStudy:endpoint",)}
 

@@ -116,10 +116,12 @@ class Stored:
 
 @dataclass(frozen=True)
 class Confinement:
-    """What one token may see of a type: `patients` None means every patient; hidden studies never."""
+    """What one token may see of a type: `patients` None means every patient; hidden studies never;
+    of the `by_study` patients only the resources tied to a study."""
 
     patients: Collection[str] | None
     hidden_studies: Collection[str] = ()
+    by_study: Collection[str] = ()
 
 
 def instant_now() -> str:
@@ -279,6 +281,9 @@ def _where(search: Search, confinement: Confinement) -> list[ColumnElement[bool]
     if confinement.hidden_studies:
         hidden = list(confinement.hidden_studies)
         clauses.append(or_(resources.c.study_uid.is_(None), resources.c.study_uid.not_in(hidden)))
+    if confinement.by_study:
+        untied = and_(resources.c.patient.in_(list(confinement.by_study)), resources.c.study_uid.is_(None))
+        clauses.append(not_(untied))
     return clauses or [true()]
 
 
