@@ -270,7 +270,9 @@ def test_paging_errors_and_post_search(mint: Minter) -> None:
                    {"_include": "ImagingStudy:subject"}):  # fmt: skip
         refused = chen.get("Patient", **params)
         assert refused.status_code == 400 and refused.json()["issue"][0]["code"] == "invalid", params
-    assert chen.get("Goal", patient="walter-nguyen").status_code == 404  # a type this server does not hold
+    unheld = chen.get("Goal", patient="walter-nguyen")  # a type this server does not hold: says where the list is
+    assert unheld.status_code == 404
+    assert unheld.json()["issue"][0]["diagnostics"] == f"This server has no Goal resources; see {chen.base}/metadata."
     posted = httpx.post(f"{chen.base}/ImagingStudy/_search", data={"patient": "walter-nguyen"}, headers=chen.headers)
     assert posted.status_code == 200 and [e["resource"]["id"] for e in posted.json()["entry"]] == ["agh-a-7021"]
 

@@ -119,7 +119,9 @@ async def metadata(request: Request) -> Response:
 async def read(request: Request) -> Response:
     resource_type, resource_id = request.path_params["type"], request.path_params["id"]
     if resource_type not in PARAMS:
-        raise ResourceNotFound(f"This server has no {resource_type} resources; see {{fhir}}/metadata.")
+        raise ResourceNotFound(
+            f"This server has no {resource_type[:40]} resources; see {request.app.state.config.fhir_base}/metadata."
+        )
     return FhirResponse(await run_in_threadpool(read_resource, request, resource_type, resource_id))
 
 
@@ -127,7 +129,9 @@ async def read(request: Request) -> Response:
 async def search(request: Request) -> Response:
     resource_type = request.path_params["type"]
     if resource_type not in PARAMS:
-        raise ResourceNotFound(f"This server has no {resource_type} resources; see {{fhir}}/metadata.")
+        raise ResourceNotFound(
+            f"This server has no {resource_type[:40]} resources; see {request.app.state.config.fhir_base}/metadata."
+        )
     pairs = parse_qsl(request.url.query, keep_blank_values=True)
     if request.method == "POST":
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
@@ -170,7 +174,8 @@ async def write(request: Request) -> Response:
         return operation_outcome(
             405,
             f"{request.method} {resource_type[:40]} is not supported: the only write is the conditional update "
-            "PUT ImagingStudy?identifier=urn:dicom:uid|urn:oid:<StudyInstanceUID> (see {fhir}/metadata).",
+            "PUT ImagingStudy?identifier=urn:dicom:uid|urn:oid:<StudyInstanceUID> "
+            f"(see {request.app.state.config.fhir_base}/metadata).",
             {"Allow": "GET, PUT" if resource_type == "ImagingStudy" else "GET"},
         )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
