@@ -1,13 +1,12 @@
 """The developer page at /sandbox, driven as a browser without JavaScript would: read a form, post it back.
 
-A sandbox of its own (the page registers and removes apps), started with `developer_page = true`;
+A sandbox of its own (`developer`: the page registers and removes apps), with `developer_page = true`;
 apps registered here are then run through the real authorization flow of `test_launch`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -17,22 +16,11 @@ import pytest
 
 from aperture.ehr.clients import DEFAULT_APP_SCOPE
 from aperture.ehr.people import load_directory
-from tests.ehr.conftest import LAUNCH_URL, REDIRECT_URI, Sandbox, ehr, register, start_sandbox
+from tests.ehr.conftest import LAUNCH_URL, REDIRECT_URI, Sandbox, ehr, register
 from tests.ehr.test_launch import Flow, User, code_from, field_value
 
 SCOPE = "launch launch/patient openid fhirUser offline_access patient/Patient.rs patient/ImagingStudy.rs"
 STANDALONE = SCOPE.removeprefix("launch ")  # what a standalone launch asks for
-
-
-@pytest.fixture(scope="module")
-def developer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """A sandbox with the developer page on and an introspecting resource server (`imaging`)."""
-    data = tmp_path_factory.mktemp("developer") / "data"
-    imaging = register(data, "--kind", "confidential", "--name", "Imaging server", "--client-id", "imaging",
-                       "--introspect")  # fmt: skip
-    server = start_sandbox(data, config="[ehr]\ndeveloper_page = true\n")
-    yield Sandbox(server, {}, {"imaging": imaging["client_secret"]})
-    server.stop()
 
 
 class Console:
