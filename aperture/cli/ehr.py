@@ -12,8 +12,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aperture.cli.serve import serve_with_granian
 from aperture.config import ConfigError
@@ -22,6 +23,9 @@ from aperture.ehr.config import EhrConfig, load_ehr_config
 from aperture.ehr.errors import EhrError
 from aperture.lifecycle import ListenError, check_listen
 from aperture.logs import console_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -274,33 +278,29 @@ def run_clients_list(args: argparse.Namespace) -> int:
 
 def run_clients_approve(args: argparse.Namespace) -> int:
     from aperture.ehr.clients import approve_client
-    from aperture.ehr.store import open_store
 
-    try:
-        engine = open_store(_config(args).data)
-        try:
-            client = approve_client(engine, args.client_id)
-        finally:
-            engine.dispose()
-    except (ConfigError, EhrError) as exc:
-        return _fail(str(exc))
-    print(json.dumps(client.describe(), indent=2))
-    return 0
+    return _on_client(args, lambda engine: approve_client(engine, args.client_id).describe())
 
 
 def run_clients_remove(args: argparse.Namespace) -> int:
     from aperture.ehr.clients import remove_client
+
+    return _on_client(args, lambda engine: remove_client(engine, args.client_id).describe())
+
+
+def _on_client(args: argparse.Namespace, change: Callable[[Engine], dict[str, Any]]) -> int:
+    """Open the sandbox's store, make one change to a client, print what it answers as JSON."""
     from aperture.ehr.store import open_store
 
     try:
         engine = open_store(_config(args).data)
         try:
-            removal = remove_client(engine, args.client_id)
+            answer = change(engine)
         finally:
             engine.dispose()
     except (ConfigError, EhrError) as exc:
         return _fail(str(exc))
-    print(json.dumps(removal.describe(), indent=2))
+    print(json.dumps(answer, indent=2))
     return 0
 
 

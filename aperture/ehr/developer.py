@@ -202,4 +202,4 @@ def _seed_user(directory: Directory, user: User) -> SeedUser:
         name = " ".join((*related.given, related.family))
         who = "" if roles else f"{name}, "
         roles.append(f"{who}proxy for {directory.patients[related.patient].display_name} (RelatedPerson/{related_id})")
-    return SeedUser(user.login, user.password, "; ".join(roles), tuple(directory.patients_for(user)))
+    return SeedUser(user, "; ".join(roles), tuple(directory.patients_for(user)))

@@ -17,17 +17,16 @@ from starlette.responses import HTMLResponse
 from aperture.ehr.clients import Client, Removal
 from aperture.ehr.launches import LAUNCH_LIFETIME
 from aperture.ehr.pages import form, page
-from aperture.ehr.people import Patient
+from aperture.ehr.people import Patient, User
 
 TITLE = "EHR sandbox: developer page"
 
 
 @dataclass(frozen=True)
 class SeedUser:
-    """A seed user as the page shows them: demo password, who they are, whom they may open."""
+    """A seed user as the page shows them (`user.password` is the seed's demo password) and whom they may open."""
 
-    login: str
-    password: str
+    user: User
     who: str
     patients: tuple[Patient, ...]
 
@@ -150,7 +149,8 @@ def _launch(console: Console) -> str:
         f'<option value="{escape(c.client_id)}">{escape(c.name)} ({escape(c.client_id)})</option>' for c in launchable
     )
     users = "".join(
-        f'<option value="{escape(u.login)}">{escape(u.login)}: {escape(u.who)}</option>' for u in console.users
+        f'<option value="{escape(u.user.login)}">{escape(u.user.login)}: {escape(u.who)}</option>'
+        for u in console.users
     )
     modes = (
         '<label class="inline" for="mode-standalone"><input type="radio" id="mode-standalone" name="mode" '
@@ -177,8 +177,8 @@ def _launch(console: Console) -> str:
 
 def _users(users: Iterable[SeedUser]) -> str:
     rows = "".join(
-        f'<tr data-login="{escape(u.login)}"><td><code>{escape(u.login)}</code></td>'
-        f"<td><code>{escape(u.password)}</code></td><td>{escape(u.who)}</td>"
+        f'<tr data-login="{escape(u.user.login)}"><td><code>{escape(u.user.login)}</code></td>'
+        f"<td><code>{escape(u.user.password)}</code></td><td>{escape(u.who)}</td>"
         f"<td>{', '.join(escape(p.display_name) for p in u.patients)}</td></tr>"
         for u in users
     )
@@ -226,23 +226,25 @@ def confirm_removal_page(action: str, csrf: str, client: Client) -> HTMLResponse
     return page("Remove this app?", text + form(action, csrf, "remove-confirmed", inner))
 
 
-def patient_step_page(action: str, csrf: str, client: Client, user: SeedUser) -> HTMLResponse:
+def patient_step_page(action: str, csrf: str, client: Client, seed: SeedUser) -> HTMLResponse:
     choices = "".join(
         f'<label for="patient-{escape(p.id)}"><input type="radio" id="patient-{escape(p.id)}" name="patient" '
         f'value="{escape(p.id)}" required> {escape(p.display_name)} (MRN {escape(p.mrn)})</label>'
-        for p in user.patients
+        for p in seed.patients
     )
     inner = (
         f'<input type="hidden" name="client_id" value="{escape(client.client_id)}">'
-        f'<input type="hidden" name="user" value="{escape(user.login)}"><input type="hidden" name="mode" value="ehr">'
+        f'<input type="hidden" name="user" value="{escape(seed.user.login)}">'
+        '<input type="hidden" name="mode" value="ehr">'
         f"<fieldset><legend>Patient</legend>{choices}</fieldset>"
         '<button type="submit" id="launch-button">Launch</button>'
     )
     text = (
-        f"<p><strong>{escape(client.name)}</strong> opens one of the records {escape(user.login)} "
-        f"({escape(user.who)}) may open.</p>"
+        f"<p><strong>{escape(client.name)}</strong> opens one of the records {escape(seed.user.login)} "
+        f"({escape(seed.who)}) may open.</p>"
         f'<p id="sign-in-as">When the app sends you to the sandbox\'s sign-in page, sign in as '
-        f"<code>{escape(user.login)}</code> (password <code>{escape(user.password)}</code>): the launch is good "
-        f"only for that user, for one authorization request, within {LAUNCH_LIFETIME // 60} minutes.</p>"
+        f"<code>{escape(seed.user.login)}</code> (password <code>{escape(seed.user.password)}</code>): "
+        "the launch is good only for that user, for one authorization request, "
+        f"within {LAUNCH_LIFETIME // 60} minutes.</p>"
     )
     return page("Choose a patient to launch for", text + form(action, csrf, "launch", inner))

@@ -1,6 +1,6 @@
 """The developer page at /sandbox, driven as a browser without JavaScript would: read a form, post it back.
 
-A sandbox of its own (`developer`: the page registers and removes apps), with `developer_page = true`;
+A sandbox of its own (the `developer` fixture: the page registers and removes apps), with `developer_page = true`;
 apps registered here are then run through the real authorization flow of `test_launch`.
 """
 
@@ -110,38 +110,26 @@ def test_a_confidential_apps_secret_is_shown_once_and_works_at_the_token_endpoin
     assert secret not in developer.server.log.read_text()
 
 
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({"redirect_uris": "http://example.com/cb"}, "must be https (or http on loopback)"),
-        ({"redirect_uris": "https://app.test/cb#frag"}, "without a #fragment"),
-        ({"redirect_uris": ""}, "at least one redirect URI"),
-        ({"name": "  "}, "Give the app a name"),
-        ({"scope": "patient/Patient.sr"}, "letters from 'cruds'"),
-        ({"scope": "system/*.rs"}, "is not allowed here"),
-        ({"launch_url": "ftp://app.test/launch"}, "Launch URL"),
-        ({"client_id": "has space"}, "letters, digits"),
-        ({"client_id": "imaging"}, "already registered"),
-        ({"kind": "backend"}, "public or confidential"),
-    ],
-    ids=[
-        "http",
-        "fragment",
-        "no-redirect",
-        "no-name",
-        "bad-scope",
-        "system-scope",
-        "launch-url",
-        "client-id",
-        "taken-id",
-        "backend",
-    ],  # fmt: skip
-)
+BAD_REGISTRATIONS = {  # id: (field, value, what the message says)
+    "http": ("redirect_uris", "http://example.com/cb", "must be https (or http on loopback)"),
+    "fragment": ("redirect_uris", "https://app.test/cb#frag", "without a #fragment"),
+    "no-redirect": ("redirect_uris", "", "at least one redirect URI"),
+    "no-name": ("name", "  ", "Give the app a name"),
+    "bad-scope": ("scope", "patient/Patient.sr", "letters from 'cruds'"),
+    "system-scope": ("scope", "system/*.rs", "is not allowed here"),
+    "launch-url": ("launch_url", "ftp://app.test/launch", "Launch URL"),
+    "client-id": ("client_id", "has space", "letters, digits"),
+    "taken-id": ("client_id", "imaging", "already registered"),
+    "backend": ("kind", "backend", "public or confidential"),
+}
+
+
+@pytest.mark.parametrize(("field", "value", "message"), list(BAD_REGISTRATIONS.values()), ids=list(BAD_REGISTRATIONS))
 def test_a_bad_registration_shows_the_form_again_with_the_message(
-    developer: Sandbox, fields: dict[str, str], message: str
+    developer: Sandbox, field: str, value: str, message: str
 ) -> None:
     console = Console(developer)
-    answer = console.register(name=fields.pop("name", "Kept name"), **fields)
+    answer = console.register(**{"name": "Kept name", field: value})
     assert answer.status_code == 400
     error = re.search(r'id="register-error">([^<]*)<', answer.text)
     assert error and message in unescape(error.group(1)), answer.text
