@@ -333,7 +333,11 @@ def _write_manifest(data: Path, imaging: str, ehr: str) -> None:
         for patient in load_directory().patients.values()
     ]
     manifest = {
-        "ehr": {"fhir": f"{ehr}/fhir", "smart_configuration": f"{ehr}/fhir/.well-known/smart-configuration"},
+        "ehr": {
+            "fhir": f"{ehr}/fhir",
+            "smart_configuration": f"{ehr}/fhir/.well-known/smart-configuration",
+            "developer_page": f"{ehr}/sandbox",
+        },
         "imaging": {"fhir": f"{imaging}/fhir", "dicomweb": f"{imaging}/dicom-web"},
         "clients": clients,
         "patients": patients,

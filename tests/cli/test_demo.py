@@ -59,6 +59,7 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
             # the developer page is on, at the URL printed, and lists the demo's apps
             (developer,) = [line.split(":", 1)[1].split()[0] for line in output if "Developer page:" in line]
             assert developer == f"http://127.0.0.1:{ehr_port}/sandbox"
+            assert json.loads((tmp_path / "demo" / "demo.json").read_text())["ehr"]["developer_page"] == developer
             console = http.get(developer)
             assert console.status_code == 200 and 'data-client-id="sample-viewer"' in console.text
         assert (tmp_path / "demo" / "index.sqlite3").exists()
