@@ -255,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
     logs = {"imaging server": data / "server.log", "EHR sandbox": data / "ehr.log"}
     ehr_command = [sys.executable, "-m", "aperture", "ehr", "serve", "--host", "127.0.0.1",
                    "--port", str(args.ehr_port), "--data", str(data / "ehr"),
-                   "--imaging-fhir-base", f"{imaging}/fhir", "--cors-origin", "*", *access_log]  # fmt: skip
+                   "--imaging-fhir-base", f"{imaging}/fhir", "--cors-origin", "*", "--developer-page",
+                   *access_log]  # fmt: skip
     processes: dict[str, subprocess.Popen[bytes]] = {}
     warnings.simplefilter("ignore")  # pydicom's warnings about odd sample files are not news here
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -332,7 +333,11 @@ def _write_manifest(data: Path, imaging: str, ehr: str) -> None:
         for patient in load_directory().patients.values()
     ]
     manifest = {
-        "ehr": {"fhir": f"{ehr}/fhir", "smart_configuration": f"{ehr}/fhir/.well-known/smart-configuration"},
+        "ehr": {
+            "fhir": f"{ehr}/fhir",
+            "smart_configuration": f"{ehr}/fhir/.well-known/smart-configuration",
+            "developer_page": f"{ehr}/sandbox",
+        },
         "imaging": {"fhir": f"{imaging}/fhir", "dicomweb": f"{imaging}/dicom-web"},
         "clients": clients,
         "patients": patients,
@@ -370,6 +375,7 @@ def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], sto
     print(f"  SMART discovery:                {ehr}/fhir/.well-known/smart-configuration")
     print(f"  FHIR base:                      {ehr}/fhir")
     print(f"  EHR launch page:                {ehr}/ehr/launch")
+    print(f"  Developer page:                 {ehr}/sandbox (register, remove and launch apps)")
     print(
         f"  Sample imaging app:             {imaging}/apps/sample/launch.html "
         f"(standalone launch; the EHR launch page lists it as {SAMPLE_APP_NAME})"

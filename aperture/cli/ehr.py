@@ -12,16 +12,20 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aperture.cli.serve import serve_with_granian
 from aperture.config import ConfigError
-from aperture.ehr.clients import KINDS, list_clients, register_client
+from aperture.ehr.clients import DEFAULT_APP_SCOPE, KINDS, list_clients, register_client
 from aperture.ehr.config import EhrConfig, load_ehr_config
 from aperture.ehr.errors import EhrError
 from aperture.lifecycle import ListenError, check_listen
 from aperture.logs import console_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,6 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     serve.add_argument(
         "--dynamic-registration", action="store_true", default=None, help="open RFC 7591 registration at /register"
     )
+    serve.add_argument(
+        "--developer-page", action="store_true", default=None,
+        help="serve the developer page at /sandbox: register, remove and launch apps, no sign-in",
+    )  # fmt: skip
     serve.add_argument(
         "--no-authorization-details", action="store_false", default=None, dest="authorization_details",
         help="answer introspection as a plain SMART EHR: no authorization_details (the imaging policy)",
@@ -60,14 +68,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     token.add_argument("--user", default=None, help="signed-in user: a FHIR reference, e.g. Practitioner/123")
     token.set_defaults(handler=run_token)
 
-    clients = commands.add_parser("clients", help="register and list apps").add_subparsers(
+    clients = commands.add_parser("clients", help="register, list, approve and remove apps").add_subparsers(
         dest="clients_command", required=True
     )
     add = clients.add_parser("add", help="register a client; prints it (with its secret, shown only now)")
     _common(add)
     add.add_argument("--kind", choices=KINDS, required=True)
     add.add_argument("--name", required=True, help="what people see, e.g. 'Imaging server'")
-    add.add_argument("--scope", default="", help="scopes the client may be granted, space-separated")
+    add.add_argument(
+        "--scope", default=None,
+        help=f"scopes the client may be granted, space-separated (public default: {DEFAULT_APP_SCOPE!r}; else none)",
+    )  # fmt: skip
     add.add_argument("--client-id", default=None, help="default: a random id")
     add.add_argument("--jwks", type=Path, default=None, help="backend: file holding the public JWK Set")
     add.add_argument("--jwks-uri", default=None, help="backend: where the public JWK Set is published")
@@ -95,6 +106,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     _common(approve)
     approve.add_argument("client_id")
     approve.set_defaults(handler=run_clients_approve)
+    remove = clients.add_parser(
+        "remove", help="remove a client and everything issued to it (tokens, refresh tokens, codes, launches)"
+    )
+    _common(remove)
+    remove.add_argument("client_id")
+    remove.set_defaults(handler=run_clients_remove)
     reconcile = commands.add_parser(
         "reconcile", help="studies the imaging server published that match no patient"
     ).add_subparsers(dest="reconcile_command", required=True)
@@ -158,6 +175,7 @@ def run_serve(args: argparse.Namespace) -> int:
             public_url=args.public_url,
             imaging_fhir_base=args.imaging_fhir_base,
             dynamic_registration=args.dynamic_registration,
+            developer_page=args.developer_page,
             authorization_details=args.authorization_details,
             cors_origins=args.cors_origins,
         )
@@ -176,6 +194,8 @@ def run_serve(args: argparse.Namespace) -> int:
     console_logging()
     os.environ[SETTINGS_ENV] = json.dumps(config.to_json())
     print(f"Aperture EHR sandbox: {config.fhir_base}/.well-known/smart-configuration", flush=True)
+    if config.developer_page:
+        print(f"Developer page: {config.developer_page_url}", flush=True)
     serve_with_granian("aperture.cli.workers:ehr", config.host, config.port, workers=1, access_log=args.access_log)
     return 0
 
@@ -214,7 +234,7 @@ def run_clients_add(args: argparse.Namespace) -> int:
                 engine,
                 kind=args.kind,
                 name=args.name,
-                scope=args.scope,
+                scope=args.scope if args.scope is not None else DEFAULT_APP_SCOPE if args.kind == "public" else "",
                 client_id=args.client_id,
                 jwks=jwks,
                 jwks_uri=args.jwks_uri,
@@ -258,17 +278,29 @@ def run_clients_list(args: argparse.Namespace) -> int:
 
 def run_clients_approve(args: argparse.Namespace) -> int:
     from aperture.ehr.clients import approve_client
+
+    return _on_client(args, lambda engine: approve_client(engine, args.client_id).describe())
+
+
+def run_clients_remove(args: argparse.Namespace) -> int:
+    from aperture.ehr.clients import remove_client
+
+    return _on_client(args, lambda engine: remove_client(engine, args.client_id).describe())
+
+
+def _on_client(args: argparse.Namespace, change: Callable[[Engine], dict[str, Any]]) -> int:
+    """Open the sandbox's store, make one change to a client, print what it answers as JSON."""
     from aperture.ehr.store import open_store
 
     try:
         engine = open_store(_config(args).data)
         try:
-            client = approve_client(engine, args.client_id)
+            answer = change(engine)
         finally:
             engine.dispose()
     except (ConfigError, EhrError) as exc:
         return _fail(str(exc))
-    print(json.dumps(client.describe(), indent=2))
+    print(json.dumps(answer, indent=2))
     return 0
 
 

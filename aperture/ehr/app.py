@@ -38,6 +38,7 @@ from aperture.ehr.authorize import authorize
 from aperture.ehr.clients import approved_redirect_origins
 from aperture.ehr.config import EhrConfig
 from aperture.ehr.cors import CrossOrigin
+from aperture.ehr.developer import DEVELOPER_PATH, developer_page
 from aperture.ehr.discovery import smart_configuration
 from aperture.ehr.errors import EhrError
 from aperture.ehr.fhir import ROUTES as FHIR_ROUTES
@@ -160,6 +161,7 @@ def create_app(config: EhrConfig) -> Starlette:
             Route("/auth/introspect", introspect, methods=["POST"]),
             Route("/auth/revoke", revoke, methods=["POST"]),
             *([Route("/register", register, methods=["POST"])] if config.dynamic_registration else []),
+            *([Route(DEVELOPER_PATH, developer_page, methods=["GET", "POST"])] if config.developer_page else []),
         ],
         exception_handlers={EhrError: ehr_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,

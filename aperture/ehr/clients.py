@@ -30,12 +30,21 @@ from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749 import ClientMixin
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Engine, Select, insert, select, update
+from sqlalchemy import Engine, Select, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from aperture.ehr import scopes
 from aperture.ehr.errors import InvalidClientMetadata, InvalidScope, UnknownClient
-from aperture.ehr.store import clients, dynamic_clients, stored_hash
+from aperture.ehr.store import (
+    access_tokens,
+    authorization_codes,
+    clients,
+    dynamic_clients,
+    launches,
+    preauthorizations,
+    refresh_tokens,
+    stored_hash,
+)
 
 ClientKind = Literal["confidential", "public", "backend"]
 KINDS: tuple[ClientKind, ...] = ("confidential", "public", "backend")
@@ -51,6 +60,10 @@ _GRANT_TYPES: dict[ClientKind, set[str]] = {
     "public": {"authorization_code", "refresh_token"},
     "backend": {"client_credentials"},
 }
+# What a browser app is registered for when its registration names no scopes (the developer page's
+# prefilled value, `aperture ehr clients add --kind public` without --scope): what SMART apps commonly
+# ask for, read-only, every scope in discovery's scopes_supported or covered by one there.
+DEFAULT_APP_SCOPE = "openid fhirUser launch launch/patient offline_access online_access patient/*.rs user/*.rs"
 _PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
 
 
@@ -221,6 +234,46 @@ def approve_client(engine: Engine, client_id: str) -> Client:
     if client is None:
         raise UnknownClient(f"No client is registered under the id {client_id!r}; see `aperture ehr clients list`.")
     return client
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What removing a client took with it: counts of the rows that referred to it."""
+
+    client: Client
+    access_tokens: int
+    refresh_tokens: int
+    codes: int
+    launches: int
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "removed": self.client.client_id,
+            "name": self.client.name,
+            "access_tokens": self.access_tokens,
+            "refresh_tokens": self.refresh_tokens,
+            "authorization_codes": self.codes,
+            "launches": self.launches,
+        }
+
+
+def remove_client(engine: Engine, client_id: str) -> Removal:
+    """Delete a client with everything issued to it, in one transaction.
+
+    Tokens are deleted rather than marked revoked: the rows refer to the client, and a token the
+    store no longer knows is inactive everywhere (introspection, the FHIR server) at once. Unused
+    codes and launches go too, so nothing the client was handed stays redeemable.
+    """
+    client = get_client(engine, client_id)
+    if client is None:
+        raise UnknownClient(f"No client is registered under the id {client_id!r}; see `aperture ehr clients list`.")
+    counts: list[int] = []
+    with engine.begin() as conn:
+        for table in (access_tokens, refresh_tokens, authorization_codes, launches):  # launch_uses cascade
+            counts.append(conn.execute(delete(table).where(table.c.client_id == client_id)).rowcount)
+        for table in (preauthorizations, dynamic_clients, clients):
+            conn.execute(delete(table).where(table.c.client_id == client_id))
+    return Removal(client, *counts)
 
 
 def approved_redirect_origins(engine: Engine) -> frozenset[str]:

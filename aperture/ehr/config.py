@@ -33,6 +33,9 @@ class EhrConfig:
     # Origins (scheme://host:port) whose jwks_uri the sandbox may fetch although they are plain http or a
     # loopback/private address; every other jwks_uri must be https to a public address.
     jwks_allowed_origins: tuple[str, ...] = ()
+    # The developer page at {public_url}/sandbox: register, list, remove and launch apps with no
+    # sign-in (the sandbox operator's console). Off: the path is 404.
+    developer_page: bool = False
 
     def __post_init__(self) -> None:
         origins = self.cors_origins
@@ -96,6 +99,11 @@ class EhrConfig:
     def launch_page(self) -> str:
         """The EHR launch page, where a signed-in user opens a registered app for a patient."""
         return f"{self.base_url}/ehr/launch"
+
+    @property
+    def developer_page_url(self) -> str:
+        """The developer page (served only with `developer_page`)."""
+        return f"{self.base_url}/sandbox"
 
     @property
     def token_endpoint(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -57,7 +58,7 @@ def _launch(request: Request, form: FormData) -> Response:
     elif user is None:
         response = login_page(action, csrf, "Sign in to launch an app.")
     elif request.method == "POST" and form.get("step") == "launch":
-        response = _start(engine, directory, config.fhir_base, user, form)
+        response = start_ehr_launch(engine, directory, config.fhir_base, user, form)
     else:
         response = _page(engine, directory, action, csrf, user)
     keep_csrf(response, csrf, secure=secure)
@@ -72,9 +73,13 @@ def _page(engine: object, directory: Directory, action: str, csrf: str, user: Us
     return launch_page(action, csrf, f"{user.login} ({who})", directory.patients_for(user), apps, LOGOUT_PATH)
 
 
-def _start(engine: object, directory: Directory, fhir_base: str, user: User, form: FormData) -> Response:
+def start_ehr_launch(engine: Engine, directory: Directory, fhir_base: str, user: User, form: FormData) -> Response:
+    """Record a launch of the form's `client_id` for its `patient` by `user`, and send the browser to the app.
+
+    The developer page (`aperture.ehr.developer`) starts its EHR launches here too.
+    """
     patient, client_id = str(form.get("patient", "")), str(form.get("client_id", ""))
-    client = get_client(engine, client_id)  # type: ignore[arg-type]
+    client = get_client(engine, client_id)
     if client is None or not client.launch_url:
         return error_page("Unknown app", "That app is not registered with a launch URL.")
     if not client.approved:
@@ -82,7 +87,12 @@ def _start(engine: object, directory: Directory, fhir_base: str, user: User, for
                           "approved it yet (aperture ehr clients approve).", 403)  # fmt: skip
     if not directory.may_see(user, patient):
         return error_page("Not your patient", "You may not open that patient's record.", 403)
-    value = create_launch(engine, client_id=client.client_id, account=user.login, patient=patient)  # type: ignore[arg-type]
-    parts = urlsplit(client.launch_url)
-    query = "&".join(q for q in (parts.query, urlencode({"iss": fhir_base, "launch": value})) if q)
-    return RedirectResponse(urlunsplit(parts._replace(query=query)), status_code=303)
+    value = create_launch(engine, client_id=client.client_id, account=user.login, patient=patient)
+    return RedirectResponse(app_url(client.launch_url, iss=fhir_base, launch=value), status_code=303)
+
+
+def app_url(launch_url: str, **params: str) -> str:
+    """`launch_url` with `params` added to any query it already has (`?iss=...&launch=...`)."""
+    parts = urlsplit(launch_url)
+    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+    return urlunsplit(parts._replace(query=query))

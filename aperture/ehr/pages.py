@@ -26,20 +26,30 @@ _STYLE = (
     "fieldset{margin:1rem 0}label{display:block;margin:.3rem 0}.error{color:#a00}"
     "button{margin-right:.5rem;padding:.4rem 1rem}"
 )
+_TABLE_STYLE = (
+    "table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #bbb;padding:.25rem .5rem;"
+    "text-align:left;vertical-align:top}input[type=text],input[type=url],textarea{width:100%;max-width:50rem}"
+    "label.inline{display:inline;margin-right:1rem}"
+)
 
 
-def page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+def page(
+    title: str, body: str, status: int = 200, headers: dict[str, str] | None = None, *, wide: bool = False
+) -> HTMLResponse:
+    """A whole page with the sandbox's headers; `wide`: room for tables (the developer page)."""
+    style = _STYLE + ("body{max-width:80rem}" + _TABLE_STYLE if wide else "")
     html = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-        f'<meta name="viewport" content="width=device-width"><style>{_STYLE}</style></head>'
+        f'<meta name="viewport" content="width=device-width"><style>{style}</style></head>'
         f"<body><h1>{escape(title)}</h1>{body}</body></html>"
     )
     return HTMLResponse(html, status_code=status, headers={**_HEADERS, **(headers or {})})
 
 
-def _form(action: str, csrf: str, step: str, inner: str) -> str:
+def form(action: str, csrf: str, step: str, inner: str, *, form_id: str = "") -> str:
+    named = f' id="{escape(form_id)}"' if form_id else ""
     return (
-        f'<form method="post" action="{escape(action)}">'
+        f'<form method="post" action="{escape(action)}"{named}>'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
         f'<input type="hidden" name="step" value="{escape(step)}">{inner}</form>'
     )
@@ -61,7 +71,7 @@ def login_page(action: str, csrf: str, purpose: str, error: str | None = None, r
     )
     status = 429 if retry_after else 401 if error else 200
     headers = {"Retry-After": str(retry_after)} if retry_after else None
-    return page("Sign in to the EHR sandbox", f"<p>{escape(purpose)}</p>{notice}{_form(action, csrf, 'login', inner)}",
+    return page("Sign in to the EHR sandbox", f"<p>{escape(purpose)}</p>{notice}{form(action, csrf, 'login', inner)}",
                 status, headers)  # fmt: skip
 
 
@@ -73,7 +83,7 @@ def patient_picker(action: str, csrf: str, app_name: str, patients: Iterable[Pat
     )
     inner = f'<fieldset><legend>Patient</legend>{choices}</fieldset><button type="submit">Continue</button>'
     intro = f"<p><strong>{escape(app_name)}</strong> will open one patient's record. Whose?</p>"
-    return page("Choose a patient", intro + _form(action, csrf, "patient", inner))
+    return page("Choose a patient", intro + form(action, csrf, "patient", inner))
 
 
 def consent_page(
@@ -113,7 +123,7 @@ def consent_page(
         )
     buttons = '<button type="submit" name="decision" value="allow">Allow</button>'
     buttons += '<button type="submit" name="decision" value="deny">Deny</button>'
-    return page("Allow access?", intro + _form(action, csrf, "consent", hidden + sections + buttons))
+    return page("Allow access?", intro + form(action, csrf, "consent", hidden + sections + buttons))
 
 
 def launch_page(
@@ -134,16 +144,14 @@ def launch_page(
         f"<fieldset><legend>Patient</legend>{patient_choices}</fieldset>"
         f'<fieldset><legend>App</legend>{app_choices}</fieldset><button type="submit">Launch</button>'
     )
-    sign_out = _form(logout, csrf, "logout", '<button type="submit">Sign out</button>')
-    return page(
-        "Launch an app", f"<p>Signed in as {escape(who)}.</p>" + _form(action, csrf, "launch", inner) + sign_out
-    )
+    sign_out = form(logout, csrf, "logout", '<button type="submit">Sign out</button>')
+    return page("Launch an app", f"<p>Signed in as {escape(who)}.</p>" + form(action, csrf, "launch", inner) + sign_out)
 
 
 def logout_page(action: str, csrf: str, who: str) -> HTMLResponse:
     """Sign-out asks first: a GET (a link, an app's redirect) never ends a session by itself."""
     inner = '<button type="submit">Sign out</button>'
-    return page("Sign out?", f"<p>Signed in as {escape(who)}.</p>" + _form(action, csrf, "logout", inner))
+    return page("Sign out?", f"<p>Signed in as {escape(who)}.</p>" + form(action, csrf, "logout", inner))
 
 
 def signed_out_page() -> HTMLResponse:

@@ -89,27 +89,30 @@ def end_session(engine: Engine, request: Request, response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
-def csrf_token(request: Request, session: Session | None = None) -> str:
+def csrf_token(request: Request, session: Session | None = None, *, cookie: str = CSRF_COOKIE) -> str:
     """The anti-forgery value for forms on this page (set it with `keep_csrf`).
 
-    Signed in: the session's. Not: the cookie's, or a new random one.
+    Signed in: the session's. Not: the `cookie`'s, or a new random one. A page with no sign-in of its
+    own (the developer page) passes a cookie of its own, so a sign-in in another tab does not change it.
     """
     if session is not None:
         return session.csrf
-    return request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+    return request.cookies.get(cookie) or new_csrf_token()
 
 
 def new_csrf_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def keep_csrf(response: Response, token: str, *, secure: bool) -> None:
-    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="lax", secure=secure, path="/")
+def keep_csrf(response: Response, token: str, *, secure: bool, cookie: str = CSRF_COOKIE) -> None:
+    response.set_cookie(cookie, token, httponly=True, samesite="lax", secure=secure, path="/")
 
 
-def csrf_ok(request: Request, submitted: str | None, session: Session | None = None) -> bool:
+def csrf_ok(
+    request: Request, submitted: str | None, session: Session | None = None, *, cookie: str = CSRF_COOKIE
+) -> bool:
     """Whether a form post carries the right anti-forgery value: the session's if signed in, else the cookie's."""
-    expected = session.csrf if session is not None else request.cookies.get(CSRF_COOKIE)
+    expected = session.csrf if session is not None else request.cookies.get(cookie)
     if not expected or not submitted:
         return False
     return hmac.compare_digest(expected.encode(), submitted.encode())

@@ -56,6 +56,12 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
             discovery = http.get(f"http://127.0.0.1:{ehr_port}/fhir/.well-known/smart-configuration").json()
             assert f"http://127.0.0.1:{port}/fhir" in str(discovery.get("associated_endpoints"))
             assert http.get(f"http://127.0.0.1:{ehr_port}/fhir/ImagingStudy").status_code == 401
+            # the developer page is on, at the URL printed, and lists the demo's apps
+            (developer,) = [line.split(":", 1)[1].split()[0] for line in output if "Developer page:" in line]
+            assert developer == f"http://127.0.0.1:{ehr_port}/sandbox"
+            assert json.loads((tmp_path / "demo" / "demo.json").read_text())["ehr"]["developer_page"] == developer
+            console = http.get(developer)
+            assert console.status_code == 200 and 'data-client-id="sample-viewer"' in console.text
         assert (tmp_path / "demo" / "index.sqlite3").exists()
         assert (tmp_path / "demo" / "ehr" / "ehr.sqlite3").exists()
 

@@ -174,3 +174,14 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, jwks_host: tuple[str, Path
                "portal": portal["client_secret"]}  # fmt: skip
     yield Sandbox(server, keys, secrets)
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def developer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """A sandbox of its own with the developer page on (`/sandbox`) and an introspecting resource server (`imaging`)."""
+    data = tmp_path_factory.mktemp("developer") / "data"
+    imaging = register(data, "--kind", "confidential", "--name", "Imaging server", "--client-id", "imaging",
+                       "--introspect")  # fmt: skip
+    server = start_sandbox(data, config="[ehr]\ndeveloper_page = true\n")
+    yield Sandbox(server, {}, {"imaging": imaging["client_secret"]})
+    server.stop()
