@@ -158,7 +158,7 @@ def _register_imaging_server(data: Path, imaging: str) -> tuple[Path, Path]:
     private key in a 0600 JWK file, the public half registered)."""
     from joserfc.jwk import ECKey
 
-    from aperture.ehr.clients import get_client, register_client
+    from aperture.ehr.clients import DEFAULT_APP_SCOPE, get_client, register_client
     from aperture.ehr.store import open_store
 
     secret_file = data / "imaging-server.secret"
@@ -195,7 +195,7 @@ def _register_imaging_server(data: Path, imaging: str) -> tuple[Path, Path]:
         if get_client(engine, SAMPLE_APP) is None:
             register_client(
                 engine, kind="public", name=SAMPLE_APP_NAME, client_id=SAMPLE_APP,
-                scope="launch launch/patient openid fhirUser patient/*.rs user/*.rs",
+                scope=DEFAULT_APP_SCOPE,
                 redirect_uris=(f"{imaging}/apps/sample/",), launch_url=f"{imaging}/apps/sample/launch.html",
             )  # fmt: skip
     finally:

@@ -20,6 +20,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 APP_FILES = str(files("aperture") / "clients" / "sample_app")
 CLINICAL = ("AllergyIntolerance", "Condition", "MedicationRequest")
 READY = 'body[data-state="ready"], body[data-state="error"]'
-SCOPE = "launch launch/patient openid fhirUser patient/*.rs user/*.rs"
 # What chromium writes to the console when CORS stops a fetch ("... has been blocked by CORS policy: ...").
 CORS_WORDS = ("cors", "access-control-allow-origin", "preflight")
 
@@ -103,9 +103,9 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def register_with_the_cli(stack: DemoStack, app: AppOrigin, client_id: str) -> None:
-    """`aperture ehr clients add`, as the developer would type it, on the demo's folder."""
+    """`aperture ehr clients add`, as the developer would type it, on the demo's folder (the default app scope)."""
     command = [sys.executable, "-m", "aperture", "ehr", "clients", "add", "--data", str(stack.data),
-               "--kind", "public", "--name", "Cross-origin test app", "--client-id", client_id, "--scope", SCOPE,
+               "--kind", "public", "--name", "Cross-origin test app", "--client-id", client_id,
                "--redirect-uri", f"{app.origin}/", "--launch-url", f"{app.origin}/launch.html"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -187,3 +187,57 @@ def test_refusals_reach_an_app_on_another_origin_as_readable_answers(
     allergies = page.locator('#clinical section[data-type="AllergyIntolerance"]')
     assert allergies.get_attribute("data-state") == "ready"  # what was allowed still works
     assert cors_complaints(log) == [] and log.failed == [], log.report()
+
+
+def register_on_the_page(page: Page, stack: DemoStack, app: AppOrigin, name: str) -> str:
+    """The developer page's register form, as printed by the demo; the client id the sandbox chose."""
+    page.goto(stack.manifest["ehr"]["developer_page"])
+    page.get_by_label("Public (browser", exact=False).check()
+    page.get_by_label("App name").fill(name)
+    page.get_by_label("Redirect URIs", exact=False).fill(f"{app.origin}/")
+    page.get_by_label("Launch URL", exact=False).fill(f"{app.origin}/launch.html")
+    page.get_by_role("button", name="Register app").click()  # the scope field keeps its prefilled default
+    client_id = page.locator("#registered-client-id").inner_text()
+    assert client_id and page.locator(f'tr[data-client-id="{client_id}"]').is_visible()
+    return client_id
+
+
+def test_registered_and_launched_from_the_developer_page_without_the_cli(
+    demo_stack: DemoStack, page: Page, app_origin: AppOrigin
+) -> None:
+    """Register on the page, start a standalone launch there, and the app on its own origin draws Priya's studies."""
+    client_id = register_on_the_page(page, demo_stack, app_origin, "Page-registered app")
+    app_origin.configure(demo_stack.ehr_fhir, client_id)
+    log = PageLog()
+    log.watch(page)
+    page.get_by_label("App", exact=True).select_option(client_id)
+    page.locator("#mode-standalone").check()
+    with page.expect_request(f"{app_origin.origin}/launch.html?**") as launched:
+        page.locator("#launch-button").click()
+    assert launched.value.url == f"{app_origin.origin}/launch.html?" + urlencode({"iss": demo_stack.ehr_fhir})
+    sign_in(page, "priya", "priya-demo")
+    page.get_by_role("button", name="Allow").click()
+    assert_the_app_ran_cross_origin(demo_stack, page, log, app_origin, "priya-raman")
+
+
+def test_an_ehr_launch_from_the_developer_page_opens_the_chosen_patient(
+    demo_stack: DemoStack, page: Page, app_origin: AppOrigin
+) -> None:
+    """The page's EHR launch for dr.chen and Walter: the app on its own origin gets Walter, bound by `launch`."""
+    client_id = register_on_the_page(page, demo_stack, app_origin, "Page-launched app")
+    app_origin.configure(demo_stack.ehr_fhir, client_id)
+    page.get_by_label("App", exact=True).select_option(client_id)
+    page.locator("#mode-ehr").check()
+    page.get_by_label("User (EHR launch", exact=False).select_option("dr.chen")
+    page.locator("#launch-button").click()
+    page.get_by_label("Walter Minh Nguyen", exact=False).check()
+    log = PageLog()
+    log.watch(page)
+    with page.expect_request(f"{app_origin.origin}/launch.html?**") as launched:
+        page.get_by_role("button", name="Launch").click()
+    query = parse_qs(urlsplit(launched.value.url).query)
+    assert query["iss"] == [demo_stack.ehr_fhir] and query["launch"]
+    sign_in(page, "dr.chen", "chen-demo")
+    page.get_by_role("button", name="Allow").click()
+    assert_the_app_ran_cross_origin(demo_stack, page, log, app_origin, "walter-nguyen")
+    assert "Nguyen" in str(page.locator("#patient").text_content())
