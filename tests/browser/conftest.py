@@ -43,41 +43,42 @@ ACCESS_LINE = re.compile(
 )
 
 
-class _OhifHandler(SimpleHTTPRequestHandler):
-    """Files of OHIF's dist, the generated app-config.js, and index.html for any other path (SPA routes)."""
+class StaticHandler(SimpleHTTPRequestHandler):
+    """Files of a folder, plus one file the test writes (`GENERATED`: a config), never cached, never logged."""
 
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm", ".mjs": "text/javascript"}
-    server: _OhifHttpServer
+    GENERATED = "/config.json"
+    GENERATED_TYPE = "application/json"
+    server: StaticServer
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/app-config.js":
-            body = self.server.app_config.encode()
+        if self.path.split("?", 1)[0] == self.GENERATED:
+            body = self.server.generated.encode()
             self.send_response(200)
-            self.send_header("Content-Type", "text/javascript")
+            self.send_header("Content-Type", self.GENERATED_TYPE)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
             self.end_headers()
             self.wfile.write(body)
             return
-        if not Path(self.translate_path(path)).is_file():
-            self.path = "/index.html"
         super().do_GET()
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-class _OhifHttpServer(ThreadingHTTPServer):
+class StaticServer(ThreadingHTTPServer):
     daemon_threads = True
-    app_config = ""
+    generated = ""  # the body of the handler's GENERATED file
 
 
 @dataclass
-class OhifStatic:
-    """OHIF served at the root of http://127.0.0.1:<port> by a thread of the test process."""
+class StaticSite:
+    """A folder served at the root of http://127.0.0.1:<its own port> by a thread of the test process."""
 
-    httpd: _OhifHttpServer
+    httpd: StaticServer
     thread: threading.Thread = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,12 +89,30 @@ class OhifStatic:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def configure(self, dicomweb: str) -> None:
-        self.httpd.app_config = app_config(dicomweb)
-
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class _OhifHandler(StaticHandler):
+    """Files of OHIF's dist, the generated app-config.js, and index.html for any other path (SPA routes)."""
+
+    GENERATED = "/app-config.js"
+    GENERATED_TYPE = "text/javascript"
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm", ".mjs": "text/javascript"}
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path != self.GENERATED and not Path(self.translate_path(path)).is_file():
+            self.path = "/index.html"
+        super().do_GET()
+
+
+class OhifStatic(StaticSite):
+    """OHIF served at the root of http://127.0.0.1:<port>."""
+
+    def configure(self, dicomweb: str) -> None:
+        self.httpd.generated = app_config(dicomweb)
 
 
 def require_ohif() -> Path:
@@ -105,8 +124,7 @@ def require_ohif() -> Path:
 @pytest.fixture
 def ohif_static() -> Iterator[OhifStatic]:
     """A static server for OHIF on a free port; call `configure(dicomweb)` before the page loads."""
-    handler = partial(_OhifHandler, directory=str(require_ohif()))
-    static = OhifStatic(_OhifHttpServer(("127.0.0.1", 0), handler))
+    static = OhifStatic(StaticServer(("127.0.0.1", 0), partial(_OhifHandler, directory=str(require_ohif()))))
     yield static
     static.stop()
 

@@ -13,18 +13,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.browser.conftest import PageLog
+from tests.browser.conftest import PageLog, StaticHandler, StaticServer, StaticSite
 from tests.ehr.test_browser_launch import sign_in
 
 if TYPE_CHECKING:
@@ -39,58 +36,18 @@ READY = 'body[data-state="ready"], body[data-state="error"]'
 CORS_WORDS = ("cors", "access-control-allow-origin", "preflight")
 
 
-class _AppHandler(SimpleHTTPRequestHandler):
-    """The app's files as they are in the package, and the config.json this test writes."""
-
-    server: _AppServer
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] == "/config.json":
-            body = self.server.config.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        super().do_GET()
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
-        super().end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _AppServer(ThreadingHTTPServer):
-    daemon_threads = True
-    config = "{}"
-
-
-@dataclass
-class AppOrigin:
-    """The sample app at the root of http://127.0.0.1:<its own port>."""
-
-    httpd: _AppServer
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+class AppOrigin(StaticSite):
+    """The sample app at the root of http://127.0.0.1:<its own port>, with the config.json this test writes."""
 
     def configure(self, issuer: str, client_id: str) -> None:
-        self.httpd.config = json.dumps({"issuer": issuer, "clientId": client_id})
+        self.httpd.generated = json.dumps({"issuer": issuer, "clientId": client_id})
 
 
 @pytest.fixture
 def app_origin() -> Iterator[AppOrigin]:
-    httpd = _AppServer(("127.0.0.1", 0), partial(_AppHandler, directory=APP_FILES))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield AppOrigin(httpd)
-    httpd.shutdown()
-    httpd.server_close()
+    app = AppOrigin(StaticServer(("127.0.0.1", 0), partial(StaticHandler, directory=APP_FILES)))
+    yield app
+    app.stop()
 
 
 @pytest.fixture
@@ -151,15 +108,23 @@ def assert_the_app_ran_cross_origin(stack: DemoStack, page: Page, log: PageLog, 
     assert log.failed == [] and cors_complaints(log) == [], log.report()
 
 
+def signed_in_from_the_cli_registration(
+    stack: DemoStack, page: Page, app: AppOrigin, client_id: str, login: str, password: str
+) -> PageLog:
+    """Register with the CLI, configure the app, open it and sign in: the consent screen is next."""
+    register_with_the_cli(stack, app, client_id)
+    app.configure(stack.ehr_fhir, client_id)
+    log = PageLog()
+    log.watch(page)
+    page.goto(f"{app.origin}/launch.html")
+    sign_in(page, login, password)
+    return log
+
+
 def test_a_standalone_launch_from_another_origin_goes_from_discovery_to_a_drawn_image(
     demo_stack: DemoStack, page: Page, app_origin: AppOrigin
 ) -> None:
-    register_with_the_cli(demo_stack, app_origin, "cross-origin-cli")
-    app_origin.configure(demo_stack.ehr_fhir, "cross-origin-cli")
-    log = PageLog()
-    log.watch(page)
-    page.goto(f"{app_origin.origin}/launch.html")
-    sign_in(page, "priya", "priya-demo")
+    log = signed_in_from_the_cli_registration(demo_stack, page, app_origin, "cross-origin-cli", "priya", "priya-demo")
     page.get_by_role("button", name="Allow").click()
     assert_the_app_ran_cross_origin(demo_stack, page, log, app_origin, "priya-raman")
     assert "Priya" in str(page.locator("#patient").text_content())
@@ -169,12 +134,7 @@ def test_refusals_reach_an_app_on_another_origin_as_readable_answers(
     demo_stack: DemoStack, page: Page, app_origin: AppOrigin
 ) -> None:
     """A 403 from the EHR's FHIR and from the imaging server carries CORS too: the app reads it, not a network error."""
-    register_with_the_cli(demo_stack, app_origin, "cross-origin-refused")
-    app_origin.configure(demo_stack.ehr_fhir, "cross-origin-refused")
-    log = PageLog()
-    log.watch(page)
-    page.goto(f"{app_origin.origin}/launch.html")
-    sign_in(page, "tomas", "tomas-demo")
+    log = signed_in_from_the_cli_registration(demo_stack, page, app_origin, "cross-origin-403", "tomas", "tomas-demo")
     page.locator('input[name="scope"][value="patient/Condition.rs"]').uncheck()
     page.locator('input[name="scope"][value="patient/ImagingStudy.rs"]').uncheck()
     page.get_by_role("button", name="Allow").click()

@@ -37,6 +37,8 @@ def test_smart_configuration_states_endpoints_grants_and_imaging_access(sandbox:
         "permission-user", "permission-v1", "permission-v2", "sso-openid-connect",
     } <= set(config["capabilities"])  # fmt: skip
     assert {"launch/patient", "openid", "fhirUser", "patient/ImagingStudy.rs"} <= set(config["scopes_supported"])
+    for context in ("patient", "user", "system"):  # each context in both grammars, v2 and v1
+        assert {f"{context}/ImagingStudy.rs", f"{context}/ImagingStudy.read"} <= set(config["scopes_supported"])
     assert config["associated_endpoints"] == [
         {
             "url": IMAGING_FHIR_BASE,
