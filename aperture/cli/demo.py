@@ -384,10 +384,11 @@ def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], sto
     print(f"  Sign in as (login / password):  {users}")
     register = [
         aperture_command(), "ehr", "clients", "add", "--data", shlex.quote(str(data)), "--kind", "public",
-        "--name", "'My app'", "--redirect-uri", "http://127.0.0.1:8000/callback",
-        "--scope", "'launch/patient openid fhirUser patient/ImagingStudy.rs'",
+        "--name", "'My app'", "--redirect-uri", "http://127.0.0.1:8000/", "--launch-url",
+        "http://127.0.0.1:8000/launch.html",
     ]  # fmt: skip
-    print("  Register an app:                " + " ".join(register))
+    print("  Register an app:                " + " ".join(register) + " (or on the developer page)")
+    print("  Testing your own app:           docs/ehr-sandbox.md, 'Test your app'")
     patient = next(iter(load_directory().patients.values()))
     token = [
         aperture_command(), "ehr", "token", "--data", shlex.quote(str(data)), "--client-id", SAMPLE_APP,

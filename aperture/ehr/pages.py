@@ -27,7 +27,8 @@ _STYLE = (
     "button{margin-right:.5rem;padding:.4rem 1rem}"
 )
 _TABLE_STYLE = (
-    "table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #bbb;padding:.25rem .5rem;"
+    "table{border-collapse:collapse;margin:1rem 0;width:100%}th,td{border:1px solid #bbb;padding:.25rem .5rem;"
+    "overflow-wrap:anywhere;"
     "text-align:left;vertical-align:top}input[type=text],input[type=url],textarea{width:100%;max-width:50rem}"
     "label.inline{display:inline;margin-right:1rem}"
 )

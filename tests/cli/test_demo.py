@@ -92,7 +92,7 @@ def test_demo_loads_samples_and_prints_urls(tmp_path: Path) -> None:
         page = httpx.get(app_line, timeout=30)
         assert page.status_code == 200 and 'src="app.js"' in page.text
         assert f"connect-src 'self' http://127.0.0.1:{ehr_port};" in page.headers["content-security-policy"]
-        (register,) = [line.split(":", 1)[1].strip() for line in output if "Register an app:" in line]
+        (register,) = [line.split(":", 1)[1].split(" (or")[0].strip() for line in output if "Register an app:" in line]
         done = subprocess.run(shlex.split(register), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         client_id = json.loads(done.stdout)["client_id"]
