@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (Python 3.11+)"; exit 1; }
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 		missing=""; \
-		for pkg in orthanc orthanc-dicomweb dcmtk nginx chromium fonts-dejavu-core postgresql; do \
+		for pkg in orthanc orthanc-dicomweb dcmtk dicom3tools nginx chromium fonts-dejavu-core postgresql; do \
 			dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 		done; \
 		command -v npm >/dev/null || missing="$$missing npm"; \
