@@ -40,6 +40,7 @@ from aperture.logs import AccessLog, quiet_warnings
 from aperture.server import apps
 from aperture.server.cors import CrossOrigin
 from aperture.server.handlers import EXCEPTION_HANDLERS
+from aperture.server.lingering import LingeringClose
 from aperture.server.memory import tune_allocator
 from aperture.server.proxy import ForwardedHeaders
 from aperture.store.blobs import BlobStore
@@ -61,7 +62,9 @@ class _ApertureApp(Starlette):
 
 
 def edge_layers(app: ASGIApp, server: ServerConfig) -> ASGIApp:
-    """Outermost first: proxy headers (so the log and URLs see the real client), access log, CORS."""
+    """Outermost first: proxy headers (so the log and URLs see the real client), access log, CORS,
+    and the lingering close that lets a client read an early refusal of its upload."""
+    app = LingeringClose(app)
     if server.cors_origins:
         app = CrossOrigin(app, server.cors_origins)
     app = AccessLog(app)
