@@ -6,7 +6,7 @@ with one difference: its download form posts to this server (`form-action 'self'
 streams straight to disk with the token in the request body, never in a URL.
 
 IID (docs/vdt-app.md): the request is checked here (`aperture.viewer.iid`); a wrong or unsupported
-value gets a 400 page in words; a good one is sent on (303) to the app's invoke page with the
+value gets a 400 page in words; a good one is sent on (303) to the app's launch page with the
 checked values only, where the app signs in at the EHR if this tab has no sign-in yet and opens
 the viewer on what the authorization reaches. The server shows no patient data here: authorization
 happens where the data is read, on every DICOMweb and FHIR request the app makes.
@@ -29,8 +29,7 @@ WEB_APP = StaticApp(
     folder="web_app",
     files={
         "index.html": HTML,  # the redirect URI: sign-in answer, then the patient's studies
-        "launch.html": HTML,  # the launch URL: EHR launch (iss, launch) or standalone
-        "invoke.html": HTML,  # where IID requests arrive, checked
+        "launch.html": HTML,  # the launch URL: EHR launch (iss, launch) or standalone; IID requests, checked
         "app.js": SCRIPT,
         "smart.js": SCRIPT,
         "grid.js": SCRIPT,
@@ -42,12 +41,12 @@ WEB_APP = StaticApp(
 
 
 async def invoke_image_display(request: Request) -> Response:
-    """RAD-106 Invoke Image Display: check the request, then on to the app's invoke page."""
+    """RAD-106 Invoke Image Display: check the request, then on to the app's launch page."""
     answer_errors_as_page(request)
     config: Config = request.app.state.config
     params = {name: request.query_params.getlist(name) for name in request.query_params}
     shown = iid.parse(params, config.fhir.patient_identifier_systems)
-    return RedirectResponse(f"{WEB_APP.prefix}/invoke.html?{shown.app_query()}", status_code=303,
+    return RedirectResponse(f"{WEB_APP.prefix}/launch.html?{shown.app_query()}", status_code=303,
                             headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})  # fmt: skip
 
 

@@ -48,7 +48,7 @@ def test_a_good_iid_request_goes_on_to_the_app_with_checked_values_only(server: 
     answer = httpx.get(f"{server.url}/IHEInvokeImageDisplay?{query}")
     assert answer.status_code == 303 and answer.headers["cache-control"] == "no-store"
     target = urlsplit(answer.headers["location"])
-    assert target.path == "/app/invoke.html"
+    assert target.path == "/app/launch.html"
     assert parse_qs(target.query) == {
         "requestType": ["STUDY"], "studyUID": ["2.25.1,2.25.2"], "diagnosticQuality": ["true"],
     }  # fmt: skip

@@ -2,9 +2,9 @@
 // (OHIF at /viewer/), preview as a grid of pictures, and download as a DICOM media zip (IHE PDI). Plain
 // JavaScript modules, no build, nothing from another site.
 //
-// launch.html: the launch URL (EHR launch with `iss` and `launch`, or standalone). index.html: the redirect
-// URI and the study list. invoke.html: where IHE Invoke Image Display requests arrive, checked by the server
-// (aperture/viewer/iid.py); without a sign-in in this tab it signs in first, then opens the viewer on the
+// launch.html: the launch URL (EHR launch with `iss` and `launch`, or standalone), and where IHE Invoke Image
+// Display requests arrive, checked by the server (aperture/viewer/iid.py). index.html: the redirect URI and the
+// study list. An IID request: without a sign-in in this tab it signs in first, then opens the viewer on the
 // studies asked for that the sign-in reaches, or says none are.
 "use strict";
 
@@ -19,14 +19,11 @@ const $ = (id) => document.getElementById(id);
 const viewers = []; // the viewer windows this page opened: each hears of every renewed token
 let session = null;
 
-function say(text) {
-  $("status").textContent = text;
-}
+const say = (text) => { $("status").textContent = text; };
 
 function fail(error) {
-  const box = $("error");
-  box.textContent = error instanceof AppError ? error.message : `Something went wrong: ${error.message}`;
-  box.hidden = false;
+  const text = error instanceof AppError ? error.message : `Something went wrong: ${error.message}`;
+  Object.assign($("error"), { hidden: false, textContent: text });
   say("");
   document.body.dataset.state = "error";
 }
@@ -99,20 +96,26 @@ async function patientRecord() {
     { token: session.token, accept: FHIR_JSON });
 }
 
+// The bundles of a search and of its `next` links (MAX_PAGES at most), which must stay on the same server.
+async function* searchPages(url, what) {
+  for (let page = 0; url && page < MAX_PAGES; page++) {
+    const bundle = await json(url, what, { token: session.token, accept: FHIR_JSON });
+    yield bundle;
+    url = (bundle.link || []).find((link) => link.relation === "next")?.url;
+    if (url && !url.startsWith(`${session.imaging}/`)) return; // the token goes to the imaging server only
+  }
+}
+
 // Every ImagingStudy of the patient, with the WADO-RS base of each (its Endpoint).
 async function imagingStudies() {
   const query = new URLSearchParams({ patient: session.patient, _include: "ImagingStudy:endpoint" });
-  let url = `${session.imaging}/ImagingStudy?${query}`;
   const studies = [];
   const endpoints = new Map();
-  for (let page = 0; url && page < MAX_PAGES; page++) {
-    const bundle = await json(url, "Finding your imaging studies", { token: session.token, accept: FHIR_JSON });
+  for await (const bundle of searchPages(`${session.imaging}/ImagingStudy?${query}`, "Finding your imaging studies")) {
     for (const { resource = {}, fullUrl } of bundle.entry || []) {
       if (resource.resourceType === "Endpoint") endpoints.set(new URL(fullUrl).href, resource);
       if (resource.resourceType === "ImagingStudy") studies.push({ resource, fullUrl });
     }
-    url = (bundle.link || []).find((link) => link.relation === "next")?.url;
-    if (url && !url.startsWith(`${session.imaging}/`)) url = null; // the token goes to the imaging server only
   }
   return studies.map(({ resource, fullUrl }) => {
     const reference = resource.endpoint?.[0]?.reference;
@@ -151,7 +154,9 @@ function fact(list, term, text) {
   dt.textContent = term;
   const dd = document.createElement("dd");
   dd.textContent = text ?? "–";
-  list.append(dt, dd);
+  const pair = document.createElement("div"); // a term and its value stay together when the list wraps
+  pair.append(dt, dd);
+  list.append(pair);
 }
 
 function button(text, label, action) {
@@ -253,7 +258,7 @@ async function index() {
     return;
   }
   if (sessionStorage.getItem(INVOKE) !== null) {
-    location.replace(`invoke.html?${sessionStorage.getItem(INVOKE)}`); // an IID request waited for this sign-in
+    location.replace(`launch.html?${sessionStorage.getItem(INVOKE)}`); // an IID request waited for this sign-in
     return;
   }
   await showStudies();
@@ -315,5 +320,6 @@ async function launch() {
   await signIn({ iss: params.get("iss"), launch: params.get("launch") });
 }
 
-const PAGES = { launch, index, invoke };
-PAGES[document.body.dataset.page]().catch(fail);
+// launch.html is also where IID requests arrive (a `requestType` the server checked), so both ways in share a page.
+const page = document.body.dataset.page === "index" ? index : new URLSearchParams(location.search).has("requestType") ? invoke : launch;
+page().catch(fail);

@@ -29,27 +29,22 @@ export function httpUrl(value, what) {
   return url.href;
 }
 
-const STATUS_WORDS = {
-  400: "the request was refused as malformed",
-  401: "your sign-in was not accepted (it may have expired): sign in again",
-  403: "access was refused for this sign-in",
-  404: "not found, or not yours to see",
-  503: "the server is unavailable right now: try again in a moment",
-};
+// What a refusal means for the person using the app, by HTTP status.
+const STATUS_WORDS = new Map([
+  [400, "the request was refused as malformed"],
+  [401, "your sign-in was not accepted (it may have expired): sign in again"],
+  [403, "access was refused for this sign-in"],
+  [404, "not found, or not yours to see"],
+  [503, "the server is unavailable right now: try again in a moment"],
+]);
 
 // A failed answer in words, with the server's own explanation (OAuth, FHIR OperationOutcome or Aperture's JSON).
 async function refusal(response, what) {
-  let said = "";
-  try {
-    const body = await response.json();
-    said = body.error_description || body.issue?.[0]?.diagnostics || body.message || body.error || "";
-  } catch {
-    // not JSON: the status is explanation enough
-  }
-  const words = STATUS_WORDS[response.status] || "the request failed";
-  const error = new AppError(`${what}: ${words} (HTTP ${response.status})${said ? `. ${said}` : "."}`);
-  error.status = response.status;
-  return error;
+  const body = await response.json().catch(() => ({}));
+  const said = [body.error_description, body.issue?.[0]?.diagnostics, body.message, body.error].find(Boolean);
+  const words = STATUS_WORDS.get(response.status) || "the request failed";
+  return Object.assign(new AppError(`${what}: ${words} (HTTP ${response.status})${said ? `. ${said}` : "."}`),
+    { status: response.status });
 }
 
 /** fetch() with the token in the Authorization header only; a failure becomes an AppError in words. */
@@ -133,12 +128,12 @@ export async function finishSignIn() {
   history.replaceState(null, "", location.pathname); // the code leaves the address bar and the history
   const pending = JSON.parse(sessionStorage.getItem(PENDING) || "null");
   sessionStorage.removeItem(PENDING);
-  if (!pending || params.get("state") !== pending.state) {
-    throw new AppError("This sign-in answer does not belong to a sign-in started here (its state differs).");
-  }
-  if (params.has("iss") ? withoutSlash(params.get("iss")) !== pending.iss : pending.issInAnswer) {
-    throw new AppError("This sign-in answer does not come from the EHR the app asked (its iss differs).");
-  }
+  const mismatch = [
+    [!pending || params.get("state") !== pending.state, "does not belong to a sign-in started here (its state differs)"],
+    [params.has("iss") ? withoutSlash(params.get("iss")) !== pending?.iss : pending?.issInAnswer,
+      "does not come from the EHR the app asked (its iss differs)"],
+  ].find(([wrong]) => wrong);
+  if (mismatch) throw new AppError(`This sign-in answer ${mismatch[1]}.`);
   if (params.has("error")) {
     throw new AppError(`The EHR did not grant access: ${params.get("error_description") || params.get("error")}.`);
   }
