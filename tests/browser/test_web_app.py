@@ -210,3 +210,12 @@ def test_an_iid_link_signs_in_then_opens_the_viewer_on_the_study(demo_stack: Dem
     refused = page.goto(f"{imaging}/IHEInvokeImageDisplay?requestType=STUDY&studyUID={CT.uid}&keyImagesOnly=true")
     assert refused is not None and refused.status == 400
     assert "keyImagesOnly=true is not available here" in str(page.get_by_role("alert").text_content())
+
+
+def test_a_launch_from_another_ehr_is_refused_before_any_sign_in(demo_stack: DemoStack, page: Page) -> None:
+    launch = app_url(demo_stack) + "launch.html"
+    page.goto(launch + "?iss=https://ehr.example.org/fhir&launch=abc")
+    page.wait_for_selector('body[data-state="error"]', state="attached")
+    message = str(page.get_by_role("alert").text_content())
+    assert "https://ehr.example.org/fhir" in message and demo_stack.ehr_fhir in message
+    assert page.url.startswith(launch)  # no redirect: nothing went to the other server

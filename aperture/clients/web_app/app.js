@@ -14,6 +14,7 @@ import { AppError, currentSession, finishSignIn, httpUrl, json, keepFresh, signI
 const FHIR_JSON = "application/fhir+json";
 const VIEWER_TOKEN = "aperture.viewer.token"; // sessionStorage: what the viewer at /viewer/ reads (and then hears)
 const INVOKE = "aperture-app.invoke"; // sessionStorage: an IID request waiting for the sign-in
+const INVOKE_WAITS = 600_000; // ms an IID request waits for its sign-in; a later sign-in shows the study list
 const MAX_PAGES = 20; // `next` links followed at most
 const $ = (id) => document.getElementById(id);
 const viewers = []; // the viewer windows this page opened: each hears of every renewed token
@@ -257,8 +258,10 @@ async function index() {
     document.body.dataset.state = "signed-out";
     return;
   }
-  if (sessionStorage.getItem(INVOKE) !== null) {
-    location.replace(`launch.html?${sessionStorage.getItem(INVOKE)}`); // an IID request waited for this sign-in
+  const waiting = JSON.parse(sessionStorage.getItem(INVOKE) || "null");
+  sessionStorage.removeItem(INVOKE);
+  if (waiting && Date.now() - waiting.at < INVOKE_WAITS) {
+    location.replace(`launch.html?${waiting.query}`); // an IID request waited for this sign-in
     return;
   }
   await showStudies();
@@ -295,12 +298,11 @@ async function wanted(request) {
 async function invoke() {
   const asked = location.search.slice(1);
   if (!(await signedIn())) {
-    sessionStorage.setItem(INVOKE, asked);
+    sessionStorage.setItem(INVOKE, JSON.stringify({ query: asked, at: Date.now() }));
     say("Signing you in at the EHR first…");
     await signIn();
     return;
   }
-  sessionStorage.removeItem(INVOKE);
   say("Finding the studies asked for…");
   const found = await wanted(new URLSearchParams(asked));
   if (!found.length) {
