@@ -105,6 +105,10 @@ def test_a_patient_sees_studies_with_reports_and_the_preview_grid(
         report.locator("summary").click()
         assert "synthetic sandbox report" in report.inner_text()  # the EHR's DiagnosticReport conclusion
         assert "code=" not in page.url and page.evaluate("localStorage.length") == 0
+        for landmark in ("banner", "navigation", "main"):  # what a screen reader jumps between
+            assert page.get_by_role(landmark).count() == 1, landmark
+        unnamed = page.evaluate("[...document.querySelectorAll('button')].filter(b => !b.textContent.trim()).length")
+        assert unnamed == 0
         page.screenshot(path=IMAGES / f"app-studies-{width}.png", full_page=True)
 
         instances = int(card.locator("dd").nth(3).inner_text())
