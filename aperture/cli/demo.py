@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from aperture.clients import SAMPLE_APP_CLIENT_ID
+from aperture.clients import SAMPLE_APP_CLIENT_ID, WEB_APP_CLIENT_ID
 from aperture.lifecycle import ListenError, check_listen, die_with_parent
 
 # A server gets this long to stop after SIGTERM (its workers get 5 s of it, then are killed).
@@ -145,6 +145,8 @@ PUBLISHER_CLIENT = "imaging-publisher"  # its Backend Services registration (pub
 PUBLISH_AFTER_SECONDS = 5  # a study stored while the demo runs reaches the EHR's index this long after
 SAMPLE_APP = SAMPLE_APP_CLIENT_ID  # a public SMART app registered with a launch URL, so the launch page lists one
 SAMPLE_APP_NAME = "Sample imaging viewer"  # its files: aperture/clients/sample_app/, served at /apps/sample/
+WEB_APP = WEB_APP_CLIENT_ID  # the app people use: view, preview and download (aperture/clients/web_app/, at /app/)
+WEB_APP_NAME = "Your images (view, preview, download)"
 
 
 def _server_command(args: argparse.Namespace, data: Path, auth: list[str], access_log: list[str]) -> list[str]:
@@ -192,6 +194,11 @@ def _register_imaging_server(data: Path, imaging: str) -> tuple[Path, Path]:
             assert secret is not None
             secret_file.touch(mode=0o600)
             secret_file.write_text(secret + "\n", encoding="utf-8")
+        if get_client(engine, WEB_APP) is None:
+            register_client(
+                engine, kind="public", name=WEB_APP_NAME, client_id=WEB_APP, scope=DEFAULT_APP_SCOPE,
+                redirect_uris=(f"{imaging}/app/",), launch_url=f"{imaging}/app/launch.html",
+            )  # fmt: skip
         if get_client(engine, SAMPLE_APP) is None:
             register_client(
                 engine, kind="public", name=SAMPLE_APP_NAME, client_id=SAMPLE_APP,
@@ -364,6 +371,8 @@ def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], sto
     base = f"{imaging}/dicom-web"
     print()
     print(f"Aperture demo is running ({stored} sample instances stored, {failed} refused as unstorable).")
+    print(f"Open your images:                 {imaging}/app/ (sign in as a patient below; the EHR launch page "
+          f"lists it as {WEB_APP_NAME})")  # fmt: skip
     print("Imaging server (SMART Imaging Access: every request needs a token from the EHR sandbox)")
     print(f"  DICOMweb base (QIDO/WADO/STOW): {base}")
     print(f"  Imaging FHIR (ImagingStudy):    {imaging}/fhir")

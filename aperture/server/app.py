@@ -1,10 +1,11 @@
 """create_app(config): the imaging server's ASGI application.
 
-Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir, health at /healthz and the
-sample SMART app's static files at /apps/sample/; the lifespan opens the store (engine with
-migrations, blob folder with crash leftovers cleaned) and closes it, makes the per-worker
-authorization parts (the introspection client, the audit recorder), and starts and stops the
-background workers (HTJ2K copies, the ImagingStudy publisher). Nothing here handles a request.
+Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir, health at /healthz, the
+sample SMART app's static files at /apps/sample/, the app at /app/ and IHE Invoke Image Display;
+the lifespan opens the store (engine with migrations, blob folder with crash leftovers cleaned)
+and closes it, makes the per-worker authorization parts (the introspection client, the audit
+recorder), and starts and stops the background workers (HTJ2K copies, the ImagingStudy
+publisher). Nothing here handles a request.
 The edge layers (trusted proxy headers, access log, CORS) wrap the whole Starlette stack, outside
 its error middleware, so that even its 500 answers are logged and carry CORS headers.
 """
@@ -37,7 +38,7 @@ from aperture.fhir.publish import start_publisher
 from aperture.fhir.routes import routes as fhir_routes
 from aperture.lifecycle import die_with
 from aperture.logs import AccessLog, quiet_warnings
-from aperture.server import apps
+from aperture.server import apps, webapp
 from aperture.server.cors import CrossOrigin
 from aperture.server.handlers import EXCEPTION_HANDLERS
 from aperture.server.lingering import LingeringClose
@@ -171,6 +172,7 @@ def create_app(config: Config) -> Starlette:
             # WADO-URI (PS3.18 §9) at the server root, where Orthanc serves it and viewers' links point
             Route("/wado", reads(wadouri.retrieve), methods=["GET"]),
             *apps.routes,  # public: the sample SMART imaging app's static files (docs/sample-app.md)
+            *webapp.routes,  # public: the app at /app/ and IHE Invoke Image Display (docs/vdt-app.md)
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

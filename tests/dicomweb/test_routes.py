@@ -94,7 +94,9 @@ def test_every_route_declares_what_each_method_needs() -> None:
     # Public, reading nothing of the store: health, and what a FHIR client asks before it has a token.
     public = {"/healthz", "/fhir/metadata", "/fhir/.well-known/smart-configuration", "/fhir/{rest:path}",
               # the sample SMART app's static files (aperture/server/apps.py): the app fetches data with its token
-              "/apps/sample/", "/apps/sample/{name}"}  # fmt: skip
+              "/apps/sample/", "/apps/sample/{name}",
+              # the app at /app/ and IHE Invoke Image Display, which only checks a request and sends it on
+              "/app/", "/app/{name}", "/IHEInvokeImageDisplay"}  # fmt: skip
     found = {path: actions for path, actions in found.items() if path not in public}
     assert {"/wado", "/dicom-web/studies/{study}/rendered", "/fhir/ImagingStudy"} <= set(found)
     assert found.pop("/fhir/AuditEvent") == {"GET": READ_AUDIT}
