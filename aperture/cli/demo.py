@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from aperture.clients import SAMPLE_APP_CLIENT_ID
+from aperture.clients import CLI_CLIENT_ID, CLI_REDIRECT_URI, SAMPLE_APP_CLIENT_ID
 from aperture.lifecycle import ListenError, check_listen, die_with_parent
 
 # A server gets this long to stop after SIGTERM (its workers get 5 s of it, then are killed).
@@ -197,6 +197,11 @@ def _register_imaging_server(data: Path, imaging: str) -> tuple[Path, Path]:
                 engine, kind="public", name=SAMPLE_APP_NAME, client_id=SAMPLE_APP,
                 scope=DEFAULT_APP_SCOPE,
                 redirect_uris=(f"{imaging}/apps/sample/",), launch_url=f"{imaging}/apps/sample/launch.html",
+            )  # fmt: skip
+        if get_client(engine, CLI_CLIENT_ID) is None:  # `aperture download`, signing in as a native app
+            register_client(
+                engine, kind="public", name="Aperture command line (download, transmit)", client_id=CLI_CLIENT_ID,
+                scope=DEFAULT_APP_SCOPE, redirect_uris=(CLI_REDIRECT_URI,),
             )  # fmt: skip
     finally:
         engine.dispose()
