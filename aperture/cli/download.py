@@ -34,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--out", type=Path, default=Path("aperture-download"), help="output folder")
     parser.add_argument("--streams", type=int, default=4, help="parallel streams (default 4)")
     parser.add_argument("--zip", action="store_true", help="also write OUT.zip of the media folder")
+    parser.add_argument("--no-index", action="store_true", help="only the DICOM/ folder: no DICOMDIR, README, INDEX")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.set_defaults(handler=run)
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  missing or wrong: {problem}", file=sys.stderr)
         print(f"aperture download: incomplete ({len(report.problems)} problems); run again to retry", file=sys.stderr)
         return 1
-    if (unwritten := write_media(args.out)) is not None:
+    if not args.no_index and (unwritten := write_media(args.out)) is not None:
         print(f"aperture download: {unwritten}", file=sys.stderr)
         return 1
     if args.zip:
