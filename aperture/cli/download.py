@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             report = download.download(session, studies, args.out, streams=args.streams, progress=progress, http=http)
         finally:
-            if isinstance(progress, _RichProgress):
-                progress.stop()
+            progress.stop()
     print(
         f"{report.studies} studies, {report.instances} instances: {report.fetched} fetched "
         f"({report.bytes / 1e6:.1f} MB), {report.kept} already here"
