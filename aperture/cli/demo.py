@@ -387,6 +387,8 @@ def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], sto
     )
     users = ", ".join(f"{user.login} / {user.password}" for user in load_directory().users.values())
     print(f"  Sign in as (login / password):  {users}")
+    print(f"  Download a patient's images:    {aperture_command()} download --issuer {ehr}/fhir --out my-images "
+          "(signs in in your browser)")  # fmt: skip
     register = [
         aperture_command(), "ehr", "clients", "add", "--data", shlex.quote(str(data)), "--kind", "public",
         "--name", "'My app'", "--redirect-uri", "http://127.0.0.1:8000/", "--launch-url",
