@@ -55,6 +55,7 @@ except ModuleNotFoundError:  # the package is not installed in this interpreter:
 
 import auth
 import browser
+import download
 from peers import PeerError, Server, start_aperture, start_nginx, start_orthanc
 
 ACCEPT_JSON = "application/dicom+json"
@@ -910,6 +911,37 @@ def auth_rows(
     return authorized, ["\n".join(lines)]
 
 
+def download_row(
+    args: argparse.Namespace, workdir: Path, authorized: auth.Authorized | None, data: BenchData, rows: list[Row]
+) -> list[str]:
+    """`aperture download` of the CT against curl of the same study (bench/download.py); the samples as a note."""
+    label = f"Download: `aperture download` of the {len(data.ct)}-instance CT vs curl (study GET)"
+    goal_text = f"≥{download.GOAL:g}× (within 10%)"
+    if authorized is None:
+        rows.append(Row(label, "n/a (no --auth smart server)", "n/a", None, download.GOAL, "n/a", goal_text))
+        return []
+    log(f"{label}: warm-up + {args.download_rounds} rounds, taking turns")
+    try:
+        got = download.measure(
+            workdir, authorized, data.owner.ehr_id, data.study_uid, len(data.ct), args.download_rounds, log
+        )
+    except (RuntimeError, PeerError, OSError, subprocess.TimeoutExpired) as exc:
+        rows.append(Row(label, f"n/a (error: {exc})"[:200], "n/a", None, download.GOAL, "n/a", goal_text))
+        return [f"The download row was not measured: {exc}"]
+    dl, cu, ratio = float(got["download"]), float(got["curl"]), float(got["ratio"])  # type: ignore[arg-type]
+    mbytes = int(got["bytes"]) / MB  # type: ignore[call-overload]
+    rows.append(Row(label, f"{dl * 1000:.0f} ms ({mbytes / dl:.0f} MB/s)", f"curl: {cu * 1000:.0f} ms "
+                    f"({mbytes / cu:.0f} MB/s)", ratio, download.GOAL, f"{ratio:.2f}× of curl", goal_text,
+                    data=got))  # fmt: skip
+    samples = got["samples"]
+    assert isinstance(samples, dict)
+    return [
+        "Every sample of the download row, ms, in the order taken (curl's body "
+        f"{mbytes:.1f} MB; `aperture download` includes its process start and sign-in): "
+        + "; ".join(f"{side} " + ", ".join(f"{s * 1000:.0f}" for s in values) for side, values in samples.items())
+    ]
+
+
 # --------------------------------------------------------------------------------------------------
 # Browser (bench/browser.py)
 
@@ -1087,6 +1119,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--auth-repeat-large", type=int, default=20, help="timed full-study retrieves in the auth rows; default 20"
+    )
+    parser.add_argument(
+        "--download-rounds", type=int, default=5, help="timed `aperture download` / curl pairs of the CT; default 5"
     )
     parser.add_argument("--no-browser", action="store_true", help="skip the OHIF-in-chromium comparison")
     parser.add_argument("--browser-runs", type=int, default=3, help="OHIF page loads per server on loopback; default 3")
@@ -1289,6 +1324,7 @@ def run(args: argparse.Namespace, workdir: Path, servers: dict[str, Server | Non
             ceiling_note = client_ceiling_note(ap, peer, ng)
 
     authorized, auth_notes = auth_rows(args, workdir, servers, live, data, rows, clients)
+    auth_notes += download_row(args, workdir, authorized, data, rows)
     browser_notes = browser_rows(args, workdir, servers, live, data, rows, authorized)
     browser_notes = auth_notes + browser_notes
     if ceiling_note:

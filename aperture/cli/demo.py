@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from aperture.clients import SAMPLE_APP_CLIENT_ID, WEB_APP_CLIENT_ID
+from aperture.clients import CLI_CLIENT_ID, CLI_REDIRECT_URI, SAMPLE_APP_CLIENT_ID, WEB_APP_CLIENT_ID
 from aperture.lifecycle import ListenError, check_listen, die_with_parent
 
 # A server gets this long to stop after SIGTERM (its workers get 5 s of it, then are killed).
@@ -204,6 +204,11 @@ def _register_imaging_server(data: Path, imaging: str) -> tuple[Path, Path]:
                 engine, kind="public", name=SAMPLE_APP_NAME, client_id=SAMPLE_APP,
                 scope=DEFAULT_APP_SCOPE,
                 redirect_uris=(f"{imaging}/apps/sample/",), launch_url=f"{imaging}/apps/sample/launch.html",
+            )  # fmt: skip
+        if get_client(engine, CLI_CLIENT_ID) is None:  # `aperture download`, signing in as a native app
+            register_client(
+                engine, kind="public", name="Aperture command line (download, transmit)", client_id=CLI_CLIENT_ID,
+                scope=DEFAULT_APP_SCOPE, redirect_uris=(CLI_REDIRECT_URI,),
             )  # fmt: skip
     finally:
         engine.dispose()
@@ -391,6 +396,8 @@ def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], sto
     )
     users = ", ".join(f"{user.login} / {user.password}" for user in load_directory().users.values())
     print(f"  Sign in as (login / password):  {users}")
+    print(f"  Download a patient's images:    {aperture_command()} download --issuer {ehr}/fhir --out my-images "
+          "(signs in in your browser)")  # fmt: skip
     register = [
         aperture_command(), "ehr", "clients", "add", "--data", shlex.quote(str(data)), "--kind", "public",
         "--name", "'My app'", "--redirect-uri", "http://127.0.0.1:8000/", "--launch-url",

@@ -178,15 +178,20 @@ def content_type(boundary: str, part_type: str, transfer_syntax: str | None = No
     return value
 
 
-def part_header(boundary: str, media_type: str, *, first: bool, location: str | None = None) -> bytes:
+def part_header(
+    boundary: str, media_type: str, *, first: bool, location: str | None = None, digest: str | None = None
+) -> bytes:
     """The delimiter and headers of one part. `location`: the URL of the resource the part holds.
 
     PS3.18 §8.6.1.2, Table 8.6.1-1: Content-Location "shall be present if the response payload
     contains a representation of a resource" (RFC 7231 §3.1.4.2); the part syntax of §8.6.1.2.1
-    puts it after Content-Type.
+    puts it after Content-Type. `digest`: a `Repr-Digest` value (RFC 9530) for the part's content,
+    when the client asked for digests.
     """
     lead = "" if first else "\r\n"
     where = f"Content-Location: {location}\r\n" if location else ""
+    if digest:
+        where += f"Repr-Digest: {digest}\r\n"
     return f"{lead}--{boundary}\r\nContent-Type: {media_type}\r\n{where}\r\n".encode()
 
 

@@ -10,6 +10,8 @@ those same documents (`aperture.dicomweb.xmlparts`).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -153,37 +155,74 @@ async def retrieve(request: Request) -> Response:
             f"{', '.join(available) or 'none'}; or ask for transfer-syntax=* to get the stored bytes."
         )
     base = public_base(request) if choice.multipart else None  # in the parts' Content-Location, so in the tag
-    tag = etag_of_many("instances", (validator(r) for r in refs), *targets, choice.multipart, base)
+    changed = [(r, t) for r, t in zip(refs, targets, strict=True) if r.transfer_syntax != t]
+    digests = not changed and wants_sha256(request.headers.get("want-repr-digest"))
+    tag = etag_of_many(
+        "instances", (validator(r) for r in refs), *targets, choice.multipart, base, *(["sha-256"] if digests else [])
+    )
     if (unchanged := not_modified(request, tag)) is not None:
         return unchanged
     headers: dict[str, str] = {"ETag": tag}
     if not choice.multipart:
         media = f"{_DICOM}; transfer-syntax={targets[0]}"
+        if digests:
+            headers["Repr-Digest"] = (
+                repr_digest(prefetched)
+                if prefetched is not None
+                else await off_loop(file_digest, blobs.path(refs[0].blob))
+            )
         return await instance_response(refs[0], targets[0], prefetched, blobs, media, headers)
     if prefetched is not None and targets[0] == refs[0].transfer_syntax:
         media = f"{_DICOM}; transfer-syntax={targets[0]}"
         boundary = boundary_for(tag)
         where = instance_url(str(base), refs[0])
-        body = multipart.part_header(boundary, media, first=True, location=where) + prefetched
+        digest = repr_digest(prefetched) if digests else None
+        body = multipart.part_header(boundary, media, first=True, location=where, digest=digest) + prefetched
         body += multipart.closing(boundary)
         headers["Content-Type"] = multipart.content_type(boundary, _DICOM, None)
         return Response(body, headers=headers)
     boundary = boundary_for(tag)
-    changed = [(r, t) for r, t in zip(refs, targets, strict=True) if r.transfer_syntax != t]
     if changed:  # fail with a status, before streaming, when the decoder cannot do it
         await off_loop(_transcode, blobs.path(changed[0][0].blob), changed[0][1])
     else:
+        placeholder = _DIGEST_PLACEHOLDER if digests else None  # every sha-256 value has this length
         length = sum(
-            len(_dicom_part_header(boundary, t, i == 0, instance_url(str(base), r))) + r.size
+            len(_dicom_part_header(boundary, t, i == 0, instance_url(str(base), r), placeholder)) + r.size
             for i, (r, t) in enumerate(zip(refs, targets, strict=True))
         )
         headers["Content-Length"] = str(length + len(multipart.closing(boundary)))
     named = choice.transfer_syntax if choice.transfer_syntax not in (None, "*") else None
     return StreamingResponse(
-        _multipart_stream(refs, targets, blobs, boundary, str(base)),
+        _multipart_stream(refs, targets, blobs, boundary, str(base), digests=digests),
         media_type=None,
         headers={"Content-Type": multipart.content_type(boundary, _DICOM, named), **headers},
     )
+
+
+def wants_sha256(header: str | None) -> bool:
+    """Whether `Want-Repr-Digest` (RFC 9530 §4) asks for sha-256: listed with a preference above 0.
+
+    Digests are computed only on request, and only of bytes sent as stored: a download client
+    (`aperture download`) checks every instance it writes against them.
+    """
+    for member in (header or "").split(","):
+        name, _, weight = member.partition("=")
+        if name.strip().lower() == "sha-256":
+            return weight.strip() != "0"
+    return False
+
+
+def repr_digest(data: bytes | memoryview) -> str:
+    """A `Repr-Digest` field value (RFC 9530): `sha-256=:<base64>:`."""
+    return f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"
+
+
+def file_digest(path: os.PathLike[str]) -> str:
+    with open(path, "rb") as handle:
+        return f"sha-256=:{base64.b64encode(hashlib.file_digest(handle, 'sha256').digest()).decode()}:"
+
+
+_DIGEST_PLACEHOLDER = repr_digest(b"")
 
 
 async def instance_response(
@@ -241,9 +280,11 @@ def instance_url(base: str, ref: InstanceRef) -> str:
     return f"{base}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}"
 
 
-def _dicom_part_header(boundary: str, transfer_syntax: str, first: bool, location: str) -> bytes:
+def _dicom_part_header(
+    boundary: str, transfer_syntax: str, first: bool, location: str, digest: str | None = None
+) -> bytes:
     media = f"{_DICOM}; transfer-syntax={transfer_syntax}"
-    return multipart.part_header(boundary, media, first=first, location=location)
+    return multipart.part_header(boundary, media, first=first, location=location, digest=digest)
 
 
 async def _file_chunks(path: os.PathLike[str]) -> AsyncIterator[bytes]:
@@ -253,10 +294,20 @@ async def _file_chunks(path: os.PathLike[str]) -> AsyncIterator[bytes]:
 
 
 async def _multipart_stream(
-    refs: list[InstanceRef], targets: list[str], blobs: Any, boundary: str, base: str
+    refs: list[InstanceRef], targets: list[str], blobs: Any, boundary: str, base: str, *, digests: bool = False
 ) -> AsyncIterator[bytes]:
     for number, (ref, target) in enumerate(zip(refs, targets, strict=True)):
-        yield _dicom_part_header(boundary, target, number == 0, instance_url(base, ref))
+        where = instance_url(base, ref)
+        if digests:  # every part as stored (no transcoding with digests): its digest goes before its bytes
+            path = blobs.path(ref.blob)
+            if ref.size <= LOOP_READ:
+                with open(path, "rb", buffering=0) as handle:
+                    data = handle.read()
+                yield _dicom_part_header(boundary, target, number == 0, where, repr_digest(data)) + data
+                continue
+            yield _dicom_part_header(boundary, target, number == 0, where, await off_loop(file_digest, path))
+        else:
+            yield _dicom_part_header(boundary, target, number == 0, where)
         if target == ref.transfer_syntax:
             with open(blobs.path(ref.blob), "rb", buffering=0) as handle:
                 while chunk := handle.read(CHUNK * 4):

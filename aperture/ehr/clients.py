@@ -95,7 +95,16 @@ class Client(ClientMixin):  # type: ignore[misc]
         return str(scopes.grant(scope or "", self.scope))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.redirect_uris  # exact string match, as SMART and OAuth 2.1 require
+        """Exact string match (SMART, OAuth 2.1), except the port of a loopback IP redirect (RFC 8252 §7.3).
+
+        A native app (`aperture download`) listens on an ephemeral port the OS picks at sign-in, so it
+        registers `http://127.0.0.1/callback` and the request may name any port there; scheme, host,
+        path and query must still match exactly.
+        """
+        if redirect_uri in self.redirect_uris:
+            return True
+        asked = _loopback_without_port(redirect_uri)
+        return asked is not None and any(_loopback_without_port(uri) == asked for uri in self.redirect_uris)
 
     def check_client_secret(self, client_secret: str) -> bool:
         if self.secret_hash is None:
@@ -295,6 +304,25 @@ def url_origin(uri: str) -> str | None:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     default = 443 if parts.scheme == "https" else 80
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+_LOOPBACK_IPS = {"127.0.0.1": "127.0.0.1", "::1": "[::1]"}
+
+
+def _loopback_without_port(uri: str) -> str | None:
+    """`uri` without its port when it is an http redirect to a loopback IP literal (RFC 8252 §7.3), else None.
+
+    Only the IP literals count: RFC 8252 §8.3 advises against `localhost`, which a resolver may send elsewhere.
+    """
+    parts = urlsplit(uri)
+    host = _LOOPBACK_IPS.get(parts.hostname or "")
+    if parts.scheme != "http" or host is None or "@" in parts.netloc or parts.fragment:
+        return None
+    try:
+        parts.port  # noqa: B018 - a port that is not a number makes it no loopback redirect
+    except ValueError:
+        return None
+    return f"http://{host}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
 
 def _from_row(row: Any) -> Client:

@@ -1,0 +1,171 @@
+"""`aperture download`: sign in at the EHR, fetch every study the authorization reaches, write IHE PDI media."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+from aperture.clients import CLI_CLIENT_ID
+from aperture.clients.download import Progress
+from aperture.errors import ApertureError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "download",
+        help="download a patient's studies as IHE PDI media (a DICOM/ folder with DICOMDIR, or a zip)",
+        description="Sign in at a SMART EHR and download every study the authorization reaches.",
+    )
+    parser.add_argument("--issuer", required=True, help="the EHR's FHIR base URL (its SMART issuer)")
+    parser.add_argument("--client-id", default=CLI_CLIENT_ID, help=f"registered client id (default {CLI_CLIENT_ID})")
+    parser.add_argument("--key", type=Path, help="Backend Services: the client's private key (JWK, JWK Set or PEM)")
+    parser.add_argument("--patient", help="Backend Services: the patient's FHIR id to download for")
+    parser.add_argument("--scope", help="scopes to ask for (default: patient/ImagingStudy.rs, or system/ with --key)")
+    parser.add_argument("--no-browser", action="store_true", help="print the sign-in URL instead of opening it")
+    parser.add_argument("--imaging-fhir", help="the imaging FHIR base, when the EHR does not name it")
+    parser.add_argument("--study", help="only this StudyInstanceUID")
+    parser.add_argument("--since", type=date.fromisoformat, help="only studies changed on or after DATE (YYYY-MM-DD)")
+    parser.add_argument("--out", type=Path, default=Path("aperture-download"), help="output folder")
+    parser.add_argument("--streams", type=int, default=4, help="parallel streams (default 4)")
+    parser.add_argument("--zip", action="store_true", help="also write OUT.zip of the media folder")
+    parser.add_argument("--no-index", action="store_true", help="only the DICOM/ folder: no DICOMDIR, README, INDEX")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aperture.clients import download, signin
+
+    if not 1 <= args.streams <= 32:
+        print("aperture download: --streams is 1 to 32", file=sys.stderr)
+        return 2
+    if (args.key is None) != (args.patient is None):
+        print("aperture download: Backend Services needs both --key and --patient", file=sys.stderr)
+        return 2
+    with httpx.Client(timeout=60) as http:
+        try:
+            config = signin.discover(args.issuer, http)
+            if args.key is not None:
+                key = signin.load_private_key(args.key)
+                session = signin.sign_in_backend(
+                    config, http, client_id=args.client_id, key=key, scope=args.scope or signin.SYSTEM_SCOPE
+                )
+                session.patient = args.patient
+            else:
+                session = signin.sign_in_browser(
+                    config, http, client_id=args.client_id, scope=args.scope or signin.PATIENT_SCOPE,
+                    open_browser=not args.no_browser, announce=lambda text: print(text, flush=True),
+                )  # fmt: skip
+            if args.imaging_fhir:
+                session.imaging_endpoints = (args.imaging_fhir.rstrip("/"),)
+            since = args.since.isoformat() if args.since else None
+            studies = download.find_studies(http, session, study=args.study, since=since)
+        except ApertureError as exc:
+            print(f"aperture download: {exc.message}", file=sys.stderr)
+            return 2
+        if args.study and not studies:
+            print(f"aperture download: study {args.study} is not among the studies you may see", file=sys.stderr)
+            return 1
+        args.out.mkdir(parents=True, exist_ok=True)
+        progress = download.Progress() if args.quiet else _RichProgress()
+        try:
+            report = download.download(session, studies, args.out, streams=args.streams, progress=progress, http=http)
+        finally:
+            progress.stop()
+    print(
+        f"{report.studies} studies, {report.instances} instances: {report.fetched} fetched "
+        f"({report.bytes / 1e6:.1f} MB), {report.kept} already here"
+        + (f", {report.unverified} without a server digest" if report.unverified else "")
+    )
+    if not report.complete:
+        for problem in report.problems:
+            print(f"  missing or wrong: {problem}", file=sys.stderr)
+        print(f"aperture download: incomplete ({len(report.problems)} problems); run again to retry", file=sys.stderr)
+        return 1
+    if not args.no_index and (unwritten := write_media(args.out)) is not None:
+        print(f"aperture download: {unwritten}", file=sys.stderr)
+        return 1
+    if args.zip:
+        archive = write_zip(args.out)
+        print(f"Wrote {archive}")
+    print(f"Wrote {args.out}")
+    return 0
+
+
+def write_media(out: Path) -> str | None:
+    """The PDI index beside DICOM/ (DICOMDIR, README.TXT, INDEX.HTM): aperture.media.pdi, imported when needed."""
+    try:
+        from aperture.media import pdi  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return "the DICOM files are written, but this build cannot write the DICOMDIR (aperture.media.pdi is missing)"
+    pdi.write_pdi(out)
+    return None
+
+
+def write_zip(out: Path) -> Path:
+    """`OUT.zip`: the media folder (DICOM/ and the index), without the download's own state; stored, not deflated."""
+    from aperture.clients.download import STATE_FOLDER
+
+    archive = out.with_name(out.name + ".zip")
+    partial = archive.with_name(archive.name + ".part")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zipped:
+        for path in sorted(out.rglob("*")):
+            relative = path.relative_to(out)
+            if relative.parts[0] == STATE_FOLDER or not path.is_file():
+                continue
+            zipped.write(path, relative.as_posix())
+    shutil.move(partial, archive)
+    return archive
+
+
+class _RichProgress(Progress):
+    """Bars for studies, instances and bytes (with the rate), on standard error."""
+
+    def __init__(self) -> None:
+        import rich.progress
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        console = Console(stderr=True)
+        self.counts = rich.progress.Progress(
+            TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), console=console
+        )
+        self.bytes = rich.progress.Progress(
+            TextColumn("{task.description:<10}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=console,
+        )  # fmt: skip
+        from rich.console import Group
+        from rich.live import Live
+
+        self.live = Live(Group(self.counts, self.bytes), console=console, refresh_per_second=8)
+
+    def start(self, studies: int, instances: int, kept: int, kept_bytes: int) -> None:
+        self.studies = self.counts.add_task("studies", total=studies)
+        self.instances = self.counts.add_task("instances", total=instances, completed=kept)
+        self.received_task = self.bytes.add_task("bytes", total=None)
+        self.live.start()
+
+    def received(self, size: int) -> None:
+        self.bytes.advance(self.received_task, size)
+
+    def instance_done(self) -> None:
+        self.counts.advance(self.instances)
+
+    def study_done(self) -> None:
+        self.counts.advance(self.studies)
+
+    def stop(self) -> None:
+        self.live.stop()

@@ -1,0 +1,111 @@
+"""The download row of `make bench`: `aperture download` of the CT study against `curl` of the same study.
+
+Both sides fetch the 300-instance CT from the `--auth smart` Aperture (bench/auth.py), in the same
+rounds, taking turns (who goes first alternates), each into a fresh folder:
+
+- `curl`: one multipart WADO-RS GET of the study (`transfer-syntax=*`, the bearer token from a
+  header file) written to one file: the bytes, nothing else.
+- `aperture download --key ... --patient ... --study UID --no-index --quiet`: the whole command as
+  a user runs it, process start included: discovery at the EHR, a Backend Services token
+  (a client pre-authorized for the CT's patient), the ImagingStudy search, the series fetched as
+  multipart with `Want-Repr-Digest`, each instance checked (SHA-256 against the server's digest,
+  its UIDs against the ImagingStudy) and renamed into `DICOM/`, then every listed instance
+  checked on disk. `--no-index`: the DICOMDIR is not part of what curl does.
+
+Goal: the download takes at most 10% longer than curl (curl ÷ download ≥ 0.9).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from auth import Authorized, _ehr, ehr_data
+from joserfc.jwk import ECKey
+from peers import REPO, aperture_command
+
+CLIENT = "bench-download"
+ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+GOAL = 0.9
+
+
+def register_client(workdir: Path, patient: str) -> Path:
+    """A Backend Services client pre-authorized for `patient`; its private key's file."""
+    key = ECKey.generate_key("P-384", parameters={"kid": f"{CLIENT}-1"}, private=True)
+    folder = workdir / "download"
+    folder.mkdir(parents=True, exist_ok=True)
+    public = folder / "public.jwks"
+    public.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    private = folder / "private.jwk"
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(key.as_dict(private=True)))
+    _ehr(ehr_data(workdir), "clients", "add", "--kind", "backend", "--client-id", CLIENT, "--name", "Bench download",
+         "--scope", "system/ImagingStudy.rs", "--jwks", str(public), "--patients", patient)  # fmt: skip
+    return private
+
+
+def timed_curl(authorized: Authorized, study: str, out: Path) -> tuple[float, int]:
+    url = f"{authorized.server.url}/dicom-web/studies/{study}"
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["curl", "-s", "-S", "-f", "-H", f"@{authorized.header_file}", "-H", f"Accept: {ACCEPT}",
+         "-o", str(out / "study.multipart"), url],
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"curl failed: {done.stderr.strip()[:300]}")
+    return elapsed, (out / "study.multipart").stat().st_size
+
+
+def timed_download(authorized: Authorized, key: Path, patient: str, study: str, out: Path, expect: int) -> float:
+    command = [*aperture_command(), "download", "--issuer", f"{authorized.ehr.url}/fhir", "--client-id", CLIENT,
+               "--key", str(key), "--patient", patient, "--study", study, "--out", str(out),
+               "--no-index", "--quiet"]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600, cwd=REPO)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"aperture download failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    files = sum(1 for p in (out / "DICOM").rglob("*") if p.is_file())
+    if files != expect:
+        raise RuntimeError(f"aperture download wrote {files} files, not {expect}")
+    return elapsed
+
+
+def measure(
+    workdir: Path,
+    authorized: Authorized,
+    patient: str,
+    study: str,
+    expect: int,
+    rounds: int,
+    log: Callable[[str], None],
+) -> dict[str, object]:
+    """`rounds` samples of each side, taking turns; every sample kept (seconds), in the order taken."""
+    key = register_client(workdir, patient)
+    samples: dict[str, list[float]] = {"download": [], "curl": []}
+    nbytes = 0
+    scratch = workdir / "download" / "out"
+    for number in range(rounds + 1):  # round 0 warms both up and is not counted
+        order = ["curl", "download"] if number % 2 else ["download", "curl"]
+        for side in order:
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            if side == "curl":
+                seconds, nbytes = timed_curl(authorized, study, scratch)
+            else:
+                seconds = timed_download(authorized, key, patient, study, scratch, expect)
+            if number:
+                samples[side].append(seconds)
+            log(f"Download row, round {number}{' (warm-up)' if not number else ''}: {side} {seconds * 1000:.0f} ms")
+    shutil.rmtree(scratch, ignore_errors=True)
+    download, curl = statistics.median(samples["download"]), statistics.median(samples["curl"])
+    return {"download": download, "curl": curl, "ratio": curl / download, "samples": samples, "bytes": nbytes}
