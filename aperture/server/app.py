@@ -168,8 +168,8 @@ def create_app(config: Config) -> Starlette:
             # WADO-URI (PS3.18 §9) at the server root, where Orthanc serves it and viewers' links point
             Route("/wado", reads(wadouri.retrieve), methods=["GET"]),
             # PDI media as a zip streamed while it is built (docs/vdt-media.md); POST: RFC 6750 §2.2 form token
-            Route("/media/studies", reads(media.studies), methods=["GET", "POST"]),
-            Route("/media/studies/{study}", reads(media.study), methods=["GET", "POST"]),
+            Route("/media/studies", media.reading(media.studies), methods=["GET", "POST"]),
+            Route("/media/studies/{study}", media.reading(media.study), methods=["GET", "POST"]),
             *apps.routes,  # public: the sample SMART imaging app's static files (docs/sample-app.md)
         ],
         exception_handlers=EXCEPTION_HANDLERS,

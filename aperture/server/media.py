@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from aperture.auth.requirements import AUDIT_STUDIES, FORM_TOKEN, READ_IMAGING, authorize
+from aperture.auth.requirements import AUDIT_STUDIES, FORM_TOKEN, READ_IMAGING, Endpoint, authorize, reads
 from aperture.dicomweb.state import index_of
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import path_uid
@@ -50,6 +50,13 @@ async def _form_token(request: Request) -> None:
             # RFC 6750 §2: a client must not use more than one method to send the token
             raise InvalidRequest("Send the access token either in the form or in the Authorization header, not both.")
         request.scope[FORM_TOKEN] = values[0]
+
+
+def reading(endpoint: Endpoint) -> Endpoint:
+    """`reads(endpoint)` for both methods: the POST only carries the token in its body, it stores nothing."""
+    declared = reads(endpoint)
+    declared.actions = {"GET": READ_IMAGING, "POST": READ_IMAGING}  # type: ignore[attr-defined]  # route checks
+    return declared
 
 
 def _sources(request: Request, refs: list[InstanceRef]) -> Iterator[MediaSource]:
