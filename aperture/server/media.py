@@ -31,12 +31,16 @@ PAGE = 200
 
 
 async def _form_token(request: Request) -> None:
-    """For POST: the RFC 6750 §2.2 form body's `access_token`, handed to `authorize` (never logged)."""
+    """For a POST form: its RFC 6750 §2.2 `access_token`, handed to `authorize` (never logged).
+
+    A POST that is not a form carries its token in the Authorization header like a GET, and may
+    have no body (checked after authorization by `_no_body`, so a refusal of the token comes first).
+    """
     if request.method != "POST":
         return
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != FORM:
-        raise UnsupportedMediaType(f"POST a form ({FORM}) with access_token=..., or use GET with Authorization.")
+        return
     body = b""
     async for piece in request.stream():
         body += piece
@@ -50,6 +54,17 @@ async def _form_token(request: Request) -> None:
             # RFC 6750 §2: a client must not use more than one method to send the token
             raise InvalidRequest("Send the access token either in the form or in the Authorization header, not both.")
         request.scope[FORM_TOKEN] = values[0]
+
+
+def _no_body(request: Request) -> None:
+    """A POST other than the token form has nothing to say: refuse a body rather than ignore it."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method != "POST" or kind == FORM:
+        return
+    if kind or request.headers.get("content-length", "0") not in ("", "0"):
+        raise UnsupportedMediaType(
+            f"POST a form ({FORM}) with access_token=..., or send Authorization: Bearer with no body."
+        )
 
 
 def reading(endpoint: Endpoint) -> Endpoint:
@@ -73,7 +88,7 @@ def _zip(request: Request, sources: Iterator[MediaSource], name: str) -> Respons
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',
             "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "no-store",
+            "Cache-Control": "private, no-store",  # never kept by a cache; the app's form gets it fresh
         },
     )
 
@@ -83,6 +98,7 @@ async def study(request: Request) -> Response:
     await _form_token(request)
     uid = path_uid(request, "study")
     scope = await authorize(request, READ_IMAGING)
+    _no_body(request)
     index = index_of(request)
     refs: list[InstanceRef] = await off_loop(index.instance_refs, scope, uid)
     if not refs:
@@ -106,6 +122,7 @@ async def studies(request: Request) -> Response:
     """Every study the authorization reaches, as one PDI medium."""
     await _form_token(request)
     scope = await authorize(request, READ_IMAGING)
+    _no_body(request)
     index = index_of(request)
     uids = await off_loop(_study_uids, index, scope)
     if not uids:

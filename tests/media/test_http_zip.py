@@ -160,3 +160,22 @@ def test_a_client_that_disconnects_costs_nothing_more(quiet_server: ApertureServ
         thread.start()
         thread.join()
     assert results == [200]
+
+
+def test_an_entry_over_4_gb_is_announced_as_zip64_before_its_bytes(tmp_path: Path) -> None:
+    """Sizes are known only after a streamed entry; one the index says passes 4 GB gets ZIP64 fields up front."""
+    from aperture.media.archive import MediaSource, pdi_zip
+
+    raw = next(iter(ct_study(1, 16, 16, seed=1605)))
+    ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+    stored = tmp_path / "blob"
+    stored.write_bytes(raw)
+    source = MediaSource(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, stored, 5 * 2**30)
+    data = b"".join(pdi_zip([source]))
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    (entry,) = [i for i in archive.infolist() if i.filename.startswith("DICOM/")]
+    local = data[entry.header_offset :]
+    name_length, extra_length = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+    extra = local[30 + name_length : 30 + name_length + extra_length]
+    assert local[:4] == b"PK\x03\x04" and extra[:2] == b"\x01\x00"  # the local header's ZIP64 field
+    assert archive.read(entry) == raw and archive.testzip() is None
