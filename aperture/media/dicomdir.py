@@ -128,6 +128,7 @@ class Directory:
 
     def __post_init__(self) -> None:
         self._fs = FileSet()
+        self._fs._stage["t"].cleanup()  # its staging folder: nothing is ever staged here (see the module doc)
         self._fs.ID = checked_file_set_id(self.file_set_id)
 
     def add(self, path: PurePosixPath, header: Dataset) -> bool:
