@@ -42,6 +42,14 @@ def _unpack(data: bytes, folder: Path) -> zipfile.ZipFile:
     return archive
 
 
+@pytest.fixture
+def quiet_server(tmp_path: Path) -> Iterator[ApertureServer]:
+    """A server of its own with no background work (HTJ2K copies off): its reads are the request's."""
+    srv = start_server(tmp_path / "data", config=SHARED_CONFIG)
+    yield srv
+    srv.stop()
+
+
 def test_a_study_zip_unpacks_to_pdi_media_with_the_stored_bytes(server: ApertureServer, tmp_path: Path) -> None:
     with httpx.Client(base_url=server.dicomweb, timeout=60) as client:
         study, digests = _store(client, ct_study(12, 32, 32, seed=1601))
@@ -69,15 +77,18 @@ def test_a_browser_form_posts_the_token_in_the_body(server: ApertureServer, tmp_
     assert both.status_code == 400
 
 
-def test_every_study_in_one_zip_and_a_missing_study_is_404(server: ApertureServer, tmp_path: Path) -> None:
+def test_every_study_in_one_zip_and_a_missing_study_is_404(quiet_server: ApertureServer, tmp_path: Path) -> None:
+    server = quiet_server  # of its own: the shared server holds every other test's studies
+    assert httpx.get(f"{server.url}/media/studies", timeout=60).status_code == 404  # nothing stored yet
     with httpx.Client(base_url=server.dicomweb, timeout=60) as client:
         _, first = _store(client, ct_study(2, 16, 16, seed=1603))
         _, second = _store(client, ct_study(2, 16, 16, seed=1604))
     answer = httpx.get(f"{server.url}/media/studies", timeout=120)
     assert answer.status_code == 200
-    _unpack(answer.content, tmp_path)
-    found = {uid: _sha(p.read_bytes()) for uid, p in assert_pdi_valid(tmp_path).items()}
-    assert first.items() <= found.items() and second.items() <= found.items()
+    media = tmp_path / "media"  # tmp_path/data is the server's
+    _unpack(answer.content, media)
+    found = {uid: _sha(p.read_bytes()) for uid, p in assert_pdi_valid(media).items()}
+    assert found == {**first, **second}
     missing = httpx.get(f"{server.url}/media/studies/1.2.3.4.5.6.7.8.9", timeout=60)
     assert missing.status_code == 404 and "1.2.3.4.5.6.7.8.9" in missing.text
 
@@ -109,14 +120,6 @@ def _group_reads(server: ApertureServer) -> int:
         except (OSError, ProcessLookupError, StopIteration):
             continue
     return total
-
-
-@pytest.fixture
-def quiet_server(tmp_path: Path) -> Iterator[ApertureServer]:
-    """A server of its own with no background work (HTJ2K copies off): its reads are the request's."""
-    srv = start_server(tmp_path / "data", config=SHARED_CONFIG)
-    yield srv
-    srv.stop()
 
 
 def test_memory_stays_flat_while_a_big_study_streams(quiet_server: ApertureServer) -> None:
