@@ -52,6 +52,7 @@ TOKEN = "aperture.token"  # (token hash, TokenFacts) of a verified token: never 
 AUDIT_PATIENT = "aperture.audit.patient"  # a handler may name the patient a request was about
 AUDIT_STUDY = "aperture.audit.study"  # and the study, when it is not the `study` path parameter
 AUDIT_STUDIES = "aperture.audit.studies"  # or several (a STOW-RS stores into any number of studies)
+FORM_TOKEN = "aperture.form_token"  # an RFC 6750 §2.2 form-body token a POST route read (aperture.server.media)
 
 
 class Action(StrEnum):
@@ -174,6 +175,11 @@ def bearer_token(request: Request) -> str:
         raise InvalidToken(
             "Send the access token in the Authorization header (Authorization: Bearer <token>), never in the URL."
         )
+    form: str | None = request.scope.get(FORM_TOKEN)
+    if form is not None:  # the route read it from a form body and made sure no header came too
+        if not re.fullmatch(r"[A-Za-z0-9\-._~+/]+=*", form):
+            raise InvalidToken("The access_token in the form is not an RFC 6750 bearer token.")
+        return form
     header = request.headers.get("authorization")
     if header is None:
         raise InvalidToken("This request needs an access token from the EHR: Authorization: Bearer <token>.")

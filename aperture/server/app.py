@@ -38,7 +38,7 @@ from aperture.fhir.publish import start_publisher
 from aperture.fhir.routes import routes as fhir_routes
 from aperture.lifecycle import die_with
 from aperture.logs import AccessLog, quiet_warnings
-from aperture.server import apps, webapp
+from aperture.server import apps, media, webapp
 from aperture.server.cors import CrossOrigin
 from aperture.server.handlers import EXCEPTION_HANDLERS
 from aperture.server.lingering import LingeringClose
@@ -171,6 +171,9 @@ def create_app(config: Config) -> Starlette:
             Mount("/fhir", routes=fhir_routes),  # ImagingStudy for SMART Imaging Access (docs/fhir.md)
             # WADO-URI (PS3.18 §9) at the server root, where Orthanc serves it and viewers' links point
             Route("/wado", reads(wadouri.retrieve), methods=["GET"]),
+            # PDI media as a zip streamed while it is built (docs/vdt-media.md); POST: RFC 6750 §2.2 form token
+            Route("/media/studies", media.reading(media.studies), methods=["GET", "POST"]),
+            Route("/media/studies/{study}", media.reading(media.study), methods=["GET", "POST"]),
             *apps.routes,  # public: the sample SMART imaging app's static files (docs/sample-app.md)
             *webapp.routes,  # public: the app at /app/ and IHE Invoke Image Display (docs/vdt-app.md)
         ],

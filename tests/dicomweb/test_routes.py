@@ -100,6 +100,8 @@ def test_every_route_declares_what_each_method_needs() -> None:
     found = {path: actions for path, actions in found.items() if path not in public}
     assert {"/wado", "/dicom-web/studies/{study}/rendered", "/fhir/ImagingStudy"} <= set(found)
     assert found.pop("/fhir/AuditEvent") == {"GET": READ_AUDIT}
+    for media in ("/media/studies", "/media/studies/{study}"):  # POST only carries a form token (RFC 6750 §2.2)
+        assert found.pop(media) == {"GET": READ_IMAGING, "POST": READ_IMAGING}
     wrong = {path: actions for path, actions in found.items() if actions != {m: expected[m] for m in actions}}
     assert wrong == {}
 

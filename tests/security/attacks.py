@@ -234,6 +234,9 @@ def attack_requests(target: Target, *, reaching_patient: str) -> Iterator[Attack
             yield Attack(declared, "GET", f"/wado?{query}&contentType=application/dicom", {}, "retrieve")
             continue
         url = _fill(path, target)
+        if path.startswith("/media/"):  # PDI zips; POST is a read (its token may come in a form body)
+            yield Attack(declared, declared.method, url, {}, "retrieve" if "{study}" in path else "media-all")
+            continue
         if declared.method == "POST":
             yield Attack(declared, "POST", url, {}, "stow")
             continue
@@ -374,6 +377,8 @@ def attack_every_route(
                 assert response.status_code == 200, f"{attack.describe()}: {response.status_code} {response.text[:200]}"
                 bundle = response.json()
                 assert bundle["total"] == 0 and not bundle.get("entry"), f"{attack.describe()}: {bundle}"
+            elif attack.kind == "media-all":  # the token's own studies, or none: never the target's (no leak above)
+                assert response.status_code in (200, 404), f"{attack.describe()}: {response.status_code}"
             elif attack.kind == "endpoint":
                 assert response.status_code == 200, f"{attack.describe()}: {response.status_code}"  # names no patient
             elif attack.kind in ("audit", "stow"):
