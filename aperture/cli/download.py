@@ -88,9 +88,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  missing or wrong: {problem}", file=sys.stderr)
         print(f"aperture download: incomplete ({len(report.problems)} problems); run again to retry", file=sys.stderr)
         return 1
-    if not args.no_index and (unwritten := write_media(args.out)) is not None:
-        print(f"aperture download: {unwritten}", file=sys.stderr)
-        return 1
+    if not args.no_index:
+        write_media(args.out)
     if args.zip:
         archive = write_zip(args.out)
         print(f"Wrote {archive}")
@@ -98,14 +97,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_media(out: Path) -> str | None:
-    """The PDI index beside DICOM/ (DICOMDIR, README.TXT, INDEX.HTM): aperture.media.pdi, imported when needed."""
-    try:
-        from aperture.media import pdi  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return "the DICOM files are written, but this build cannot write the DICOMDIR (aperture.media.pdi is missing)"
-    pdi.write_pdi(out)
-    return None
+def write_media(out: Path) -> None:
+    """The PDI index beside DICOM/ (DICOMDIR, README.TXT, INDEX.HTM with previews), and what it left out.
+
+    A file the media may not hold (aperture.media.pdi says why) is kept in EXCLUDED/, unchanged,
+    and named here: the download has it, the DICOMDIR does not list it.
+    """
+    from aperture.media.pdi import write_pdi
+
+    summary = write_pdi(out)
+    print(
+        f"Media: DICOMDIR of {summary.instances} instances ({summary.studies} studies, {summary.patients} patients), "
+        f"profile {summary.profile}, {summary.previews} series previews in INDEX.HTM"
+    )
+    for refusal in summary.refused:
+        print(f"  not on the media (kept in EXCLUDED/): {refusal.path}: {refusal.reason}", file=sys.stderr)
 
 
 def write_zip(out: Path) -> Path:

@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -37,7 +37,7 @@ import httpx
 from aperture.clients.signin import Session
 from aperture.dicomweb.multipart import Part, read_parts
 from aperture.errors import ApertureError
-from aperture.media.names import instance_path
+from aperture.media.names import excluded_path, instance_path
 
 STATE_FOLDER = ".aperture-download"  # beside DICOM/: the manifest and partial files, never on the media
 MANIFEST = "manifest.jsonl"
@@ -232,6 +232,8 @@ class Manifest:
         """The size of the instance's file when it is on disk with the digest recorded for it, else None."""
         record = self.records.get(instance.path.as_posix())
         target = out / instance.path
+        if not target.is_file():  # the media writer moves a file it may not list into EXCLUDED/, unchanged
+            target = out / excluded_path(PurePosixPath(instance.path.as_posix()))
         if record is None or not target.is_file() or target.stat().st_size != record["size"]:
             return None
         with target.open("rb") as handle:

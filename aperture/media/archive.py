@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from aperture.media.dicomdir import read_header
-from aperture.media.names import instance_path
-from aperture.media.pdi import Assembly, excluded_path
+from aperture.media.names import excluded_path, instance_path
+from aperture.media.pdi import Assembly
 
 CHUNK = 1 << 20
 _ZIP64_AT = 0xFFFF0000  # an entry this large needs ZIP64 sizes, decided before its bytes are written

@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from aperture.errors import ApertureError
 
 DICOM_FOLDER = "DICOM"
+EXCLUDED_FOLDER = "EXCLUDED"  # beside DICOM/: files the media may not hold, kept unchanged (aperture.media.pdi)
 _COMPONENT = re.compile(r"^[A-Z0-9_]{1,8}$")
 
 
@@ -36,6 +37,11 @@ def component(uid: str) -> str:
 def instance_path(study_uid: str, series_uid: str, sop_instance_uid: str) -> PurePosixPath:
     """The media path of an instance: `DICOM/<study>/<series>/<instance>`, each part from its UID."""
     return PurePosixPath(DICOM_FOLDER, component(study_uid), component(series_uid), component(sop_instance_uid))
+
+
+def excluded_path(media_path: PurePosixPath) -> PurePosixPath:
+    """Where a refused file goes: `EXCLUDED/<study>/<series>/<instance>` instead of `DICOM/...`."""
+    return PurePosixPath(EXCLUDED_FOLDER, *media_path.parts[1:])
 
 
 def file_id(path: PurePosixPath) -> list[str]:

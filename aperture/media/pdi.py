@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 
 from aperture.dicom.render import RenderError
 from aperture.media.dicomdir import Directory, Invention, Refusal, read_header
-from aperture.media.names import DICOM_FOLDER
+from aperture.media.names import DICOM_FOLDER, excluded_path
 from aperture.media.web import (
     PatientEntry,
     ReadmeFacts,
@@ -41,7 +41,6 @@ from aperture.media.web import (
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 # Where a file that cannot be on the media goes: kept for the person (never deleted), outside DICOM/,
 # which holds only what the DICOMDIR lists (IHE PDI: other content in other folders, 8.3 names).
-EXCLUDED_FOLDER = "EXCLUDED"
 # PS3.11 general-purpose profiles, strictest first, with the transfer syntaxes each allows (dcmmkdir's
 # -Pgp, -Pfl and -Pf2 check the same lists; tests/media runs them).
 PROFILES = (
@@ -190,11 +189,6 @@ class Assembly:
             profile=media_profile(set(syntaxes)),
             syntaxes=syntaxes,
         )
-
-
-def excluded_path(media_path: PurePosixPath) -> PurePosixPath:
-    """Where a refused file goes: `EXCLUDED/<study>/<series>/<instance>` instead of `DICOM/...`."""
-    return PurePosixPath(EXCLUDED_FOLDER, *media_path.parts[1:])
 
 
 def _move(source: Path, target: Path) -> None:

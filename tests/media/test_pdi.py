@@ -12,8 +12,8 @@ import pydicom
 
 from aperture.dicom.synthetic import ct_study
 from aperture.media.dicomdir import read_header
-from aperture.media.names import instance_path
-from aperture.media.pdi import EXCLUDED_FOLDER, write_pdi
+from aperture.media.names import EXCLUDED_FOLDER, instance_path
+from aperture.media.pdi import write_pdi
 from tests.data import PYDICOM_DATA
 from tests.media.checks import assert_pdi_valid, dcmmkdir_profile_errors
 
