@@ -116,14 +116,12 @@ def write_media(out: Path) -> None:
 
 def write_zip(out: Path) -> Path:
     """`OUT.zip`: the media folder (DICOM/ and the index), without the download's own state; stored, not deflated."""
-    from aperture.clients.download import STATE_FOLDER
-
     archive = out.with_name(out.name + ".zip")
     partial = archive.with_name(archive.name + ".part")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zipped:
         for path in sorted(out.rglob("*")):
             relative = path.relative_to(out)
-            if relative.parts[0] == STATE_FOLDER or not path.is_file():
+            if not path.is_file():
                 continue
             zipped.write(path, relative.as_posix())
     shutil.move(partial, archive)

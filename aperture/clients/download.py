@@ -13,8 +13,8 @@ What it does, and why:
   every instance's SHA-256 is compared with the server's `Repr-Digest`.
 - **Writes** each instance to `out / aperture.media.names.instance_path(study, series, sop)` through
   a temporary file and a rename, so a file at its final name is always whole, then appends its
-  SHA-256 to `out/.aperture-download/manifest.jsonl`. A rerun keeps a file whose digest still
-  matches its record and fetches everything else.
+  SHA-256 to the manifest in `state_folder(out)` (beside `out`, so `out` itself is clean media).
+  A rerun keeps a file whose digest still matches its record and fetches everything else.
 - **Reports** what is missing, unexpected or corrupt (`Report.problems`) instead of succeeding quietly.
 """
 
@@ -39,7 +39,17 @@ from aperture.dicomweb.multipart import Part, read_parts
 from aperture.errors import ApertureError
 from aperture.media.names import excluded_path, instance_path
 
-STATE_FOLDER = ".aperture-download"  # beside DICOM/: the manifest and partial files, never on the media
+
+def state_folder(out: Path) -> Path:
+    """The download's own state (manifest, partial files): `.<out>.aperture-download` beside `out`.
+
+    Not inside it: a PDI folder holds only DICOM/ and ISO 9660 8.3 names, and a hidden folder of
+    ours would make it invalid media. On the same filesystem, so partial files rename into place.
+    """
+    folder = out.resolve()  # so that `--out .` has a name too
+    return folder.with_name(f".{folder.name}.aperture-download")
+
+
 MANIFEST = "manifest.jsonl"
 WHOLE_SERIES = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 ONE_INSTANCE = "application/dicom; transfer-syntax=*"
@@ -206,7 +216,7 @@ class Manifest:
     """Append-only JSON lines, one per instance written: its media path, size and SHA-256."""
 
     def __init__(self, out: Path) -> None:
-        self.folder = out / STATE_FOLDER
+        self.folder = state_folder(out)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / MANIFEST
         self.records: dict[str, dict[str, Any]] = {}
@@ -285,7 +295,7 @@ class Downloader:
         self.manifest = Manifest(out)
         self.report = Report()
         self.client: httpx.AsyncClient
-        self.tmp = out / STATE_FOLDER / "tmp"
+        self.tmp = state_folder(out) / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():  # partial files of a run that was killed
             leftover.unlink()
