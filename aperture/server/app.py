@@ -1,7 +1,7 @@
 """create_app(config): the imaging server's ASGI application.
 
 Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir, health at /healthz and the
-sample SMART app's static files at /apps/sample/; the lifespan opens the store (engine with
+sample SMART app's static files at /apps/sample/, the OHIF viewer at /viewer/; the lifespan opens the store (engine with
 migrations, blob folder with crash leftovers cleaned) and closes it, makes the per-worker
 authorization parts (the introspection client, the audit recorder), and starts and stops the
 background workers (HTJ2K copies, the ImagingStudy publisher). Nothing here handles a request.
@@ -47,6 +47,7 @@ from aperture.store.copies import CopyWorker
 from aperture.store.engine import open_engine
 from aperture.store.index import Index
 from aperture.store.ingest import Ingest, warm_up
+from aperture.viewer import routes as viewer
 
 log = logging.getLogger("aperture.server")
 RENDER_HEADERS = 256  # parsed instance headers kept for redrawing (a few KB each)
@@ -143,6 +144,7 @@ def create_app(config: Config) -> Starlette:
                 app.state.patients = PatientDirectory(config.auth)
         audit_store = AuditStore(engine, server_base(config.server))
         app.state.audit = AuditRecorder(audit_store) if config.audit.enabled else None
+        app.state.viewer = viewer.open_viewer(config)  # OHIF at /viewer/, None when not installed
         try:
             yield
         finally:
@@ -168,6 +170,7 @@ def create_app(config: Config) -> Starlette:
             # WADO-URI (PS3.18 §9) at the server root, where Orthanc serves it and viewers' links point
             Route("/wado", reads(wadouri.retrieve), methods=["GET"]),
             *apps.routes,  # public: the sample SMART imaging app's static files (docs/sample-app.md)
+            *viewer.routes,  # public: the OHIF viewer's files (docs/vdt-viewer.md); its data takes the token
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
