@@ -148,9 +148,8 @@ def test_a_refreshed_token_reaches_the_open_viewer(stack: DemoStack, page: Page)
     page.on("request", lambda r: signed.append((r.url, r.headers.get("authorization", ""))))
     message = {"type": TOKEN_KEY, "accessToken": second, "expiresAt": int(time.time()) + 600}
     page.evaluate("m => window.postMessage(m, window.location.origin)", message)
-    page.evaluate("m => window.postMessage(m, '*')", {**message, "accessToken": "forged"})  # same origin: taken
-    page.evaluate("m => window.postMessage(m, window.location.origin)", message)
     time.sleep(0.3)
+    signed.clear()
     # the open viewer loads its slices again through OHIF's own image loader (no reload of the page)
     page.evaluate(RELOAD_SLICES)
     time.sleep(1)
@@ -171,7 +170,7 @@ def test_the_viewer_files_are_served_like_a_cdn(stack: DemoStack) -> None:
     assert index.headers["cache-control"] == "no-cache" and index.headers["etag"]
     assert _get(base, **{"If-None-Match": index.headers["etag"]}).status_code == 304
     bundle = next(part.split('"')[0] for part in index.text.split('src="/viewer/')[1:] if "app.bundle" in part)
-    deadline = time.monotonic() + 300  # the first start compresses in the background
+    deadline = time.monotonic() + 200  # the first start compresses in the background
     while True:
         answer = _get(base + bundle, **{"Accept-Encoding": "br, gzip"})
         if answer.headers.get("content-encoding") == "br" or time.monotonic() > deadline:
@@ -179,7 +178,7 @@ def test_the_viewer_files_are_served_like_a_cdn(stack: DemoStack) -> None:
         time.sleep(2)
     assert answer.headers.get("content-encoding") == "br"
     assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
-    assert answer.headers["vary"] == "Accept-Encoding"
+    assert "Accept-Encoding" in answer.headers["vary"]
     assert b'__webpack_require__.p = "/viewer/";' in answer.content  # httpx decoded the brotli
     gz = _get(base + bundle, **{"Accept-Encoding": "gzip"})
     assert gz.headers["content-encoding"] == "gzip" and gz.content == answer.content
