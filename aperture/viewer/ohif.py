@@ -18,9 +18,9 @@ opened with `window.open` gets a copy), never from the URL; a refreshed token ar
 origin, and the header function reads it on the next request.
 
 With `progressive`, stacks load in two stages over byte ranges of the HTJ2K RPCL frames
-(the server answers `Range` on `/frames/N`): the first 64 KiB of every slice (the prefetch of a
-stack takes the first retrieve option), decoded at reduced resolution, then the rest of the
-displayed slice's codestream, appended (docs/vdt-viewer.md).
+(the server answers `Range` on `/frames/N`): the first 64 KiB of the displayed slice, decoded at
+reduced resolution, then the rest of its codestream, appended. The stack prefetch would take the
+first option for the other slices, but OHIF 3.13 was not seen prefetching them (docs/vdt-viewer.md).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -210,3 +211,34 @@ def test_the_htj2k_decoder_is_fetched_once_per_page_load(stack: DemoStack, page:
     fetched = [line for line in imaging_log(stack) if ".wasm" in line][before:]
     htj2k = [line for line in fetched if "37fa160cc3a47cfd.wasm" in line]
     assert len(htj2k) == 1, fetched
+
+
+def test_a_512_slice_arrives_low_resolution_first_then_appended(tmp_path: Path, page: Page) -> None:
+    """A frame bigger than the first range: `bytes=0-65535` first (drawn at reduced resolution), then
+    `bytes=65536-`, appended. (The other slices are not prefetched within the test's window: see
+    docs/vdt-viewer.md, known limits.)"""
+    import io
+
+    import pydicom
+
+    from aperture.dicom.synthetic import ct_study as synthetic_ct
+    from tests.browser.test_ohif import DRAWN, store
+    from tests.conftest import start_server
+
+    parts = list(synthetic_ct(n_slices=4, rows=512, cols=512, patient_id="BIG-CT", patient_name="Big^Ct"))
+    study = str(pydicom.dcmread(io.BytesIO(parts[0])).StudyInstanceUID)
+    server = start_server(tmp_path / "data")
+    try:
+        store(server, parts)
+        asked: list[tuple[str, str]] = []
+        page.on("request", lambda r: asked.append((r.url, r.headers.get("range", ""))) if "/frames/" in r.url else None)
+        page.goto(f"http://127.0.0.1:{server.port}/viewer/viewer?StudyInstanceUIDs={study}")
+        page.wait_for_function(DRAWN, timeout=90_000, polling=250)
+        time.sleep(2)
+    finally:
+        server.stop()
+    summary = "\n".join(f"{url.rsplit('/instances/', 1)[1][:30]} {r or 'no range'}" for url, r in asked)
+    first = [url for url, r in asked if r == "bytes=0-65535"]
+    rest = [url for url, r in asked if r == "bytes=65536-"]
+    assert first, summary  # the displayed slice: its low resolutions first
+    assert rest and set(rest) <= set(first), summary  # then the rest of the same codestream, appended
