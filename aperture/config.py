@@ -182,6 +182,20 @@ class FhirConfig:
         object.__setattr__(self, "ehr_base", self.ehr_base.rstrip("/"))
 
 
+OHIF_VERSION = "3.13.2"  # keep in step with OHIF_VERSION in the Makefile, which fetches it
+OHIF_DIST = Path(__file__).resolve().parents[1] / ".cache" / "ohif" / OHIF_VERSION / "dist"
+
+
+@dataclass(frozen=True)
+class ViewerConfig:
+    """OHIF at `/viewer/` (docs/vdt-viewer.md): the prebuilt dist `make install` fetches, and where its
+    rewritten and precompressed copies go (empty: `served/` beside the dist)."""
+
+    ohif_dist: Path = OHIF_DIST
+    cache: Path = Path("")
+    progressive: bool = True  # byte-range progressive HTJ2K for stacks
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     """The audit trail (docs/authorization.md#audit): every access decision becomes an AuditEvent."""
@@ -197,6 +211,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     fhir: FhirConfig = field(default_factory=FhirConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    viewer: ViewerConfig = field(default_factory=ViewerConfig)
 
     @property
     def database_url(self) -> str:
@@ -210,6 +225,7 @@ _SECTIONS: dict[str, type] = {
     "auth": AuthConfig,
     "fhir": FhirConfig,
     "audit": AuditConfig,
+    "viewer": ViewerConfig,
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("store", "duplicate_policy"): ("reject", "overwrite"),

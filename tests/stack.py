@@ -81,11 +81,18 @@ class DemoStack:
         return client.client_id, secret
 
 
-def start_demo(data: Path, timeout: float = 300, *, port: int | None = None, ehr_port: int | None = None) -> DemoStack:
+def start_demo(
+    data: Path,
+    timeout: float = 300,
+    *,
+    port: int | None = None,
+    ehr_port: int | None = None,
+    access_log: bool = False,
+) -> DemoStack:
     """Start `aperture demo` (on free ports unless given) and read its console until it says it is ready."""
     port, ehr_port = port or free_port(), ehr_port or free_port()
     command = [sys.executable, "-m", "aperture", "demo", "--port", str(port), "--ehr-port", str(ehr_port),
-               "--data", str(data)]  # fmt: skip
+               "--data", str(data), *(["--access-log"] if access_log else [])]  # fmt: skip
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )

@@ -1,11 +1,11 @@
 """create_app(config): the imaging server's ASGI application.
 
-Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir, health at /healthz, the
-sample SMART app's static files at /apps/sample/, the app at /app/ and IHE Invoke Image Display;
-the lifespan opens the store (engine with migrations, blob folder with crash leftovers cleaned)
-and closes it, makes the per-worker authorization parts (the introspection client, the audit
-recorder), and starts and stops the background workers (HTJ2K copies, the ImagingStudy
-publisher). Nothing here handles a request.
+Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir, health at /healthz, PDI media
+zips at /media/, the sample SMART app's static files at /apps/sample/, the app at /app/ with IHE
+Invoke Image Display, and the OHIF viewer at /viewer/; the lifespan opens the store (engine with
+migrations, blob folder with crash leftovers cleaned) and closes it, makes the per-worker
+authorization parts (the introspection client, the audit recorder), and starts and stops the
+background workers (HTJ2K copies, the ImagingStudy publisher). Nothing here handles a request.
 The edge layers (trusted proxy headers, access log, CORS) wrap the whole Starlette stack, outside
 its error middleware, so that even its 500 answers are logged and carry CORS headers.
 """
@@ -49,6 +49,7 @@ from aperture.store.copies import CopyWorker
 from aperture.store.engine import open_engine
 from aperture.store.index import Index
 from aperture.store.ingest import Ingest, warm_up
+from aperture.viewer import routes as viewer
 
 log = logging.getLogger("aperture.server")
 RENDER_HEADERS = 256  # parsed instance headers kept for redrawing (a few KB each)
@@ -147,6 +148,7 @@ def create_app(config: Config) -> Starlette:
                 app.state.patients = PatientDirectory(config.auth)
         audit_store = AuditStore(engine, server_base(config.server))
         app.state.audit = AuditRecorder(audit_store) if config.audit.enabled else None
+        app.state.viewer = viewer.open_viewer(config)  # OHIF at /viewer/, None when not installed
         try:
             yield
         finally:
@@ -176,6 +178,7 @@ def create_app(config: Config) -> Starlette:
             Route("/media/studies/{study}", media.reading(media.study), methods=["GET", "POST"]),
             *apps.routes,  # public: the sample SMART imaging app's static files (docs/sample-app.md)
             *webapp.routes,  # public: the app at /app/ and IHE Invoke Image Display (docs/vdt-app.md)
+            *viewer.routes,  # public: the OHIF viewer's files (docs/vdt-viewer.md); its data takes the token
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
