@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from aperture import __version__
-from aperture.cli import audit, demo, ehr, serve
+from aperture.cli import audit, demo, ehr, serve, transmit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_parser(subparsers)
     ehr.add_parser(subparsers)
     audit.add_parser(subparsers)
+    transmit.add_parser(subparsers)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return int(args.handler(args))
 
