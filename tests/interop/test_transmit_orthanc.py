@@ -1,9 +1,10 @@
 """`aperture transmit` to Orthanc (Debian) over STOW-RS and C-STORE, verified on the receiver.
 
 Orthanc's DICOM port takes only Explicit and Implicit VR Little Endian (AcceptedTransferSyntaxes),
-so a JPEG instance must be transcoded for C-STORE; its Lua ReceivedInstanceFilter refuses every
-instance whose Series Description is REFUSE, over both protocols. A small TCP front that resets
-its first connection stands for a transient failure.
+so a JPEG instance must be transcoded for C-STORE. Refusals come from receivers that refuse for
+real: another Aperture holding different content under the same UIDs (STOW-RS, 0111) and a
+pynetdicom SCP failing some instances (C-STORE, A900). A small TCP front that resets its first
+connection stands for a transient failure.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pynetdicom import AE, build_context, evt
 
 from aperture.clients.transmit.dimse import DimseSender, Peer
 from aperture.clients.transmit.retry import Backoff
@@ -39,14 +42,6 @@ pytestmark = pytest.mark.interop
 
 AET = "ORTHANCT"
 FAST = Backoff(attempts=4, base=0.2)
-LUA = """
-function ReceivedInstanceFilter(dicom, origin, info)
-  if dicom.SeriesDescription == 'REFUSE' then
-    return false
-  end
-  return true
-end
-"""
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +49,6 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc
     if not ORTHANC.exists():
         pytest.fail(f"{ORTHANC} is missing: `make install` installs the Debian packages orthanc and orthanc-dicomweb")
     root = tmp_path_factory.mktemp("orthanc-receiver")
-    (root / "filter.lua").write_text(LUA)
     port, dicom_port = free_port(), free_port()
     config = {
         "Name": "transmit-receiver",
@@ -68,7 +62,6 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc
         "AcceptedTransferSyntaxes": ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"],
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
-        "LuaScripts": [str(root / "filter.lua")],
         "Plugins": [str(dicomweb_plugin())],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
@@ -185,13 +178,49 @@ def test_c_store_to_orthanc_sends_as_stored_and_transcodes_only_the_refused_synt
     assert np.array_equal(theirs.pixel_array, ours.pixel_array)
 
 
+@pytest.fixture
+def refusing_scp() -> Iterator[int]:
+    """A pynetdicom Storage SCP that fails (A900) every instance whose Series Description is REFUSE."""
+
+    def handle_store(event: Any) -> int:
+        return 0xA900 if event.dataset.get("SeriesDescription") == "REFUSE" else 0x0000
+
+    ae = AE(ae_title="REFUSER")
+    ae.supported_contexts = [build_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])]
+    port = free_port()
+    scp = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+    yield port
+    scp.shutdown()
+
+
+def prestore_conflicts(receiver: ApertureServer, files: dict[str, bytes]) -> None:
+    """Give `receiver` other content under the last two SOP Instance UIDs: it refuses those (0111)."""
+    with httpx.Client(base_url=receiver.dicomweb, timeout=60) as http:
+        for sop in list(files)[2:]:
+            ds = pydicom.dcmread(io.BytesIO(files[sop]))
+            ds.SeriesDescription = "Other content"
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            assert stow(http, [out.getvalue()]).status_code == 200
+
+
 @pytest.mark.parametrize("protocol", ["stow", "dimse"])
 def test_refused_instances_are_reported_and_exit_non_zero(
-    protocol: str, receiver: tuple[Orthanc, int], client: httpx.Client, server: ApertureServer, tmp_path: Path
+    protocol: str,
+    client: httpx.Client,
+    server: ApertureServer,
+    fresh_server: ApertureServer,
+    refusing_scp: int,
+    tmp_path: Path,
 ) -> None:
-    orthanc, dicom_port = receiver
+    """STOW-RS to another Aperture that holds different content under two of the UIDs (0111, 409/202),
+    C-STORE to a pynetdicom SCP that fails two instances (A900): both listed as refused, with reasons."""
     study, files = put_study(client, f"TXREF{protocol}", count=4, refuse=2)
-    to = f"dicomweb:{orthanc.url}/dicom-web" if protocol == "stow" else f"dimse:{AET}@127.0.0.1:{dicom_port}"
+    if protocol == "stow":
+        prestore_conflicts(fresh_server, files)
+        to = f"dicomweb:{fresh_server.dicomweb}"
+    else:
+        to = f"dimse:REFUSER@127.0.0.1:{refusing_scp}"
     report_path = tmp_path / "report.json"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run(
@@ -202,16 +231,19 @@ def test_refused_instances_are_reported_and_exit_non_zero(
     assert done.returncode == 1, done.stdout + done.stderr
     document = json.loads(report_path.read_text())
     outcomes = {item["sop_instance"]: item for item in document["instances"]}
-    refused = sorted(sop for sop, item in outcomes.items() if item["outcome"] == "refused")
     expected = sorted(list(files)[2:])
+    refused = sorted(sop for sop, item in outcomes.items() if item["outcome"] == "refused")
     assert refused == expected, document
-    assert all(outcomes[sop]["reason"] for sop in refused)
-    for sop in list(files)[:2]:
-        assert outcomes[sop]["outcome"] == "sent"
-        assert orthanc_file(orthanc, sop) is not None
-    for sop in refused:
-        assert orthanc_file(orthanc, sop) is None  # nothing reported as sent that the receiver lacks
-        assert sop in done.stderr  # listed as it happens
+    assert {outcomes[sop]["status"] for sop in refused} == {"0111" if protocol == "stow" else "A900"}
+    assert all(outcomes[sop]["reason"] and outcomes[sop]["attempts"] == 1 for sop in refused)  # never retried
+    assert all(outcomes[sop]["outcome"] == "sent" for sop in list(files)[:2])
+    assert all(sop in done.stderr for sop in refused)  # listed as it happens
+    if protocol == "stow":  # the receiver has what was reported sent, byte for byte
+        with httpx.Client(base_url=fresh_server.dicomweb, timeout=60) as http:
+            for sop in list(files)[:2]:
+                served = http.get(f"/studies/{study}/series/{outcomes[sop]['series']}/instances/{sop}",
+                                  headers={"Accept": "application/dicom; transfer-syntax=*"})  # fmt: skip
+                assert served.content == files[sop]
     # a rerun that skips what the report says was acknowledged sends only the refused ones again
     again = subprocess.run(
         [sys.executable, "-m", "aperture", "transmit", "--source", server.dicomweb, "--study", study, "--to", to,
