@@ -71,8 +71,9 @@ def part10_header(path: Path) -> tuple[str, str, str, str, str] | None:
     except (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError):
         return None
     meta = ds.get("file_meta") or pydicom.dataset.FileMetaDataset()
-    sop_class = str(meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID") or "")
-    sop = str(meta.get("MediaStorageSOPInstanceUID") or ds.get("SOPInstanceUID") or "")
+    # the data set's UIDs first: they are what a receiver stores (some files' file meta disagrees)
+    sop_class = str(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID") or "")
+    sop = str(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID") or "")
     ts = str(meta.get("TransferSyntaxUID") or "")
     study = str(ds.get("StudyInstanceUID") or "")
     if (
