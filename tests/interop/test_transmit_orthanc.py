@@ -270,8 +270,8 @@ def test_refused_instances_are_reported_and_exit_non_zero(
 class ResetFirst:
     """A TCP front for 127.0.0.1:`target` that resets its first `drops` connections, then relays."""
 
-    def __init__(self, target: int, drops: int = 1) -> None:
-        self.target, self.drops, self.accepted = target, drops, 0
+    def __init__(self, target: int, drops: int = 1, answer: bytes | None = None) -> None:
+        self.target, self.drops, self.accepted, self.answer = target, drops, 0, answer
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -283,6 +283,19 @@ class ResetFirst:
             except OSError:
                 return
             self.accepted += 1
+            if self.accepted <= self.drops and self.answer is not None:  # read the request, answer, close
+                conn.settimeout(10)
+                received = b""
+                try:
+                    while b"--\r\n" not in received[-64:]:  # the multipart body's closing delimiter
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                    conn.sendall(self.answer)
+                finally:
+                    conn.close()
+                continue
             if self.accepted <= self.drops:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 conn.close()  # RST
@@ -370,3 +383,24 @@ def test_pydicom_data_odd_files_are_sent_or_refused_never_claimed(
         else:
             a, b = pydicom.dcmread(io.BytesIO(theirs)), pydicom.dcmread(io.BytesIO(ours))
             assert np.array_equal(a.pixel_array, b.pixel_array), result.source
+
+
+def test_stow_503_with_retry_after_is_retried(
+    receiver: tuple[Orthanc, int], client: httpx.Client, server: ApertureServer
+) -> None:
+    orthanc, _ = receiver
+    study, files = put_study(client, "TX503")
+    busy = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    front = ResetFirst(int(orthanc.url.rsplit(":", 1)[1]), answer=busy)
+    try:
+        started = time.monotonic()
+        report = transmit(DicomwebSource(server.dicomweb, studies=[study]),
+                          StowSender(f"http://127.0.0.1:{front.port}/dicom-web", backoff=FAST), "x")  # fmt: skip
+        elapsed = time.monotonic() - started
+    finally:
+        front.close()
+    assert report.complete, report.to_json()
+    assert all(r.attempts == 2 for r in report.results)
+    assert elapsed >= 1.0  # waited as Retry-After said, not the 0.2 s backoff
+    for sop, data in files.items():
+        assert orthanc_file(orthanc, sop) == data
