@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 
@@ -106,12 +105,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
         finally:
             sender.close()
+            if isinstance(source, DicomwebSource):
+                source.close()
     if args.report:
         report.write(args.report)
     counts = report.counts()
     print(", ".join(f"{counts[name]} {name}" for name in ("sent", "skipped", "refused", "failed")))
     return 0 if report.complete else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(1)
