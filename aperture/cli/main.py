@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from aperture import __version__
-from aperture.cli import audit, demo, download, ehr, serve
+from aperture.cli import audit, demo, download, ehr, serve, transmit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     ehr.add_parser(subparsers)
     audit.add_parser(subparsers)
     download.add_parser(subparsers)
+    transmit.add_parser(subparsers)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return int(args.handler(args))
 

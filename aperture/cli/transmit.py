@@ -1,0 +1,114 @@
+"""`aperture transmit`: send studies to another node over STOW-RS or C-STORE, with a per-instance report.
+
+Exit status 0 only when the receiver acknowledged every instance (or a previous report says it
+did); 1 when anything was refused or failed; 2 for a usage or source error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("transmit", help="send studies to a DICOMweb server or a DICOM node")
+    parser.add_argument("--source", required=True,
+                        help="a DICOMweb base URL (Aperture's .../dicom-web) or a folder of DICOM files")  # fmt: skip
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help="the source's bearer token, read from this file (else $APERTURE_TOKEN)")  # fmt: skip
+    parser.add_argument("--study", action="append", default=None, help="a Study Instance UID (repeatable; default all)")
+    parser.add_argument("--to", required=True, help="dicomweb:URL or dimse:AET@host:port")
+    parser.add_argument("--to-token-file", type=Path, default=None,
+                        help="dicomweb receiver bearer token file (else $APERTURE_TO_TOKEN)")  # fmt: skip
+    parser.add_argument("--to-basic-file", type=Path, default=None,
+                        help="dicomweb receiver user:password file (else $APERTURE_TO_BASIC)")  # fmt: skip
+    parser.add_argument("--calling-aet", default="APERTURE", help="our AE title for dimse (default APERTURE)")
+    parser.add_argument("--retries", type=int, default=3, help="retries of transient failures (default 3)")
+    parser.add_argument("--report", type=Path, default=None, help="write the per-instance JSON report here")
+    parser.add_argument("--skip-acknowledged", type=Path, default=None, metavar="REPORT",
+                        help="do not resend what this previous report says the same receiver acknowledged")  # fmt: skip
+    parser.set_defaults(handler=run)
+
+
+def _secret(path: Path | None, env: str) -> str | None:
+    if path is not None:
+        return path.read_text(encoding="utf-8").strip()
+    return os.environ.get(env) or None
+
+
+def run(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from aperture.clients.transmit.dimse import DimseSender, Peer
+    from aperture.clients.transmit.report import InstanceResult, acknowledged_in
+    from aperture.clients.transmit.retry import Backoff
+    from aperture.clients.transmit.run import Sender, transmit
+    from aperture.clients.transmit.source import BearerAuth, DicomwebSource, FolderSource, Source, SourceError
+    from aperture.clients.transmit.stow import StowSender
+
+    err = Console(stderr=True)
+    backoff = Backoff(attempts=max(args.retries, 0) + 1)
+    sender: Sender
+    try:
+        if args.to.startswith("dicomweb:"):
+            url = args.to.removeprefix("dicomweb:")
+            token, basic = (
+                _secret(args.to_token_file, "APERTURE_TO_TOKEN"),
+                _secret(args.to_basic_file, "APERTURE_TO_BASIC"),
+            )
+            auth: httpx.Auth | None = None
+            if token and basic:
+                raise ValueError("give the receiver either a bearer token or basic credentials, not both")
+            if token:
+                auth = BearerAuth(lambda: token)
+            elif basic:
+                user, sep, password = basic.partition(":")
+                if not sep:
+                    raise ValueError("basic credentials must read user:password")
+                auth = httpx.BasicAuth(user, password)
+            sender = StowSender(url, auth, backoff)
+        elif args.to.startswith("dimse:"):
+            sender = DimseSender(Peer.parse(args.to.removeprefix("dimse:")), args.calling_aet, backoff)
+        else:
+            raise ValueError("--to must be dicomweb:URL or dimse:AET@host:port")
+        source: Source
+        if args.source.startswith(("http://", "https://")):
+            source_token = _secret(args.token_file, "APERTURE_TOKEN")
+            source_auth = BearerAuth(lambda: source_token) if source_token else None
+            source = DicomwebSource(args.source, source_auth, args.study)
+        else:
+            source = FolderSource(Path(args.source), args.study)
+        skip = acknowledged_in(args.skip_acknowledged, args.to) if args.skip_acknowledged else set()
+    except (ValueError, OSError, SourceError) as exc:
+        err.print(f"aperture transmit: {exc}")
+        return 2
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as bars:  # fmt: skip
+        task = bars.add_task("instances acknowledged", total=None)
+        done = 0
+
+        def progress(event: str, result: InstanceResult) -> None:
+            nonlocal done
+            done += 1
+            bars.update(task, completed=done)
+            if not result.acknowledged:
+                bars.console.print(f"[red]{result.outcome}[/red] {result.sop_instance}: {result.reason}")
+
+        try:
+            report = transmit(source, sender, args.to, skip=skip, progress=progress)
+        except SourceError as exc:
+            err.print(f"aperture transmit: {exc}")
+            return 2
+        finally:
+            sender.close()
+            if isinstance(source, DicomwebSource):
+                source.close()
+    if args.report:
+        report.write(args.report)
+    counts = report.counts()
+    print(", ".join(f"{counts[name]} {name}" for name in ("sent", "skipped", "refused", "failed")))
+    return 0 if report.complete else 1
