@@ -188,7 +188,7 @@ OHIF_DIST = Path(__file__).resolve().parents[1] / ".cache" / "ohif" / OHIF_VERSI
 
 @dataclass(frozen=True)
 class ViewerConfig:
-    """OHIF at `/viewer/` (docs/vdt-viewer.md): the prebuilt dist `make install` fetches, and where its
+    """OHIF at `/viewer/` (docs/view-download-transmit.md): the prebuilt dist `make install` fetches, and where its
     rewritten and precompressed copies go (empty: `served/` beside the dist)."""
 
     ohif_dist: Path = OHIF_DIST

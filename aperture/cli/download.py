@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from aperture.clients import CLI_CLIENT_ID
+from aperture.cli import signing_in
 from aperture.clients.download import Progress
 from aperture.errors import ApertureError
 
@@ -22,13 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="download a patient's studies as IHE PDI media (a DICOM/ folder with DICOMDIR, or a zip)",
         description="Sign in at a SMART EHR and download every study the authorization reaches.",
     )
-    parser.add_argument("--issuer", required=True, help="the EHR's FHIR base URL (its SMART issuer)")
-    parser.add_argument("--client-id", default=CLI_CLIENT_ID, help=f"registered client id (default {CLI_CLIENT_ID})")
-    parser.add_argument("--key", type=Path, help="Backend Services: the client's private key (JWK, JWK Set or PEM)")
-    parser.add_argument("--patient", help="Backend Services: the patient's FHIR id to download for")
-    parser.add_argument("--scope", help="scopes to ask for (default: patient/ImagingStudy.rs, or system/ with --key)")
-    parser.add_argument("--no-browser", action="store_true", help="print the sign-in URL instead of opening it")
-    parser.add_argument("--imaging-fhir", help="the imaging FHIR base, when the EHR does not name it")
+    signing_in.add_arguments(parser)
     parser.add_argument("--study", help="only this StudyInstanceUID")
     parser.add_argument("--since", type=date.fromisoformat, help="only studies changed on or after DATE (YYYY-MM-DD)")
     parser.add_argument("--out", type=Path, default=Path("aperture-download"), help="output folder")
@@ -40,30 +34,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    from aperture.clients import download, signin
+    from aperture.clients import download
 
     if not 1 <= args.streams <= 32:
         print("aperture download: --streams is 1 to 32", file=sys.stderr)
         return 2
-    if (args.key is None) != (args.patient is None):
-        print("aperture download: Backend Services needs both --key and --patient", file=sys.stderr)
+    if (wrong := signing_in.problem(args)) is not None:
+        print(f"aperture download: {wrong}", file=sys.stderr)
         return 2
     with httpx.Client(timeout=60) as http:
         try:
-            config = signin.discover(args.issuer, http)
-            if args.key is not None:
-                key = signin.load_private_key(args.key)
-                session = signin.sign_in_backend(
-                    config, http, client_id=args.client_id, key=key, scope=args.scope or signin.SYSTEM_SCOPE
-                )
-                session.patient = args.patient
-            else:
-                session = signin.sign_in_browser(
-                    config, http, client_id=args.client_id, scope=args.scope or signin.PATIENT_SCOPE,
-                    open_browser=not args.no_browser, announce=lambda text: print(text, flush=True),
-                )  # fmt: skip
-            if args.imaging_fhir:
-                session.imaging_endpoints = (args.imaging_fhir.rstrip("/"),)
+            session = signing_in.sign_in(args, http)
             since = args.since.isoformat() if args.since else None
             studies = download.find_studies(http, session, study=args.study, since=since)
         except ApertureError as exc:

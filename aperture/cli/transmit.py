@@ -9,12 +9,22 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aperture.cli import signing_in
+from aperture.errors import ApertureError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from aperture.clients.transmit.source import DicomwebSource
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("transmit", help="send studies to a DICOMweb server or a DICOM node")
-    parser.add_argument("--source", required=True,
-                        help="a DICOMweb base URL (Aperture's .../dicom-web) or a folder of DICOM files")  # fmt: skip
+    parser.add_argument("--source", default=None,
+                        help="a DICOMweb base URL (Aperture's .../dicom-web) or a folder of DICOM files; "
+                             "or sign in with --issuer and send every study the authorization reaches")  # fmt: skip
     parser.add_argument("--token-file", type=Path, default=None,
                         help="the source's bearer token, read from this file (else $APERTURE_TOKEN)")  # fmt: skip
     parser.add_argument("--study", action="append", default=None, help="a Study Instance UID (repeatable; default all)")
@@ -28,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--report", type=Path, default=None, help="write the per-instance JSON report here")
     parser.add_argument("--skip-acknowledged", type=Path, default=None, metavar="REPORT",
                         help="do not resend what this previous report says the same receiver acknowledged")  # fmt: skip
+    signing_in.add_arguments(parser, required=False)
     parser.set_defaults(handler=run)
 
 
@@ -38,6 +49,40 @@ def _secret(path: Path | None, env: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import httpx
+
+    with httpx.Client(timeout=60) as http:  # the sign-in's: discovery, token, refresh, ImagingStudy search
+        return _run(args, http)
+
+
+def _signed_in_source(args: argparse.Namespace, http: httpx.Client) -> DicomwebSource:
+    """Sign in at the EHR and find the studies the authorization reaches: their WADO-RS base, as the source.
+
+    The token is asked for on every request, so a long transmit outlives its first access token.
+    """
+    from aperture.clients.download import find_studies
+    from aperture.clients.transmit.source import BearerAuth, DicomwebSource, SourceError
+
+    session = signing_in.sign_in(args, http)
+    studies = [s for uid in (args.study or [None]) for s in find_studies(http, session, study=uid)]
+    if not studies:
+        raise SourceError("The authorization reaches no study (or none of those named with --study).")
+    bases = {s.address for s in studies}
+    if len(bases) != 1 or None in bases:
+        raise SourceError(
+            "The studies are not all at one WADO-RS base (their ImagingStudy Endpoints differ or are missing); "
+            "transmit them one server at a time with --study."
+        )
+
+    def token() -> str:
+        if session.expiring():
+            session.refresh(http)
+        return session.access_token
+
+    return DicomwebSource(str(bases.pop()), BearerAuth(token), [s.uid for s in studies])
+
+
+def _run(args: argparse.Namespace, http: httpx.Client) -> int:
     import httpx
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -75,7 +120,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise ValueError("--to must be dicomweb:URL or dimse:AET@host:port")
         source: Source
-        if args.source.startswith(("http://", "https://")):
+        if (args.source is None) == (args.issuer is None):
+            raise ValueError("give either --source (a DICOMweb URL or a folder) or --issuer (sign in at the EHR)")
+        if args.issuer is not None:
+            if (wrong := signing_in.problem(args)) is not None:
+                raise ValueError(wrong)
+            source = _signed_in_source(args, http)
+        elif args.source.startswith(("http://", "https://")):
             source_token = _secret(args.token_file, "APERTURE_TOKEN")
             source_auth = BearerAuth(lambda: source_token) if source_token else None
             source = DicomwebSource(args.source, source_auth, args.study)
@@ -84,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
         skip = acknowledged_in(args.skip_acknowledged, args.to) if args.skip_acknowledged else set()
     except (ValueError, OSError, SourceError) as exc:
         err.print(f"aperture transmit: {exc}")
+        return 2
+    except ApertureError as exc:  # the sign-in or the ImagingStudy search
+        err.print(f"aperture transmit: {exc.message}")
         return 2
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -4,7 +4,7 @@
 serves its files at `/apps/sample/` (`aperture.server.apps`) and `aperture demo` registers it at the
 EHR sandbox. It is an example of the SMART Imaging Access flow, not a viewer (docs/sample-app.md).
 `web_app/` is the app people use to see, preview and download their images, served at `/app/`
-(`aperture.server.webapp`, docs/vdt-app.md).
+(`aperture.server.webapp`, docs/view-download-transmit.md).
 `signin.py` signs a command-line client in at a SMART EHR (a native app's browser flow, RFC 8252,
 or Backend Services) and `download.py` is `aperture download`'s engine.
 """

@@ -5,7 +5,7 @@ an allow-list, `config.json` naming the EHR this server trusts, a strict Content
 with one difference: its download form posts to this server (`form-action 'self'`), so a study
 streams straight to disk with the token in the request body, never in a URL.
 
-IID (docs/vdt-app.md): the request is checked here (`aperture.viewer.iid`); a wrong or unsupported
+IID (docs/view-download-transmit.md): the request is checked here (`aperture.viewer.iid`); a wrong or unsupported
 value gets a 400 page in words; a good one is sent on (303) to the app's launch page with the
 checked values only, where the app signs in at the EHR if this tab has no sign-in yet and opens
 the viewer on what the authorization reaches. The server shows no patient data here: authorization

@@ -20,7 +20,7 @@ origin, and the header function reads it on the next request.
 With `progressive`, stacks load in two stages over byte ranges of the HTJ2K RPCL frames
 (the server answers `Range` on `/frames/N`): the first 64 KiB of the displayed slice, decoded at
 reduced resolution, then the rest of its codestream, appended. The stack prefetch would take the
-first option for the other slices, but OHIF 3.13 was not seen prefetching them (docs/vdt-viewer.md).
+first option for the other slices, but OHIF 3.13 was not seen prefetching them (docs/view-download-transmit.md).
 """
 
 from __future__ import annotations

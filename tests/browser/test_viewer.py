@@ -216,7 +216,7 @@ def test_the_htj2k_decoder_is_fetched_once_per_page_load(stack: DemoStack, page:
 def test_a_512_slice_arrives_low_resolution_first_then_appended(tmp_path: Path, page: Page) -> None:
     """A frame bigger than the first range: `bytes=0-65535` first (drawn at reduced resolution), then
     `bytes=65536-`, appended. (The other slices are not prefetched within the test's window: see
-    docs/vdt-viewer.md, known limits.)"""
+    docs/view-download-transmit.md, known limits.)"""
     import io
 
     import pydicom

@@ -1,4 +1,4 @@
-// The app at /app/ (docs/vdt-app.md): a patient's imaging studies, with their reports, to view in the viewer
+// The app at /app/ (docs/view-download-transmit.md): a patient's imaging studies, with their reports, to view in the viewer
 // (OHIF at /viewer/), preview as a grid of pictures, and download as a DICOM media zip (IHE PDI). Plain
 // JavaScript modules, no build, nothing from another site.
 //

@@ -1,4 +1,4 @@
-// Signing in at the EHR and staying signed in (SMART App Launch 2.2), for the app at /app/ (docs/vdt-app.md).
+// Signing in at the EHR and staying signed in (SMART App Launch 2.2), for the app at /app/ (docs/view-download-transmit.md).
 //
 // One EHR is trusted: the `issuer` of config.json, which the imaging server writes (its own EHR). A launch
 // from any other `iss` is refused before any redirect. Authorization code grant with PKCE (S256) and
