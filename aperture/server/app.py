@@ -173,12 +173,12 @@ def create_app(config: Config) -> Starlette:
             Mount("/fhir", routes=fhir_routes),  # ImagingStudy for SMART Imaging Access (docs/fhir.md)
             # WADO-URI (PS3.18 §9) at the server root, where Orthanc serves it and viewers' links point
             Route("/wado", reads(wadouri.retrieve), methods=["GET"]),
-            # PDI media as a zip streamed while it is built (docs/view-download-transmit.md); POST: RFC 6750 §2.2 form token
+            # PDI media, a zip streamed while it is built (docs/view-download-transmit.md); POST: RFC 6750 form token
             Route("/media/studies", media.reading(media.studies), methods=["GET", "POST"]),
             Route("/media/studies/{study}", media.reading(media.study), methods=["GET", "POST"]),
             *apps.routes,  # public: the sample SMART imaging app's static files (docs/sample-app.md)
             *webapp.routes,  # public: the app at /app/ and IHE Invoke Image Display (docs/view-download-transmit.md)
-            *viewer.routes,  # public: the OHIF viewer's files (docs/view-download-transmit.md); its data takes the token
+            *viewer.routes,  # public: OHIF's files (docs/view-download-transmit.md); its data takes the token
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
