@@ -27,6 +27,7 @@ import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -328,23 +329,30 @@ class Downloader:
         finally:
             sink.path.unlink(missing_ok=True)
 
-    async def series(self, study: Study, series: str, wanted: dict[str, Instance]) -> None:
-        """One multipart GET for a whole series; each part checked and written as it arrives."""
-        url = f"{study.address}/studies/{quote(study.uid)}/series/{quote(series)}"
+    @asynccontextmanager
+    async def _get(self, url: str, accept: str) -> AsyncIterator[httpx.Response]:
+        """A streamed GET within the stream limit, retried once after a 401 with a renewed token."""
         async with self.streams:
             for attempt in (1, 2):
                 token = self.session.access_token
-                headers = {"Accept": WHOLE_SERIES, **WANT_DIGEST, **await self.headers()}
+                headers = {"Accept": accept, **WANT_DIGEST, **await self.headers()}
                 async with self.client.stream("GET", url, headers=headers) as answer:
                     if answer.status_code == 401 and attempt == 1:
+                        await answer.aread()
                         await self.headers(refused=token)
                         continue
-                    if answer.status_code != 200:
-                        await answer.aread()
-                        self.report.problems.append(f"series {series} of study {study.uid}: HTTP {answer.status_code}")
-                        return
-                    await self._read_series(answer, study, series, wanted)
+                    yield answer
                     return
+
+    async def series(self, study: Study, series: str, wanted: dict[str, Instance]) -> None:
+        """One multipart GET for a whole series; each part checked and written as it arrives."""
+        url = f"{study.address}/studies/{quote(study.uid)}/series/{quote(series)}"
+        async with self._get(url, WHOLE_SERIES) as answer:
+            if answer.status_code != 200:
+                await answer.aread()
+                self.report.problems.append(f"series {series} of study {study.uid}: HTTP {answer.status_code}")
+                return
+            await self._read_series(answer, study, series, wanted)
 
     async def _read_series(
         self, answer: httpx.Response, study: Study, series: str, wanted: dict[str, Instance]
@@ -385,32 +393,23 @@ class Downloader:
 
     async def instance(self, study: Study, instance: Instance) -> None:
         series = f"{study.address}/studies/{quote(study.uid)}/series/{quote(instance.series)}"
-        url = f"{series}/instances/{quote(instance.sop)}"
-        async with self.streams:
-            for attempt in (1, 2):
-                token = self.session.access_token
-                headers = {"Accept": ONE_INSTANCE, **WANT_DIGEST, **await self.headers()}
-                async with self.client.stream("GET", url, headers=headers) as answer:
-                    if answer.status_code == 401 and attempt == 1:
-                        await self.headers(refused=token)
-                        continue
-                    if answer.status_code != 200:
-                        await answer.aread()
-                        why = "not on the server" if answer.status_code == 404 else f"HTTP {answer.status_code}"
-                        self.report.problems.append(f"{_where(instance)}: {why}")
-                        return
-                    sink = _Sink(self.tmp)
-                    try:
-                        async for chunk in answer.aiter_raw(_CHUNK):
-                            sink.write(chunk)
-                            self.report.bytes += len(chunk)
-                            self.progress.received(len(chunk))
-                    except httpx.HTTPError as exc:
-                        sink.discard()
-                        self.report.problems.append(f"{_where(instance)}: the answer broke off ({exc})")
-                        return
-                    self.finish(sink, instance, _digest_value(answer.headers.get("repr-digest")))
-                    return
+        async with self._get(f"{series}/instances/{quote(instance.sop)}", ONE_INSTANCE) as answer:
+            if answer.status_code != 200:
+                await answer.aread()
+                why = "not on the server" if answer.status_code == 404 else f"HTTP {answer.status_code}"
+                self.report.problems.append(f"{_where(instance)}: {why}")
+                return
+            sink = _Sink(self.tmp)
+            try:
+                async for chunk in answer.aiter_raw(_CHUNK):
+                    sink.write(chunk)
+                    self.report.bytes += len(chunk)
+                    self.progress.received(len(chunk))
+            except httpx.HTTPError as exc:
+                sink.discard()
+                self.report.problems.append(f"{_where(instance)}: the answer broke off ({exc})")
+                return
+            self.finish(sink, instance, _digest_value(answer.headers.get("repr-digest")))
 
     async def study(self, study: Study) -> None:
         missing = [i for i in study.instances if self.manifest.kept(self.out, i) is None]

@@ -45,6 +45,7 @@ from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, path_uid, public_base, with_base
 from aperture.dicomweb.xmlparts import xml_metadata_documents, xml_multipart
 from aperture.errors import NotAcceptable, NotFound
+from aperture.media.zipsink import ZipSink
 from aperture.store.index import InstanceRef
 from aperture.store.scope import AccessScope
 
@@ -317,30 +318,8 @@ async def _multipart_stream(
     yield multipart.closing(boundary)
 
 
-class _ZipSink:
-    """A write-only file for zipfile: collects what it writes so the generator can yield it."""
-
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self.pieces.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        data = b"".join(self.pieces)
-        self.pieces.clear()
-        return data
-
-
 def _zip_stream(refs: list[InstanceRef], blobs: Any) -> Iterator[bytes]:
-    sink = _ZipSink()
+    sink = ZipSink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for ref in refs:
             name = f"{ref.study_uid}/{ref.series_uid}/{ref.sop_uid}.dcm"

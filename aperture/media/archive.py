@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 from aperture.media.dicomdir import read_header
 from aperture.media.names import excluded_path, instance_path
 from aperture.media.pdi import Assembly
+from aperture.media.zipsink import ZipSink
 
 CHUNK = 1 << 20
 _ZIP64_AT = 0xFFFF0000  # an entry this large needs ZIP64 sizes, decided before its bytes are written
@@ -36,28 +37,6 @@ class MediaSource:
     size: int
 
 
-class _Sink:
-    """The write-only file zipfile writes into; the generator yields what it collected."""
-
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self.pieces.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        data = b"".join(self.pieces)
-        self.pieces.clear()
-        return data
-
-
 def _info(name: str, when: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=when)
     info.compress_type = zipfile.ZIP_STORED
@@ -71,7 +50,7 @@ def pdi_zip(
     """The zip's bytes, in pieces: the instances as they are read, then previews, INDEX.HTM, README.TXT, DICOMDIR."""
     assembly = Assembly(file_set_id, web=web, institution=institution)
     when = datetime.now(UTC).timetuple()[:6]
-    sink = _Sink()
+    sink = ZipSink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for source in sources:
             media_path = instance_path(source.study_uid, source.series_uid, source.sop_uid)

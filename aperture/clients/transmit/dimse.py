@@ -21,7 +21,7 @@ from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
-from aperture.clients.transmit.report import InstanceResult
+from aperture.clients.transmit.report import InstanceResult, status_reason
 from aperture.clients.transmit.retry import Backoff
 from aperture.clients.transmit.source import SourceInstance
 from aperture.dicom.transcode import (
@@ -50,26 +50,6 @@ class Peer:
         if match is None or not 0 < int(match["port"]) < 65536 or not match["aet"].strip():
             raise ValueError(f"{text!r} is not AET@host:port (an AE title of 1-16 characters, a host and a port)")
         return cls(match["aet"], match["host"].strip("[]"), int(match["port"]))
-
-
-def _status_reason(code: int) -> str:
-    if 0xA700 <= code <= 0xA7FF:
-        return "the receiver is out of resources"
-    if 0xA900 <= code <= 0xA9FF:
-        return "the receiver says the data set does not match the SOP class"
-    if 0xC000 <= code <= 0xCFFF:
-        return "the receiver cannot understand the instance"
-    return {
-        0x0110: "processing failure at the receiver",
-        0x0111: "the receiver already holds another instance with this SOP Instance UID",
-        0x0117: "invalid SOP Instance (per the receiver)",
-        0x0122: "the receiver does not support this SOP class",
-        0x0124: "the receiver refuses: not authorized",
-        0x0211: "the receiver does not recognise the operation",
-        0xB000: "coercion of data elements",
-        0xB006: "elements discarded",
-        0xB007: "data set does not match SOP class (stored anyway)",
-    }.get(code, "refused by the receiver")
 
 
 class DimseSender:
@@ -190,9 +170,9 @@ class DimseSender:
         comment = str(status.get("ErrorComment") or "")
         if code == 0x0000 or code in _WARNINGS:
             result.outcome, result.sent_as = "sent", target
-            result.reason = _status_reason(code) if code else None
+            result.reason = status_reason(code) if code else None
             return None
-        result.reason = _status_reason(code) + (f": {comment}" if comment else "")
+        result.reason = status_reason(code) + (f": {comment}" if comment else "")
         if 0xA700 <= code <= 0xA7FF:
             return result.reason
         result.outcome = "refused"

@@ -72,3 +72,25 @@ def acknowledged_in(path: Path, destination: str) -> set[str]:
         for item in document.get("instances", [])
         if item.get("outcome") in ("sent", "skipped")
     }
+
+
+def status_reason(code: int) -> str:
+    """What a DICOM status (PS3.4 Annex B C-STORE statuses, which STOW-RS FailureReason reuses) means, in words."""
+    if 0xA700 <= code <= 0xA7FF:
+        return "the receiver is out of resources"
+    if 0xA900 <= code <= 0xA9FF:
+        return "the receiver says the data set does not match the SOP class"
+    if 0xC000 <= code <= 0xCFFF and code != 0xC122:
+        return "the receiver cannot understand the instance"
+    return {
+        0x0110: "processing failure at the receiver",
+        0x0111: "the receiver already holds another instance with this SOP Instance UID",
+        0x0117: "invalid SOP Instance (per the receiver)",
+        0x0122: "the receiver does not support this SOP class",
+        0x0124: "the receiver refuses: not authorized",
+        0x0211: "the receiver does not recognise the operation",
+        0xB000: "coercion of data elements",
+        0xB006: "elements discarded",
+        0xB007: "data set does not match SOP class (stored anyway)",
+        0xC122: "the receiver does not support this transfer syntax",
+    }.get(code, "refused by the receiver")

@@ -16,31 +16,12 @@ from typing import Any
 
 import httpx
 
-from aperture.clients.transmit.report import InstanceResult
+from aperture.clients.transmit.report import InstanceResult, status_reason
 from aperture.clients.transmit.retry import Backoff, TransientFailure, parse_retry_after
 from aperture.clients.transmit.source import SourceInstance
 
 CHUNK_BYTES = 64 << 20  # at most this much DICOM per request (one instance may exceed it alone)
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
-
-
-def _reason(code: int) -> str:
-    if 0xA700 <= code <= 0xA7FF:
-        return "the receiver is out of resources"
-    if 0xA900 <= code <= 0xA9FF:
-        return "the receiver says the data set does not match its SOP class"
-    if 0xC000 <= code <= 0xCFFF:
-        return "the receiver cannot understand the instance"
-    return {
-        0x0110: "processing failure at the receiver",
-        0x0111: "the receiver already holds another instance with this SOP Instance UID",
-        0x0122: "the receiver does not support this SOP class",
-        0xC122: "the receiver does not support this transfer syntax",
-        0x0124: "the receiver refuses: not authorized",
-        0xB000: "coercion of data elements",
-        0xB006: "elements discarded",
-        0xB007: "data set does not match SOP class (stored anyway)",
-    }.get(code, "refused by the receiver")
 
 
 class StowSender:
@@ -124,12 +105,12 @@ class StowSender:
                 result.outcome, result.sent_as = "sent", instance.transfer_syntax
                 warning = _code(item, "00081196")
                 result.status = f"{warning:04X}" if warning is not None else None
-                result.reason = _reason(warning) if warning is not None else None
+                result.reason = status_reason(warning) if warning is not None else None
             elif instance.sop_instance in failed:
                 code = _code(failed[instance.sop_instance], "00081197")
                 comment = _text(failed[instance.sop_instance], "00000902")
                 result.status = f"{code:04X}" if code is not None else None
-                result.reason = (_reason(code) if code is not None else "refused by the receiver") + (
+                result.reason = (status_reason(code) if code is not None else "refused by the receiver") + (
                     f": {comment}" if comment else ""
                 )
                 if code is not None and 0xA700 <= code <= 0xA7FF:
