@@ -22,7 +22,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
 from aperture.clients.transmit.report import InstanceResult, status_reason
-from aperture.clients.transmit.retry import Backoff
+from aperture.clients.transmit.retry import Backoff, until_acknowledged
 from aperture.clients.transmit.source import SourceInstance
 from aperture.dicom.transcode import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -68,25 +68,13 @@ class DimseSender:
             self._send_batch(batch, results)
 
     def _send_batch(self, batch: list[SourceInstance], results: dict[str, InstanceResult]) -> None:
-        pending = list(batch)
-        attempt = 0
-        while pending:
-            attempt += 1
-            for instance in pending:
-                results[instance.sop_instance].attempts = attempt
-            retry, retry_reason = self._associate_and_send(pending, results)
-            if not retry:
-                return
+        def attempt(pending: list[SourceInstance]) -> list[SourceInstance]:
+            retry, reason = self._associate_and_send(pending, results)
             for instance in retry:
-                results[instance.sop_instance].reason = retry_reason
-            if attempt >= self.backoff.attempts:
-                for instance in retry:
-                    result = results[instance.sop_instance]
-                    result.outcome = "failed"
-                    result.reason = f"not acknowledged after {attempt} attempts: {result.reason}"
-                return
-            self.backoff.sleep(attempt)
-            pending = retry
+                results[instance.sop_instance].reason = reason
+            return retry
+
+        until_acknowledged(batch, results, self.backoff, attempt)
 
     def _associate_and_send(
         self, pending: list[SourceInstance], results: dict[str, InstanceResult]

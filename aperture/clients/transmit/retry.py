@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+
+from aperture.clients.transmit.report import InstanceResult
+from aperture.clients.transmit.source import SourceInstance
 
 
 class TransientFailure(Exception):
@@ -44,3 +48,40 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
+
+
+def until_acknowledged(
+    batch: list[SourceInstance],
+    results: dict[str, InstanceResult],
+    backoff: Backoff,
+    attempt: Callable[[list[SourceInstance]], list[SourceInstance]],
+) -> None:
+    """Send `batch` with `attempt` (one request or association) until nothing is left to retry.
+
+    `attempt` records each instance's outcome and returns those worth another try (their reason
+    set), or raises TransientFailure for all of them. Whatever is still unacknowledged when the
+    attempts run out is marked failed: never reported as sent.
+    """
+    pending = list(batch)
+    tries = 0
+    while pending:
+        tries += 1
+        for instance in pending:
+            results[instance.sop_instance].attempts = tries
+        wait = None
+        try:
+            retry = attempt(pending)
+        except TransientFailure as exc:
+            retry, wait = pending, exc.retry_after
+            for instance in pending:
+                results[instance.sop_instance].reason = str(exc)
+        if not retry:
+            return
+        if tries >= backoff.attempts:
+            for instance in retry:
+                result = results[instance.sop_instance]
+                result.outcome = "failed"
+                result.reason = f"not acknowledged after {tries} attempts: {result.reason}"
+            return
+        backoff.sleep(tries, wait)
+        pending = retry

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from aperture.clients.transmit.report import InstanceResult, status_reason
-from aperture.clients.transmit.retry import Backoff, TransientFailure, parse_retry_after
+from aperture.clients.transmit.retry import Backoff, TransientFailure, parse_retry_after, until_acknowledged
 from aperture.clients.transmit.source import SourceInstance
 
 CHUNK_BYTES = 64 << 20  # at most this much DICOM per request (one instance may exceed it alone)
@@ -39,31 +39,7 @@ class StowSender:
             self._send_chunk(study, chunk, results)
 
     def _send_chunk(self, study: str, chunk: list[SourceInstance], results: dict[str, InstanceResult]) -> None:
-        pending = list(chunk)
-        attempt = 0
-        while pending:
-            attempt += 1
-            for instance in pending:
-                results[instance.sop_instance].attempts = attempt
-            try:
-                retry = self._post(study, pending, results)
-            except TransientFailure as exc:
-                retry = pending
-                for instance in pending:
-                    results[instance.sop_instance].reason = str(exc)
-                wait = exc.retry_after
-            else:
-                wait = None
-            if not retry:
-                return
-            if attempt >= self.backoff.attempts:
-                for instance in retry:
-                    result = results[instance.sop_instance]
-                    result.outcome = "failed"
-                    result.reason = f"not acknowledged after {attempt} attempts: {result.reason}"
-                return
-            self.backoff.sleep(attempt, wait)
-            pending = retry
+        until_acknowledged(chunk, results, self.backoff, lambda pending: self._post(study, pending, results))
 
     def _post(
         self, study: str, instances: list[SourceInstance], results: dict[str, InstanceResult]
