@@ -65,6 +65,22 @@ class Orthanc:
         return None
 
 
+def wait_for_orthanc(process: subprocess.Popen[bytes], http: httpx.Client, log: Path, seconds: float = 30) -> None:
+    """Until Orthanc answers /system; fails the test with its log if it exits or stays silent."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"Orthanc exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            if http.get("/system").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"Orthanc did not answer /system in {seconds:.0f} s:\n{log.read_text(errors='replace')}")
+        time.sleep(0.1)
+
+
 def dicomweb_plugin() -> Path:
     """The orthanc-dicomweb plugin library, as the Debian package installs it."""
     missing = (
@@ -114,18 +130,7 @@ def orthanc(server: ApertureServer, tmp_path_factory: pytest.TempPathFactory) ->
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, timeout=120)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"Orthanc exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                if http.get("/system").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Orthanc did not answer /system in 30 s:\n{log.read_text(errors='replace')}")
-            time.sleep(0.1)
+        wait_for_orthanc(process, http, log)
         yield Orthanc(process, url, log, http)
     finally:
         http.close()

@@ -37,7 +37,7 @@ from aperture.clients.transmit.stow import StowSender
 from tests.conftest import ApertureServer, free_port
 from tests.data import PYDICOM_DATA
 from tests.helpers import make_instance, stow
-from tests.interop.test_orthanc_peer import ORTHANC, Orthanc, dicomweb_plugin, unique_patient
+from tests.interop.test_orthanc_peer import ORTHANC, Orthanc, dicomweb_plugin, unique_patient, wait_for_orthanc
 
 pytestmark = pytest.mark.interop
 
@@ -72,18 +72,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc
     process = subprocess.Popen([str(ORTHANC), str(root / "orthanc.json")], stdout=handle, stderr=subprocess.STDOUT)
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"Orthanc exited:\n{log.read_text(errors='replace')}")
-            try:
-                if http.get("/system").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Orthanc did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.1)
+        wait_for_orthanc(process, http, log)
         yield Orthanc(process, f"http://127.0.0.1:{port}", log, http), dicom_port
     finally:
         http.close()
