@@ -1,15 +1,16 @@
 """The app at /app/, clicked through in chromium against the demo stack (`aperture demo`, tests/stack.py).
 
 A patient signs in from the URL the demo prints first and sees their studies with the EHR's report;
-the preview grid draws the study's pictures; View hands the viewer its token and a renewed token
-reaches the open viewer window; Download posts the token in a form body to /media/; a proxy does not
-see the withheld study; a clinician opens the app from the EHR launch page; and an IHE Invoke Image
-Display link with no sign-in in the tab goes through the SMART sign-in and lands in the viewer on the
-study. Screenshots at phone and desktop widths go to docs/images/ (docs/view-download-transmit.md).
+the preview grid draws the study's pictures; View opens OHIF at /viewer/, which draws the CT with the
+token handed over, and a renewed token reaches the open viewer window; Download posts the token in a
+form body to /media/ and the browser saves a zip that is valid PDI media; a proxy does not see the
+withheld study; a clinician opens the app from the EHR launch page; and an IHE Invoke Image Display
+link with no sign-in in the tab goes through the SMART sign-in and lands in OHIF, drawing the study. Screenshots at phone and desktop widths go to docs/images/ (docs/view-download-transmit.md).
 """
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,9 @@ import pytest
 from aperture.ehr.people import load_directory
 from tests.browser.conftest import PageLog
 from tests.browser.launch import sign_in
+from tests.browser.test_viewer import PICTURE
+from tests.e2e.imaging import instances_of
+from tests.media.checks import assert_pdi_valid
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -136,7 +140,9 @@ def test_a_patient_sees_studies_with_reports_and_the_preview_grid(
         page.context.close()
 
 
-def test_view_hands_the_viewer_its_token_and_every_renewed_one(demo_stack: DemoStack, page: Page) -> None:
+def test_view_opens_ohif_on_the_study_with_every_renewed_token_and_download_saves_pdi_media(
+    demo_stack: DemoStack, page: Page, tmp_path: Path
+) -> None:
     sign_in_at_app(page, demo_stack, "walter", "walter-demo")
     listed(page)
     card = page.locator(f'article[data-study-uid="{CT.uid}"]')
@@ -149,6 +155,10 @@ def test_view_hands_the_viewer_its_token_and_every_renewed_one(demo_stack: DemoS
     handed = viewer.evaluate("JSON.parse(sessionStorage.getItem('aperture.viewer.token'))")
     session = page.evaluate("JSON.parse(sessionStorage.getItem('aperture-app.session'))")
     assert handed == {"accessToken": session["token"], "expiresAt": session["expiresAt"]}
+    try:  # OHIF at /viewer/ draws the CT with the token it was handed
+        viewer.wait_for_function(PICTURE, timeout=90_000, polling=250)
+    finally:
+        viewer.screenshot(path=IMAGES / "viewer-ct-desktop.png")
     viewer.evaluate("window.heard = []; addEventListener('message', (e) => heard.push(e.data))")
 
     page.evaluate("window.apertureRenew()")  # what the timer does a minute before expiry: the refresh_token grant
@@ -164,12 +174,19 @@ def test_view_hands_the_viewer_its_token_and_every_renewed_one(demo_stack: DemoS
     }
     listed(page)  # the page still works with the new token
 
-    # Download: the token travels in the body of a form post (RFC 6750 §2.2), never in the URL
-    with page.expect_request(f"**/media/studies/{CT.uid}") as posted:
+    # Download: the token travels in the body of a form post (RFC 6750 §2.2), never in the URL, and the
+    # browser saves a zip that is PDI media of the study
+    with page.expect_download(timeout=120_000) as saved, page.expect_request(f"**/media/studies/{CT.uid}") as posted:
         card.get_by_role("button", name=f"Download: {CT.description}").click()
     request = posted.value
     assert request.method == "POST" and "token" not in request.url
     assert parse_qs(request.post_data or "") == {"access_token": [renewed["token"]]}
+    archive = tmp_path / "download.zip"
+    saved.value.save_as(archive)
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp_path / "media")
+    on_media = assert_pdi_valid(tmp_path / "media")  # dciodvfy, dcmtk and pydicom accept its DICOMDIR
+    assert set(on_media) == {i.sop for i in instances_of(CT.uid)}, "the zip holds other instances than the study"
 
 
 def test_a_proxy_does_not_see_the_withheld_study(demo_stack: DemoStack, page: Page) -> None:
@@ -198,6 +215,7 @@ def test_an_iid_link_signs_in_then_opens_the_viewer_on_the_study(demo_stack: Dem
     page.wait_for_url(f"{imaging}/viewer/viewer?**")
     assert parse_qs(urlsplit(page.url).query) == {"StudyInstanceUIDs": [CT.uid]}
     assert page.evaluate("JSON.parse(sessionStorage.getItem('aperture.viewer.token')).accessToken")
+    page.wait_for_function(PICTURE, timeout=90_000, polling=250)  # and OHIF draws it
 
     # signed in now: a patient request by MRN and issuer goes straight on; another patient's study shows nothing
     patient = demo_stack.patient(WALTER)

@@ -38,8 +38,14 @@ PUBLIC = {
     *((method, "/fhir/{rest:path}") for method in ("GET", "DELETE", "OPTIONS", "PATCH", "POST", "PUT")),
     ("GET", "/apps/sample/"),
     ("GET", "/apps/sample/{name}"),
+    ("GET", "/app/"),
+    ("GET", "/app/{name}"),
+    ("GET", "/IHEInvokeImageDisplay"),
+    ("GET", "/viewer"),
+    ("GET", "/viewer/{path:path}"),
 }  # /fhir/{rest:path}: the OperationOutcome advice for unknown FHIR paths (404 / 405, no data);
-#    /apps/sample/: the sample app's static files and its config.json (an allow-list, no patient data)
+#    /apps/sample/, /app/: the apps' static files and their config.json (an allow-list, no patient data);
+#    /IHEInvokeImageDisplay: checks the request and redirects to /app/ (no data); /viewer/: OHIF's files
 FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
 
