@@ -5,7 +5,8 @@ the preview grid draws the study's pictures; View opens OHIF at /viewer/, which 
 token handed over, and a renewed token reaches the open viewer window; Download posts the token in a
 form body to /media/ and the browser saves a zip that is valid PDI media; a proxy does not see the
 withheld study; a clinician opens the app from the EHR launch page; and an IHE Invoke Image Display
-link with no sign-in in the tab goes through the SMART sign-in and lands in OHIF, drawing the study. Screenshots at phone and desktop widths go to docs/images/ (docs/view-download-transmit.md).
+link with no sign-in in the tab goes through the SMART sign-in and lands in OHIF, drawing the study.
+Screenshots at phone and desktop widths go to docs/images/ (docs/view-download-transmit.md).
 """
 
 from __future__ import annotations
