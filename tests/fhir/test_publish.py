@@ -74,8 +74,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     sandbox = start_sandbox(ehr_data)
     config = _config(sandbox, root / "private.json")
     imaging = start_server(root / "imaging", config=config)
-    yield Pair(sandbox, imaging, config)
-    imaging.stop()
+    pair = Pair(sandbox, imaging, config)
+    yield pair
+    pair.imaging.stop()  # a test restarts it: stop the one running now, not the first
     sandbox.stop()
 
 
