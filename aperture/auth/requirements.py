@@ -74,7 +74,9 @@ _AUDIT_ACTION = {
     Action.READ_AUDIT: AuditAction.SEARCH,
 }
 # RFC 6750 §2.1: b64token
-_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
+_TOKEN68 = r"[A-Za-z0-9\-._~+/]+=*"  # RFC 6750 §2.1 b64token
+_BEARER = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] +({_TOKEN68})")
+_FORM_TOKEN = re.compile(_TOKEN68)
 _OPEN = {
     action: policy.open_decision(may_write=action is Action.WRITE_IMAGING, may_delete=action is Action.DELETE_IMAGING)
     for action in Action
@@ -166,7 +168,8 @@ def current_decision(request: Request) -> Decision | None:
 
 
 def bearer_token(request: Request) -> str:
-    """The RFC 6750 §2.1 bearer token of the Authorization header, or InvalidToken.
+    """The RFC 6750 bearer token of the Authorization header (§2.1), or of a form body a route read
+    (§2.2, `FORM_TOKEN`), or InvalidToken.
 
     A token in the query string (RFC 6750 §2.3 `access_token`) is refused: URLs end up in logs,
     histories and Referer headers, and SMART apps send the header.
@@ -177,7 +180,7 @@ def bearer_token(request: Request) -> str:
         )
     form: str | None = request.scope.get(FORM_TOKEN)
     if form is not None:  # the route read it from a form body and made sure no header came too
-        if not re.fullmatch(r"[A-Za-z0-9\-._~+/]+=*", form):
+        if not _FORM_TOKEN.fullmatch(form):
             raise InvalidToken("The access_token in the form is not an RFC 6750 bearer token.")
         return form
     header = request.headers.get("authorization")

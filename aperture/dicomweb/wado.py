@@ -170,7 +170,7 @@ async def retrieve(request: Request) -> Response:
             headers["Repr-Digest"] = (
                 repr_digest(prefetched)
                 if prefetched is not None
-                else await off_loop(file_digest, blobs.path(refs[0].blob))
+                else await off_loop(file_repr_digest, blobs.path(refs[0].blob))
             )
         return await instance_response(refs[0], targets[0], prefetched, blobs, media, headers)
     if prefetched is not None and targets[0] == refs[0].transfer_syntax:
@@ -213,14 +213,18 @@ def wants_sha256(header: str | None) -> bool:
     return False
 
 
-def repr_digest(data: bytes | memoryview) -> str:
+def _digest_field(digest: bytes) -> str:
     """A `Repr-Digest` field value (RFC 9530): `sha-256=:<base64>:`."""
-    return f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"
+    return f"sha-256=:{base64.b64encode(digest).decode()}:"
 
 
-def file_digest(path: os.PathLike[str]) -> str:
+def repr_digest(data: bytes | memoryview) -> str:
+    return _digest_field(hashlib.sha256(data).digest())
+
+
+def file_repr_digest(path: os.PathLike[str]) -> str:
     with open(path, "rb") as handle:
-        return f"sha-256=:{base64.b64encode(hashlib.file_digest(handle, 'sha256').digest()).decode()}:"
+        return _digest_field(hashlib.file_digest(handle, "sha256").digest())
 
 
 _DIGEST_PLACEHOLDER = repr_digest(b"")
@@ -306,7 +310,7 @@ async def _multipart_stream(
                     data = handle.read()
                 yield _dicom_part_header(boundary, target, number == 0, where, repr_digest(data)) + data
                 continue
-            yield _dicom_part_header(boundary, target, number == 0, where, await off_loop(file_digest, path))
+            yield _dicom_part_header(boundary, target, number == 0, where, await off_loop(file_repr_digest, path))
         else:
             yield _dicom_part_header(boundary, target, number == 0, where)
         if target == ref.transfer_syntax:

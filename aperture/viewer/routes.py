@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from aperture.config import Config
+from aperture.dicomweb.caching import not_modified_tag
 from aperture.errors import NotFound
 from aperture.viewer.dist import Asset, ServedDist
 from aperture.viewer.ohif import app_config
@@ -70,9 +71,7 @@ def generated_config(config: Config) -> bytes:
 
 def _not_modified(request: Request, etag: str, headers: dict[str, str]) -> Response | None:
     tags = request.headers.get("if-none-match")
-    if tags is None:
-        return None
-    if tags.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in tags.split(",")]:
+    if tags is not None and not_modified_tag(tags, etag):
         return Response(status_code=304, headers={**headers, "ETag": etag})
     return None
 
