@@ -1,44 +1,53 @@
-"""OHIF in headless chromium against Aperture and against Orthanc: time to first slice, time to all frames.
+"""OHIF in headless chromium: Aperture's viewer stack against OHIF's default configuration on Orthanc.
 
-For each server, one nginx serves the prebuilt OHIF app (`.cache/ohif/<version>/dist`, as for the
-browser tests) at `/`, a generated `app-config.js`, and proxies `/dicom-web/` to that server, so the
-viewer and its DICOMweb server share one origin (no CORS for either) and both servers get the same
-proxy in front. Every page load uses a fresh browser context (empty HTTP cache). Times start at the
-first DICOMweb request the page makes (Chromium's own request timing) and end at:
+The two sides are what each deployment gives a user:
 
-- *first slice*: the first poll (every 50 ms, in the page) that finds the viewport canvas drawn;
-- *all frames*: the end of the last `/frames/` response, once the expected number has arrived (or,
-  when OHIF stops asking earlier, of the last frame response it did make; the row then says so).
+- **Aperture**: the imaging server's own `/viewer/` (OHIF 3.13.2 from `.cache/ohif/<version>/dist`,
+  served precompressed, with its generated `app-config.js`: progressive byte-range HTJ2K, the
+  every-slice pass, the bearer extension; aperture/viewer/). A `--auth smart` server is opened
+  the way the SMART app opens it: the access token in `sessionStorage["aperture.viewer.token"]`
+  (written here by an init script before the page runs), never in the URL.
+- **Orthanc**: the same OHIF build as a static site in nginx, configured as OHIF's own Docker image
+  serves it (gzip level 5 for scripts, styles and JSON; `try_files … /index.html`), with OHIF's
+  default settings and one DICOMweb data source, `/dicom-web/` proxied to Orthanc on the same
+  origin (Orthanc 1.10 sends no CORS headers).
 
-The throttled condition applies Chromium's network emulation (CDP `Network.emulateNetworkConditions`)
-to the whole page from its first request on.
+Every page load is a fresh browser context (empty HTTP cache, service workers blocked), 1280×800,
+opening `…/viewer?StudyInstanceUIDs=<CT>`. Times run from the start of the first request the page
+makes to the DICOMweb server (Chromium's request timing), to:
 
-A server given a bearer token (`tokens`, the `--auth smart` Aperture) is opened as
-`/viewer?StudyInstanceUIDs=...&token=...`: OHIF 3.13's own way to take a token
-(`routes/Mode/updateAuthServiceAndCleanUrl.ts`: its user authentication service then answers every
-`getAuthorizationHeader()` with `Authorization: Bearer <token>`, for the DICOMweb client and the
-image loader's requests alike, and the token is removed from the address bar). Any DICOMweb answer
-of 401 or 403 on that side makes the cell an error, so a finished load shows that every request
-carried the token.
+- *first slice*: the first in-page poll (every 50 ms) that finds the viewport canvas drawn;
+- *every slice viewable*: the first in-page check (every 100 ms) that finds every image of the
+  displayed stack in cornerstone's cache, at any quality (a low-resolution first pass counts);
+- *all frames*: the first check that finds every one of them at full resolution.
+
+The time from the navigation itself (the page's first request) to the first slice is kept too,
+for the notes. Bytes: every response body the page received after its first DICOMweb request
+(Resource Timing `encodedBodySize`, so as sent on the wire), and the frame answers' share.
+
+The throttled condition applies Chromium's network emulation (CDP `Network.emulateNetworkConditions`,
+20 Mbit/s each way, 40 ms added latency) to the whole page from its first request on. A side given
+a token that sees a 401 or 403 from its DICOMweb server gets an error instead of a time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlsplit
 
-from peers import REPO, PeerError, Server, _spawn, free_port, wait_ready
+from peers import REPO, Server, _spawn, free_port, wait_ready
 
-from aperture.viewer.ohif import app_config
+from aperture.viewer.ohif import TOKEN_KEY, app_config
 
 OHIF_VERSION = "3.13.2"  # the version `make install` unpacks (see tests/browser/conftest.py)
 OHIF_DIST = REPO / ".cache" / "ohif" / OHIF_VERSION / "dist"
@@ -53,12 +62,14 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+LINK_BYTES_PER_S = 2_500_000  # 20 Mbit/s
 THROTTLE = {  # 20 Mbit/s each way, 40 ms added latency
     "offline": False,
     "latency": 40,
-    "downloadThroughput": 2_500_000,
-    "uploadThroughput": 2_500_000,
+    "downloadThroughput": LINK_BYTES_PER_S,
+    "uploadThroughput": LINK_BYTES_PER_S,
 }
+CONDITIONS = {"loopback": False, "20 Mbit/s, 40 ms": True}
 
 # Returns Date.now() once the largest cornerstone canvas holds a picture (a tenth of it lit, more than 16
 # grey levels), else null. The canvas is scaled into a small 2D canvas first: cheap enough to run every
@@ -83,34 +94,103 @@ DRAWN_AT = """() => {
   return lit > 0.1 * w * h && levels.size > 16 ? Date.now() : null;
 }"""
 
-FRAME_BYTES = """() => performance.getEntriesByType('resource')
-  .filter(e => e.name.includes('/frames/')).reduce((sum, e) => sum + e.encodedBodySize, 0)"""
+# Installed before the page runs: every 100 ms, how many images of the first viewport's stack are in
+# cornerstone's cache at any quality and at full resolution (ImageQualityStatus FULL_RESOLUTION = 8),
+# and when each count first reached the whole stack.
+STACK_MONITOR = """(() => {
+  performance.setResourceTimingBufferSize(100000);
+  const state = window.__apertureBench = {images: 0, cached: 0, full: 0, every: null, all: null};
+  const timer = setInterval(() => {
+    const cs = window.cornerstone;
+    if (!cs || !cs.getEnabledElements) return;
+    const enabled = cs.getEnabledElements();
+    const viewport = enabled.length ? enabled[0].viewport : null;
+    if (!viewport || typeof viewport.getImageIds !== 'function') return;
+    const ids = viewport.getImageIds();
+    if (!ids || !ids.length) return;
+    let cached = 0, full = 0;
+    for (const id of ids) {
+      const quality = cs.cache.getImageQuality(id);
+      if (quality === undefined) continue;
+      cached++;
+      if (quality >= 8) full++;
+    }
+    Object.assign(state, {images: ids.length, cached, full});
+    const now = Date.now();
+    if (state.every === null && cached === ids.length) state.every = now;
+    if (state.all === null && full === ids.length) { state.all = now; clearInterval(timer); }
+  }, 100);
+})();"""
+
+# Body bytes (as sent) of every resource that started at or after `start` (ms since the time origin).
+BYTES_SINCE = """(start) => {
+  let all = 0, frames = 0, count = 0;
+  for (const e of performance.getEntriesByType('resource')) {
+    if (e.startTime + 0.5 < start) continue;
+    all += e.encodedBodySize;
+    if (e.name.includes('/frames/')) { frames += e.encodedBodySize; count++; }
+  }
+  return [all, frames, count];
+}"""
+
+# OHIF's Docker image (platform/app/.docker): gzip for its text types, level 5; wasm is not in the list.
+OHIF_DOCKER_GZIP = """    gzip on;
+    gzip_types text/plain text/css application/json application/javascript text/xml application/xml
+               application/xml+rss text/javascript image/svg+xml;
+    gzip_min_length 256;
+    gzip_comp_level 5;
+    gzip_vary on;
+    gzip_proxied any;
+"""
 
 
 @dataclass
-class Result:
-    """One measurement (row) for each server: samples in seconds, or an error; notes for the report."""
+class Side:
+    """One viewer to open: its URL up to `?StudyInstanceUIDs=`, and a token for sessionStorage."""
 
-    label: str
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    skipped: str | None = None
-    notes: list[str] = field(default_factory=list)
+    name: str
+    viewer: str
+    token: str | None = None
+    throttled: bool = True  # also loaded at 20 Mbit/s
 
 
 @dataclass
 class Load:
-    """What one page load saw."""
+    """What one page load saw; times in seconds from the first DICOMweb request."""
 
-    first_slice: float | None = None  # seconds from the first DICOMweb request
+    first_slice: float | None = None
+    from_navigation: float | None = None  # first slice, from the page's own first request
+    every_slice: float | None = None
     all_frames: float | None = None
-    first_frame: float | None = None  # seconds to the end of the first frame answer
-    frames_ok: int = 0
+    first_frame: float | None = None  # end of the first frame answer
+    bytes_sent: int = 0  # every body after the first DICOMweb request
+    frame_bytes: int = 0
+    frame_answers: int = 0
     frame_types: Counter[str] = field(default_factory=Counter)
-    frame_bytes: int = 0  # encoded (on-the-wire) body bytes of the frame answers, from Resource Timing
     late_files: list[tuple[str, int]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    complete: bool = False
+
+
+@dataclass
+class Measure:
+    """Samples (seconds) per side for one measurement, or an error per side."""
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Condition:
+    """Everything measured under one network condition."""
+
+    name: str
+    throttled: bool
+    first_slice: Measure = field(default_factory=Measure)
+    every_slice: Measure = field(default_factory=Measure)
+    all_frames: Measure = field(default_factory=Measure)
+    bytes_sent: dict[str, list[int]] = field(default_factory=dict)
+    loads: dict[str, list[Load]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def unavailable() -> str | None:
@@ -133,7 +213,7 @@ def _nginx_conf(prefix: Path, port: int, upstream: str) -> str:
     temps = "".join(
         f"    {k}_temp_path {prefix}/temp/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
-    return f"""# Written by bench/browser.py: OHIF and, on the same origin, one DICOMweb server.
+    return f"""# Written by bench/browser.py: OHIF served as OHIF's Docker image does; DICOMweb on the same origin.
 {user}worker_processes auto;
 error_log {prefix}/error.log warn;
 pid {prefix}/nginx.pid;
@@ -143,7 +223,7 @@ http {{
     default_type application/octet-stream;
     access_log off;
     sendfile on;
-{temps}    upstream dicomweb {{
+{OHIF_DOCKER_GZIP}{temps}    upstream dicomweb {{
         server {upstream.removeprefix("http://")};
         keepalive 16;
     }}
@@ -165,7 +245,7 @@ http {{
         }}
         location / {{
             root {OHIF_DIST};
-            try_files $uri /index.html;
+            try_files $uri $uri/ /index.html;
         }}
     }}
 }}
@@ -173,7 +253,7 @@ http {{
 
 
 def start_front(workdir: Path, name: str, upstream: str) -> Server:
-    """nginx with OHIF at / and ``upstream``'s /dicom-web/ on the same origin."""
+    """nginx with OHIF (default settings) at / and ``upstream``'s /dicom-web/ on the same origin."""
     binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin") or "nginx"
     prefix = workdir / f"ohif-{name.lower()}"
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -190,46 +270,31 @@ def start_front(workdir: Path, name: str, upstream: str) -> Server:
     return server
 
 
-def load_viewer(
-    browser: Any,
-    origin: str,
-    study_uid: str,
-    n_frames: int,
-    *,
-    throttle: bool,
-    wait_all: bool,
-    timeout: float,
-    token: str | None = None,
-) -> Load:
-    """Open the viewer on a fresh context and time it (see the module docstring)."""
+def load_viewer(browser: Any, side: Side, study_uid: str, *, throttle: bool, timeout: float) -> Load:
+    """Open ``side``'s viewer on a fresh context and time it (see the module docstring)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     load = Load()
-    # OHIF registers a service worker: blocked, so that every load starts equally cold and every request
-    # is the page's own (under the page's network emulation).
     context = browser.new_context(viewport={"width": 1280, "height": 800}, service_workers="block")
     try:
+        if side.token:
+            entry = json.dumps({"accessToken": side.token, "expiresAt": int(time.time() * 1000) + 3_600_000})
+            context.add_init_script(f"window.sessionStorage.setItem({json.dumps(TOKEN_KEY)}, {json.dumps(entry)});")
+        context.add_init_script(STACK_MONITOR)
         page = context.new_page()
-        page.add_init_script("performance.setResourceTimingBufferSize(100000)")
         if throttle:
             cdp = context.new_cdp_session(page)
             cdp.send("Network.enable")
             cdp.send("Network.emulateNetworkConditions", THROTTLE)
-        starts: list[float] = []  # epoch ms of each finished DICOMweb request's start
+        dicomweb = urlsplit(side.viewer)._replace(path="/dicom-web/").geturl()
+        starts: list[float] = []  # epoch ms of each DICOMweb request's start
         frame_ends: list[float] = []
         status: dict[int, int] = {}
-        pending: set[int] = set()
-        last_change = [time.monotonic()]
-
-        # Other files the page (or a worker) asks for between its first DICOMweb request and the first
-        # drawn slice (decoders, code chunks): they count in both times, so the notes list them.
+        late: dict[int, str] = {}  # other files asked for after the first DICOMweb request, before the draw
         drawn_flag = [False]
-        late: dict[int, str] = {}  # key 0: a DICOMweb request has been seen
 
         def on_request(request: Any) -> None:
-            if "/frames/" in request.url:
-                pending.add(id(request))
-            if "/dicom-web/" in request.url:
+            if request.url.startswith(dicomweb):
                 late.setdefault(0, "")
             elif late and not drawn_flag[0]:
                 late[id(request)] = request.url.rsplit("/", 1)[-1].split("?")[0]
@@ -237,67 +302,66 @@ def load_viewer(
         def on_response(response: Any) -> None:
             name = late.get(id(response.request))
             if name:
-                size = int(response.headers.get("content-length") or 0)
-                load.late_files.append((name, size))
-            if "/dicom-web/" in response.url:
+                load.late_files.append((name, int(response.headers.get("content-length") or 0)))
+            if response.url.startswith(dicomweb):
                 status[id(response.request)] = response.status
-                if "/frames/" in response.url and response.status == 200:
+                if "/frames/" in response.url and response.status in (200, 206):
                     kind = _transfer_syntax(response.headers.get("content-type", ""))
                     encoding = response.headers.get("content-encoding")
-                    load.frame_types[kind + (f", Content-Encoding {encoding}" if encoding else "")] += 1
+                    kind += f", {response.status}" + (f", Content-Encoding {encoding}" if encoding else "")
+                    load.frame_types[kind] += 1
 
         def on_finished(request: Any) -> None:
-            if "/dicom-web/" not in request.url:
+            if not request.url.startswith(dicomweb):
                 return
             timing = request.timing
             starts.append(timing["startTime"])
             code = status.get(id(request), 0)
             if code >= 400:
                 load.problems.append(f"HTTP {code} {request.url}")
-            if "/frames/" in request.url:
-                pending.discard(id(request))
-                last_change[0] = time.monotonic()
-                if code == 200:
-                    frame_ends.append(timing["startTime"] + timing["responseEnd"])
+            if "/frames/" in request.url and code in (200, 206):
+                frame_ends.append(timing["startTime"] + timing["responseEnd"])
 
         def on_failed(request: Any) -> None:
-            if "/dicom-web/" in request.url:
+            if request.url.startswith(dicomweb):
                 load.problems.append(f"failed {request.url}: {request.failure}")
-            pending.discard(id(request))
 
         page.on("request", on_request)
         page.on("response", on_response)
         page.on("requestfinished", on_finished)
         page.on("requestfailed", on_failed)
         deadline = time.monotonic() + timeout
-        url = f"{origin}/viewer?StudyInstanceUIDs={study_uid}" + (f"&token={quote(token, safe='')}" if token else "")
-        page.goto(url, wait_until="commit", timeout=timeout * 1000)
+        page.goto(f"{side.viewer}?StudyInstanceUIDs={study_uid}", wait_until="commit", timeout=timeout * 1000)
         try:
             drawn = page.wait_for_function(DRAWN_AT, polling=50, timeout=timeout * 1000).json_value()
         except PlaywrightTimeout:
             load.problems.append(f"viewport not drawn within {timeout:.0f} s")
             return load
-        if starts:
-            load.first_slice = (drawn - min(starts)) / 1000
-            if frame_ends:
-                load.first_frame = (min(frame_ends) - min(starts)) / 1000
         drawn_flag[0] = True
-        if not wait_all:
+        origin = float(page.evaluate("performance.timeOrigin"))
+        load.from_navigation = (drawn - origin) / 1000
+        if not starts:
+            load.problems.append("no DICOMweb request seen")
             return load
-        quiet = 8.0 if throttle else 4.0  # no frame answer for this long and none pending: OHIF is done
+        start = min(starts)
+        load.first_slice = (drawn - start) / 1000
+        state: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            if len(frame_ends) >= n_frames:
+            state = page.evaluate("window.__apertureBench")
+            if state.get("all") is not None:
                 break
-            if not pending and time.monotonic() - last_change[0] > quiet:
-                break
-            page.wait_for_timeout(100)
-        load.frames_ok = len(frame_ends)
-        load.frame_bytes = int(page.evaluate(FRAME_BYTES))
-        load.complete = len(frame_ends) >= n_frames
-        if frame_ends and starts:
-            load.all_frames = (max(frame_ends) - min(starts)) / 1000
-        if time.monotonic() >= deadline and not load.complete:
-            load.problems.append(f"{len(frame_ends)} of {n_frames} frames after {timeout:.0f} s")
+            page.wait_for_timeout(250)
+        if state.get("every") is not None:
+            load.every_slice = (state["every"] - start) / 1000
+        if state.get("all") is not None:
+            load.all_frames = (state["all"] - start) / 1000
+        else:
+            load.problems.append(
+                f"{state.get('full', 0)} of {state.get('images', '?')} images at full resolution after {timeout:.0f} s"
+            )
+        load.bytes_sent, load.frame_bytes, load.frame_answers = page.evaluate(BYTES_SINCE, start - origin)
+        if frame_ends:
+            load.first_frame = (min(frame_ends) - start) / 1000
         return load
     finally:
         context.close()
@@ -305,130 +369,100 @@ def load_viewer(
 
 def compare(
     workdir: Path,
-    upstreams: dict[str, str],
+    sides: list[Side],
     study_uid: str,
-    n_frames: int,
     *,
     runs: int = 3,
-    throttled_runs: int = 1,
-    throttled_all_frames: bool = True,
+    throttled_runs: int = 3,
     log: Callable[[str], None] = print,
-    tokens: dict[str, str] | None = None,
-    loopback_only: Collection[str] = (),
-) -> list[Result]:
-    """Four results (first slice / all frames, loopback / throttled) for the servers in ``upstreams``.
-
-    ``tokens``: a bearer token per server that needs one (see the module docstring). Servers in
-    ``loopback_only`` are left out of the throttled loads.
-    """
-    conditions = [("loopback", False, runs, True), ("20 Mbit/s, 40 ms", True, throttled_runs, throttled_all_frames)]
-    results: list[Result] = []
-    for cond, _, _, _ in conditions:
-        results.append(Result(f"OHIF {OHIF_VERSION} in chromium: first slice drawn ({cond})"))
-        results.append(Result(f"OHIF {OHIF_VERSION} in chromium: all {n_frames} frames received ({cond})"))
+) -> tuple[list[Condition], str | None]:
+    """Each side's loads under each condition, the sides taking turns; or the reason nothing ran."""
     reason = unavailable()
     if reason is not None:
-        for result in results:
-            result.skipped = reason
-        return results
+        return [], reason
     from playwright.sync_api import sync_playwright
 
-    fronts: dict[str, Server] = {}
-    try:
-        for name, upstream in upstreams.items():
-            try:
-                fronts[name] = start_front(workdir, name, upstream)
-            except PeerError as exc:
-                for result in results:
-                    result.errors[name] = f"nginx in front: {exc}"
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-            try:
-                for index, (cond, throttle, n_runs, wait_all) in enumerate(conditions):
-                    first, every = results[2 * index], results[2 * index + 1]
-                    if not wait_all:
-                        every.skipped = "skipped: --browser-throttled-first-only"
-                    now = {n: f for n, f in fronts.items() if not (throttle and n in loopback_only)}
-                    _measure(
-                        browser, now, study_uid, n_frames, cond, throttle, n_runs, wait_all, first, every, log,
-                        tokens or {},
-                    )  # fmt: skip
-            finally:
-                browser.close()
-    finally:
-        for server in fronts.values():
-            server.stop()
-    return results
+    conditions = [Condition(name, throttled) for name, throttled in CONDITIONS.items()]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        try:
+            for cond in conditions:
+                n_runs = throttled_runs if cond.throttled else runs
+                now = [s for s in sides if s.throttled or not cond.throttled]
+                _measure(browser, now, study_uid, cond, n_runs, log)
+        finally:
+            browser.close()
+    return conditions, None
 
 
 def _measure(
-    browser: Any,
-    fronts: dict[str, Server],
-    study_uid: str,
-    n_frames: int,
-    cond: str,
-    throttle: bool,
-    n_runs: int,
-    wait_all: bool,
-    first: Result,
-    every: Result,
-    log: Callable[[str], None],
-    tokens: dict[str, str],
+    browser: Any, sides: list[Side], study_uid: str, cond: Condition, n_runs: int, log: Callable[[str], None]
 ) -> None:
-    timeout = 300.0 if throttle else 120.0
-    seen: dict[str, list[Load]] = {name: [] for name in fronts}
+    timeout = 300.0 if cond.throttled else 120.0
     for run in range(n_runs):
-        for name, front in fronts.items():  # alternate the servers run by run
-            if name in first.errors:
+        order = sides if run % 2 == 0 else sides[::-1]  # who goes first alternates
+        for side in order:
+            if side.name in cond.first_slice.errors:
                 continue
-            start = time.monotonic()
+            began = time.monotonic()
             try:
-                load = load_viewer(
-                    browser, front.url, study_uid, n_frames, throttle=throttle, wait_all=wait_all, timeout=timeout,
-                    token=tokens.get(name),
-                )  # fmt: skip
-            except Exception as exc:  # a browser or Playwright failure: report it in the cell
-                first.errors[name] = every.errors[name] = f"{type(exc).__name__}: {exc}"[:200]
+                load = load_viewer(browser, side, study_uid, throttle=cond.throttled, timeout=timeout)
+            except Exception as exc:  # a browser or Playwright failure: report it in the cells
+                for measure in (cond.first_slice, cond.every_slice, cond.all_frames):
+                    measure.errors[side.name] = f"{type(exc).__name__}: {exc}"[:200]
                 continue
-            seen[name].append(load)
+            cond.loads.setdefault(side.name, []).append(load)
             log(
-                f"OHIF {cond} run {run + 1}/{n_runs} {name}: first frame answer {_s(load.first_frame)}, first slice "
-                f"{_s(load.first_slice)}, {load.frames_ok} frames in {_s(load.all_frames)}, "
-                f"{time.monotonic() - start:.1f} s wall" + (f"; problems: {load.problems[:3]}" if load.problems else "")
+                f"OHIF {cond.name} run {run + 1}/{n_runs} {side.name}: first slice {_s(load.first_slice)} "
+                f"({_s(load.from_navigation)} from navigation), every slice {_s(load.every_slice)}, "
+                f"all frames {_s(load.all_frames)}; {load.bytes_sent / 1e6:.1f} MB sent, "
+                f"{load.frame_answers} frame answers; {time.monotonic() - began:.0f} s wall"
+                + (f"; problems: {load.problems[:3]}" if load.problems else "")
             )
             refused = [p for p in load.problems if p.startswith(("HTTP 401", "HTTP 403"))]
-            if name in tokens and refused:  # a request went without the token, or the token did not work
-                first.errors[name] = every.errors[name] = f"{len(refused)} refused: {refused[0]}"[:200]
-            elif load.first_slice is None:
-                first.errors[name] = "; ".join(load.problems[:2]) or "no DICOMweb request seen"
-            else:
-                first.samples.setdefault(name, []).append(load.first_slice)
-            if wait_all and not (name in tokens and refused):
-                if load.all_frames is None:
-                    every.errors[name] = "; ".join(load.problems[:2]) or "no frame received"
+            if side.token and refused:  # a request went without the token, or the token did not work
+                for measure in (cond.first_slice, cond.every_slice, cond.all_frames):
+                    measure.errors[side.name] = f"{len(refused)} refused: {refused[0]}"[:200]
+                continue
+            for measure, value in (
+                (cond.first_slice, load.first_slice),
+                (cond.every_slice, load.every_slice),
+                (cond.all_frames, load.all_frames),
+            ):
+                if value is None:
+                    measure.errors.setdefault(side.name, "; ".join(load.problems[:2]) or "not reached")
                 else:
-                    every.samples.setdefault(name, []).append(load.all_frames)
-    for name, loads in seen.items():
-        if not loads:
-            continue
-        types = Counter[str]()
-        for load in loads:
-            types.update(load.frame_types)
-        counts = sorted({load.frames_ok for load in loads})
-        kinds = ", ".join(f"{t} ×{n}" for t, n in types.most_common(3))
-        wire = statistics.median(load.frame_bytes for load in loads) / 1e6
-        note = f"{name} ({cond}): frame answers (200) per run {counts} of {n_frames}"
-        note += f", {wire:.1f} MB on the wire; {kinds}"
-        if wait_all and not all(load.complete for load in loads):
-            note += " — OHIF did not request every frame: the 'all frames' time is to its last frame answer"
-        late = loads[0].late_files
-        if late:
-            listed = ", ".join(f"{n} ({b / 1e3:,.0f} kB)" for n, b in late[:8]) + (" …" if len(late) > 8 else "")
-            note += f"; other files asked for after the first DICOMweb request, before the slice was drawn: {listed}"
-        problems = sorted({p for load in loads for p in load.problems})
-        if problems:
-            note += f"; problems: {problems[:3]}"
-        first.notes.append(note)
+                    measure.samples.setdefault(side.name, []).append(value)
+            cond.bytes_sent.setdefault(side.name, []).append(load.bytes_sent)
+    for name, loads in cond.loads.items():
+        cond.notes.append(_note(name, cond.name, loads))
+
+
+def _note(name: str, cond: str, loads: list[Load]) -> str:
+    types = Counter[str]()
+    for load in loads:
+        types.update(load.frame_types)
+    sent = statistics.median(load.bytes_sent for load in loads) / 1e6
+    frames = statistics.median(load.frame_bytes for load in loads) / 1e6
+    answers = sorted({load.frame_answers for load in loads})
+    nav = [load.from_navigation for load in loads if load.from_navigation is not None]
+    note = f"{name} ({cond}): {sent:.1f} MB sent after the first DICOMweb request, {frames:.1f} MB of it frames"
+    note += f" in {answers} answers per load; " + ", ".join(f"{t} ×{n}" for t, n in types.most_common(3))
+    if nav:
+        note += f"; first slice from the navigation itself: median {statistics.median(nav):.2f} s"
+    late = loads[0].late_files
+    if late:
+        listed = ", ".join(f"{n} ({b / 1e3:,.0f} kB)" for n, b in late[:8]) + (" …" if len(late) > 8 else "")
+        note += f"; files asked for after the first DICOMweb request, before the first slice: {listed}"
+    problems = sorted({p for load in loads for p in load.problems})
+    if problems:
+        note += f"; problems: {problems[:3]}"
+    return note
+
+
+def link_limit(bytes_sent: float) -> float:
+    """Seconds the emulated link needs for ``bytes_sent``: the floor for the throttled 'all frames'."""
+    return bytes_sent / LINK_BYTES_PER_S
 
 
 def _transfer_syntax(content_type: str) -> str:

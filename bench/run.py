@@ -955,89 +955,130 @@ def browser_rows(
     rows: list[Row],
     authorized: auth.Authorized | None = None,
 ) -> list[str]:
-    """Append the four OHIF rows to ``rows`` (and, with ``authorized``, the loopback rows of the
-    `--auth smart` server beside `--auth none` and Orthanc); return the notes to print under the table."""
-    loop = f"loopback, median of {args.browser_runs}"
-    slow = f"20 Mbit/s, 40 ms, median of {args.browser_throttled_runs}"
-    labels = [
-        f"OHIF in chromium: first slice drawn ({loop})",
-        f"OHIF in chromium: all {len(data.ct)} frames received ({loop})",
-        f"OHIF in chromium: first slice drawn ({slow})",
-        f"OHIF in chromium: all {len(data.ct)} frames received ({slow})",
+    """Append the OHIF rows (bench/browser.py) to ``rows``; return the notes to print under the table.
+
+    Aperture is its own `/viewer/`, Orthanc OHIF's default configuration in nginx; with ``authorized``,
+    the same rows for the `--auth smart` server (token on) and, on loopback, that server beside
+    `--auth none` and a control.
+    """
+    n = len(data.ct)
+    plan = [  # (condition, measurement, goal against Orthanc)
+        ("loopback", "first slice drawn", 1.0),
+        ("loopback", f"all {n} frames at full resolution", 2.0),
+        ("loopback", "every slice viewable (Aperture) vs all frames (Orthanc)", None),
+        ("20 Mbit/s, 40 ms", "first slice drawn", 1.5),
+        ("20 Mbit/s, 40 ms", "every slice viewable (Aperture) vs all frames (Orthanc)", 2.0),
+        ("20 Mbit/s, 40 ms", f"all {n} frames at full resolution", None),
     ]
-    smart_labels = [
-        f"Auth: OHIF in chromium: first slice drawn ({loop})",
-        f"Auth: OHIF in chromium: all {len(data.ct)} frames received ({loop})",
-    ]
+    runs = {"loopback": args.browser_runs, "20 Mbit/s, 40 ms": args.browser_throttled_runs}
+
+    def label(cond: str, what: str, prefix: str = "") -> str:
+        return f"{prefix}OHIF in chromium: {what} ({cond}, median of {runs[cond]})"
+
+    limit_label = f"OHIF in chromium: all {n} frames vs the link's limit (20 Mbit/s, 40 ms)"
+    names = ["", *(["Auth: "] if authorized is not None else [])]
+
+    def skip_all(reason: str) -> list[str]:
+        for prefix in names:
+            rows.extend(_skipped_row(label(c, w, prefix), reason, g or 2.0) for c, w, g in plan)
+            rows.append(_skipped_row(prefix + limit_label, reason, 0.87))
+        return []
+
     if args.no_browser:
-        rows += [_skipped_row(label, "skipped: --no-browser") for label in labels]
-        if authorized is not None:
-            rows += [_skipped_row(label, "skipped: --no-browser", AUTH_GOAL) for label in smart_labels]
-        return []
-    upstreams = {t.name: servers[t.name].url for t in live if servers.get(t.name) is not None}  # type: ignore[union-attr]
-    tokens = {}
-    loopback_only = []
-    if authorized is not None:  # on loopback only: at 20 Mbit/s the network, not the server, sets the time
-        upstreams[SMART] = authorized.server.url
-        tokens[SMART] = authorized.token
-        loopback_only.append(SMART)
-        if servers.get(CONTROL) is not None:
-            upstreams[CONTROL] = servers[CONTROL].url  # type: ignore[union-attr]
-            loopback_only.append(CONTROL)
-    start = time.perf_counter()
-    log(f"OHIF in chromium: {args.browser_runs} loopback + {args.browser_throttled_runs} throttled load(s) per server")
-    try:
-        results = browser.compare(
-            workdir, upstreams, data.study_uid, len(data.ct),
-            runs=args.browser_runs, throttled_runs=args.browser_throttled_runs,
-            throttled_all_frames=not args.browser_throttled_first_only, log=log,
-            tokens=tokens, loopback_only=loopback_only,
-        )  # fmt: skip
-    except Exception as exc:  # the comparison is extra: its failure must not lose the table
-        log(f"OHIF comparison failed: {type(exc).__name__}: {exc}")
-        rows += [_skipped_row(label, f"error: {type(exc).__name__}: {exc}"[:200]) for label in labels]
-        if authorized is not None:
-            reason = f"error: {type(exc).__name__}: {exc}"[:200]
-            rows += [_skipped_row(label, reason, AUTH_GOAL) for label in smart_labels]
-        return []
-    log(f"OHIF in chromium: done in {time.perf_counter() - start:.0f} s")
+        return skip_all("skipped: --no-browser")
+    sides: list[browser.Side] = []
+    fronts: list[Server] = []
     notes: list[str] = []
-    for label, result in zip(labels, results, strict=True):
-        if args.browser_throttled_runs == 0 and "Mbit" in label:
-            result.skipped = "skipped: --browser-throttled-runs 0"
-        if result.skipped:
-            rows.append(_skipped_row(label, result.skipped))
+    if servers.get("Aperture") is not None and any(t.name == "Aperture" for t in live):
+        sides.append(browser.Side("Aperture", servers["Aperture"].url + "/viewer/viewer"))  # type: ignore[union-attr]
+    try:
+        if servers.get("Orthanc") is not None and any(t.name == "Orthanc" for t in live):
+            try:
+                front = browser.start_front(workdir, "Orthanc", servers["Orthanc"].url)  # type: ignore[union-attr]
+                fronts.append(front)
+                sides.append(browser.Side("Orthanc", front.url + "/viewer"))
+            except PeerError as exc:
+                notes.append(f"OHIF: nginx in front of Orthanc did not start: {exc}")
+        if authorized is not None:
+            sides.append(browser.Side(SMART, authorized.server.url + "/viewer/viewer", authorized.token))
+            if servers.get(CONTROL) is not None:
+                control = browser.Side(CONTROL, servers[CONTROL].url + "/viewer/viewer", throttled=False)  # type: ignore[union-attr]
+                sides.append(control)
+        start = time.perf_counter()
+        log(f"OHIF in chromium: {args.browser_runs} loopback, {args.browser_throttled_runs} throttled load(s) a side")
+        try:
+            conditions, reason = browser.compare(
+                workdir, sides, data.study_uid, runs=args.browser_runs,
+                throttled_runs=args.browser_throttled_runs, log=log,
+            )  # fmt: skip
+        except Exception as exc:  # the comparison is extra: its failure must not lose the table
+            log(f"OHIF comparison failed: {type(exc).__name__}: {exc}")
+            return skip_all(f"error: {type(exc).__name__}: {exc}"[:200])
+    finally:
+        for server in fronts:
+            server.stop()
+    if reason is not None:
+        return skip_all(reason)
+    log(f"OHIF in chromium: done in {time.perf_counter() - start:.0f} s")
+    by_name = {c.name: c for c in conditions}
+
+    def timing(measure: browser.Measure, name: str) -> Timing:
+        if name in measure.errors:
+            return Timing(error=measure.errors[name])
+        if measure.samples.get(name):
+            return Timing(seconds=measure.samples[name])
+        return Timing(error="not measured" if any(s.name == name for s in sides) else "not running")
+
+    for prefix, ours in (("", "Aperture"), ("Auth: ", SMART)):
+        if prefix not in names:
             continue
-        timings = {}
-        for name in ("Aperture", "Orthanc"):
-            if name in result.errors:
-                timings[name] = Timing(error=result.errors[name])
-            elif result.samples.get(name):
-                timings[name] = Timing(seconds=result.samples[name])
+        for cond_name, what, goal in plan:
+            cond = by_name[cond_name]
+            if cond.throttled and args.browser_throttled_runs == 0:
+                rows.append(_skipped_row(label(cond_name, what, prefix), "skipped: --browser-throttled-runs 0"))
+                continue
+            if what.startswith("first"):
+                ap, peer = timing(cond.first_slice, ours), timing(cond.first_slice, "Orthanc")
+            elif what.startswith("every"):
+                ap, peer = timing(cond.every_slice, ours), timing(cond.all_frames, "Orthanc")
             else:
-                timings[name] = Timing(error="not running" if name not in upstreams else "not measured")
-        rows.append(timing_row(label, timings["Aperture"], timings["Orthanc"], 2.0))
-        notes += [f"OHIF: {note}" for note in result.notes]
-    if authorized is not None:
-        lines = ["Every sample of the OHIF `--auth smart` rows, ms, in the order taken (one page load each):"]
-        for label, result in zip(smart_labels, results[:2], strict=True):
-            got = {}
-            for name in ("Aperture", SMART, CONTROL, "Orthanc"):
-                if name in result.errors:
-                    got[name] = Timing(error=result.errors[name])
-                elif result.samples.get(name):
-                    got[name] = Timing(seconds=result.samples[name])
-                else:
-                    got[name] = Timing(error="not running" if name not in upstreams else "not measured")
-            name = label.removeprefix("Auth: ")
-            open_row = smart_vs_open_row(name, got[SMART], got["Aperture"])
-            if got["Aperture"].ok and got[CONTROL].ok:
-                open_row.ratio_text += f"; control none ÷ none-2 {got['Aperture'].median / got[CONTROL].median:.3f}×"
-            rows.append(open_row)
-            rows.append(smart_vs_orthanc_row(name, got[SMART], got["Orthanc"], 2.0))
-            sample = {"smart": got[SMART], "none": got["Aperture"], "none-2": got[CONTROL], "Orthanc": got["Orthanc"]}
-            lines.append(samples_line(name, sample))
+                ap, peer = timing(cond.all_frames, ours), timing(cond.all_frames, "Orthanc")
+            row = timing_row(label(cond_name, what, prefix), ap, peer, goal)
+            if goal is None:
+                row.goal_text = "—"
+            rows.append(row)
+        throttled = by_name["20 Mbit/s, 40 ms"]
+        ap = timing(throttled.all_frames, ours)
+        sent = throttled.bytes_sent.get(ours, [])
+        if args.browser_throttled_runs == 0:
+            rows.append(_skipped_row(prefix + limit_label, "skipped: --browser-throttled-runs 0", 0.87))
+        elif not ap.ok or not sent:
+            rows.append(Row(prefix + limit_label, ap.cell(), "n/a", None, 0.87, "n/a", "within 15%"))
+        else:
+            limit = browser.link_limit(statistics.median(sent))
+            rows.append(Row(
+                prefix + limit_label, ap.cell(),
+                f"limit: {statistics.median(sent) / MB:.1f} MB ÷ 20 Mbit/s = {_ms(limit)}",
+                limit / ap.median, 1 / 1.15, f"{ap.median / limit:.2f}× the limit", "≤1.15× the limit",
+                data={"aperture": ap.as_json(), "bytes_sent": sent, "limit_s": limit},
+            ))  # fmt: skip
+    for cond in conditions:
+        notes += [f"OHIF: {note}" for note in cond.notes]
+        lines = [f"Every sample of the OHIF rows ({cond.name}), ms, in the order taken (one page load each):"]
+        for what, measure in (("first slice", cond.first_slice), ("every slice viewable", cond.every_slice),
+                              ("all frames", cond.all_frames)):  # fmt: skip
+            lines.append(samples_line(what, {s.name: timing(measure, s.name) for s in sides if s.name in cond.loads}))
         notes.append("\n".join(lines))
+    if authorized is not None:
+        loop = by_name["loopback"]
+        for what, measure in (("first slice drawn", loop.first_slice), (f"all {n} frames", loop.all_frames)):
+            name = f"OHIF in chromium: {what} (loopback, median of {args.browser_runs})"
+            smart, open_ = timing(measure, SMART), timing(measure, "Aperture")
+            open_row = smart_vs_open_row(name, smart, open_)
+            control = timing(measure, CONTROL)
+            if open_.ok and control.ok:
+                open_row.ratio_text += f"; control none ÷ none-2 {open_.median / control.median:.3f}×"
+            rows.append(open_row)
     return notes
 
 
@@ -1128,10 +1169,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--browser-throttled-runs", type=int, default=3,
         help="OHIF page loads per server at 20 Mbit/s, 40 ms; default 3 (0 skips that condition)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--browser-throttled-first-only", action="store_true",
-        help="at 20 Mbit/s, time only the first slice, not all frames (saves ~1-2 min per load)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.browser_runs < 1 or args.browser_throttled_runs < 0:

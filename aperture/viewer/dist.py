@@ -55,6 +55,7 @@ BROTLI_BEST_UP_TO = 256 * 1024
 WEBPACK_ROOT = b'__webpack_require__.p = "/";'
 SERVICE_WORKER = re.compile(rb'<script[^>]*src="/init-service-worker\.js"[^>]*></script>')
 ENCODINGS = {"br": ".br", "gzip": ".gz"}
+HTJ2K_DECODER = b"HTJ2KDecoder"  # a name the OpenJPH decoder's wasm exports (cornerstone's codec-openjph)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class ServedDist:
                     source = self.folder / name
                     if not source.is_file() or source.read_bytes() != rewritten:
                         _write(source, rewritten)
+                        for ext in ENCODINGS.values():  # compressed from the earlier bytes: made again
+                            (self.folder / (name + ext)).unlink(missing_ok=True)
             stat = source.stat()
             etag = hashlib.sha256(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{self.prefix}".encode()).hexdigest()[:24]
             media = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
@@ -108,12 +111,24 @@ class ServedDist:
         if name == "index.html":
             text = SERVICE_WORKER.sub(b"", data)  # its sw.js precaches root paths; the HTTP cache does the job
             text = re.sub(rb'((?:href|src)=")/(?!/)', rb"\1" + self.prefix.encode(), text)
+            text = text.replace(b"</head>", self._preloads() + b"</head>", 1)
             return text.replace(b'window.PUBLIC_URL="/"', b'window.PUBLIC_URL="' + self.prefix.encode() + b'"')
         if name.endswith(".css"):
             return re.sub(rb"url\(/(?!/)", b"url(" + self.prefix.encode(), data) if b"url(/" in data else None
         if WEBPACK_ROOT in data:
             return data.replace(WEBPACK_ROOT, b'__webpack_require__.p = "' + self.prefix.encode() + b'";')
         return None
+
+    def _preloads(self) -> bytes:
+        """`<link rel=preload>` for the HTJ2K decoder: the decode worker asks for it only once the first
+        frame has arrived, one round trip and 0.5 MB later than the page could have; preloaded, the
+        worker's fetch is answered from the HTTP cache (the file is immutable)."""
+        links = b""
+        for wasm in sorted(self.dist.glob("*.wasm")):
+            if HTJ2K_DECODER in wasm.read_bytes():
+                href = (self.prefix + wasm.name).encode()
+                links += b'<link rel="preload" href="' + href + b'" as="fetch" type="application/wasm" crossorigin>'
+        return links
 
     def compress_all(self) -> None:
         """Write the missing brotli and gzip copies, smallest files first (the page's own files are small)."""

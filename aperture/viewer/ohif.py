@@ -17,10 +17,14 @@ opened with `window.open` gets a copy), never from the URL; a refreshed token ar
 `postMessage({type: "aperture.viewer.token", accessToken, expiresAt})` from a window of this same
 origin, and the header function reads it on the next request.
 
-With `progressive`, stacks load in two stages over byte ranges of the HTJ2K RPCL frames
-(the server answers `Range` on `/frames/N`): the first 64 KiB of the displayed slice, decoded at
-reduced resolution, then the rest of its codestream, appended. The stack prefetch would take the
-first option for the other slices, but OHIF 3.13 was not seen prefetching them (docs/view-download-transmit.md).
+With `progressive`, stacks load over byte ranges of the HTJ2K RPCL frames (the server answers
+`Range` on `/frames/N`). The displayed slice comes in two stages (`stackRetrieveOptions`): its
+first 64 KiB, decoded at reduced resolution, then the rest of its codestream, appended. A second
+inline extension replaces OHIF's stack-context prefetch (`stackContextPrefetch.enable`, which
+OHIF calls for every new stack) with one pass over the whole stack in the same two stages: the
+first range of every slice, nearest the displayed one first, then the rest of every slice. A
+person can scroll through the whole study at reduced resolution long before all of it has
+arrived, and every slice ends at full fidelity.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import json
 from typing import Any
 
 TOKEN_KEY = "aperture.viewer.token"
-FIRST_RANGE = 65536  # bytes of a frame's codestream fetched first: the 256×256 level of a 512×512 CT slice
+FIRST_RANGE = 16384  # bytes of a frame's codestream fetched first: the 128×128 level of a 512×512 CT slice
+FAST_LINK = 5000  # bytes per ms (5 MB/s, 40 Mbit/s): above it, slices come whole, without the low-resolution pass
+FIRST_DECODE_LEVEL = 2  # that prefix decoded at 1/4 of the full width (each level halves it)
 
 # The bearer extension. `current` is read on every request, so a token posted later is used at once.
 _BEARER = """(function () {
@@ -75,6 +81,90 @@ _BEARER = """(function () {
 })()"""
 
 
+# The every-slice pass. cornerstone's `ProgressiveRetrieveImages` chains the two stages per image (the
+# second appends to the bytes of the first) and queues the second stages behind every first stage
+# still waiting (pool priority 1 after 0). OHIF sets window.cornerstone(Tools) when its cornerstone
+# extension loads; until then the patch waits.
+_EVERY_SLICE = """(function () {
+  var RETRIEVE = %(retrieve)s;
+  var FAST_LINK = %(fast_link)d;
+  var started = {};
+  // bytes per ms the link delivered the largest frame answer so far (Resource Timing; 0 when unknown):
+  // on a link faster than the decoder the low-resolution pass only adds decodes, so it is skipped
+  function linkRate() {
+    var best = null;
+    performance.getEntriesByType("resource").forEach(function (e) {
+      if (e.name.indexOf("/frames/") < 0 || !(e.responseStart > 0)) return;
+      if (!best || e.encodedBodySize > best.encodedBodySize) best = e;
+    });
+    if (!best || best.encodedBodySize < 8192) return 0;
+    return best.encodedBodySize / Math.max(best.responseEnd - best.responseStart, 0.1);
+  }
+  function outward(n, current) {
+    var order = [];
+    for (var d = 1; d < n; d++) {
+      if (current + d < n) order.push(current + d);
+      if (current - d >= 0) order.push(current - d);
+    }
+    return order;
+  }
+  function everySlice(core, element) {
+    var enabled = core.getEnabledElement(element);
+    var viewport = enabled && enabled.viewport;
+    if (!viewport || typeof viewport.getImageIds !== "function") return;
+    var ids = viewport.getImageIds();
+    if (!ids || ids.length < 2) return;
+    var key = ids[0] + "|" + ids[ids.length - 1] + "|" + ids.length;
+    if (started[key]) return;
+    started[key] = true;
+    var order = outward(ids.length, viewport.getCurrentImageIdIndex ? viewport.getCurrentImageIdIndex() : 0);
+    var stages = [{id: "aperture-every-slice-whole", positions: order, retrieveType: "whole",
+                   requestType: "prefetch", priority: 0}];
+    if (linkRate() < FAST_LINK) {
+      stages = [
+        {id: "aperture-every-slice-first-range", positions: order, retrieveType: "singleFast",
+         requestType: "prefetch", priority: 0},
+        {id: "aperture-every-slice-rest", positions: order, retrieveType: "singleFinal",
+         requestType: "prefetch", priority: 1},
+      ];
+    }
+    core.ProgressiveRetrieveImages.createProgressive({
+      stages: stages,
+      retrieveOptions: RETRIEVE,
+    }).loadImages(ids, {
+      successCallback: function () {},
+      errorCallback: function (imageId, permanent, reason) {
+        if (permanent) console.warn("aperture: slice not loaded", imageId, reason);
+      },
+      getLoaderImageOptions: function () { return {requestType: "prefetch"}; },
+    });
+  }
+  // after the displayed slice is drawn, so that the pass does not delay it
+  function afterFirstDraw(core, element) {
+    var done = false;
+    function go() {
+      if (done) return;
+      done = true;
+      element.removeEventListener(core.Enums.Events.IMAGE_RENDERED, go);
+      everySlice(core, element);
+    }
+    element.addEventListener(core.Enums.Events.IMAGE_RENDERED, go);
+    window.setTimeout(go, 5000);
+  }
+  function patch() {
+    var core = window.cornerstone, tools = window.cornerstoneTools;
+    var prefetch = tools && tools.utilities && tools.utilities.stackContextPrefetch;
+    if (!core || !core.ProgressiveRetrieveImages || !prefetch) return false;
+    prefetch.enable = function (element) { afterFirstDraw(core, element); };
+    return true;
+  }
+  if (!patch()) {
+    var timer = window.setInterval(function () { if (patch()) window.clearInterval(timer); }, 20);
+  }
+  return {id: "aperture-every-slice"};
+})()"""
+
+
 def progressive_retrieve() -> dict[str, Any]:
     """OHIF's `stackRetrieveOptions` ($set, replacing its streaming default) for byte-range HTJ2K."""
     return {
@@ -83,12 +173,17 @@ def progressive_retrieve() -> dict[str, Any]:
                 {"id": "lossySequential", "retrieveType": "singleFast"},
                 {"id": "finalSequential", "retrieveType": "singleFinal"},
             ],
-            "retrieveOptions": {
-                # first: the stack prefetch uses it for every other slice
-                "singleFast": {"rangeIndex": 0, "chunkSize": FIRST_RANGE, "decodeLevel": 1},
-                "singleFinal": {"rangeIndex": -1, "chunkSize": FIRST_RANGE},
-            },
+            "retrieveOptions": range_options(),
         }
+    }
+
+
+def range_options() -> dict[str, Any]:
+    """The two byte-range retrieve options: the first range of a frame, then the rest, appended."""
+    return {
+        "singleFast": {"rangeIndex": 0, "chunkSize": FIRST_RANGE, "decodeLevel": FIRST_DECODE_LEVEL},
+        "singleFinal": {"rangeIndex": -1, "chunkSize": FIRST_RANGE},
+        "whole": {},
     }
 
 
@@ -132,10 +227,17 @@ def app_config(
         "investigationalUseDialog": {"option": "never"},
         "showWarningMessageForCrossOrigin": False,
         "showLoadingIndicator": True,
+        # as OHIF's own shipped app-config.js: its code's fallbacks when these are absent are lower
+        # (one decode worker, a prefetch pool without a limit it was tuned for)
+        "maxNumberOfWebWorkers": 3,
+        "maxNumRequests": {"interaction": 100, "thumbnail": 5, "prefetch": 25},
         "defaultDataSourceName": name,
         "dataSources": [source],
     }
     text = f"window.config = {json.dumps(config, indent=2)};\n"
+    if progressive:
+        script = _EVERY_SLICE % {"retrieve": json.dumps(range_options()), "fast_link": FAST_LINK}
+        text += f"window.config.extensions.push({script});\n"
     if bearer:
         script = _BEARER % {"key": json.dumps(TOKEN_KEY), "root": json.dumps(dicomweb.rstrip("/") + "/")}
         text += f"window.config.extensions.push({script});\n"
