@@ -159,7 +159,10 @@ _EVERY_SLICE = """(function () {
     return true;
   }
   if (!patch()) {
-    var timer = window.setInterval(function () { if (patch()) window.clearInterval(timer); }, 20);
+    var tries = 0;
+    var timer = window.setInterval(function () {  // until OHIF's cornerstone extension has loaded (30 s at most)
+      if (patch() || ++tries > 1500) window.clearInterval(timer);
+    }, 20);
   }
   return {id: "aperture-every-slice"};
 })()"""
@@ -194,8 +197,14 @@ def app_config(
     router_basename: str = "/",
     bearer: bool = False,
     progressive: bool = False,
+    thumbnails: str = "wadors",
 ) -> str:
-    """OHIF's `app-config.js` with one DICOMweb data source at `dicomweb` (qidoRoot = wadoRoot)."""
+    """OHIF's `app-config.js` with one DICOMweb data source at `dicomweb` (qidoRoot = wadoRoot).
+
+    ``thumbnails`` is OHIF's `thumbnailRendering`: "wadors" decodes a frame per series thumbnail,
+    "thumbnail" asks the server's `/thumbnail` (a JPEG; through the DICOMweb client, so with the
+    bearer header).
+    """
     configuration: dict[str, Any] = {
         "friendlyName": name,
         "name": name,
@@ -203,7 +212,7 @@ def app_config(
         "wadoRoot": dicomweb,
         "wadoUriRoot": dicomweb,
         "imageRendering": "wadors",
-        "thumbnailRendering": "wadors",
+        "thumbnailRendering": thumbnails,
         "enableStudyLazyLoad": True,
         "bulkDataURI": {"enabled": True},
         "omitQuotationForMultipartRequest": True,
@@ -236,7 +245,10 @@ def app_config(
     }
     text = f"window.config = {json.dumps(config, indent=2)};\n"
     if progressive:
-        script = _EVERY_SLICE % {"retrieve": json.dumps(range_options()), "fast_link": FAST_LINK}
+        script = _EVERY_SLICE % {
+            "retrieve": json.dumps(range_options()),
+            "fast_link": FAST_LINK,
+        }
         text += f"window.config.extensions.push({script});\n"
     if bearer:
         script = _BEARER % {"key": json.dumps(TOKEN_KEY), "root": json.dumps(dicomweb.rstrip("/") + "/")}

@@ -66,6 +66,7 @@ def generated_config(config: Config) -> bytes:
         router_basename=prefix.rstrip("/"),
         bearer=config.server.auth != "none",
         progressive=config.viewer.progressive,
+        thumbnails="thumbnail",  # the server's own small JPEGs, not a whole frame decoded per series
     ).encode()
 
 
