@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 TOKEN_KEY = "aperture.viewer.token"
 FIRST_RANGE = 16384  # bytes of a frame's codestream fetched first: the 128×128 level of a 512×512 CT slice
 FAST_LINK = 5000  # bytes per ms (5 MB/s, 40 Mbit/s): above it, slices come whole, without the low-resolution pass
 FIRST_DECODE_LEVEL = 2  # that prefix decoded at 1/4 of the full width (each level halves it)
+WHOLE_FRAME = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
 
 # The bearer extension. `current` is read on every request, so a token posted later is used at once.
 _BEARER = """(function () {
@@ -186,7 +188,8 @@ def range_options() -> dict[str, Any]:
     return {
         "singleFast": {"rangeIndex": 0, "chunkSize": FIRST_RANGE, "decodeLevel": FIRST_DECODE_LEVEL},
         "singleFinal": {"rangeIndex": -1, "chunkSize": FIRST_RANGE},
-        "whole": {},
+        # on a fast link: the frame uncompressed (PS3.18 `accept` query parameter), nothing to decode
+        "whole": {"urlArguments": "accept=" + quote(WHOLE_FRAME, safe="")},
     }
 
 

@@ -14,13 +14,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import httpx
 import imagecodecs
 import pytest
 
 from aperture.clients import SAMPLE_APP_CLIENT_ID
-from aperture.viewer.ohif import TOKEN_KEY
+from aperture.viewer.ohif import TOKEN_KEY, WHOLE_FRAME
 from tests.browser.conftest import ACCESS_LINE, PageLog, require_ohif
 from tests.browser.test_ohif import CANVAS_STATS
 
@@ -227,9 +228,11 @@ ALL_FULL = """() => {
 }"""
 
 
-def _load_512_stack(tmp_path: Path, page: Page, n_slices: int, *, throttle: bool) -> list[tuple[str, str]]:
+def _load_512_stack(
+    tmp_path: Path, page: Page, n_slices: int, *, throttle: bool, queries: list[str] | None = None
+) -> list[tuple[str, str]]:
     """Open a 512×512 CT of ``n_slices`` at /viewer/ and wait until every slice is at full resolution;
-    the frame requests in order, as (instance UID, Range header)."""
+    the frame requests in order, as (instance UID, Range header); their query strings into ``queries``."""
     import io
 
     import pydicom
@@ -244,11 +247,13 @@ def _load_512_stack(tmp_path: Path, page: Page, n_slices: int, *, throttle: bool
     try:
         store(server, parts)
         asked: list[tuple[str, str]] = []
+        queries = [] if queries is None else queries
 
         def on_request(request: Any) -> None:
             if "/frames/" in request.url:
                 uid = request.url.split("/instances/", 1)[1].split("/", 1)[0]
                 asked.append((uid, request.headers.get("range", "")))
+                queries.append(request.url.partition("?")[2])
 
         page.on("request", on_request)
         if throttle:  # 20 Mbit/s: the every-slice pass takes the low-resolution first pass
@@ -289,10 +294,14 @@ def test_on_a_fast_link_every_slice_comes_whole_in_one_pass(tmp_path: Path, page
     """On loopback the link outruns the decoder: the pass skips the low-resolution stage and fetches
     each slice once, whole."""
     n = 12
-    asked = _load_512_stack(tmp_path, page, n, throttle=False)
-    summary = "\n".join(f"{uid[-12:]} {r or 'no range'}" for uid, r in asked)
+    queries: list[str] = []
+    asked = _load_512_stack(tmp_path, page, n, throttle=False, queries=queries)
+    summary = "\n".join(f"{uid[-12:]} {r or 'no range'} {q}" for (uid, r), q in zip(asked, queries, strict=True))
     uids = {uid for uid, _ in asked}
     assert len(uids) == n, summary
     ranged = [uid for uid, r in asked if r]
     assert len(set(ranged)) <= 1, summary  # only the displayed slice, in its two stages
-    assert len([uid for uid, r in asked if not r]) <= n, summary
+    whole = [q for (_, r), q in zip(asked, queries, strict=True) if not r]
+    assert len(whole) == n - 1, summary  # every other slice once
+    # uncompressed (the PS3.18 `accept` query parameter): the decoder, not the link, is the limit here
+    assert all(unquote(q) == f"accept={WHOLE_FRAME}" for q in whole), summary
