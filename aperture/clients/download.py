@@ -20,14 +20,16 @@ What it does, and why:
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import functools
 import hashlib
+import itertools
 import json
 import os
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -36,7 +38,7 @@ from urllib.parse import quote
 import httpx
 
 from aperture.clients.signin import Session
-from aperture.dicomweb.multipart import Part, read_parts
+from aperture.dicomweb.multipart import Part, PartReader
 from aperture.errors import ApertureError
 from aperture.media.names import excluded_path, instance_path
 
@@ -58,7 +60,7 @@ WANT_DIGEST = {"Want-Repr-Digest": "sha-256=10"}
 FHIR_JSON = {"Accept": "application/fhir+json"}
 DEFAULT_STREAMS = 4
 MAX_BYTES = 1 << 40  # a series answer larger than 1 TB is refused by the multipart reader
-_CHUNK = 1 << 20
+READ_BYTES = 1 << 20  # socket reads of the download (see _read_in_megabytes)
 
 
 class DownloadFailed(ApertureError):
@@ -73,8 +75,8 @@ class Instance:
     series: str
     sop: str
 
-    @property
-    def path(self) -> Path:
+    @functools.cached_property
+    def path(self) -> Path:  # asked for several times per instance; derived by hashing the UIDs
         return Path(instance_path(self.study, self.series, self.sop))
 
 
@@ -258,12 +260,11 @@ class Manifest:
 
 
 class _Sink:
-    """A temporary file beside the destination that hashes what it is given."""
+    """A temporary file (a new name in the download's own tmp folder) that hashes what it is given."""
 
-    def __init__(self, folder: Path) -> None:
-        handle, name = tempfile.mkstemp(dir=folder, prefix="part-")
-        self.path = Path(name)
-        self.file: IO[bytes] = os.fdopen(handle, "wb")
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: IO[bytes] = open(path, "xb")  # closed by finish or discard
         self.hash = hashlib.sha256()
         self.size = 0
 
@@ -290,78 +291,100 @@ def _digest_value(header: str | None) -> bytes | None:
 
 
 class Downloader:
+    """The fetch: blocking httpx streams on a pool of `streams` threads.
+
+    Threads, not asyncio: httpx's async stream reads cost about three times its blocking ones (on
+    loopback a 158 MB study took 0.8 s against 0.25 s, curl 0.23 s); hashing and file writes
+    release the GIL, so the threads overlap them with the network. Shared state (the report, the
+    manifest, the progress display, the session's token) changes under one lock.
+    """
+
     def __init__(self, session: Session, out: Path, *, streams: int, progress: Progress, http: httpx.Client) -> None:
         self.session, self.out, self.progress, self.http = session, out, progress, http
-        self.streams = asyncio.Semaphore(streams)
+        self.streams = max(1, streams)
+        self.lock = threading.Lock()
         self.manifest = Manifest(out)
         self.report = Report()
-        self.client: httpx.AsyncClient
+        self.client = http
         self.tmp = state_folder(out) / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():  # partial files of a run that was killed
             leftover.unlink()
+        self._names = itertools.count()
 
-    async def headers(self, refused: str | None = None) -> dict[str, str]:
-        if refused is not None or self.session.expiring():
-            await asyncio.to_thread(self.session.refresh, self.http, seen=refused)
-        return self.session.headers()
+    def headers(self, refused: str | None = None) -> dict[str, str]:
+        with self.lock:
+            if refused is not None or self.session.expiring():
+                self.session.refresh(self.http, seen=refused)
+            return self.session.headers()
+
+    def problem(self, text: str) -> None:
+        with self.lock:
+            self.report.problems.append(text)
+
+    def received(self, size: int) -> None:
+        with self.lock:
+            self.report.bytes += size
+            self.progress.received(size)
 
     def finish(self, sink: _Sink, instance: Instance, digest: bytes | None) -> bool:
         """Check a received instance and move it into place; False (and a problem) when it is not right."""
         sink.file.close()
         try:
             if digest is not None and digest != sink.hash.digest():
-                self.report.problems.append(f"{_where(instance)}: its bytes do not match the server's digest")
+                self.problem(f"{_where(instance)}: its bytes do not match the server's digest")
                 return False
             if digest is None:  # no digest: at least the file must be the instance it was fetched as
-                self.report.unverified += 1
+                with self.lock:
+                    self.report.unverified += 1
                 uids = _file_uids(sink.path)
                 if uids != (instance.study, instance.series, instance.sop):
-                    self.report.problems.append(f"{_where(instance)}: the file received holds {uids}")
+                    self.problem(f"{_where(instance)}: the file received holds {uids}")
                     return False
             target = self.out / instance.path
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(sink.path, target)
-            self.manifest.add(instance.path, sink.size, sink.hash.hexdigest())
-            self.report.fetched += 1
-            self.progress.instance_done()
+            with self.lock:
+                self.manifest.add(instance.path, sink.size, sink.hash.hexdigest())
+                self.report.fetched += 1
+                self.progress.instance_done()
             return True
         finally:
             sink.path.unlink(missing_ok=True)
 
-    @asynccontextmanager
-    async def _get(self, url: str, accept: str) -> AsyncIterator[httpx.Response]:
-        """A streamed GET within the stream limit, retried once after a 401 with a renewed token."""
-        async with self.streams:
-            for attempt in (1, 2):
-                token = self.session.access_token
-                headers = {"Accept": accept, **WANT_DIGEST, **await self.headers()}
-                async with self.client.stream("GET", url, headers=headers) as answer:
-                    if answer.status_code == 401 and attempt == 1:
-                        await answer.aread()
-                        await self.headers(refused=token)
-                        continue
-                    yield answer
-                    return
+    def _sink(self) -> _Sink:
+        return _Sink(self.tmp / f"part-{next(self._names)}")
 
-    async def series(self, study: Study, series: str, wanted: dict[str, Instance]) -> None:
+    @contextmanager
+    def _get(self, url: str, accept: str) -> Iterator[httpx.Response]:
+        """A streamed GET, retried once after a 401 with a renewed token."""
+        for attempt in (1, 2):
+            token = self.session.access_token
+            headers = {"Accept": accept, **WANT_DIGEST, **self.headers()}
+            with self.client.stream("GET", url, headers=headers) as answer:
+                if answer.status_code == 401 and attempt == 1:
+                    answer.read()
+                    self.headers(refused=token)
+                    continue
+                yield answer
+                return
+
+    def series(self, study: Study, series: str, wanted: dict[str, Instance]) -> None:
         """One multipart GET for a whole series; each part checked and written as it arrives."""
         url = f"{study.address}/studies/{quote(study.uid)}/series/{quote(series)}"
-        async with self._get(url, WHOLE_SERIES) as answer:
+        with self._get(url, WHOLE_SERIES) as answer:
             if answer.status_code != 200:
-                await answer.aread()
-                self.report.problems.append(f"series {series} of study {study.uid}: HTTP {answer.status_code}")
+                answer.read()
+                self.problem(f"series {series} of study {study.uid}: HTTP {answer.status_code}")
                 return
-            await self._read_series(answer, study, series, wanted)
+            self._read_series(answer, study, series, wanted)
 
-    async def _read_series(
-        self, answer: httpx.Response, study: Study, series: str, wanted: dict[str, Instance]
-    ) -> None:
+    def _read_series(self, answer: httpx.Response, study: Study, series: str, wanted: dict[str, Instance]) -> None:
         boundary = _boundary(answer.headers.get("content-type", ""))
         sinks: dict[int, _Sink] = {}
 
         def open_sink(part: Part) -> _Sink:
-            sink = _Sink(self.tmp)
+            sink = self._sink()
             sinks[id(part)] = sink
             return sink
 
@@ -372,66 +395,63 @@ class Downloader:
             instance = wanted.pop(sop, None)
             if instance is None:
                 sink.discard()
-                self.report.problems.append(f"series {series} of study {study.uid}: the server sent {sop or 'a part'} "
-                                            "that the ImagingStudy does not list")  # fmt: skip
+                self.problem(f"series {series} of study {study.uid}: the server sent {sop or 'a part'} "
+                             "that the ImagingStudy does not list")  # fmt: skip
                 return
             self.finish(sink, instance, _digest_value(part.headers.get("repr-digest")))
 
-        async def chunks() -> AsyncIterator[bytes]:
-            async for chunk in answer.aiter_raw(_CHUNK):
-                self.report.bytes += len(chunk)
-                self.progress.received(len(chunk))
-                yield chunk
-
         try:
-            await read_parts(chunks(), boundary, open_sink, close_sink, max_bytes=MAX_BYTES)
+            reader = PartReader(boundary, open_sink, close_sink, max_bytes=MAX_BYTES)
+            for chunk in answer.iter_raw():  # as the socket gives them (64 KiB): fewer copies than re-chunking
+                self.received(len(chunk))
+                reader.feed(chunk)
+            reader.finish()
         except (ApertureError, httpx.HTTPError) as exc:
-            self.report.problems.append(f"series {series} of study {study.uid}: the answer broke off ({exc})")
+            self.problem(f"series {series} of study {study.uid}: the answer broke off ({exc})")
         finally:
             for sink in sinks.values():
                 sink.discard()
 
-    async def instance(self, study: Study, instance: Instance) -> None:
+    def instance(self, study: Study, instance: Instance) -> None:
         series = f"{study.address}/studies/{quote(study.uid)}/series/{quote(instance.series)}"
-        async with self._get(f"{series}/instances/{quote(instance.sop)}", ONE_INSTANCE) as answer:
+        with self._get(f"{series}/instances/{quote(instance.sop)}", ONE_INSTANCE) as answer:
             if answer.status_code != 200:
-                await answer.aread()
+                answer.read()
                 why = "not on the server" if answer.status_code == 404 else f"HTTP {answer.status_code}"
-                self.report.problems.append(f"{_where(instance)}: {why}")
+                self.problem(f"{_where(instance)}: {why}")
                 return
-            sink = _Sink(self.tmp)
+            sink = self._sink()
             try:
-                async for chunk in answer.aiter_raw(_CHUNK):
+                for chunk in answer.iter_raw():
                     sink.write(chunk)
-                    self.report.bytes += len(chunk)
-                    self.progress.received(len(chunk))
+                    self.received(len(chunk))
             except httpx.HTTPError as exc:
                 sink.discard()
-                self.report.problems.append(f"{_where(instance)}: the answer broke off ({exc})")
+                self.problem(f"{_where(instance)}: the answer broke off ({exc})")
                 return
             self.finish(sink, instance, _digest_value(answer.headers.get("repr-digest")))
 
-    async def study(self, study: Study) -> None:
+    def jobs(self, study: Study) -> list[Callable[[], None]]:
+        """What fetching the study takes: a GET per whole missing series, one per instance otherwise."""
         missing = [i for i in study.instances if self.manifest.kept(self.out, i) is None]
         if study.address is None:
-            self.report.problems.append(f"study {study.uid}: its ImagingStudy names no WADO-RS endpoint")
-            return
+            self.problem(f"study {study.uid}: its ImagingStudy names no WADO-RS endpoint")
+            return []
         by_series: dict[str, list[Instance]] = {}
         for instance in missing:
             by_series.setdefault(instance.series, []).append(instance)
         listed: dict[str, int] = {}
         for instance in study.instances:
             listed[instance.series] = listed.get(instance.series, 0) + 1
-        jobs = []
+        jobs: list[Callable[[], None]] = []
         for series, instances in by_series.items():
             if len(instances) == listed[series] and len(instances) > 1:
-                jobs.append(self.series(study, series, {i.sop: i for i in instances}))
+                jobs.append(functools.partial(self.series, study, series, {i.sop: i for i in instances}))
             else:  # part of the series is here: fetch only what is not
-                jobs.extend(self.instance(study, i) for i in instances)
-        await asyncio.gather(*jobs)
-        self.progress.study_done()
+                jobs.extend(functools.partial(self.instance, study, i) for i in instances)
+        return jobs
 
-    async def run(self, studies: list[Study]) -> Report:
+    def run(self, studies: list[Study]) -> Report:
         kept = kept_bytes = 0
         for study in studies:
             for instance in study.instances:
@@ -441,10 +461,15 @@ class Downloader:
         self.report.instances = sum(len(s.instances) for s in studies)
         self.report.kept = kept
         self.progress.start(len(studies), self.report.instances, kept, kept_bytes)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(120, connect=30), limits=limits) as client:
-            self.client = client
-            await asyncio.gather(*(self.study(s) for s in studies))
+        _read_in_megabytes()
+        # the sign-in's client (thread-safe): a second one would build a second TLS context (~0.1 s)
+        self.client = self.http
+        with ThreadPoolExecutor(self.streams, thread_name_prefix="aperture-download") as pool:
+            pending = [[pool.submit(job) for job in self.jobs(study)] for study in studies]
+            for futures in pending:
+                for future in futures:
+                    future.result()  # a bug in a job surfaces here, not as a silent gap
+                self.progress.study_done()
         self.manifest.close()
         self._verify(studies)
         return self.report
@@ -471,6 +496,20 @@ class Downloader:
         record = self.manifest.records.get(instance.path.as_posix())
         target = self.out / instance.path
         return record is not None and target.is_file() and target.stat().st_size == record["size"]
+
+
+def _read_in_megabytes() -> None:
+    """httpcore reads a response 64 KiB at a time (`HTTP11Connection.READ_NUM_BYTES`, a class
+    attribute); each read then costs a parse, a hash update and a file write. At 1 MiB a 158 MB study
+    is received, hashed and written in 0.33 s instead of 0.6-0.7 s (curl: 0.23 s). Only ever raised,
+    and only in the process that downloads; without the attribute (another httpcore) nothing changes."""
+    try:
+        from httpcore._sync import http11
+    except ImportError:  # pragma: no cover - httpx always brings httpcore
+        return
+    connection = getattr(http11, "HTTP11Connection", None)
+    if connection is not None and getattr(connection, "READ_NUM_BYTES", 0) < READ_BYTES:
+        connection.READ_NUM_BYTES = READ_BYTES
 
 
 def _where(instance: Instance) -> str:
@@ -509,9 +548,7 @@ def download(
     streams: int = DEFAULT_STREAMS,
     progress: Progress | None = None,
     http: httpx.Client,
-    run: Callable[[Any], Any] = asyncio.run,
 ) -> Report:
     """Fetch, check and write every instance of `studies` under `out`; what happened and what is wrong."""
     downloader = Downloader(session, out, streams=streams, progress=progress or Progress(), http=http)
-    report: Report = run(downloader.run(studies))
-    return report
+    return downloader.run(studies)

@@ -45,32 +45,57 @@ async def read_parts(
     *,
     max_bytes: int,
 ) -> list[Part]:
-    """Parse the body, streaming each part's content to a sink from `open_sink`.
+    """Parse the body, streaming each part's content to a sink from `open_sink` (see PartReader)."""
+    reader = PartReader(boundary, open_sink, close_sink, max_bytes=max_bytes)
+    async for chunk in chunks:
+        reader.feed(chunk)
+    return reader.finish()
+
+
+class PartReader:
+    """The parser itself, fed chunk by chunk: the same for an ASGI body and a blocking HTTP client.
 
     Each chunk is scanned where it lies and part content is written straight from it: only the
     few bytes at a chunk's end that could begin a delimiter, or an unfinished header block, are
     carried over to the next chunk. (Copying every chunk into one growing buffer cost more than
     receiving it.)
     """
-    if not boundary or len(boundary) > 200:
-        raise MalformedMultipart("The multipart boundary is missing or longer than 200 characters (RFC 2046).")
-    delimiter = b"\r\n--" + boundary.encode("latin-1")
-    keep = len(delimiter) - 1  # bytes at a chunk's end that may be the start of a delimiter
-    carry = b"\r\n"  # lets the first delimiter match like every other one
-    parts: list[Part] = []
-    total = 0
-    state = "preamble"
-    part: Part | None = None
-    sink: PartSink | None = None
-    ended = False
-    async for chunk in chunks:
-        total += len(chunk)
-        if total > max_bytes:
-            if part is not None and sink is not None:
-                close_sink(part, sink)
-            raise PayloadTooLarge(f"The upload exceeds the limit of {max_bytes} bytes (store.max_upload_bytes).")
-        if ended:
-            continue  # epilogue
+
+    def __init__(
+        self,
+        boundary: str,
+        open_sink: Callable[[Part], PartSink],
+        close_sink: Callable[[Part, PartSink], None],
+        *,
+        max_bytes: int,
+    ) -> None:
+        if not boundary or len(boundary) > 200:
+            raise MalformedMultipart("The multipart boundary is missing or longer than 200 characters (RFC 2046).")
+        self.boundary = boundary
+        self.open_sink, self.close_sink, self.max_bytes = open_sink, close_sink, max_bytes
+        self.delimiter = b"\r\n--" + boundary.encode("latin-1")
+        self.carry = b"\r\n"  # lets the first delimiter match like every other one
+        self.parts: list[Part] = []
+        self.total = 0
+        self.state = "preamble"
+        self.part: Part | None = None
+        self.sink: PartSink | None = None
+        self.ended = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes of the body."""
+        self.total += len(chunk)
+        if self.total > self.max_bytes:
+            if self.part is not None and self.sink is not None:
+                self.close_sink(self.part, self.sink)
+            raise PayloadTooLarge(f"The upload exceeds the limit of {self.max_bytes} bytes (store.max_upload_bytes).")
+        if self.ended:
+            return  # epilogue
+        # the state in locals while this chunk is scanned (attribute lookups cost per part, not per chunk)
+        delimiter, carry, parts, state = self.delimiter, self.carry, self.parts, self.state
+        part, sink, close_sink = self.part, self.sink, self.close_sink
+        keep = len(delimiter) - 1  # bytes at a chunk's end that may be the start of a delimiter
+        ended = False
         data, pos = chunk, 0
         if carry and state == "body" and len(chunk) >= keep:
             # Only a delimiter that began in the carried bytes needs them joined to this chunk.
@@ -145,18 +170,23 @@ async def read_parts(
                     break
                 part = Part(_parse_headers(bytes(data[pos:end]), len(parts) + 1))
                 pos = end + skip
-                sink = open_sink(part)
+                sink = self.open_sink(part)
+                self.part, self.sink = part, sink  # a sink opened here is closed on any later failure
                 state = "body"
-        carry = data[pos:] if not ended else b""
-    if not ended:
-        if part is not None and sink is not None:
-            close_sink(part, sink)
-        where = f"inside part {len(parts) + 1}" if state == "body" else "before the closing boundary"
-        raise MalformedMultipart(
-            f"The multipart body ended {where}: the closing '--{boundary}--' delimiter never came. "
-            "Nothing from an unfinished part is stored."
-        )
-    return parts
+        self.carry = data[pos:] if not ended else b""
+        self.state, self.part, self.sink, self.ended = state, part, sink, ended
+
+    def finish(self) -> list[Part]:
+        """The parts, once the body has ended; MalformedMultipart if it ended before its closing delimiter."""
+        if not self.ended:
+            if self.part is not None and self.sink is not None:
+                self.close_sink(self.part, self.sink)
+            where = f"inside part {len(self.parts) + 1}" if self.state == "body" else "before the closing boundary"
+            raise MalformedMultipart(
+                f"The multipart body ended {where}: the closing '--{self.boundary}--' delimiter never came. "
+                "Nothing from an unfinished part is stored."
+            )
+        return self.parts
 
 
 def _parse_headers(raw: bytes, number: int) -> dict[str, str]:
