@@ -12,6 +12,10 @@ rounds, taking turns (who goes first alternates), each into a fresh folder:
   its UIDs against the ImagingStudy) and renamed into `DICOM/`, then every listed instance
   checked on disk. `--no-index`: the DICOMDIR is not part of what curl does.
 
+- the same command for a study the token cannot see (`--study 2.25.0`): process start, discovery,
+  token, search and nothing fetched. Its time is the fixed part of every download; the row's
+  text gives the rest ("transfer") beside curl's.
+
 Goal: the download takes at most 10% longer than curl (curl ÷ download ≥ 0.9).
 """
 
@@ -33,6 +37,7 @@ from peers import REPO, aperture_command
 CLIENT = "bench-download"
 ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 GOAL = 0.9
+NO_STUDY = "2.25.0"  # a study UID no one has
 
 
 def register_client(workdir: Path, patient: str) -> Path:
@@ -80,6 +85,19 @@ def timed_download(authorized: Authorized, key: Path, patient: str, study: str, 
     return elapsed
 
 
+def timed_fixed(authorized: Authorized, key: Path, patient: str, out: Path) -> float:
+    """`aperture download` of a study nobody has: everything but the fetch."""
+    command = [*aperture_command(), "download", "--issuer", f"{authorized.ehr.url}/fhir", "--client-id", CLIENT,
+               "--key", str(key), "--patient", patient, "--study", NO_STUDY, "--out", str(out),
+               "--no-index", "--quiet"]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600, cwd=REPO)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 1 or "not among the studies" not in done.stderr:
+        raise RuntimeError(f"aperture download of an unknown study: {done.returncode} {done.stderr.strip()[-300:]}")
+    return elapsed
+
+
 def measure(
     workdir: Path,
     authorized: Authorized,
@@ -91,16 +109,18 @@ def measure(
 ) -> dict[str, object]:
     """`rounds` samples of each side, taking turns; every sample kept (seconds), in the order taken."""
     key = register_client(workdir, patient)
-    samples: dict[str, list[float]] = {"download": [], "curl": []}
+    samples: dict[str, list[float]] = {"download": [], "curl": [], "fixed": []}
     nbytes = 0
     scratch = workdir / "download" / "out"
     for number in range(rounds + 1):  # round 0 warms both up and is not counted
-        order = ["curl", "download"] if number % 2 else ["download", "curl"]
+        order = ["curl", "download", "fixed"] if number % 2 else ["fixed", "download", "curl"]
         for side in order:
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
             if side == "curl":
                 seconds, nbytes = timed_curl(authorized, study, scratch)
+            elif side == "fixed":
+                seconds = timed_fixed(authorized, key, patient, scratch)
             else:
                 seconds = timed_download(authorized, key, patient, study, scratch, expect)
             if number:
@@ -108,4 +128,6 @@ def measure(
             log(f"Download row, round {number}{' (warm-up)' if not number else ''}: {side} {seconds * 1000:.0f} ms")
     shutil.rmtree(scratch, ignore_errors=True)
     download, curl = statistics.median(samples["download"]), statistics.median(samples["curl"])
-    return {"download": download, "curl": curl, "ratio": curl / download, "samples": samples, "bytes": nbytes}
+    fixed = statistics.median(samples["fixed"])
+    return {"download": download, "curl": curl, "fixed": fixed, "ratio": curl / download, "samples": samples,
+            "bytes": nbytes}  # fmt: skip
