@@ -19,12 +19,18 @@ origin, and the header function reads it on the next request.
 
 With `progressive`, stacks load over byte ranges of the HTJ2K RPCL frames (the server answers
 `Range` on `/frames/N`). The displayed slice comes in two stages (`stackRetrieveOptions`): its
-first 64 KiB, decoded at reduced resolution, then the rest of its codestream, appended. A second
-inline extension replaces OHIF's stack-context prefetch (`stackContextPrefetch.enable`, which
-OHIF calls for every new stack) with one pass over the whole stack in the same two stages: the
-first range of every slice, nearest the displayed one first, then the rest of every slice. A
-person can scroll through the whole study at reduced resolution long before all of it has
-arrived, and every slice ends at full fidelity.
+first 16 KiB (the 128×128 level of a 512×512 CT slice), decoded at a quarter of the width, then
+the rest of its codestream, appended. A second inline extension replaces OHIF's stack-context
+prefetch (`stackContextPrefetch.enable`, which OHIF calls for every new stack) with one pass over
+the whole stack, nearest the displayed slice first, once that slice is drawn. How the pass goes
+depends on the link, judged from the largest frame answer so far (Resource Timing):
+
+- slower than `FAST_LINK` (5 MB/s): the same two stages for every slice, every first range
+  before any rest, so a person can scroll the whole study at reduced resolution long before all
+  of it has arrived; every slice ends at full resolution, nothing fetched twice;
+- faster: one stage, each slice whole and uncompressed (the PS3.18 `accept` query parameter asks
+  for Explicit VR Little Endian): there the browser's decode worker, not the link, is the limit
+  (OHIF runs one worker on a 2-CPU machine; an HTJ2K 512×512 decode costs it about 30 ms).
 """
 
 from __future__ import annotations
