@@ -447,7 +447,8 @@ def _note(name: str, cond: str, loads: list[Load]) -> str:
     answers = sorted({load.frame_answers for load in loads})
     nav = [load.from_navigation for load in loads if load.from_navigation is not None]
     note = f"{name} ({cond}): {sent:.1f} MB sent after the first DICOMweb request, {frames:.1f} MB of it frames"
-    note += f" in {answers} answers per load; " + ", ".join(f"{t} ×{n}" for t, n in types.most_common(3))
+    note += f" in {answers} answers per load; over the {len(loads)} loads: "
+    note += ", ".join(f"{t} ×{n}" for t, n in types.most_common(3))
     if nav:
         note += f"; first slice from the navigation itself: median {statistics.median(nav):.2f} s"
     late = loads[0].late_files

@@ -70,13 +70,20 @@ def timed_curl(authorized: Authorized, study: str, out: Path) -> tuple[float, in
     return elapsed, (out / "study.multipart").stat().st_size
 
 
-def timed_download(authorized: Authorized, key: Path, patient: str, study: str, out: Path, expect: int) -> float:
+def _run_download(
+    authorized: Authorized, key: Path, patient: str, study: str, out: Path
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """`aperture download --no-index --quiet` of ``study`` as the Backend Services client, timed."""
     command = [*aperture_command(), "download", "--issuer", f"{authorized.ehr.url}/fhir", "--client-id", CLIENT,
                "--key", str(key), "--patient", patient, "--study", study, "--out", str(out),
                "--no-index", "--quiet"]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600, cwd=REPO)
-    elapsed = time.perf_counter() - start
+    return time.perf_counter() - start, done
+
+
+def timed_download(authorized: Authorized, key: Path, patient: str, study: str, out: Path, expect: int) -> float:
+    elapsed, done = _run_download(authorized, key, patient, study, out)
     if done.returncode != 0:
         raise RuntimeError(f"aperture download failed ({done.returncode}): {done.stderr.strip()[-400:]}")
     files = sum(1 for p in (out / "DICOM").rglob("*") if p.is_file())
@@ -87,12 +94,7 @@ def timed_download(authorized: Authorized, key: Path, patient: str, study: str, 
 
 def timed_fixed(authorized: Authorized, key: Path, patient: str, out: Path) -> float:
     """`aperture download` of a study nobody has: everything but the fetch."""
-    command = [*aperture_command(), "download", "--issuer", f"{authorized.ehr.url}/fhir", "--client-id", CLIENT,
-               "--key", str(key), "--patient", patient, "--study", NO_STUDY, "--out", str(out),
-               "--no-index", "--quiet"]  # fmt: skip
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600, cwd=REPO)
-    elapsed = time.perf_counter() - start
+    elapsed, done = _run_download(authorized, key, patient, NO_STUDY, out)
     if done.returncode != 1 or "not among the studies" not in done.stderr:
         raise RuntimeError(f"aperture download of an unknown study: {done.returncode} {done.stderr.strip()[-300:]}")
     return elapsed

@@ -305,7 +305,6 @@ class Downloader:
         self.lock = threading.Lock()
         self.manifest = Manifest(out)
         self.report = Report()
-        self.client = http
         self.tmp = state_folder(out) / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():  # partial files of a run that was killed
@@ -361,7 +360,7 @@ class Downloader:
         for attempt in (1, 2):
             token = self.session.access_token
             headers = {"Accept": accept, **WANT_DIGEST, **self.headers()}
-            with self.client.stream("GET", url, headers=headers) as answer:
+            with self.http.stream("GET", url, headers=headers) as answer:  # the sign-in's client: thread-safe
                 if answer.status_code == 401 and attempt == 1:
                     answer.read()
                     self.headers(refused=token)
@@ -462,8 +461,6 @@ class Downloader:
         self.report.kept = kept
         self.progress.start(len(studies), self.report.instances, kept, kept_bytes)
         _read_in_megabytes()
-        # the sign-in's client (thread-safe): a second one would build a second TLS context (~0.1 s)
-        self.client = self.http
         with ThreadPoolExecutor(self.streams, thread_name_prefix="aperture-download") as pool:
             pending = [[pool.submit(job) for job in self.jobs(study)] for study in studies]
             for futures in pending:

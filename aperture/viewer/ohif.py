@@ -190,7 +190,8 @@ def progressive_retrieve() -> dict[str, Any]:
 
 
 def range_options() -> dict[str, Any]:
-    """The two byte-range retrieve options: the first range of a frame, then the rest, appended."""
+    """The retrieve options by name: the first range of a frame, then the rest appended, or the whole
+    frame uncompressed (the every-slice pass on a fast link)."""
     return {
         "singleFast": {"rangeIndex": 0, "chunkSize": FIRST_RANGE, "decodeLevel": FIRST_DECODE_LEVEL},
         "singleFinal": {"rangeIndex": -1, "chunkSize": FIRST_RANGE},
