@@ -9,10 +9,9 @@ import zipfile
 from datetime import date
 from pathlib import Path
 
-import httpx
-
 from aperture.cli import signing_in
 from aperture.clients.download import Progress
+from aperture.clients.http import client
 from aperture.errors import ApertureError
 
 
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if (wrong := signing_in.problem(args)) is not None:
         print(f"aperture download: {wrong}", file=sys.stderr)
         return 2
-    with httpx.Client(timeout=60) as http:
+    with client(timeout=60) as http:
         try:
             session = signing_in.sign_in(args, http)
             since = args.since.isoformat() if args.since else None

@@ -13,6 +13,11 @@ import sys
 
 from aperture import __version__
 
+# httpx's package __init__ imports its own command line (click, rich, pygments: ~70 ms) when it can;
+# no aperture command uses it, and the download and transmit commands should start fast. A None
+# here makes that import fail, which httpx expects and answers with a stub `httpx.main`.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 COMMANDS = ("serve", "demo", "ehr", "audit", "download", "transmit")  # each aperture.cli.<name> has add_parser
 
 

@@ -49,9 +49,9 @@ def _secret(path: Path | None, env: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import httpx
+    from aperture.clients.http import client
 
-    with httpx.Client(timeout=60) as http:  # the sign-in's: discovery, token, refresh, ImagingStudy search
+    with client(timeout=60) as http:  # the sign-in's: discovery, token, refresh, ImagingStudy search
         return _run(args, http)
 
 

@@ -243,6 +243,8 @@ class Manifest:
 
     def kept(self, out: Path, instance: Instance) -> int | None:
         """The size of the instance's file when it is on disk with the digest recorded for it, else None."""
+        if not self.records:  # a first run: nothing on disk to look at
+            return None
         record = self.records.get(instance.path.as_posix())
         target = out / instance.path
         if not target.is_file():  # the media writer moves a file it may not list into EXCLUDED/, unchanged
@@ -401,7 +403,7 @@ class Downloader:
 
         try:
             reader = PartReader(boundary, open_sink, close_sink, max_bytes=MAX_BYTES)
-            for chunk in answer.iter_raw():  # as the socket gives them (64 KiB): fewer copies than re-chunking
+            for chunk in answer.iter_raw():  # as the socket gives them (1 MiB): fewer copies than re-chunking
                 self.received(len(chunk))
                 reader.feed(chunk)
             reader.finish()
@@ -430,9 +432,8 @@ class Downloader:
                 return
             self.finish(sink, instance, _digest_value(answer.headers.get("repr-digest")))
 
-    def jobs(self, study: Study) -> list[Callable[[], None]]:
-        """What fetching the study takes: a GET per whole missing series, one per instance otherwise."""
-        missing = [i for i in study.instances if self.manifest.kept(self.out, i) is None]
+    def jobs(self, study: Study, missing: list[Instance]) -> list[Callable[[], None]]:
+        """What fetching `missing` takes: a GET per wholly missing series, one per instance otherwise."""
         if study.address is None:
             self.problem(f"study {study.uid}: its ImagingStudy names no WADO-RS endpoint")
             return []
@@ -452,9 +453,13 @@ class Downloader:
 
     def run(self, studies: list[Study]) -> Report:
         kept = kept_bytes = 0
+        missing: list[list[Instance]] = []
         for study in studies:
+            missing.append([])
             for instance in study.instances:
-                if (size := self.manifest.kept(self.out, instance)) is not None:
+                if (size := self.manifest.kept(self.out, instance)) is None:
+                    missing[-1].append(instance)
+                else:
                     kept, kept_bytes = kept + 1, kept_bytes + size
         self.report.studies = len(studies)
         self.report.instances = sum(len(s.instances) for s in studies)
@@ -462,7 +467,10 @@ class Downloader:
         self.progress.start(len(studies), self.report.instances, kept, kept_bytes)
         _read_in_megabytes()
         with ThreadPoolExecutor(self.streams, thread_name_prefix="aperture-download") as pool:
-            pending = [[pool.submit(job) for job in self.jobs(study)] for study in studies]
+            pending = [
+                [pool.submit(job) for job in self.jobs(study, absent)]
+                for study, absent in zip(studies, missing, strict=True)
+            ]
             for futures in pending:
                 for future in futures:
                     future.result()  # a bug in a job surfaces here, not as a silent gap
