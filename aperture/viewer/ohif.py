@@ -31,6 +31,10 @@ depends on the link, judged from the largest frame answer so far (Resource Timin
 - faster: one stage, each slice whole and uncompressed (the PS3.18 `accept` query parameter asks
   for Explicit VR Little Endian): there the browser's decode worker, not the link, is the limit
   (OHIF runs one worker on a 2-CPU machine; an HTJ2K 512×512 decode costs it about 30 ms).
+
+The same extension warms the decode workers: each gets a tiny HTJ2K codestream to decode as soon
+as the image loader registers them, so the codec's set-up is done before the displayed slice's
+bytes arrive.
 """
 
 from __future__ import annotations
@@ -43,6 +47,15 @@ TOKEN_KEY = "aperture.viewer.token"
 FIRST_RANGE = 16384  # bytes of a frame's codestream fetched first: the 128×128 level of a 512×512 CT slice
 FAST_LINK = 5000  # bytes per ms (5 MB/s, 40 Mbit/s): above it, slices come whole, without the low-resolution pass
 FIRST_DECODE_LEVEL = 2  # that prefix decoded at 1/4 of the full width (each level halves it)
+# An 8×8 16-bit gradient as an HTJ2K codestream (aperture/dicom/htj2k.py encoded it; a test decodes
+# it back): what the every-slice extension gives each decode worker to set its codec up early.
+WARM_SIZE = 8
+WARM_CODESTREAM = (
+    "/0//UQApQAAAAAAIAAAACAAAAAAAAAAAAAAACAAAAAgAAAAAAAAAAAABDwEB/1AACAACAAAACv9SAAwAAgABAAMEBEAB/1wADSCIkJCQkJCQ"
+    "iIiI/2QAFwABT3BlbkpQSCBWZXIgMC4yNi4zLv9VABwAYAAAAAAAFwAAAAAAIAAAAAAAIgAAAAAAJf+QAAoAAAAAABcABP+TwAAmbf0FB3QA"
+    "/5AACgAAAAAAIAEE/5PAABLAABMAkAEHdACO/AKHdAD/kAAKAAAAAAAiAgT/k8AAE0AAE4CG8QCCdAA++vgAg1QA/5AACgAAAAAAJQME/5PA"
+    "ACeAAFSA7u6gp8J1AP5+v8AhAey2AP/Z"
+)
 WHOLE_FRAME = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
 
 # The bearer extension. `current` is read on every request, so a token posted later is used at once.
@@ -96,6 +109,8 @@ _BEARER = """(function () {
 _EVERY_SLICE = """(function () {
   var RETRIEVE = %(retrieve)s;
   var FAST_LINK = %(fast_link)d;
+  var WARM_CODESTREAM = %(warm)s;  // an 8×8 HTJ2K codestream (see WARM_CODESTREAM in ohif.py)
+  var WARM_SIZE = %(warm_size)d;
   var started = {};
   // bytes per ms the link delivered the largest frame answer so far (Resource Timing; 0 when unknown):
   // on a link faster than the decoder the low-resolution pass only adds decodes, so it is skipped
@@ -159,6 +174,30 @@ _EVERY_SLICE = """(function () {
     element.addEventListener(core.Enums.Events.IMAGE_RENDERED, go);
     window.setTimeout(go, 5000);
   }
+  // The decode worker sets up its HTJ2K codec (the wasm compiled and instantiated) on its first
+  // decode. Left to the displayed slice, that set-up sits between the slice's bytes arriving and
+  // its draw; a tiny decode as soon as the workers exist moves it into the time OHIF spends on the
+  // study's metadata. One task per worker (the manager gives each new task the least-loaded one).
+  function warmDecoders() {
+    var core = window.cornerstone;
+    var manager = core && core.getWebWorkerManager && core.getWebWorkerManager();
+    var worker = manager && manager.workerRegistry && manager.workerRegistry.dicomImageLoader;
+    if (!worker) return false;
+    var codestream = Uint8Array.from(atob(WARM_CODESTREAM), function (c) { return c.charCodeAt(0); });
+    worker.instances.forEach(function () {
+      manager.executeTask("dicomImageLoader", "decodeTask", {
+        imageFrame: {samplesPerPixel: 1, photometricInterpretation: "MONOCHROME2", rows: WARM_SIZE,
+                     columns: WARM_SIZE, bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 0},
+        transferSyntax: "1.2.840.10008.1.2.4.201",
+        pixelData: codestream.slice(),
+        options: {preScale: {enabled: false}},
+        decodeConfig: {},
+      }, {requestType: "interaction", priority: -5}).catch(function (e) {
+        console.warn("aperture: decoder warm-up", e);
+      });
+    });
+    return true;
+  }
   function patch() {
     var core = window.cornerstone, tools = window.cornerstoneTools;
     var prefetch = tools && tools.utilities && tools.utilities.stackContextPrefetch;
@@ -170,6 +209,12 @@ _EVERY_SLICE = """(function () {
     var tries = 0;
     var timer = window.setInterval(function () {  // until OHIF's cornerstone extension has loaded (30 s at most)
       if (patch() || ++tries > 1500) window.clearInterval(timer);
+    }, 20);
+  }
+  if (!warmDecoders()) {
+    var warmTries = 0;
+    var warmTimer = window.setInterval(function () {  // until the image loader has registered its workers
+      if (warmDecoders() || ++warmTries > 1500) window.clearInterval(warmTimer);
     }, 20);
   }
   return {id: "aperture-every-slice"};
@@ -258,6 +303,8 @@ def app_config(
         script = _EVERY_SLICE % {
             "retrieve": json.dumps(range_options()),
             "fast_link": FAST_LINK,
+            "warm": json.dumps(WARM_CODESTREAM),
+            "warm_size": WARM_SIZE,
         }
         text += f"window.config.extensions.push({script});\n"
     if bearer:

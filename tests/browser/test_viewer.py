@@ -21,7 +21,7 @@ import imagecodecs
 import pytest
 
 from aperture.clients import SAMPLE_APP_CLIENT_ID
-from aperture.viewer.ohif import TOKEN_KEY, WHOLE_FRAME
+from aperture.viewer.ohif import TOKEN_KEY, WARM_CODESTREAM, WARM_SIZE, WHOLE_FRAME
 from tests.browser.conftest import ACCESS_LINE, PageLog, require_ohif
 from tests.browser.test_ohif import CANVAS_STATS
 
@@ -214,6 +214,41 @@ def test_the_htj2k_decoder_is_fetched_once_per_page_load(stack: DemoStack, page:
     sent = [line for line in htj2k if " 200 " in line]
     assert len(sent) == 1, fetched  # its bytes once (preloaded by the page); a worker may revalidate (304)
     assert all(" 304 0 " in line for line in htj2k if line not in sent), fetched
+
+
+# one decode through OHIF's own worker pool, as the every-slice extension's warm-up asks for it
+DECODE_IN_WORKER = """async ([codestream, size]) => {
+  const manager = window.cornerstone.getWebWorkerManager();
+  const frame = await manager.executeTask("dicomImageLoader", "decodeTask", {
+    imageFrame: {samplesPerPixel: 1, photometricInterpretation: "MONOCHROME2", rows: size, columns: size,
+                 bitsAllocated: 16, bitsStored: 16, pixelRepresentation: 0},
+    transferSyntax: "1.2.840.10008.1.2.4.201",
+    pixelData: Uint8Array.from(atob(codestream), c => c.charCodeAt(0)),
+    options: {preScale: {enabled: false}}, decodeConfig: {},
+  }, {requestType: "interaction"});
+  return Array.from(frame.pixelData);
+}"""
+
+
+def test_the_decode_workers_are_warmed_with_a_codestream_they_decode(stack: DemoStack, page: Page) -> None:
+    """The warm-up decode that sets each worker's HTJ2K codec up early is one OHIF's worker accepts:
+    it raises no warning on the page, and the same task, asked again, gives back the 8×8 gradient."""
+    import base64
+
+    import numpy as np
+
+    from aperture.dicom.htj2k import decode_frame
+
+    warnings: list[str] = []
+    page.on("console", lambda m: warnings.append(m.text) if "warm-up" in m.text else None)
+    token = stack.token(SAMPLE_APP_CLIENT_ID, SCOPE, patient=stack.patient(PATIENT)["id"])
+    hand_over(page, token)
+    page.goto(f"{origin(stack)}/viewer/viewer?StudyInstanceUIDs={ct_study(stack)}")
+    page.wait_for_function(PICTURE, timeout=90_000, polling=250)
+    pixels = page.evaluate(DECODE_IN_WORKER, [WARM_CODESTREAM, WARM_SIZE])
+    assert pixels == decode_frame(base64.b64decode(WARM_CODESTREAM)).astype(np.uint16).ravel().tolist()
+    assert len(set(pixels)) == WARM_SIZE * WARM_SIZE  # a gradient: every pixel its own value
+    assert warnings == []
 
 
 # cornerstone's ImageQualityStatus of every image of the displayed stack, once all are at full resolution
