@@ -33,7 +33,8 @@ from aperture.config import Config, TransmitDestination
 from aperture.dicom.identifiers import uid_problem
 from aperture.dicomweb.state import index_of
 from aperture.dicomweb.threads import off_loop
-from aperture.errors import ApertureError, BadGateway, InvalidRequest, InvalidUID, NotFound, PayloadTooLarge
+from aperture.errors import ApertureError, BadGateway, InvalidRequest, InvalidUID, NotFound
+from aperture.server.media import bounded_body
 from aperture.store.blobs import BlobStore
 from aperture.store.index import InstanceRef
 
@@ -79,11 +80,9 @@ async def _asked(request: Request) -> tuple[str, str]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise InvalidRequest(f"Send {SHAPE}.")
-    body = b""
-    async for piece in request.stream():
-        body += piece
-        if len(body) > MAX_BODY:
-            raise PayloadTooLarge(f"The body may hold only a study and a destination (at most {MAX_BODY} bytes).")
+    body = await bounded_body(
+        request, MAX_BODY, f"The body may hold a study and a destination, at most {MAX_BODY} bytes."
+    )
     try:
         document = json.loads(body)
     except ValueError:

@@ -93,25 +93,18 @@ def sending(
     finally:
         loader.stop()
     demo = (demo_stack.data / "imaging.toml").read_text(encoding="utf-8").split("[[transmit.")[0].splitlines()
-    config = (
-        "\n".join(line for line in demo if not SERVER_ONLY.match(line))
-        + f"""
-[store]
-htj2k_copies = false
-[[transmit.destinations]]
-name = "Orthanc over STOW-RS"
-to = "dicomweb:{orthanc.url}/dicom-web"
-[[transmit.destinations]]
-name = "Orthanc over C-STORE"
-to = "dimse:{AET}@127.0.0.1:{dicom_port}"
-[[transmit.destinations]]
-name = "Refuser"
-to = "dimse:REFUSER@127.0.0.1:{refusing}"
-[[transmit.destinations]]
-name = "Nobody"
-to = "dimse:NOBODY@127.0.0.1:{free_port()}"
-"""
-    )
+    destinations = {
+        "Orthanc over STOW-RS": f"dicomweb:{orthanc.url}/dicom-web",
+        "Orthanc over C-STORE": f"dimse:{AET}@127.0.0.1:{dicom_port}",
+        "Refuser": f"dimse:REFUSER@127.0.0.1:{refusing}",
+        "Nobody": f"dimse:NOBODY@127.0.0.1:{free_port()}",
+    }
+    tables = [
+        f"[[transmit.destinations]]\nname = {json.dumps(name)}\nto = {json.dumps(to)}"
+        for name, to in destinations.items()
+    ]
+    kept = [line for line in demo if not SERVER_ONLY.match(line)]
+    config = "\n".join([*kept, "[store]", "htj2k_copies = false", *tables]) + "\n"
     server = start_command(["serve", "--data", str(data)], data, config=config, config_name="smart.toml")
     yield server
     server.stop()
