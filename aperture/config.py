@@ -203,6 +203,87 @@ class AuditConfig:
     enabled: bool = True  # false only for measurements of the server without its audit trail
 
 
+_DESTINATION_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+
+
+@dataclass(frozen=True)
+class TransmitDestination:
+    """One node the app's *Send to…* may send a study to (docs/view-download-transmit.md#destinations).
+
+    Named by the operator, so no signed-in user chooses a host (no server-side request forgery). No
+    secret is a value here: a STOW-RS receiver's bearer token or `user:password` comes from a file
+    or an environment variable named here.
+    """
+
+    name: str  # what the app shows and posts back
+    to: str  # as `aperture transmit --to`: dicomweb:URL or dimse:AET@host:port
+    calling_aet: str = "APERTURE"  # our AE title towards a dimse receiver
+    token_file: str = ""  # dicomweb: a file holding the receiver's bearer token
+    token_env: str = ""  # dicomweb: or an environment variable holding it
+    basic_file: str = ""  # dicomweb: a file holding user:password for HTTP basic authentication
+    basic_env: str = ""  # dicomweb: or an environment variable holding it
+
+    def __post_init__(self) -> None:
+        from aperture.clients.transmit.address import Peer, parse_to
+
+        where = f"transmit.destinations entry {self.name!r}"
+        if not isinstance(self.name, str) or not _DESTINATION_NAME.fullmatch(self.name) or not self.name.strip():
+            raise ConfigError(
+                f"'transmit.destinations' entries need a name of 1-64 printable characters, not {self.name!r}."
+            )
+        try:
+            target = parse_to(self.to if isinstance(self.to, str) else repr(self.to))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: 'to' {exc}.") from None
+        secrets = [key for key in ("token_file", "token_env", "basic_file", "basic_env") if getattr(self, key)]
+        if len(secrets) > 1:
+            raise ConfigError(f"{where}: give at most one of {', '.join(secrets)}.")
+        if secrets and isinstance(target, Peer):
+            raise ConfigError(f"{where}: {secrets[0]} is for a dicomweb receiver; C-STORE sends no credentials.")
+        if not 1 <= len(self.calling_aet.strip()) <= 16 or "\\" in self.calling_aet:
+            raise ConfigError(
+                f"{where}: 'calling_aet' must be an AE title of 1-16 characters, not {self.calling_aet!r}."
+            )
+
+    @property
+    def kind(self) -> Literal["dicomweb", "dimse"]:
+        return "dimse" if self.to.startswith("dimse:") else "dicomweb"
+
+
+@dataclass(frozen=True)
+class TransmitConfig:
+    """Where `POST /transmit` may send a study the request's authorization reaches; none: the app offers no
+    *Send to…*. In TOML, one `[[transmit.destinations]]` table per destination."""
+
+    destinations: tuple[TransmitDestination, ...] = ()
+
+    def __post_init__(self) -> None:
+        entries = self.destinations
+        if not isinstance(entries, list | tuple):
+            raise ConfigError("'transmit.destinations' must be a list of [[transmit.destinations]] tables.")
+        built: list[TransmitDestination] = []
+        known = {f.name for f in fields(TransmitDestination)}
+        for entry in entries:
+            if isinstance(entry, dict):
+                unknown = sorted(set(entry) - known)
+                if unknown or not {"name", "to"} <= set(entry):
+                    raise ConfigError(
+                        f"Each [[transmit.destinations]] needs name and to, and may have {', '.join(sorted(known))}; "
+                        f"found {', '.join(sorted(entry))}."
+                    )
+                entry = TransmitDestination(**entry)
+            if not isinstance(entry, TransmitDestination):
+                raise ConfigError(f"'transmit.destinations' entries must be tables, not {entry!r}.")
+            built.append(entry)
+        names = [d.name for d in built]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"'transmit.destinations' names must differ; found {names}.")
+        object.__setattr__(self, "destinations", tuple(built))
+
+    def named(self, name: str) -> TransmitDestination | None:
+        return next((d for d in self.destinations if d.name == name), None)
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -212,6 +293,7 @@ class Config:
     fhir: FhirConfig = field(default_factory=FhirConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
+    transmit: TransmitConfig = field(default_factory=TransmitConfig)
 
     @property
     def database_url(self) -> str:
@@ -226,6 +308,7 @@ _SECTIONS: dict[str, type] = {
     "fhir": FhirConfig,
     "audit": AuditConfig,
     "viewer": ViewerConfig,
+    "transmit": TransmitConfig,
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("store", "duplicate_policy"): ("reject", "overwrite"),

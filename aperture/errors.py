@@ -15,6 +15,7 @@
     ├── PayloadTooLarge            413  the upload exceeds the configured limit
     ├── UnsupportedMediaType       415  STOW-RS body is not multipart/related application/dicom
     ├── InvalidPixelData           422  a stored instance's pixel data contradicts its Image Pixel attributes
+    ├── BadGateway                 502  another node this request needed (a transmit's receiver) did not answer
     ├── AuthorizationServerUnavailable 503  the EHR cannot answer whether the token is good
     └── InsufficientStorage        507  the disk is full: nothing from the request was stored
 
@@ -119,6 +120,14 @@ class AuthorizationServerUnavailable(ApertureError):
 
     def __init__(self, message: str | None = None, *, retry_after: int = 5) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class BadGateway(ApertureError):
+    """Another node the request needed could not be reached: the receiver of `POST /transmit` refused the
+    connection, timed out or acknowledged nothing. The request was fine and may work later."""
+
+    status = 502
+    default_message = "The receiving node could not be reached; nothing was sent. Try again later."
 
 
 class InsufficientStorage(ApertureError):

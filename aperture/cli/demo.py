@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from aperture.cli.demo_receiver import RECEIVER_AET, RECEIVER_NAME, start_receiver
 from aperture.clients import CLI_CLIENT_ID, CLI_REDIRECT_URI, SAMPLE_APP_CLIENT_ID, WEB_APP_CLIENT_ID
 from aperture.lifecycle import ListenError, check_listen, die_with_parent
 
@@ -33,6 +34,7 @@ from aperture.lifecycle import ListenError, check_listen, die_with_parent
 STOP_SECONDS = 10
 # Written into the data folder once the demo runs: its URLs, clients and patients, for scripts.
 MANIFEST = "demo.json"
+RECEIVED = "received"  # what the demo's transmit destination receives, in the data folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -215,8 +217,9 @@ def _register_imaging_server(data: Path, imaging: str) -> tuple[Path, Path]:
     return secret_file, key_file
 
 
-def _imaging_config(data: Path, imaging: str, ehr: str, secret_file: Path, key_file: Path) -> Path:
-    """The imaging server's TOML config: SMART authorization at the sandbox, its MRN systems mapped to issuers."""
+def _imaging_config(data: Path, imaging: str, ehr: str, secret_file: Path, key_file: Path, receiver: int) -> Path:
+    """The imaging server's TOML config: SMART authorization at the sandbox, its MRN systems mapped to issuers,
+    and the demo's receiver (on port `receiver`) as the one transmit destination."""
     from aperture.ehr.people import load_directory
 
     systems = load_directory().issuers  # MRN system -> DICOM IssuerOfPatientID, as the seed studies carry them
@@ -238,6 +241,9 @@ def _imaging_config(data: Path, imaging: str, ehr: str, secret_file: Path, key_f
         f"publish_after_seconds = {PUBLISH_AFTER_SECONDS}",
         "[fhir.patient_identifier_systems]",
         *(f"{json.dumps(system)} = {json.dumps(issuer)}" for system, issuer in sorted(systems.items())),
+        "[[transmit.destinations]]",
+        f"name = {json.dumps(RECEIVER_NAME)}",
+        f'to = "dimse:{RECEIVER_AET}@127.0.0.1:{receiver}"',
     ]
     path = data / "imaging.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -273,9 +279,11 @@ def run(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore")  # pydicom's warnings about odd sample files are not news here
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on_signal)
+    receiver = start_receiver(data / RECEIVED)
     try:
         secret_file, key_file = _register_imaging_server(data, imaging)
-        config = _imaging_config(data, imaging, ehr, secret_file, key_file)
+        receiver_port = receiver.server_address[1]
+        config = _imaging_config(data, imaging, ehr, secret_file, key_file, receiver_port)
         processes["EHR sandbox"] = _start(ehr_command, logs["EHR sandbox"])
         with httpx.Client(timeout=60) as client:
             # The samples go in first, through STOW-RS, while the server listens on loopback without
@@ -296,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"aperture demo: the {name} did not start; see {logs[name]}.", file=sys.stderr)
                     return 1
         _write_manifest(data, imaging, ehr)
-        _print_urls(args, data, logs, stored, failed)
+        _print_urls(args, data, logs, stored, failed, receiver_port)
         if args.no_wait:
             print("(--no-wait: stopping the servers now.)", flush=True)
             return 0
@@ -310,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the stopping short
         _stop(processes)
+        receiver.shutdown()
 
 
 def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -353,6 +362,7 @@ def _write_manifest(data: Path, imaging: str, ehr: str) -> None:
         "imaging": {"fhir": f"{imaging}/fhir", "dicomweb": f"{imaging}/dicom-web"},
         "clients": clients,
         "patients": patients,
+        "transmit": {"destination": RECEIVER_NAME, "received": str(data / RECEIVED)},
     }
     (data / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
@@ -368,7 +378,8 @@ def aperture_command() -> str:
     return f"{shlex.quote(sys.executable)} -m aperture"
 
 
-def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], stored: int, failed: int) -> None:
+def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], stored: int, failed: int,
+                receiver: int) -> None:  # fmt: skip
     from aperture.ehr.people import load_directory
 
     imaging = f"http://127.0.0.1:{args.port}"
@@ -378,6 +389,8 @@ def _print_urls(args: argparse.Namespace, data: Path, logs: dict[str, Path], sto
     print(f"Aperture demo is running ({stored} sample instances stored, {failed} refused as unstorable).")
     print(f"Open your images:                 {imaging}/app/ (sign in as a patient below; the EHR launch page "
           f"lists it as {WEB_APP_NAME})")  # fmt: skip
+    print(f"  Send to… in the app:            {RECEIVER_NAME} (C-STORE to {RECEIVER_AET}@127.0.0.1:{receiver}; "
+          f"what it receives goes to {data / RECEIVED})")  # fmt: skip
     print("Imaging server (SMART Imaging Access: every request needs a token from the EHR sandbox)")
     print(f"  DICOMweb base (QIDO/WADO/STOW): {base}")
     print(f"  Imaging FHIR (ImagingStudy):    {imaging}/fhir")

@@ -83,42 +83,25 @@ def _signed_in_source(args: argparse.Namespace, http: httpx.Client) -> DicomwebS
 
 
 def _run(args: argparse.Namespace, http: httpx.Client) -> int:
-    import httpx
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from aperture.clients.transmit.dimse import DimseSender, Peer
+    from aperture.clients.transmit.address import parse_to
     from aperture.clients.transmit.report import InstanceResult, acknowledged_in
     from aperture.clients.transmit.retry import Backoff
     from aperture.clients.transmit.run import Sender, transmit
+    from aperture.clients.transmit.senders import sender_for
     from aperture.clients.transmit.source import BearerAuth, DicomwebSource, FolderSource, Source, SourceError
-    from aperture.clients.transmit.stow import StowSender
+    from aperture.clients.transmit.stow import receiver_auth
 
     err = Console(stderr=True)
     backoff = Backoff(attempts=max(args.retries, 0) + 1)
     sender: Sender
     try:
-        if args.to.startswith("dicomweb:"):
-            url = args.to.removeprefix("dicomweb:")
-            token, basic = (
-                _secret(args.to_token_file, "APERTURE_TO_TOKEN"),
-                _secret(args.to_basic_file, "APERTURE_TO_BASIC"),
-            )
-            auth: httpx.Auth | None = None
-            if token and basic:
-                raise ValueError("give the receiver either a bearer token or basic credentials, not both")
-            if token:
-                auth = BearerAuth(lambda: token)
-            elif basic:
-                user, sep, password = basic.partition(":")
-                if not sep:
-                    raise ValueError("basic credentials must read user:password")
-                auth = httpx.BasicAuth(user, password)
-            sender = StowSender(url, auth, backoff)
-        elif args.to.startswith("dimse:"):
-            sender = DimseSender(Peer.parse(args.to.removeprefix("dimse:")), args.calling_aet, backoff)
-        else:
-            raise ValueError("--to must be dicomweb:URL or dimse:AET@host:port")
+        auth = receiver_auth(
+            _secret(args.to_token_file, "APERTURE_TO_TOKEN"), _secret(args.to_basic_file, "APERTURE_TO_BASIC")
+        )
+        sender = sender_for(parse_to(args.to), auth=auth, calling_aet=args.calling_aet, backoff=backoff)
         source: Source
         if (args.source is None) == (args.issuer is None):
             raise ValueError("give either --source (a DICOMweb URL or a folder) or --issuer (sign in at the EHR)")

@@ -1,8 +1,9 @@
 """create_app(config): the imaging server's ASGI application.
 
 Mounts DICOMweb at /dicom-web, the imaging FHIR endpoint at /fhir, health at /healthz, PDI media
-zips at /media/, the sample SMART app's static files at /apps/sample/, the app at /app/ with IHE
-Invoke Image Display, and the OHIF viewer at /viewer/; the lifespan opens the store (engine with
+zips at /media/, sending a study to a configured destination at /transmit, the sample SMART app's
+static files at /apps/sample/, the app at /app/ with IHE Invoke Image Display, and the OHIF viewer
+at /viewer/; the lifespan opens the store (engine with
 migrations, blob folder with crash leftovers cleaned) and closes it, makes the per-worker
 authorization parts (the introspection client, the audit recorder), and starts and stops the
 background workers (HTJ2K copies, the ImagingStudy publisher). Nothing here handles a request.
@@ -38,7 +39,7 @@ from aperture.fhir.publish import start_publisher
 from aperture.fhir.routes import routes as fhir_routes
 from aperture.lifecycle import die_with
 from aperture.logs import AccessLog, quiet_warnings
-from aperture.server import apps, media, webapp
+from aperture.server import apps, media, transmit, webapp
 from aperture.server.cors import CrossOrigin
 from aperture.server.handlers import EXCEPTION_HANDLERS
 from aperture.server.lingering import LingeringClose
@@ -176,6 +177,9 @@ def create_app(config: Config) -> Starlette:
             # PDI media, a zip streamed while it is built (docs/view-download-transmit.md); POST: RFC 6750 form token
             Route("/media/studies", media.reading(media.studies), methods=["GET", "POST"]),
             Route("/media/studies/{study}", media.reading(media.study), methods=["GET", "POST"]),
+            # the app's Send to…: one study the token reaches, to a destination the operator configured
+            Route("/transmit/destinations", reads(transmit.destinations), methods=["GET"]),
+            Route("/transmit", transmit.sending(transmit.send), methods=["POST"]),
             *apps.routes,  # public: the sample SMART imaging app's static files (docs/sample-app.md)
             *webapp.routes,  # public: the app at /app/ and IHE Invoke Image Display (docs/view-download-transmit.md)
             *viewer.routes,  # public: OHIF's files (docs/view-download-transmit.md); its data takes the token

@@ -30,6 +30,16 @@ MAX_FORM = 16 * 1024  # an access token and nothing else
 PAGE = 200
 
 
+async def bounded_body(request: Request, limit: int, too_large: str) -> bytes:
+    """A small body whole: refused (413, `too_large` its message) once it passes `limit` bytes, never held larger."""
+    received = bytearray()
+    async for piece in request.stream():
+        received += piece
+        if len(received) > limit:
+            raise PayloadTooLarge(too_large)
+    return bytes(received)
+
+
 async def _form_token(request: Request) -> None:
     """For a POST form: its RFC 6750 §2.2 `access_token`, handed to `authorize` (never logged).
 
@@ -41,11 +51,7 @@ async def _form_token(request: Request) -> None:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != FORM:
         return
-    body = b""
-    async for piece in request.stream():
-        body += piece
-        if len(body) > MAX_FORM:
-            raise PayloadTooLarge(f"The form may hold only access_token (at most {MAX_FORM} bytes).")
+    body = await bounded_body(request, MAX_FORM, f"The form may hold only access_token (at most {MAX_FORM} bytes).")
     values = parse_qs(body.decode("ascii", "replace"), keep_blank_values=True).get("access_token", [])
     if len(values) > 1:
         raise InvalidRequest("Send access_token once.")

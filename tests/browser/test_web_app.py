@@ -5,7 +5,8 @@ the preview grid draws the study's pictures; View opens OHIF at /viewer/, which 
 token handed over, and a renewed token reaches the open viewer window; Download posts the token in a
 form body to /media/ and the browser saves a zip that is valid PDI media; a proxy does not see the
 withheld study; a clinician opens the app from the EHR launch page; and an IHE Invoke Image Display
-link with no sign-in in the tab goes through the SMART sign-in and lands in OHIF, drawing the study.
+link with no sign-in in the tab goes through the SMART sign-in and lands in OHIF, drawing the study;
+Send to… sends the CT to the demo's receiver and says so in the card's live region.
 Screenshots at phone and desktop widths go to docs/images/ (docs/view-download-transmit.md).
 """
 
@@ -24,6 +25,7 @@ from tests.browser.conftest import PageLog
 from tests.browser.launch import sign_in
 from tests.browser.test_viewer import PICTURE
 from tests.e2e.imaging import instances_of
+from tests.interop.test_transmit_orthanc import data_set
 from tests.media.checks import assert_pdi_valid
 
 if TYPE_CHECKING:
@@ -242,3 +244,28 @@ def test_a_launch_from_another_ehr_is_refused_before_any_sign_in(demo_stack: Dem
     message = str(page.get_by_role("alert").text_content())
     assert "https://ehr.example.org/fhir" in message and demo_stack.ehr_fhir in message
     assert page.url.startswith(launch)  # no redirect: nothing went to the other server
+
+
+def test_send_to_transmits_the_study_and_the_live_region_says_so(demo_stack: DemoStack, page: Page) -> None:
+    """Send to… with the keyboard: the demo's one destination (its C-STORE receiver) gets every instance of the
+    CT, each data set byte for byte, and the polite live region of the card says how many."""
+    destination, received = (
+        demo_stack.manifest["transmit"]["destination"],
+        Path(demo_stack.manifest["transmit"]["received"]),
+    )
+    sign_in_at_app(page, demo_stack, "walter", "walter-demo")
+    listed(page)
+    card = page.locator(f'article[data-study-uid="{CT.uid}"]')
+    choice = card.get_by_label("Send to…")
+    assert choice.locator("option").all_inner_texts() == [destination]
+    choice.focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == f"Send: {CT.description}"
+    page.keyboard.press("Enter")
+    result = card.get_by_role("status")
+    assert result.get_attribute("aria-live") == "polite"
+    page.wait_for_selector(f'[id="sent-{CT.uid}"]:is([data-state="sent"], [data-state="partly"], [data-state="error"])')
+    expected = instances_of(CT.uid)
+    assert result.inner_text() == f"Sent {len(expected)} of {len(expected)} instances to {destination}."
+    for instance in expected:  # the receiver wrote its own file meta; the data set is the stored one
+        assert data_set((received / f"{instance.sop}.dcm").read_bytes()) == data_set(instance.data), instance.sop

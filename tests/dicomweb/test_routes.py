@@ -104,6 +104,7 @@ def test_every_route_declares_what_each_method_needs() -> None:
     assert found.pop("/fhir/AuditEvent") == {"GET": READ_AUDIT}
     for media in ("/media/studies", "/media/studies/{study}"):  # POST only carries a form token (RFC 6750 §2.2)
         assert found.pop(media) == {"GET": READ_IMAGING, "POST": READ_IMAGING}
+    assert found.pop("/transmit") == {"POST": READ_IMAGING}  # reads a study to send it elsewhere; stores nothing
     wrong = {path: actions for path, actions in found.items() if actions != {m: expected[m] for m in actions}}
     assert wrong == {}
 

@@ -29,7 +29,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from pynetdicom import AE, build_context, evt
 
-from aperture.clients.transmit.dimse import DimseSender, Peer
+from aperture.clients.transmit.address import Peer
+from aperture.clients.transmit.dimse import DimseSender
 from aperture.clients.transmit.retry import Backoff
 from aperture.clients.transmit.run import transmit
 from aperture.clients.transmit.source import DicomwebSource, FolderSource
@@ -179,9 +180,9 @@ def test_c_store_to_orthanc_sends_as_stored_and_transcodes_only_the_refused_synt
     assert np.array_equal(theirs.pixel_array, ours.pixel_array)
 
 
-@pytest.fixture
-def refusing_scp() -> Iterator[int]:
-    """A pynetdicom Storage SCP that fails (A900) every instance whose Series Description is REFUSE."""
+def start_refusing_scp() -> tuple[int, Any]:
+    """A pynetdicom Storage SCP that fails (A900) every instance whose Series Description is REFUSE:
+    (its port, the server to `shutdown()`)."""
 
     def handle_store(event: Any) -> int:
         return 0xA900 if event.dataset.get("SeriesDescription") == "REFUSE" else 0x0000
@@ -190,6 +191,12 @@ def refusing_scp() -> Iterator[int]:
     ae.supported_contexts = [build_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])]
     port = free_port()
     scp = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+    return port, scp
+
+
+@pytest.fixture
+def refusing_scp() -> Iterator[int]:
+    port, scp = start_refusing_scp()
     yield port
     scp.shutdown()
 

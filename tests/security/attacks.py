@@ -27,6 +27,7 @@ import httpx
 from starlette.routing import BaseRoute, Mount, Route
 
 from aperture.auth.requirements import Action
+from aperture.cli.demo_receiver import RECEIVER_NAME
 from aperture.fhir.imagingstudy import ENDPOINT_ID
 
 ORIGIN = "https://attacker.example"  # every attack is made as a browser app of another origin would
@@ -185,6 +186,7 @@ class Attack:
     url: str  # path and query, relative to the server's root
     headers: dict[str, str]
     kind: str  # "retrieve" (a study-level or deeper URL), "search" (no study in the path), "fhir-read", ...
+    body: bytes | None = None  # a JSON body (POST /transmit names its study there)
 
     def describe(self) -> str:
         accept = self.headers.get("Accept")
@@ -239,6 +241,13 @@ def attack_requests(target: Target, *, reaching_patient: str) -> Iterator[Attack
             yield Attack(declared, "GET", f"/wado?{query}", {}, "retrieve")
             yield Attack(declared, "GET", f"/wado?{query}&contentType=application/dicom", {}, "retrieve")
             continue
+        if path == "/transmit/destinations":  # names and kinds of the operator's destinations, no patient data
+            yield Attack(declared, "GET", path, {}, "endpoint")
+            continue
+        if path == "/transmit":  # the target's study, to the demo's real destination: must be the 404 of a missing one
+            body = json.dumps({"study": target.study, "destination": RECEIVER_NAME}).encode()
+            yield Attack(declared, "POST", path, {"Content-Type": "application/json"}, "transmit", body)
+            continue
         url = _fill(path, target)
         if path.startswith("/media/"):  # PDI zips; POST is a read (its token may come in a form body)
             yield Attack(declared, declared.method, url, {}, "retrieve" if "{study}" in path else "media-all")
@@ -279,7 +288,7 @@ def send(http: httpx.Client, root: str, attack: Attack, token: str | None, *, co
         headers["Authorization"] = f"Bearer {token}"
     if content_type is not None:
         headers["Content-Type"] = content_type
-    return http.request(attack.method, root + attack.url, headers=headers, content=content)
+    return http.request(attack.method, root + attack.url, headers=headers, content=content or attack.body)
 
 
 def assert_no_leak(response: httpx.Response, target: Target, *, asked: str = "") -> None:
@@ -317,9 +326,11 @@ def made_up(attack: Attack, target: Target) -> tuple[Attack, dict[str, str]]:
     """`attack` with each of the target's UIDs replaced by a made-up one of the same length."""
     replaced = {uid: fake_uid(uid) for uid in target.uids()}
     url = attack.url
+    body = attack.body
     for uid, fake in replaced.items():
         url = url.replace(uid, fake)
-    return Attack(attack.declared, attack.method, url, attack.headers, attack.kind), replaced
+        body = body.replace(uid.encode(), fake.encode()) if body is not None else None
+    return Attack(attack.declared, attack.method, url, attack.headers, attack.kind, body), replaced
 
 
 def assert_as_if_missing(real: httpx.Response, missing: httpx.Response, replaced: dict[str, str]) -> None:
@@ -362,18 +373,18 @@ def attack_every_route(
     problems: list[str] = []
     count = 0
     for attack in attack_requests(target, reaching_patient=reaching_patient or target.patient):
-        if target.study_is_own and not any(uid in attack.url for uid in target.uids()):
+        if target.study_is_own and not any(uid in attack.url + (attack.body or b"").decode() for uid in target.uids()):
             continue  # the attacker's own study alone: theirs to read
         count += 1
         response = send(http, root, attack, token)
         try:
             assert_cors(response)
-            assert_no_leak(response, target)
-            if attack.kind in ("retrieve", "search"):
+            assert_no_leak(response, target, asked=(attack.body or b"").decode())
+            if attack.kind in ("retrieve", "search", "transmit"):
                 missing_attack, replaced = made_up(attack, target)
                 missing = send(http, root, missing_attack, token)
                 assert_as_if_missing(response, missing, replaced)
-                if attack.kind == "retrieve":
+                if attack.kind in ("retrieve", "transmit"):
                     assert response.status_code == 404, f"{attack.describe()}: {response.status_code}"
                 else:
                     assert response.status_code == 200 and json_of(response) == [], attack.describe()
@@ -412,7 +423,8 @@ def refused_on_every_route(
     count = 0
     for attack in attack_requests(target, reaching_patient=target.patient):
         if headers:
-            attack = Attack(attack.declared, attack.method, attack.url, {**attack.headers, **headers}, attack.kind)
+            attack = Attack(attack.declared, attack.method, attack.url, {**attack.headers, **headers}, attack.kind,
+                            attack.body)  # fmt: skip
         count += 1
         response = send(http, root, attack, token)
         try:

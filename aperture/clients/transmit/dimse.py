@@ -12,15 +12,14 @@ other failures are refusals.
 
 from __future__ import annotations
 
-import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
+from aperture.clients.transmit.address import Peer
 from aperture.clients.transmit.report import InstanceResult, status_reason
 from aperture.clients.transmit.retry import Backoff, until_acknowledged
 from aperture.clients.transmit.source import SourceInstance
@@ -34,22 +33,6 @@ from aperture.dicom.transcode import (
 _config.STORE_SEND_CHUNKED_DATASET = True  # a path is sent as its stored bytes, not re-encoded
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1..255
 _WARNINGS = {0xB000, 0xB006, 0xB007, 0x0107, 0x0116}
-_ADDRESS = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:@]+):(?P<port>\d{1,5})$")
-
-
-@dataclass(frozen=True)
-class Peer:
-    aet: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Peer:
-        """`AET@host:port`; ValueError with what is wrong otherwise."""
-        match = _ADDRESS.match(text)
-        if match is None or not 0 < int(match["port"]) < 65536 or not match["aet"].strip():
-            raise ValueError(f"{text!r} is not AET@host:port (an AE title of 1-16 characters, a host and a port)")
-        return cls(match["aet"], match["host"].strip("[]"), int(match["port"]))
 
 
 class DimseSender:

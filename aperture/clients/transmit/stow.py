@@ -18,10 +18,25 @@ import httpx
 
 from aperture.clients.transmit.report import InstanceResult, status_reason
 from aperture.clients.transmit.retry import Backoff, TransientFailure, parse_retry_after, until_acknowledged
-from aperture.clients.transmit.source import SourceInstance
+from aperture.clients.transmit.source import BearerAuth, SourceInstance
 
 CHUNK_BYTES = 64 << 20  # at most this much DICOM per request (one instance may exceed it alone)
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def receiver_auth(token: str | None, basic: str | None) -> httpx.Auth | None:
+    """The receiver's credentials: a bearer token or `user:password` (read from a file or the environment by
+    the caller, never given as an argument), or none; ValueError when both are given or basic is malformed."""
+    if token and basic:
+        raise ValueError("give the receiver either a bearer token or basic credentials, not both")
+    if token:
+        return BearerAuth(lambda: token)
+    if basic:
+        user, sep, password = basic.partition(":")
+        if not sep:
+            raise ValueError("basic credentials must read user:password")
+        return httpx.BasicAuth(user, password)
+    return None
 
 
 class StowSender:

@@ -1,6 +1,7 @@
 // The app at /app/ (docs/view-download-transmit.md): a patient's imaging studies, with their reports, to view in the viewer
-// (OHIF at /viewer/), preview as a grid of pictures, and download as a DICOM media zip (IHE PDI). Plain
-// JavaScript modules, no build, nothing from another site.
+// (OHIF at /viewer/), preview as a grid of pictures, download as a DICOM media zip (IHE PDI), and send to another
+// system the imaging server's operator configured (POST /transmit). Plain JavaScript modules, no build, nothing
+// from another site.
 //
 // launch.html: the launch URL (EHR launch with `iss` and `launch`, or standalone), and where IHE Invoke Image
 // Display requests arrive, checked by the server (aperture/viewer/iid.py). index.html: the redirect URI and the
@@ -88,6 +89,72 @@ function download(uid) {
   document.body.append(form);
   form.submit();
   form.remove();
+}
+
+// --- sending to another system ---------------------------------------------------------------------------
+
+const here = (path) => new URL(path, location.href).href;
+
+// The destinations this server may send to (names and kinds only); none, or a refusal, means no Send control.
+async function destinations() {
+  try {
+    const listed = await json(here("/transmit/destinations"), "Reading where studies can be sent", { token: session.token });
+    return Array.isArray(listed) ? listed.filter((d) => typeof d?.name === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+// What the receiver did with the study, in a sentence: sent, and what was refused or failed with the first reason.
+function sentWords(answer) {
+  const { counts = {}, instances = [], destination } = answer;
+  const words = [`Sent ${counts.sent || 0} of ${instances.length} instances to ${destination}.`];
+  for (const outcome of ["refused", "failed"]) {
+    if (!counts[outcome]) continue;
+    const first = instances.find((i) => i.outcome === outcome);
+    const status = first?.status ? ` (status ${first.status})` : "";
+    words.push(`${counts[outcome]} ${outcome}${first?.reason ? `: ${first.reason}${status}` : ""}.`);
+  }
+  return words.join(" ");
+}
+
+// "Send to…": a choice of the configured destinations, a Send button, and a polite live region for the outcome.
+function sendControl(study, label, choices) {
+  const part = document.createElement("div");
+  part.className = "send";
+  const select = document.createElement("select");
+  select.id = `send-to-${study.uid}`;
+  const caption = document.createElement("label");
+  caption.htmlFor = select.id;
+  caption.textContent = "Send to…";
+  for (const { name } of choices) select.append(new Option(name, name));
+  const result = document.createElement("p");
+  result.className = "sent";
+  result.id = `sent-${study.uid}`;
+  result.setAttribute("role", "status");
+  result.setAttribute("aria-live", "polite");
+  const send = button("Send", label, async () => {
+    const destination = select.value;
+    send.disabled = true;
+    result.dataset.state = "sending";
+    result.textContent = `Sending to ${destination}…`;
+    try {
+      const answer = await json(here("/transmit"), `Sending to ${destination}`, {
+        token: session.token, method: "POST", type: "application/json",
+        body: JSON.stringify({ study: study.uid, destination }),
+      });
+      result.textContent = sentWords(answer);
+      result.dataset.state = answer.complete ? "sent" : "partly";
+    } catch (error) {
+      result.textContent = error instanceof AppError ? error.message : `Sending to ${destination} failed: ${error.message}`;
+      result.dataset.state = "error";
+    } finally {
+      send.disabled = false;
+    }
+  });
+  send.setAttribute("aria-describedby", result.id);
+  part.append(caption, select, send, result);
+  return part;
 }
 
 // --- reading the record ------------------------------------------------------------------------------------
@@ -180,7 +247,7 @@ function reportPart(report) {
   return part;
 }
 
-function studyCard(study, report) {
+function studyCard(study, report, choices) {
   const { resource, uid, label } = study;
   const card = document.createElement("article");
   card.className = "study";
@@ -224,7 +291,9 @@ function studyCard(study, report) {
   } else {
     actions.textContent = "The imaging server names no place to fetch this study from.";
   }
-  card.append(actions, grid);
+  card.append(actions);
+  if (study.wado && choices.length) card.append(sendControl(study, label, choices));
+  card.append(grid);
   return card;
 }
 
@@ -232,14 +301,15 @@ async function showStudies() {
   $("sign-out").hidden = false;
   $("sign-in").hidden = true;
   say("Loading your imaging studies…");
-  const [record, studies, byStudy] = await Promise.all([patientRecord().catch(() => null), imagingStudies(), reports()]);
+  const [record, studies, byStudy, choices] = await Promise.all(
+    [patientRecord().catch(() => null), imagingStudies(), reports(), destinations()]);
   const name = record?.name?.[0];
   const shown = name ? [...(name.given || []), name.family].filter(Boolean).join(" ") : session.patient;
   $("patient").textContent = `Images of ${shown}`;
   studies.sort((a, b) => String(b.resource.started || "").localeCompare(String(a.resource.started || "")));
   $("studies").replaceChildren(...studies.map((study) => {
     const item = document.createElement("li");
-    item.append(studyCard(study, byStudy.get(study.uid)));
+    item.append(studyCard(study, byStudy.get(study.uid), choices));
     return item;
   }));
   $("all").hidden = studies.length === 0;

@@ -35,6 +35,7 @@ const STATUS_WORDS = new Map([
   [401, "your sign-in was not accepted (it may have expired): sign in again"],
   [403, "access was refused for this sign-in"],
   [404, "not found, or not yours to see"],
+  [502, "the receiving system could not be reached"],
   [503, "the server is unavailable right now: try again in a moment"],
 ]);
 
@@ -48,9 +49,10 @@ async function refusal(response, what) {
 }
 
 /** fetch() with the token in the Authorization header only; a failure becomes an AppError in words. */
-export async function call(url, what, { token, accept = "application/json", method = "GET", body, signal } = {}) {
+export async function call(url, what, { token, accept = "application/json", method = "GET", body, type, signal } = {}) {
   const headers = { Accept: accept };
   if (token) headers.Authorization = `Bearer ${token}`;
+  if (type) headers["Content-Type"] = type;
   let response;
   try {
     response = await fetch(url, { method, headers, body, signal, cache: "no-store" });
