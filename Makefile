@@ -10,7 +10,7 @@ OHIF_CACHE := .cache/ohif/$(OHIF_VERSION)
 
 .PHONY: install demo test bench lint format clean
 
-install: $(STAMP) $(OHIF_CACHE)/dist/index.html
+install: $(STAMP) $(OHIF_CACHE)/dist/index.html $(OHIF_CACHE)/.precompressed
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (Python 3.11+)"; exit 1; }
@@ -39,6 +39,14 @@ $(OHIF_CACHE)/dist/index.html: | $(STAMP)
 		(cd $(OHIF_CACHE)/download && npm pack --loglevel=error @ohif/app@$(OHIF_VERSION) >/dev/null && \
 			tar -xzf ohif-app-$(OHIF_VERSION).tgz package/dist) && \
 		mv $(OHIF_CACHE)/download/package/dist $(OHIF_CACHE)/dist && rm -rf $(OHIF_CACHE)/download; \
+	fi
+
+# OHIF's brotli and gzip copies, made once here rather than by the first server start (about two
+# minutes on two cores, the viewer served uncompressed meanwhile); again when the dist or its rewriting changes
+$(OHIF_CACHE)/.precompressed: $(OHIF_CACHE)/dist/index.html aperture/viewer/dist.py | $(STAMP)
+	@if [ -f $(OHIF_CACHE)/dist/index.html ]; then \
+		echo "Precompressing OHIF $(OHIF_VERSION) for /viewer/ (once)"; \
+		$(BIN)/python -m aperture.viewer.precompress && touch $@; \
 	fi
 
 demo: install

@@ -17,12 +17,13 @@ from typing import Any
 import pydicom
 from pydicom.encaps import generate_fragments
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aperture.dicom.frames import FrameIndex, read_frames
 from aperture.dicomweb import multipart
 from aperture.dicomweb.caching import boundary_for, etag, not_modified
 from aperture.dicomweb.frames import frames_url, multipart_response, multipart_stream, stored_media_type
+from aperture.dicomweb.streaming import StreamingResponse
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import public_base
 from aperture.dicomweb.wado import CHUNK, LOOP_READ, accept_ranges, resolve, validator

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aperture.dicom.encode import ENCODE_TARGETS, EncodeError, encodable_targets, encode_frame
 from aperture.dicom.frames import FrameError, FrameIndex, read_frames
@@ -43,6 +43,7 @@ from aperture.dicomweb import multipart
 from aperture.dicomweb.caching import boundary_for, etag, not_modified, with_range
 from aperture.dicomweb.lru import ByteCache
 from aperture.dicomweb.media import MediaRange
+from aperture.dicomweb.streaming import StreamingResponse
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import public_base
 from aperture.dicomweb.wado import LOOP_READ, accept_ranges, resolve_and, validator

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aperture.auth.requirements import READ_IMAGING, authorize
 from aperture.dicom.transcode import (
@@ -41,6 +41,7 @@ from aperture.dicomweb.media import (
     parse_accept,
 )
 from aperture.dicomweb.state import index_of
+from aperture.dicomweb.streaming import StreamingResponse
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import optional_uid, path_uid, public_base, with_base
 from aperture.dicomweb.xmlparts import xml_metadata_documents, xml_multipart

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aperture.auth.requirements import AUDIT_STUDIES, FORM_TOKEN, READ_IMAGING, Endpoint, authorize, reads
 from aperture.dicomweb.state import index_of
+from aperture.dicomweb.streaming import StreamingResponse
 from aperture.dicomweb.threads import off_loop
 from aperture.dicomweb.urls import path_uid
 from aperture.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaType

@@ -9,8 +9,10 @@ rewritten files and a brotli and a gzip copy of every compressible file go to a 
 to the dist (the dist itself is never written), so each file is compressed once per machine, not
 once per request: brotli at its best level is far too slow to do on the fly (about 7 s per MB) and
 is what makes a CDN's answers small. `prepare` rewrites synchronously (a fraction of a second);
-`compress_all` runs in a background thread at first start, and until a file's copies exist it is
-served as is. The folder is named after the build (index.html names every hashed bundle) and the
+`compress_all` runs once at `make install` (`python -m aperture.viewer.precompress`, about two
+minutes on two cores), and again in a background thread at every server start, where it finds
+nothing left to do unless the cache lacks copies (another prefix, a cleared cache): until a file's
+copies exist it is served as is. The folder is named after the build (index.html names every hashed bundle) and the
 prefix, so another OHIF build or prefix starts a fresh one.
 """
 
@@ -130,16 +132,20 @@ class ServedDist:
                 links += b'<link rel="preload" href="' + href + b'" as="fetch" type="application/wasm" crossorigin>'
         return links
 
-    def compress_all(self) -> None:
-        """Write the missing brotli and gzip copies, smallest files first (the page's own files are small)."""
+    def compress_all(self, *, wait: bool = False) -> int:
+        """Write the missing brotli and gzip copies, smallest files first (the page's own files are small).
+
+        Returns how many files it compressed. Another process on it already (a worker of this server,
+        `make install`): returns 0 at once, or with `wait` when that one is done, then does what is left.
+        """
         lock = self.folder / ".lock"
         with open(lock, "w") as handle:
             try:
                 import fcntl
 
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                return  # another worker of this server is on it
+                return 0  # another worker of this server is on it
             todo = [a for a in self.assets.values() if a.copies and not all(p.is_file() for p in a.copies.values())]
             todo.sort(key=lambda a: a.path.stat().st_size)
             for asset in todo:
@@ -149,6 +155,7 @@ class ServedDist:
                 _write(asset.copies["br"], bytes(imagecodecs.brotli_encode(data, level=level)))
             if todo:
                 log.info("OHIF: compressed %d file(s) into %s", len(todo), self.folder)
+            return len(todo)
 
     def compress_in_background(self) -> threading.Thread:
         thread = threading.Thread(target=self._compress_logged, name="ohif-compress", daemon=True)

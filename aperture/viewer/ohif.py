@@ -291,6 +291,8 @@ def app_config(
         "investigationalUseDialog": {"option": "never"},
         "showWarningMessageForCrossOrigin": False,
         "showLoadingIndicator": True,
+        # no onboarding tour (shepherd.js) over the viewport: OHIF reads its steps from this customization
+        "customizationService": {"ohif.tours": {"$set": []}},
         # as OHIF's own shipped app-config.js: its code's fallbacks when these are absent are lower
         # (one decode worker, a prefetch pool without a limit it was tuned for)
         "maxNumberOfWebWorkers": 3,

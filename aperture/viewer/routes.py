@@ -44,6 +44,14 @@ def viewer_prefix(config: Config) -> str:
 def open_viewer(config: Config) -> ServedDist | None:
     """The served dist, rewritten for this server's prefix and compressing in the background; None
     (with one log line saying what to do) when OHIF is not there."""
+    served = prepared_dist(config)
+    if served is not None:
+        served.compress_in_background()  # nothing to do once `make install` has compressed it
+    return served
+
+
+def prepared_dist(config: Config) -> ServedDist | None:
+    """The dist rewritten for this server's prefix, in its cache folder; None (logged) when OHIF is not there."""
     dist = config.viewer.ohif_dist
     if not (dist / "index.html").is_file():
         log.warning(
@@ -54,7 +62,6 @@ def open_viewer(config: Config) -> ServedDist | None:
     cache = config.viewer.cache if str(config.viewer.cache) not in ("", ".") else dist.parent / "served"
     served = ServedDist(dist, cache, viewer_prefix(config))
     served.prepare()
-    served.compress_in_background()
     return served
 
 

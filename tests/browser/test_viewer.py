@@ -41,6 +41,7 @@ RELOAD_SLICES = """async () => {
   window.cornerstone.cache.purgeCache();
   await Promise.all(ids.map(id => window.cornerstone.imageLoader.loadAndCacheImage(id)));
 }"""
+TOUR = '[class*="shepherd"]'  # OHIF's onboarding tour (shepherd.js): its step, its overlay
 PICTURE = f"""() => {{
   const s = ({CANVAS_STATS})();
   return s && s.lit > 0.1 && s.levels > 16 ? s : null;
@@ -115,6 +116,7 @@ def test_ohif_at_viewer_draws_the_ct_with_the_bearer_on_every_request(stack: Dem
         pass
     page.screenshot(path=stack.data / "viewer.png")
 
+    assert not page.locator(TOUR).count(), "OHIF's onboarding tour is shown over the viewport"
     assert any("/metadata" in url for url, _ in seen), log.report()
     assert any("/frames/" in url for url, _ in seen), log.report()
     unsigned = [url for url, headers in seen if headers.get("authorization") != f"Bearer {token}"]

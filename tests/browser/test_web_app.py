@@ -23,7 +23,7 @@ import pytest
 from aperture.ehr.people import load_directory
 from tests.browser.conftest import PageLog
 from tests.browser.launch import sign_in
-from tests.browser.test_viewer import PICTURE
+from tests.browser.test_viewer import PICTURE, TOUR
 from tests.e2e.imaging import instances_of
 from tests.interop.test_transmit_orthanc import data_set
 from tests.media.checks import assert_pdi_valid
@@ -162,6 +162,7 @@ def test_view_opens_ohif_on_the_study_with_every_renewed_token_and_download_save
         viewer.wait_for_function(PICTURE, timeout=90_000, polling=250)
     finally:
         viewer.screenshot(path=IMAGES / "viewer-ct-desktop.png")
+    assert not viewer.locator(TOUR).count(), "OHIF's onboarding tour covers the viewer"
     viewer.evaluate("window.heard = []; addEventListener('message', (e) => heard.push(e.data))")
 
     page.evaluate("window.apertureRenew()")  # what the timer does a minute before expiry: the refresh_token grant

@@ -165,6 +165,41 @@ def test_a_client_that_disconnects_costs_nothing_more(quiet_server: ApertureServ
     assert results == [200]
 
 
+def test_head_answers_the_headers_of_get_without_reading_the_study(quiet_server: ApertureServer) -> None:
+    """HEAD runs GET's handler (its 404s, its headers) but never starts the body: no zip, no multipart.
+
+    Not even the first instance is read (granian drops a HEAD's body after its first piece, which
+    for the zip is one read of an instance; the WADO-RS multipart read the whole study).
+    """
+    server = quiet_server
+    little = 128 * 1024  # an instance here is 512 KiB of pixels
+    with httpx.Client(base_url=server.dicomweb, timeout=120) as client:
+        study, _ = _store(client, ct_study(40, 512, 512, seed=1606))  # about 21 MB
+    zips = {"study": f"{server.url}/media/studies/{study}", "all": f"{server.url}/media/studies"}
+    retrieve = f"{server.dicomweb}/studies/{study}"  # WADO-RS: every instance, multipart/related
+    with httpx.Client(timeout=120) as http:
+        for name, url in zips.items():
+            get = http.get(url)
+            before = _group_reads(server)
+            head = http.head(url)
+            assert _group_reads(server) - before < little, f"HEAD of the {name} zip read an instance"
+            assert head.status_code == get.status_code == 200 and head.content == b""
+            for field in ("content-type", "content-disposition", "cache-control"):
+                assert head.headers[field] == get.headers[field], field
+        assert head.headers["content-type"] == "application/zip"
+        assert head.headers["content-disposition"] == 'attachment; filename="studies.zip"'
+        get = http.get(retrieve)
+        before = _group_reads(server)
+        head = http.head(retrieve)
+        assert _group_reads(server) - before < little, "HEAD of the WADO-RS study retrieve read an instance"
+        assert head.status_code == get.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == get.headers["content-type"]
+        assert head.headers["etag"] == get.headers["etag"]
+        assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
+        missing = http.head(f"{server.url}/media/studies/1.2.3.4.5.6.7.8.9")
+        assert missing.status_code == 404 and missing.content == b""
+
+
 def test_an_entry_over_4_gb_is_announced_as_zip64_before_its_bytes(tmp_path: Path) -> None:
     """Sizes are known only after a streamed entry; one the index says passes 4 GB gets ZIP64 fields up front."""
     from aperture.media.archive import MediaSource, pdi_zip

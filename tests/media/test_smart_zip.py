@@ -47,3 +47,11 @@ def test_a_patient_downloads_their_studies_as_media_and_only_theirs(demo_stack: 
         assert theirs.status_code == made_up.status_code == 404
         one = http.get(f"{root}/media/studies/{maya['studies'][0]}", headers=bearer)
         assert one.status_code == 200 and one.headers["cache-control"] == "private, no-store"
+        # HEAD: GET's authorization and 404s, GET's headers, no body
+        assert http.head(f"{root}/media/studies/{maya['studies'][0]}").status_code == 401
+        assert http.head(f"{root}/media/studies/{walter['studies'][0]}", headers=bearer).status_code == 404
+        head = http.head(f"{root}/media/studies/{maya['studies'][0]}", headers=bearer)
+        assert head.status_code == 200 and head.content == b""
+        assert {k: head.headers[k] for k in ("content-type", "content-disposition", "cache-control")} == {
+            k: one.headers[k] for k in ("content-type", "content-disposition", "cache-control")
+        }
