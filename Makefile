@@ -11,6 +11,9 @@ OHIF_CACHE := .cache/ohif/$(OHIF_VERSION)
 .PHONY: install demo test bench lint format clean
 
 install: $(STAMP) $(OHIF_CACHE)/dist/index.html $(OHIF_CACHE)/.precompressed
+	@# bytecode for the package, as a wheel install would have: every `aperture` command starts
+	@# without compiling its modules, even where PYTHONDONTWRITEBYTECODE is set (only what changed is redone)
+	@$(BIN)/python -m compileall -q aperture
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (Python 3.11+)"; exit 1; }
