@@ -153,11 +153,13 @@ def test_a_refreshed_token_reaches_the_open_viewer(stack: DemoStack, page: Page)
     page.on("request", lambda r: signed.append((r.url, r.headers.get("authorization", ""))))
     message = {"type": TOKEN_KEY, "accessToken": second, "expiresAt": int(time.time()) + 600}
     page.evaluate("m => window.postMessage(m, window.location.origin)", message)
-    time.sleep(0.3)
+    # wait_for_timeout, not sleep: it lets Playwright deliver the request events of frames asked for
+    # before the message (with the first token), so that they are cleared here, not counted below
+    page.wait_for_timeout(300)
     signed.clear()
     # the open viewer loads its slices again through OHIF's own image loader (no reload of the page)
     page.evaluate(RELOAD_SLICES)
-    time.sleep(1)
+    page.wait_for_timeout(1000)
     stored = page.evaluate(f"() => JSON.parse(window.sessionStorage.getItem({TOKEN_KEY!r})).accessToken")
     assert stored == second
     frames = [value for url, value in signed if "/frames/" in url]
