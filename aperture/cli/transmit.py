@@ -7,7 +7,6 @@ did); 1 when anything was refused or failed; 2 for a usage or source error.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,12 +39,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         help="do not resend what this previous report says the same receiver acknowledged")  # fmt: skip
     signing_in.add_arguments(parser, required=False)
     parser.set_defaults(handler=run)
-
-
-def _secret(path: Path | None, env: str) -> str | None:
-    if path is not None:
-        return path.read_text(encoding="utf-8").strip()
-    return os.environ.get(env) or None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,14 +85,14 @@ def _run(args: argparse.Namespace, http: httpx.Client) -> int:
     from aperture.clients.transmit.run import Sender, transmit
     from aperture.clients.transmit.senders import sender_for
     from aperture.clients.transmit.source import BearerAuth, DicomwebSource, FolderSource, Source, SourceError
-    from aperture.clients.transmit.stow import receiver_auth
+    from aperture.clients.transmit.stow import read_secret, receiver_auth
 
     err = Console(stderr=True)
     backoff = Backoff(attempts=max(args.retries, 0) + 1)
     sender: Sender
     try:
         auth = receiver_auth(
-            _secret(args.to_token_file, "APERTURE_TO_TOKEN"), _secret(args.to_basic_file, "APERTURE_TO_BASIC")
+            read_secret(args.to_token_file, "APERTURE_TO_TOKEN"), read_secret(args.to_basic_file, "APERTURE_TO_BASIC")
         )
         sender = sender_for(parse_to(args.to), auth=auth, calling_aet=args.calling_aet, backoff=backoff)
         source: Source
@@ -110,7 +103,7 @@ def _run(args: argparse.Namespace, http: httpx.Client) -> int:
                 raise ValueError(wrong)
             source = _signed_in_source(args, http)
         elif args.source.startswith(("http://", "https://")):
-            source_token = _secret(args.token_file, "APERTURE_TOKEN")
+            source_token = read_secret(args.token_file, "APERTURE_TOKEN")
             source_auth = BearerAuth(lambda: source_token) if source_token else None
             source = DicomwebSource(args.source, source_auth, args.study)
         else:

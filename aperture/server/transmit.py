@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from aperture.clients.transmit.report import Report
 from aperture.clients.transmit.run import Sender, transmit
 from aperture.clients.transmit.senders import sender_for
 from aperture.clients.transmit.source import SourceInstance
-from aperture.clients.transmit.stow import receiver_auth
+from aperture.clients.transmit.stow import read_secret, receiver_auth
 from aperture.config import Config, TransmitDestination
 from aperture.dicom.identifiers import uid_problem
 from aperture.dicomweb.state import index_of
@@ -98,18 +97,12 @@ async def _asked(request: Request) -> tuple[str, str]:
     return study, name
 
 
-def _secret(destination: TransmitDestination, file_key: str, env_key: str) -> str | None:
-    file, env = getattr(destination, file_key), getattr(destination, env_key)
-    if file:
-        return Path(file).read_text(encoding="utf-8").strip() or None
-    return (os.environ.get(env) or None) if env else None
-
-
 def _sender(destination: TransmitDestination) -> Sender:
     """The destination's sender; its credentials are read now, so a rotated token file is picked up."""
     try:
         auth = receiver_auth(
-            _secret(destination, "token_file", "token_env"), _secret(destination, "basic_file", "basic_env")
+            read_secret(destination.token_file, destination.token_env),
+            read_secret(destination.basic_file, destination.basic_env),
         )
     except (OSError, ValueError) as exc:
         log.error("transmit destination %r: its credentials cannot be read: %s", destination.name, exc)

@@ -10,8 +10,10 @@ retried; everything else is a refusal and is not.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +24,13 @@ from aperture.clients.transmit.source import BearerAuth, SourceInstance
 
 CHUNK_BYTES = 64 << 20  # at most this much DICOM per request (one instance may exceed it alone)
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def read_secret(path: str | os.PathLike[str] | None, env: str | None) -> str | None:
+    """A credential from the file at `path` (stripped), else from the environment variable `env`; None if neither."""
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    return (os.environ.get(env) or None) if env else None
 
 
 def receiver_auth(token: str | None, basic: str | None) -> httpx.Auth | None:
