@@ -24,7 +24,10 @@ per study (`#2` System Object, `object-role#3` Report, the role DICOM PS3.15 A.5
 participant object and one BALP's RestObjectRoles allows; `what.identifier` = `urn:dicom:uid` /
 `urn:oid:<StudyInstanceUID>`). A deny is the same pattern with outcome `4` (minor failure, FHIR R4
 AuditEvent.outcome) and the HTTP status in `outcomeDesc`; it claims no profile, since each BALP
-profile fixes outcome 0.
+profile fixes outcome 0. A read that sent the study on to another node (the app's *Send to…*,
+`/transmit`) has one more agent, that node: `DCM#110152` Destination Role ID, `who.display` the
+operator's name for it, `network` its address (a STOW-RS base as a URI, type 5, without any user
+information; a C-STORE peer's host, type 2 or 1, with its AE title as `altId`).
 
 A record holds no credential: the token is reduced to a hash by the caller and that hash serves
 only to aggregate reads (`recorder`); it is not part of the AuditEvent. Query strings are kept in
@@ -51,6 +54,7 @@ ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 NETWORK_IP = "2"  # AuditEvent.agent.network.type (http://hl7.org/fhir/network-type): IP address
 NETWORK_URI = "5"  # URI
+NETWORK_MACHINE = "1"  # machine name
 # Aperture's own extension (a logical name, no published StructureDefinition): how many accesses one
 # aggregated event stands for (see recorder)
 COUNT_EXTENSION = "urn:aperture:fhir:extension:audit-access-count"
@@ -112,6 +116,17 @@ _PATTERNS = {
 
 
 @dataclass(frozen=True)
+class Destination:
+    """Where a transmit sent a study: the operator's name for the node, its network address and type
+    (`NETWORK_URI`, `NETWORK_IP` or `NETWORK_MACHINE`), and a C-STORE peer's AE title."""
+
+    name: str
+    address: str
+    network_type: str
+    ae_title: str | None = None
+
+
+@dataclass(frozen=True)
 class AccessRecord:
     """One access decision as the server made it, before it becomes an AuditEvent.
 
@@ -134,6 +149,7 @@ class AccessRecord:
     query: str | None = None
     count: int = 1
     last: datetime | None = None
+    destination: Destination | None = None  # the node a transmit sent the study to
 
     def __post_init__(self) -> None:
         if self.time.tzinfo is None:
@@ -143,9 +159,9 @@ class AccessRecord:
     def aggregatable(self) -> bool:
         """Only permitted reads aggregate (by token, or by address where there is none: `--auth none`).
 
-        A deny always stays an event of its own.
+        A deny always stays an event of its own, and so does a transmit (each names where it sent the study).
         """
-        return self.action is Action.READ and self.outcome is Outcome.PERMIT
+        return self.action is Action.READ and self.outcome is Outcome.PERMIT and self.destination is None
 
 
 def instant(moment: datetime) -> str:
@@ -202,6 +218,17 @@ def audit_event(record: AccessRecord, server: str, event_id: str | None = None) 
     ]
     if record.user:
         agents.append({"type": {"coding": [_coding(*pattern.user)]}, "who": _who(record.user), "requestor": True})
+    if record.destination is not None:
+        node = record.destination
+        agent: dict[str, Any] = {
+            "type": {"coding": [_coding(*_DESTINATION)]},
+            "who": {"display": node.name},
+            "requestor": False,
+            "network": {"address": node.address, "type": node.network_type},
+        }
+        if node.ae_title:
+            agent["altId"] = node.ae_title
+        agents.append(agent)
     entities: list[dict[str, Any]] = []
     if record.patient:
         entities.append(

@@ -7,22 +7,26 @@ exports do, the operator names the destinations (`[[transmit.destinations]]`,
 policy → store like every read: the scope from `authorize` picks the instances (another patient's
 study is the 404 of a missing one), and only the files the index names for that scope are sent,
 as stored, by the same senders as `aperture transmit` (`aperture.clients.transmit`). It is audited
-as a read of the study (BALP Read, DICOM Instances Transferred), like a download.
+as a read of the study (BALP Read, DICOM Instances Transferred), like a download, with the node it
+went to as the event's destination agent (its own event, never aggregated with other reads).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from aperture.auth.requirements import AUDIT_STUDY, READ_IMAGING, Endpoint, authorize, reads
-from aperture.clients.transmit.address import parse_to
+from aperture.audit.events import NETWORK_IP, NETWORK_MACHINE, NETWORK_URI, Destination
+from aperture.auth.requirements import AUDIT_DESTINATION, AUDIT_STUDY, READ_IMAGING, Endpoint, authorize, reads
+from aperture.clients.transmit.address import Peer, parse_to
 from aperture.clients.transmit.report import Report
 from aperture.clients.transmit.run import Sender, transmit
 from aperture.clients.transmit.senders import sender_for
@@ -97,6 +101,21 @@ async def _asked(request: Request) -> tuple[str, str]:
     return study, name
 
 
+def audit_destination(destination: TransmitDestination) -> Destination:
+    """The audit trail's view of a destination: its name and network address, never a credential."""
+    to = parse_to(destination.to)
+    if isinstance(to, Peer):
+        try:
+            ipaddress.ip_address(to.host)
+            kind = NETWORK_IP
+        except ValueError:
+            kind = NETWORK_MACHINE
+        return Destination(destination.name, to.host, kind, ae_title=to.aet)
+    parts = urlsplit(to)
+    address = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))  # no user:password@ in a log
+    return Destination(destination.name, address, NETWORK_URI)
+
+
 def _sender(destination: TransmitDestination) -> Sender:
     """The destination's sender; its credentials are read now, so a rotated token file is picked up."""
     try:
@@ -154,6 +173,7 @@ async def send(request: Request) -> Response:
         raise InvalidRequest(
             f"There is no destination {name[:80]!r} on this server (GET /transmit/destinations: {known})."
         )
+    request.scope[AUDIT_DESTINATION] = audit_destination(destination)
     report = await off_loop(_send, StoreSource(study, refs, request.app.state.blobs), destination)
     answer = _answer(report, study, destination)
     counts = answer["counts"]

@@ -241,3 +241,38 @@ def test_the_transmit_is_audited_as_a_read_of_the_study(sending: ApertureServer,
     while CT not in (found := _audited(sending.data)).get("0", set()) or PRIYA_MR not in found.get("4", set()):
         assert time.monotonic() < deadline, found
         time.sleep(1)
+
+
+def _transmits(data: Path) -> list[dict[str, object]]:
+    """The permitted read events of `data`'s audit trail that name a destination agent (DCM 110152, not the client)."""
+    done = subprocess.run([sys.executable, "-m", "aperture", "audit", "--data", str(data), "--format", "json",
+                           "--limit", "1000"], capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    events = [e for e in json.loads(done.stdout) if e.get("action") == "R" and e.get("outcome") == "0"]
+    return [e for e in events if any("altId" in a or a.get("who", {}).get("display", "").startswith("Orthanc over")
+                                     for a in e["agent"])]  # fmt: skip
+
+
+def test_each_transmit_is_its_own_audit_event_naming_where_the_study_went(
+    sending: ApertureServer, token: str, receiver: tuple[Orthanc, int]
+) -> None:
+    """A Destination Role agent with the operator's name and the node's address: the STOW-RS base as a URI,
+    the C-STORE peer's host as an IP address with its AE title; two sends of one study stay two events."""
+    orthanc, _port = receiver
+    before = len(_transmits(sending.data))
+    for name in ("Orthanc over STOW-RS", "Orthanc over C-STORE", "Orthanc over STOW-RS"):
+        assert post(sending, token, {"study": CT, "destination": name}).status_code == 200
+    deadline = time.monotonic() + 30
+    while len(events := _transmits(sending.data)) < before + 3:
+        assert time.monotonic() < deadline, events
+        time.sleep(1)
+    nodes = []
+    for event in events[: len(events) - before]:  # newest first
+        assert event.get("extension") is None, event  # not aggregated: each stands for one send
+        studies = {e["what"]["identifier"]["value"] for e in event["entity"] if "identifier" in e.get("what", {})}
+        assert studies == {f"urn:oid:{CT}"}
+        (node,) = [a for a in event["agent"] if a["who"].get("display", "").startswith("Orthanc over")]
+        assert node["type"]["coding"][0]["code"] == "110152" and node["requestor"] is False
+        nodes.append((node["who"]["display"], node["network"], node.get("altId")))
+    stow_node = ("Orthanc over STOW-RS", {"address": f"{orthanc.url}/dicom-web", "type": "5"}, None)
+    dimse_node = ("Orthanc over C-STORE", {"address": "127.0.0.1", "type": "2"}, AET)
+    assert sorted(nodes, key=str) == sorted([stow_node, dimse_node, stow_node], key=str)
