@@ -168,17 +168,20 @@ async def retrieve(request: Request) -> Response:
     if not choice.multipart:
         media = f"{_DICOM}; transfer-syntax={targets[0]}"
         if digests:
-            headers["Repr-Digest"] = (
-                repr_digest(prefetched)
-                if prefetched is not None
-                else await off_loop(file_repr_digest, blobs.path(refs[0].blob))
-            )
+            digest = _recorded_digest(refs[0])
+            if digest is None:
+                digest = (
+                    repr_digest(prefetched)
+                    if prefetched is not None
+                    else await off_loop(file_repr_digest, blobs.path(refs[0].blob))
+                )
+            headers["Repr-Digest"] = digest
         return await instance_response(refs[0], targets[0], prefetched, blobs, media, headers)
     if prefetched is not None and targets[0] == refs[0].transfer_syntax:
         media = f"{_DICOM}; transfer-syntax={targets[0]}"
         boundary = boundary_for(tag)
         where = instance_url(str(base), refs[0])
-        digest = repr_digest(prefetched) if digests else None
+        digest = (_recorded_digest(refs[0]) or repr_digest(prefetched)) if digests else None
         body = multipart.part_header(boundary, media, first=True, location=where, digest=digest) + prefetched
         body += multipart.closing(boundary)
         headers["Content-Type"] = multipart.content_type(boundary, _DICOM, None)
@@ -204,8 +207,10 @@ async def retrieve(request: Request) -> Response:
 def wants_sha256(header: str | None) -> bool:
     """Whether `Want-Repr-Digest` (RFC 9530 §4) asks for sha-256: listed with a preference above 0.
 
-    Digests are computed only on request, and only of bytes sent as stored: a download client
-    (`aperture download`) checks every instance it writes against them.
+    Digests are sent only on request, and only of bytes sent as stored: a download client
+    (`aperture download`) checks every instance it writes against them. Each is the SHA-256 the
+    background pass recorded for the stored file (`_recorded_digest`), or, for an instance it has not
+    reached, computed from the file for this request.
     """
     for member in (header or "").split(","):
         name, _, weight = member.partition("=")
@@ -217,6 +222,11 @@ def wants_sha256(header: str | None) -> bool:
 def _digest_field(digest: bytes) -> str:
     """A `Repr-Digest` field value (RFC 9530): `sha-256=:<base64>:`."""
     return f"sha-256=:{base64.b64encode(digest).decode()}:"
+
+
+def _recorded_digest(ref: InstanceRef) -> str | None:
+    """The `Repr-Digest` value of the SHA-256 recorded for the stored file (None when none is yet)."""
+    return _digest_field(bytes.fromhex(ref.sha256)) if ref.sha256 else None
 
 
 def repr_digest(data: bytes | memoryview) -> str:
@@ -304,7 +314,9 @@ async def _multipart_stream(
 ) -> AsyncIterator[bytes]:
     for number, (ref, target) in enumerate(zip(refs, targets, strict=True)):
         where = instance_url(base, ref)
-        if digests:  # every part as stored (no transcoding with digests): its digest goes before its bytes
+        if digests and (recorded := _recorded_digest(ref)) is not None:
+            yield _dicom_part_header(boundary, target, number == 0, where, recorded)
+        elif digests:  # every part as stored (no transcoding with digests): its digest goes before its bytes
             path = blobs.path(ref.blob)
             if ref.size <= LOOP_READ:
                 with open(path, "rb", buffering=0) as handle:

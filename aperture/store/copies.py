@@ -9,10 +9,18 @@ in flight in this process, and for `SETTLE_SECONDS` after the last one ended (a 
 study in several requests leaves short gaps between them), the worker waits, also between the
 instances of a claimed batch. A crash leaves claims behind; claims older than
 `STALE_CLAIM_SECONDS` are taken again.
+
+The same pass records the stored file's SHA-256 on its instance row (`instances.sha256`), for every
+claim, whether a copy is made or not: a download that asks for `Repr-Digest` (RFC 9530) is then
+answered from the row instead of hashing the file on every request, and STOW-RS still does not pay
+for SHA-256 (see `aperture.store.ingest.file_digest`). The hash is written only if the row still
+names the file that was read, so a replaced instance never gets its predecessor's value; a file
+that cannot be read gets none, and requests hash it themselves, as for instances not yet reached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -156,18 +164,28 @@ class CopyWorker:
         return rows
 
     def _copy(self, claim: _Claim) -> None:
+        sha256 = self._sha256(claim)
         try:
             data, index = self._encode(claim)
         except (HTJ2KError, _NoCopy) as exc:
-            self._finish(claim, "none", note=str(exc))
+            self._finish(claim, "none", note=str(exc), sha256=sha256)
             return
         except Exception as exc:
             log.warning("no HTJ2K copy for %s: %s", claim.sop_uid, exc)
-            self._finish(claim, "none", note=f"{type(exc).__name__}: {exc}"[:500])
+            self._finish(claim, "none", note=f"{type(exc).__name__}: {exc}"[:500], sha256=sha256)
             return
         relative = self.blobs.write_derived(data, claim.study_uid, claim.sop_uid, "htj2k")
-        if not self._finish(claim, "ready", blob=relative, frames=index.to_json()):
+        if not self._finish(claim, "ready", blob=relative, frames=index.to_json(), sha256=sha256):
             self.blobs.remove(relative)  # the instance went away meanwhile
+
+    def _sha256(self, claim: _Claim) -> str | None:
+        """Hex SHA-256 of the stored file; None when it cannot be read (requests then hash it themselves)."""
+        try:
+            with open(self.blobs.path(claim.blob), "rb") as handle:
+                return hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError as exc:
+            log.warning("no SHA-256 recorded for %s: %s", claim.sop_uid, exc)
+            return None
 
     def _encode(self, claim: _Claim) -> tuple[bytes, FrameIndex]:
         path = self.blobs.path(claim.blob)
@@ -190,13 +208,19 @@ class CopyWorker:
         return b"".join(chunks), FrameIndex(encapsulated=True, transfer_syntax=HTJ2K_LOSSLESS_RPCL, frames=tuple(runs))
 
     def _finish(self, claim: _Claim, status: str, *, blob: str | None = None, frames: str | None = None,
-                note: str = "") -> bool:  # fmt: skip
+                note: str = "", sha256: str | None = None) -> bool:  # fmt: skip
         with write_transaction(self.engine) as conn:
             result = conn.execute(
                 update(frame_copies)
                 .where(frame_copies.c.instance_pk == claim.pk)
                 .values(status=status, blob=blob, frames=frames, note=note, updated=int(time.time()))
             )
+            if sha256 is not None:  # only on the row that still names the file hashed (never a replacement's)
+                conn.execute(
+                    update(instances)
+                    .where(instances.c.pk == claim.pk, instances.c.blob == claim.blob)
+                    .values(sha256=sha256)
+                )
             return bool(result.rowcount)
 
 

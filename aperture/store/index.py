@@ -73,6 +73,7 @@ class InstanceRef:
     digest: str | None  # fingerprint of the stored file (None for rows stored before revision 0003)
     copy_blob: str | None = None  # the HTJ2K copy of the frames, once the background worker made it
     copy_frames: str | None = None  # FrameIndex JSON of copy_blob
+    sha256: str | None = None  # hex SHA-256 of the stored file, once the background pass recorded it (0008)
 
 
 # QIDO keys the index cannot answer are matched on stored JSON; at most this many candidate rows are
@@ -186,6 +187,7 @@ _INSTANCE_COLUMNS = {
         instances.c.digest,
         frame_copies.c.blob,
         frame_copies.c.frames,
+        instances.c.sha256,
     ),
     "metadata": (instances.c.metadata, instances.c.digest, instances.c.blob),
 }

@@ -101,6 +101,9 @@ instances = Table(
     # content fingerprint of the stored file, the basis of strong ETags (0003): XXH3-128, or SHA-256
     # for rows stored by 0.1
     Column("digest", String(64)),
+    # hex SHA-256 of the stored file (0008), recorded by the background pass after upload (not on the
+    # STOW path) for `Repr-Digest`; NULL until then, and for instances that pass never reads
+    Column("sha256", String(64)),
 )
 
 Index("ix_instances_series_number", instances.c.series_pk, instances.c.instance_number)
