@@ -1,4 +1,4 @@
-"""Index migrations applied to data an older version stored: revision 0005 (F.2.5 null values).
+"""Index migrations applied to data an older version stored: 0005 (F.2.5 null values), 0008 (sha256).
 
 Instances stored before 0005 keep the DICOM JSON their version computed, with "" for empty values
 and empty PN component groups. The test stores real instances, turns their stored JSON back into
@@ -9,6 +9,9 @@ ones a fresh ingest gives.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import create_engine, text
 
@@ -127,3 +131,59 @@ def test_0005_rewrites_empty_strings_of_older_versions_as_nulls(
     assert migrated == fresh  # exactly what a fresh ingest stores, every document
     rewritten = {key for key in aged if aged[key] != migrated[key]}
     assert rewritten == {key for key in aged if aged[key] and b'""' in aged[key]}  # only the affected ones
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_0008_takes_the_sha256_that_rows_stored_by_0_1_hold_as_their_digest(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """0.1 fingerprinted each file with SHA-256; the upgrade records it as the file's sha256, and Repr-Digest
+    serves it. A row fingerprinted with XXH3 stays NULL (its digest is then computed on the request)."""
+    name = f"migrate_{generate_uid()[-12:].replace('.', '')}"
+    # no background pass: nothing records a sha256 on its own
+    config = database_config(request, backend, name, store="htj2k_copies = false\n")
+    data = tmp_path / "data"
+    study = generate_uid()
+    old, new = make_instance(study=study), make_instance(study=study)
+    server = start_server(data, config=config)
+    try:
+        with httpx.Client(base_url=server.dicomweb, timeout=60) as http:
+            assert stow(http, [old, new]).status_code == 200
+    finally:
+        server.stop()
+    url = next((line.split('"')[1] for line in config.splitlines() if "database_url" in line), "")
+    url = url or f"sqlite:///{data / 'index.sqlite3'}"
+    sop_old = str(dcmread(io.BytesIO(old)).SOPInstanceUID)
+    as_0_1 = hashlib.sha256(old).hexdigest()
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE instances SET digest = :d WHERE sop_uid = :s"), {"d": as_0_1, "s": sop_old})
+            alembic = AlembicConfig()
+            alembic.set_main_option("script_location", str(_MIGRATIONS))
+            alembic.attributes["connection"] = conn
+            command.downgrade(alembic, "0007")
+    finally:
+        engine.dispose()
+
+    server = start_server(data, config=config)  # migrates at start
+    try:
+        with httpx.Client(base_url=server.dicomweb, timeout=60) as http:
+            for data_set in (old, new):
+                sop = str(dcmread(io.BytesIO(data_set)).SOPInstanceUID)
+                answer = http.get(f"/studies/{study}/series/{dcmread(io.BytesIO(data_set)).SeriesInstanceUID}"
+                                  f"/instances/{sop}", headers={"Accept": "application/dicom; transfer-syntax=*",
+                                                                "Want-Repr-Digest": "sha-256=10"})  # fmt: skip
+                assert answer.status_code == 200 and answer.content == data_set
+                expected = base64.b64encode(hashlib.sha256(data_set).digest()).decode()
+                assert answer.headers["repr-digest"] == f"sha-256=:{expected}:"
+    finally:
+        server.stop()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            recorded = dict(conn.execute(text("SELECT sop_uid, sha256 FROM instances")).all())
+    finally:
+        engine.dispose()
+    sop_new = str(dcmread(io.BytesIO(new)).SOPInstanceUID)
+    assert recorded == {sop_old: as_0_1, sop_new: None}
