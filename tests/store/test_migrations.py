@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from tests.conftest import database_config, start_server
 from tests.helpers import make_instance, stow
@@ -57,6 +57,14 @@ def _answer(http: httpx.Client, path: str, base: str) -> Any:
 
 def _dumps(document: Any) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _downgrade(conn: Connection, revision: str) -> None:
+    """Step the index on `conn` back to `revision`, as an older version left it."""
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", str(_MIGRATIONS))
+    alembic.attributes["connection"] = conn
+    command.downgrade(alembic, revision)
 
 
 def _documents(url: str) -> dict[tuple[str, int, str], bytes | None]:
@@ -108,10 +116,7 @@ def test_0005_rewrites_empty_strings_of_older_versions_as_nulls(
                 if raw is not None:
                     old = _dumps(_as_stored_before_0005(json.loads(raw)))
                     conn.execute(text(f"UPDATE {table} SET {column} = :v WHERE pk = :pk"), {"v": old, "pk": pk})
-            alembic = AlembicConfig()
-            alembic.set_main_option("script_location", str(_MIGRATIONS))
-            alembic.attributes["connection"] = conn
-            command.downgrade(alembic, "0004")
+            _downgrade(conn, "0004")
     finally:
         engine.dispose()
     aged = _documents(url)
@@ -159,10 +164,7 @@ def test_0008_takes_the_sha256_that_rows_stored_by_0_1_hold_as_their_digest(
     try:
         with engine.begin() as conn:
             conn.execute(text("UPDATE instances SET digest = :d WHERE sop_uid = :s"), {"d": as_0_1, "s": sop_old})
-            alembic = AlembicConfig()
-            alembic.set_main_option("script_location", str(_MIGRATIONS))
-            alembic.attributes["connection"] = conn
-            command.downgrade(alembic, "0007")
+            _downgrade(conn, "0007")
     finally:
         engine.dispose()
 

@@ -17,8 +17,7 @@ down_revision = "0007"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("instances") as batch:
-        batch.add_column(sa.Column("sha256", sa.String(64), nullable=True))
+    op.add_column("instances", sa.Column("sha256", sa.String(64), nullable=True))  # SQLite adds a column in place
     rows = sa.table("instances", sa.column("digest", sa.String(64)), sa.column("sha256", sa.String(64)))
     op.execute(rows.update().where(sa.func.length(rows.c.digest) == 64).values(sha256=rows.c.digest))
 
