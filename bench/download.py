@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from auth import Authorized, _ehr, ehr_data
@@ -115,72 +116,84 @@ def timed_fixed(authorized: Authorized, key: Path, patient: str, out: Path) -> f
     return elapsed
 
 
-def measure(
-    workdir: Path,
-    authorized: Authorized,
-    patient: str,
-    study: str,
-    expect: int,
-    rounds: int,
+def _take_turns(
+    scratch: Path,
+    sides: list[str],
+    orders: tuple[list[str], list[str]],
+    rounds: range,
+    take: Callable[[str, Path], float],
     log: Callable[[str], None],
-) -> dict[str, object]:
+    label: str,
+) -> dict[str, list[float]]:
+    """Each side once per round into a fresh `scratch`, in `orders[round % 2]`; round 0 (if any) is a warm-up."""
+    samples: dict[str, list[float]] = {side: [] for side in sides}
+    try:
+        for number in rounds:
+            for side in orders[number % 2]:
+                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.mkdir(parents=True)
+                seconds = take(side, scratch)
+                if number:
+                    samples[side].append(seconds)
+                log(f"{label}, round {number}{' (warm-up)' if not number else ''}: {side} {seconds * 1000:.0f} ms")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return samples
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What both download rows fetch: the CT (`expect` instances) of `patient`, from `authorized`'s server."""
+
+    authorized: Authorized
+    patient: str
+    study: str
+    expect: int
+
+
+def measure(workdir: Path, subject: Subject, rounds: int, log: Callable[[str], None]) -> dict[str, object]:
     """`rounds` samples of each side, taking turns; every sample kept (seconds), in the order taken."""
+    authorized, patient, study = subject.authorized, subject.patient, subject.study
     key = register_client(workdir, patient)
-    samples: dict[str, list[float]] = {"download": [], "curl": [], "fixed": []}
-    nbytes = 0
-    scratch = workdir / "download" / "out"
-    for number in range(rounds + 1):  # round 0 warms both up and is not counted
-        order = ["curl", "download", "fixed"] if number % 2 else ["fixed", "download", "curl"]
-        for side in order:
-            shutil.rmtree(scratch, ignore_errors=True)
-            scratch.mkdir(parents=True)
-            if side == "curl":
-                seconds, nbytes = timed_curl(authorized, study, scratch)
-            elif side == "fixed":
-                seconds = timed_fixed(authorized, key, patient, scratch)
-            else:
-                seconds = timed_download(authorized, key, patient, study, scratch, expect)
-            if number:
-                samples[side].append(seconds)
-            log(f"Download row, round {number}{' (warm-up)' if not number else ''}: {side} {seconds * 1000:.0f} ms")
-    shutil.rmtree(scratch, ignore_errors=True)
+    sizes = [0]
+
+    def take(side: str, out: Path) -> float:
+        if side == "curl":
+            seconds, sizes[0] = timed_curl(authorized, study, out)
+            return seconds
+        if side == "fixed":
+            return timed_fixed(authorized, key, patient, out)
+        return timed_download(authorized, key, patient, study, out, subject.expect)
+
+    orders = (["fixed", "download", "curl"], ["curl", "download", "fixed"])
+    # round 0 warms both up and is not counted
+    samples = _take_turns(workdir / "download" / "out", ["download", "curl", "fixed"], orders, range(rounds + 1),
+                          take, log, "Download row")  # fmt: skip
     download, curl = statistics.median(samples["download"]), statistics.median(samples["curl"])
     fixed = statistics.median(samples["fixed"])
     return {"download": download, "curl": curl, "fixed": fixed, "ratio": curl / download, "samples": samples,
-            "bytes": nbytes}  # fmt: skip
+            "bytes": sizes[0]}  # fmt: skip
 
 
-def measure_link(
-    workdir: Path,
-    authorized: Authorized,
-    patient: str,
-    study: str,
-    expect: int,
-    rounds: int,
-    log: Callable[[str], None],
-) -> dict[str, object]:
+def measure_link(workdir: Path, subject: Subject, rounds: int, log: Callable[[str], None]) -> dict[str, object]:
     """`rounds` samples of each side through the emulated LINK, taking turns (no warm-up: `measure` ran first)."""
-    key = workdir / "download" / "private.jwk"
-    port = int(authorized.server.url.rsplit(":", 1)[1])
-    link = Link(port, LINK).start()
-    samples: dict[str, list[float]] = {"download": [], "curl": []}
-    nbytes = 0
-    scratch = workdir / "download" / "out"
+    authorized = subject.authorized
+    key = workdir / "download" / "private.jwk"  # registered by `measure`
+    link = Link(int(authorized.server.url.rsplit(":", 1)[1]), LINK).start()
+    sizes = [0]
+
+    def take(side: str, out: Path) -> float:
+        if side == "curl":
+            seconds, sizes[0] = timed_curl(authorized, subject.study, out, link.url)
+            return seconds
+        return timed_download(authorized, key, subject.patient, subject.study, out, subject.expect, link.url)
+
+    orders = (["download", "curl"], ["curl", "download"])
     try:
-        for number in range(1, rounds + 1):
-            for side in ["curl", "download"] if number % 2 else ["download", "curl"]:
-                shutil.rmtree(scratch, ignore_errors=True)
-                scratch.mkdir(parents=True)
-                if side == "curl":
-                    seconds, nbytes = timed_curl(authorized, study, scratch, link.url)
-                else:
-                    seconds = timed_download(authorized, key, patient, study, scratch, expect, link.url)
-                samples[side].append(seconds)
-                log(f"Download row over {LINK.label}, round {number}: {side} {seconds * 1000:.0f} ms")
+        samples = _take_turns(workdir / "download" / "out", ["download", "curl"], orders, range(1, rounds + 1),
+                              take, log, f"Download row over {LINK.label}")  # fmt: skip
     finally:
         link.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
     download, curl = statistics.median(samples["download"]), statistics.median(samples["curl"])
-    floor = nbytes * 8 / LINK.bits_per_second
-    return {"download": download, "curl": curl, "ratio": curl / download, "samples": samples, "bytes": nbytes,
-            "link": LINK.label, "floor": floor}  # fmt: skip
+    return {"download": download, "curl": curl, "ratio": curl / download, "samples": samples, "bytes": sizes[0],
+            "link": LINK.label, "floor": sizes[0] * 8 / LINK.bits_per_second}  # fmt: skip

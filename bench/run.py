@@ -926,11 +926,10 @@ def download_row(
         rows.append(Row(label, "n/a (no --auth smart server)", "n/a", None, None, "n/a"))
         rows.append(Row(link_label, "n/a (no --auth smart server)", "n/a", None, download.GOAL, "n/a", goal_text))
         return []
+    subject = download.Subject(authorized, data.owner.ehr_id, data.study_uid, len(data.ct))
     log(f"{label}: warm-up + {args.download_rounds} rounds, taking turns")
     try:
-        got = download.measure(
-            workdir, authorized, data.owner.ehr_id, data.study_uid, len(data.ct), args.download_rounds, log
-        )
+        got = download.measure(workdir, subject, args.download_rounds, log)
     except (RuntimeError, PeerError, OSError, subprocess.TimeoutExpired) as exc:
         rows.append(Row(label, f"n/a (error: {exc})"[:200], "n/a", None, None, "n/a"))
         rows.append(Row(link_label, "n/a (not measured)", "n/a", None, download.GOAL, "n/a", goal_text))
@@ -954,9 +953,7 @@ def download_row(
     ]
     log(f"{link_label}: {args.download_link_rounds} rounds, taking turns")
     try:
-        over = download.measure_link(
-            workdir, authorized, data.owner.ehr_id, data.study_uid, len(data.ct), args.download_link_rounds, log
-        )
+        over = download.measure_link(workdir, subject, args.download_link_rounds, log)
     except (RuntimeError, PeerError, OSError, subprocess.TimeoutExpired) as exc:
         rows.append(Row(link_label, f"n/a (error: {exc})"[:200], "n/a", None, download.GOAL, "n/a", goal_text))
         return [*notes, f"The download row over the link was not measured: {exc}"]

@@ -51,7 +51,7 @@ DECISION = "aperture.decision"  # the policy's Decision, once authorize ran
 TOKEN = "aperture.token"  # (token hash, TokenFacts) of a verified token: never the token itself
 AUDIT_PATIENT = "aperture.audit.patient"  # a handler may name the patient a request was about
 AUDIT_STUDY = "aperture.audit.study"  # and the study, when it is not the `study` path parameter
-AUDIT_DESTINATION = "aperture.audit.destination"  # (name, address) of the node a transmit sent to
+AUDIT_DESTINATION = "aperture.audit.destination"  # the audit.events.Destination a transmit sent to
 AUDIT_STUDIES = "aperture.audit.studies"  # or several (a STOW-RS stores into any number of studies)
 FORM_TOKEN = "aperture.form_token"  # an RFC 6750 §2.2 form-body token a POST route read (aperture.server.media)
 
