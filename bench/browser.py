@@ -14,7 +14,7 @@ The two sides are what each deployment gives a user:
 
 Every page load is a fresh browser context (empty HTTP cache, service workers blocked), 1280×800,
 opening `…/viewer?StudyInstanceUIDs=<CT>`. Times run from the start of the first request the page
-makes to the DICOMweb server (Chromium's request timing), to:
+makes to the DICOMweb server (Resource Timing), to:
 
 - *first slice*: the first in-page poll (every 50 ms) that finds the viewport canvas drawn;
 - *every slice viewable*: the first in-page check (every 100 ms) that finds every image of the
@@ -24,6 +24,12 @@ makes to the DICOMweb server (Chromium's request timing), to:
 The time from the navigation itself (the page's first request) to the first slice is kept too,
 for the notes. Bytes: every response body the page received after its first DICOMweb request
 (Resource Timing `encodedBodySize`, so as sent on the wire), and the frame answers' share.
+
+All of it is observed from inside the page and read once at the end of the load (Resource Timing,
+and the status and headers of each DICOMweb answer recorded by a wrapper around XHR and fetch): no
+Playwright request events and no CDP Network domain during the load. Those cost the harness,
+Playwright's driver and the browser process about 10 CPU-seconds per throttled load on this 2-CPU
+machine, taken from the viewer under test, and twice as much for a side that makes twice the requests.
 
 The throttled condition applies Chromium's network emulation (CDP `Network.emulateNetworkConditions`,
 20 Mbit/s each way, 40 ms added latency) to the whole page from its first request on. A side given
@@ -122,15 +128,58 @@ STACK_MONITOR = """(() => {
   }, 100);
 })();"""
 
-# Body bytes (as sent) of every resource that started at or after `start` (ms since the time origin).
-BYTES_SINCE = """(start) => {
-  let all = 0, frames = 0, count = 0;
-  for (const e of performance.getEntriesByType('resource')) {
+# Installed before the page runs: the status, Content-Type and Content-Encoding of every answer from the
+# DICOMweb root, or why it failed, recorded in the page as the XHRs and fetches complete (OHIF's
+# DICOMweb client uses XHR, the image loader's byte ranges fetch).
+RESPONSE_LOG = """(() => {
+  const root = %s;
+  const answers = window.__apertureAnswers = [];
+  const note = (url, fields) => {
+    if (String(url).startsWith(root) && answers.length < 100000) answers.push({url: String(url), ...fields});
+  };
+  const answer = (status, get) => ({status, type: get('content-type'), encoding: get('content-encoding')});
+  const open = XMLHttpRequest.prototype.open;
+  XMLHttpRequest.prototype.open = function (method, url) {
+    const target = new URL(url, location.href).href;
+    this.addEventListener('loadend', () => note(target, this.status
+      ? answer(this.status, (name) => this.getResponseHeader(name))
+      : {status: 0, failed: 'no answer (network error or aborted)'}));
+    return open.apply(this, arguments);
+  };
+  const plainFetch = window.fetch;
+  window.fetch = function (input, init) {
+    const url = typeof input === 'string' || input instanceof URL ? input : input.url;
+    const target = new URL(url, location.href).href;
+    return plainFetch.call(this, input, init).then(
+      (r) => { note(target, answer(r.status, (name) => r.headers.get(name))); return r; },
+      (e) => { note(target, {status: 0, failed: String(e)}); throw e; });
+  };
+})();"""
+
+# Read once at the end of a load: when the first DICOMweb request started, the body bytes (as sent) of
+# everything since, the frames' share, when the first frame answer ended, the other files fetched
+# between that first request and the draw (bytes over the network; 0 for the browser's cache), and
+# the answers RESPONSE_LOG recorded.
+OBSERVED = """([root, drawn]) => {
+  const entries = performance.getEntriesByType('resource');
+  const ours = entries.filter(e => e.name.startsWith(root));
+  if (!ours.length) return {start: null};
+  const start = Math.min(...ours.map(e => e.startTime));
+  let all = 0, frames = 0, count = 0, firstFrameEnd = null;
+  const late = [];
+  for (const e of entries) {
     if (e.startTime + 0.5 < start) continue;
     all += e.encodedBodySize;
-    if (e.name.includes('/frames/')) { frames += e.encodedBodySize; count++; }
+    if (e.name.startsWith(root)) {
+      if (e.name.includes('/frames/')) {
+        frames += e.encodedBodySize; count++;
+        if (firstFrameEnd === null || e.responseEnd < firstFrameEnd) firstFrameEnd = e.responseEnd;
+      }
+    } else if (e.startTime < drawn) {
+      late.push([e.name.split('/').pop().split('?')[0], e.transferSize]);
+    }
   }
-  return [all, frames, count];
+  return {start, bytes: [all, frames, count], firstFrameEnd, late, answers: window.__apertureAnswers || []};
 }"""
 
 # OHIF's Docker image (platform/app/.docker): gzip for its text types, level 5; wasm is not in the list.
@@ -271,7 +320,13 @@ def start_front(workdir: Path, name: str, upstream: str) -> Server:
 
 
 def load_viewer(browser: Any, side: Side, study_uid: str, *, throttle: bool, timeout: float) -> Load:
-    """Open ``side``'s viewer on a fresh context and time it (see the module docstring)."""
+    """Open ``side``'s viewer on a fresh context and time it (see the module docstring).
+
+    Everything is observed from inside the page (Resource Timing and RESPONSE_LOG), read once at the
+    end: no Playwright request events and no CDP Network domain, whose per-request and per-chunk
+    events cost this 2-CPU machine several CPU-seconds a load (the harness, Playwright's driver and
+    the browser process) that the viewer under test then lacks.
+    """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     load = Load()
@@ -281,55 +336,11 @@ def load_viewer(browser: Any, side: Side, study_uid: str, *, throttle: bool, tim
             entry = json.dumps({"accessToken": side.token, "expiresAt": int(time.time() * 1000) + 3_600_000})
             context.add_init_script(f"window.sessionStorage.setItem({json.dumps(TOKEN_KEY)}, {json.dumps(entry)});")
         context.add_init_script(STACK_MONITOR)
-        page = context.new_page()
-        if throttle:
-            cdp = context.new_cdp_session(page)
-            cdp.send("Network.enable")
-            cdp.send("Network.emulateNetworkConditions", THROTTLE)
         dicomweb = urlsplit(side.viewer)._replace(path="/dicom-web/").geturl()
-        starts: list[float] = []  # epoch ms of each DICOMweb request's start
-        frame_ends: list[float] = []
-        status: dict[int, int] = {}
-        late: dict[int, str] = {}  # other files asked for after the first DICOMweb request, before the draw
-        drawn_flag = [False]
-
-        def on_request(request: Any) -> None:
-            if request.url.startswith(dicomweb):
-                late.setdefault(0, "")
-            elif late and not drawn_flag[0]:
-                late[id(request)] = request.url.rsplit("/", 1)[-1].split("?")[0]
-
-        def on_response(response: Any) -> None:
-            name = late.get(id(response.request))
-            if name:
-                load.late_files.append((name, int(response.headers.get("content-length") or 0)))
-            if response.url.startswith(dicomweb):
-                status[id(response.request)] = response.status
-                if "/frames/" in response.url and response.status in (200, 206):
-                    kind = _transfer_syntax(response.headers.get("content-type", ""))
-                    encoding = response.headers.get("content-encoding")
-                    kind += f", {response.status}" + (f", Content-Encoding {encoding}" if encoding else "")
-                    load.frame_types[kind] += 1
-
-        def on_finished(request: Any) -> None:
-            if not request.url.startswith(dicomweb):
-                return
-            timing = request.timing
-            starts.append(timing["startTime"])
-            code = status.get(id(request), 0)
-            if code >= 400:
-                load.problems.append(f"HTTP {code} {request.url}")
-            if "/frames/" in request.url and code in (200, 206):
-                frame_ends.append(timing["startTime"] + timing["responseEnd"])
-
-        def on_failed(request: Any) -> None:
-            if request.url.startswith(dicomweb):
-                load.problems.append(f"failed {request.url}: {request.failure}")
-
-        page.on("request", on_request)
-        page.on("response", on_response)
-        page.on("requestfinished", on_finished)
-        page.on("requestfailed", on_failed)
+        context.add_init_script(RESPONSE_LOG % json.dumps(dicomweb))
+        page = context.new_page()
+        if throttle:  # emulation needs no Network.enable (the domain's events are what it would add)
+            context.new_cdp_session(page).send("Network.emulateNetworkConditions", THROTTLE)
         deadline = time.monotonic() + timeout
         page.goto(f"{side.viewer}?StudyInstanceUIDs={study_uid}", wait_until="commit", timeout=timeout * 1000)
         try:
@@ -337,20 +348,20 @@ def load_viewer(browser: Any, side: Side, study_uid: str, *, throttle: bool, tim
         except PlaywrightTimeout:
             load.problems.append(f"viewport not drawn within {timeout:.0f} s")
             return load
-        drawn_flag[0] = True
         origin = float(page.evaluate("performance.timeOrigin"))
         load.from_navigation = (drawn - origin) / 1000
-        if not starts:
-            load.problems.append("no DICOMweb request seen")
-            return load
-        start = min(starts)
-        load.first_slice = (drawn - start) / 1000
         state: dict[str, Any] = {}
         while time.monotonic() < deadline:
             state = page.evaluate("window.__apertureBench")
             if state.get("all") is not None:
                 break
             page.wait_for_timeout(250)
+        seen = page.evaluate(OBSERVED, [dicomweb, drawn - origin])
+        if seen["start"] is None:
+            load.problems.append("no DICOMweb request seen")
+            return load
+        start = origin + seen["start"]  # epoch ms of the first DICOMweb request
+        load.first_slice = (drawn - start) / 1000
         if state.get("every") is not None:
             load.every_slice = (state["every"] - start) / 1000
         if state.get("all") is not None:
@@ -359,9 +370,21 @@ def load_viewer(browser: Any, side: Side, study_uid: str, *, throttle: bool, tim
             load.problems.append(
                 f"{state.get('full', 0)} of {state.get('images', '?')} images at full resolution after {timeout:.0f} s"
             )
-        load.bytes_sent, load.frame_bytes, load.frame_answers = page.evaluate(BYTES_SINCE, start - origin)
-        if frame_ends:
-            load.first_frame = (min(frame_ends) - start) / 1000
+        load.bytes_sent, load.frame_bytes, load.frame_answers = seen["bytes"]
+        if seen["firstFrameEnd"] is not None:
+            load.first_frame = (seen["firstFrameEnd"] - seen["start"]) / 1000
+        load.late_files = [(name, int(size)) for name, size in seen["late"]]
+        for answer in seen["answers"]:
+            code, url = answer["status"], answer["url"]
+            if answer.get("failed"):
+                load.problems.append(f"failed {url}: {answer['failed']}")
+            elif code >= 400:
+                load.problems.append(f"HTTP {code} {url}")
+            elif "/frames/" in url and code in (200, 206):
+                kind = _transfer_syntax(answer.get("type") or "")
+                encoding = answer.get("encoding")
+                kind += f", {code}" + (f", Content-Encoding {encoding}" if encoding else "")
+                load.frame_types[kind] += 1
         return load
     finally:
         context.close()
@@ -454,7 +477,8 @@ def _note(name: str, cond: str, loads: list[Load]) -> str:
     late = loads[0].late_files
     if late:
         listed = ", ".join(f"{n} ({b / 1e3:,.0f} kB)" for n, b in late[:8]) + (" …" if len(late) > 8 else "")
-        note += f"; files asked for after the first DICOMweb request, before the first slice: {listed}"
+        note += "; files fetched after the first DICOMweb request, before the first slice (bytes over the network): "
+        note += listed
     problems = sorted({p for load in loads for p in load.problems})
     if problems:
         note += f"; problems: {problems[:3]}"
