@@ -17,6 +17,12 @@ opened with `window.open` gets a copy), never from the URL; a refreshed token ar
 `postMessage({type: "aperture.viewer.token", accessToken, expiresAt})` from a window of this same
 origin, and the header function reads it on the next request.
 
+With `one_context_on_cpu_gl`, a third extension keeps cornerstone to one WebGL context where the browser rasterizes on
+the CPU (cornerstone's own probe: SwiftShader, llvmpipe, …, as in a VM or a thin client without a
+GPU): cornerstone 4 creates a pool of seven contexts for parallel rendering on a GPU, and on a
+software rasterizer each costs set-up time on the main thread (about 80 ms for the pool, just
+before the first slice is drawn) and buys no parallelism. A GPU keeps the pool.
+
 With `progressive`, stacks load over byte ranges of the HTJ2K RPCL frames (the server answers
 `Range` on `/frames/N`). The displayed slice comes in two stages (`stackRetrieveOptions`): its
 first 16 KiB (all of the 128×128 level of a 512×512 CT slice and part of the 256×256 one; the
@@ -107,6 +113,23 @@ _BEARER = """(function () {
     },
   };
 })()"""
+
+
+# One WebGL context on a software rasterizer (see the module docstring). preRegistration runs after
+# OHIF's cornerstone extension has initialised cornerstone (extensions register in order, ours last)
+# and before any viewport, so the rendering engine is created with it.
+_RENDERING = """{
+  id: "aperture-rendering",
+  preRegistration: function () {
+    var core = window.cornerstone;
+    var capabilities = core && core.getRenderingCapabilities && core.getRenderingCapabilities();
+    if (!capabilities || !capabilities.webgl || !capabilities.softwareRasterizer) return;
+    var config = core.getConfiguration();
+    core.setConfiguration(Object.assign({}, config, {
+      rendering: Object.assign({}, config.rendering, {webGlContextCount: 1}),
+    }));
+  },
+}"""
 
 
 # The every-slice pass. cornerstone's `ProgressiveRetrieveImages` chains the two stages per image (the
@@ -271,6 +294,7 @@ def app_config(
     bearer: bool = False,
     progressive: bool = False,
     thumbnails: str = "wadors",
+    one_context_on_cpu_gl: bool = False,
 ) -> str:
     """OHIF's `app-config.js` with one DICOMweb data source at `dicomweb` (qidoRoot = wadoRoot).
 
@@ -319,6 +343,8 @@ def app_config(
         "dataSources": [source],
     }
     text = f"window.config = {json.dumps(config, indent=2)};\n"
+    if one_context_on_cpu_gl:
+        text += f"window.config.extensions.push({_RENDERING});\n"
     if progressive:
         script = _EVERY_SLICE % {
             "retrieve": json.dumps(range_options()),

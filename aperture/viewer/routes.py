@@ -74,6 +74,7 @@ def generated_config(config: Config) -> bytes:
         bearer=config.server.auth != "none",
         progressive=config.viewer.progressive,
         thumbnails="thumbnail",  # the server's own small JPEGs, not a whole frame decoded per series
+        one_context_on_cpu_gl=True,
     ).encode()
 
 

@@ -220,6 +220,32 @@ def test_the_htj2k_decoder_is_fetched_once_per_page_load(stack: DemoStack, page:
     assert all(" 304 0 " in line for line in htj2k if line not in sent), fetched
 
 
+# what cornerstone found the browser's WebGL to be, and how many contexts its rendering engine holds
+RENDERING = """() => {
+  const cs = window.cornerstone;
+  const capabilities = cs.getRenderingCapabilities();
+  const engines = cs.getRenderingEngines() || [];
+  return {
+    renderer: capabilities.renderer,
+    software: capabilities.softwareRasterizer,
+    engines: engines.length,
+    contexts: engines.map(e => (e.contextPool ? e.contextPool.contexts.length : null)),
+  };
+}"""
+
+
+def test_on_a_software_rasterizer_the_viewer_draws_through_one_webgl_context(stack: DemoStack, page: Page) -> None:
+    """Headless chromium without a GPU rasterizes WebGL on the CPU (SwiftShader): there the viewer's
+    rendering engine holds one context instead of cornerstone's pool of seven, and still draws the CT."""
+    token = stack.token(SAMPLE_APP_CLIENT_ID, SCOPE, patient=stack.patient(PATIENT)["id"])
+    hand_over(page, token)
+    page.goto(f"{origin(stack)}/viewer/viewer?StudyInstanceUIDs={ct_study(stack)}")
+    page.wait_for_function(PICTURE, timeout=90_000, polling=250)
+    seen = page.evaluate(RENDERING)
+    assert seen["software"], seen  # the condition this test is about: a CPU rasterizer
+    assert seen["engines"] == 1 and seen["contexts"] == [1], seen
+
+
 # one decode through OHIF's own worker pool, as the every-slice extension's warm-up asks for it
 DECODE_IN_WORKER = """async ([codestream, size]) => {
   const manager = window.cornerstone.getWebWorkerManager();
