@@ -320,13 +320,8 @@ def start_front(workdir: Path, name: str, upstream: str) -> Server:
 
 
 def load_viewer(browser: Any, side: Side, study_uid: str, *, throttle: bool, timeout: float) -> Load:
-    """Open ``side``'s viewer on a fresh context and time it (see the module docstring).
-
-    Everything is observed from inside the page (Resource Timing and RESPONSE_LOG), read once at the
-    end: no Playwright request events and no CDP Network domain, whose per-request and per-chunk
-    events cost this 2-CPU machine several CPU-seconds a load (the harness, Playwright's driver and
-    the browser process) that the viewer under test then lacks.
-    """
+    """Open ``side``'s viewer on a fresh context and time it, observing from inside the page only
+    (Resource Timing and RESPONSE_LOG, read once at the end; the module docstring says why)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     load = Load()
