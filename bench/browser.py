@@ -418,7 +418,7 @@ def _measure(
 ) -> None:
     timeout = 300.0 if cond.throttled else 120.0
     for run in range(n_runs):
-        order = sides if run % 2 == 0 else sides[::-1]  # who goes first alternates
+        order = turn_order(sides, run)
         for side in order:
             if side.name in cond.first_slice.errors:
                 continue
@@ -454,6 +454,18 @@ def _measure(
             cond.bytes_sent.setdefault(side.name, []).append(load.bytes_sent)
     for name, loads in cond.loads.items():
         cond.notes.append(_note(name, cond.name, loads))
+
+
+def turn_order(sides: list[Side], run: int) -> list[Side]:
+    """Who loads when in round ``run``: the sides forward, then backward, each time rotated one further.
+
+    Over 2n rounds (n sides) every side loads at every position equally often; for three sides those
+    are all six orders, so each side also follows each other side equally often (what a load leaves
+    behind, in the browser or on the machine, falls on all alike).
+    """
+    base = sides if run % 2 == 0 else sides[::-1]
+    shift = (run // 2) % len(base) if base else 0
+    return base[shift:] + base[:shift]
 
 
 def _note(name: str, cond: str, loads: list[Load]) -> str:

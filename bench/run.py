@@ -1051,11 +1051,7 @@ def browser_rows(
     by_name = {c.name: c for c in conditions}
 
     def timing(measure: browser.Measure, name: str) -> Timing:
-        if name in measure.errors:
-            return Timing(error=measure.errors[name])
-        if measure.samples.get(name):
-            return Timing(seconds=measure.samples[name])
-        return Timing(error="not measured" if any(s.name == name for s in sides) else "not running")
+        return ohif_timing(measure, name, sides)
 
     for prefix, ours in (("", "Aperture"), ("Auth: ", SMART)):
         if prefix not in names:
@@ -1098,16 +1094,60 @@ def browser_rows(
             lines.append(samples_line(what, {s.name: timing(measure, s.name) for s in sides if s.name in cond.loads}))
         notes.append("\n".join(lines))
     if authorized is not None:
-        loop = by_name["loopback"]
-        for what, measure in (("first slice drawn", loop.first_slice), (f"all {n} frames", loop.all_frames)):
-            name = f"OHIF in chromium: {what} (loopback, median of {args.browser_runs})"
-            smart, open_ = timing(measure, SMART), timing(measure, "Aperture")
-            open_row = smart_vs_open_row(name, smart, open_)
-            control = timing(measure, CONTROL)
-            if open_.ok and control.ok:
-                open_row.ratio_text += f"; control none ÷ none-2 {open_.median / control.median:.3f}×"
-            rows.append(open_row)
+        notes += auth_ohif_rows(args, workdir, sides, data, rows)
     return notes
+
+
+def ohif_timing(measure: browser.Measure, name: str, sides: list[browser.Side]) -> Timing:
+    """One side's samples of an OHIF measurement, or why there are none."""
+    if name in measure.errors:
+        return Timing(error=measure.errors[name])
+    if measure.samples.get(name):
+        return Timing(seconds=measure.samples[name])
+    return Timing(error="not measured" if any(s.name == name for s in sides) else "not running")
+
+
+def auth_ohif_rows(
+    args: argparse.Namespace, workdir: Path, sides: list[browser.Side], data: BenchData, rows: list[Row]
+) -> list[str]:
+    """The smart-vs-none OHIF rows, from rounds of their own: only the three Aperture processes, on loopback.
+
+    Their goal is a 5% difference, and one page load varies by more than that here, so three loads a
+    side (the rows against Orthanc) cannot tell it from noise. These rounds give each side
+    `--auth-browser-runs` loads, in every order of the three in turn (browser.turn_order); the
+    control (a second `--auth none` process) shows how far two identical servers differ.
+    """
+    n, runs = len(data.ct), args.auth_browser_runs
+    names = {"first": "first slice drawn", "all": f"all {n} frames"}
+    label = {key: f"OHIF in chromium: {what} (loopback, median of {runs}, rounds of their own)"
+             for key, what in names.items()}  # fmt: skip
+    ours = [s for s in sides if s.name in ("Aperture", SMART, CONTROL)]
+    reason = None
+    if runs == 0:
+        reason = "skipped: --auth-browser-runs 0"
+    elif not any(s.name == "Aperture" for s in ours) or not any(s.name == SMART for s in ours):
+        reason = "error: the --auth none or --auth smart viewer was not measured"
+    if reason is None:
+        log(f"OHIF smart vs none: {runs} loopback loads of {', '.join(s.name for s in ours)}")
+        try:
+            conditions, reason = browser.compare(workdir, ours, data.study_uid, runs=runs, throttled_runs=0, log=log)
+        except Exception as exc:  # extra rows: their failure must not lose the table
+            reason = f"error: {type(exc).__name__}: {exc}"[:200]
+    if reason is not None:
+        for key in names:
+            rows.append(_skipped_row(label[key] + " — `--auth smart` vs `--auth none`", reason, AUTH_GOAL))
+        return []
+    loop = next(c for c in conditions if not c.throttled)
+
+    lines = ["Every sample of the OHIF smart-vs-none rows (loopback, rounds of their own), ms, in the order taken:"]
+    for key, measure in (("first", loop.first_slice), ("all", loop.all_frames)):
+        smart, open_, control = (ohif_timing(measure, name, ours) for name in (SMART, "Aperture", CONTROL))
+        row = smart_vs_open_row(label[key], smart, open_)
+        if open_.ok and control.ok:
+            row.ratio_text += f"; control none ÷ none-2 {open_.median / control.median:.3f}×"
+        rows.append(row)
+        lines.append(samples_line(names[key], {"smart": smart, "none": open_, "none-2": control}))
+    return ["\n".join(lines)]
 
 
 def _skipped_row(label: str, reason: str, goal: float = 2.0) -> Row:
@@ -1195,6 +1235,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--download-link-rounds", type=int, default=3, help="the same pairs over the emulated link (13 s a side)"
     )
+    parser.add_argument(
+        "--auth-browser-runs", type=int, default=12,
+        help="OHIF loopback loads a side in the smart-vs-none rows' own rounds (the three Aperture\n"
+        "processes only, every order of the three in turn); default 12, 0 skips those rows",
+    )  # fmt: skip
     parser.add_argument("--no-browser", action="store_true", help="skip the OHIF-in-chromium comparison")
     parser.add_argument("--browser-runs", type=int, default=3, help="OHIF page loads per server on loopback; default 3")
     parser.add_argument(
@@ -1206,6 +1251,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--browser-runs must be at least 1 and --browser-throttled-runs at least 0")
     if args.slices < 1 or args.small < 1 or args.repeat < 1 or args.repeat_large < 1:
         parser.error("--slices, --small, --repeat and --repeat-large must be at least 1")
+    if args.auth_browser_runs < 0:
+        parser.error("--auth-browser-runs must be at least 0")
     if args.auth_repeat < 1 or args.auth_repeat_large < 1:
         parser.error("--auth-repeat and --auth-repeat-large must be at least 1")
     if args.stow_batch < 1 or args.small_batch < 1:
