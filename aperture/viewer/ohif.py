@@ -36,8 +36,9 @@ depends on the link, judged from the largest frame answer so far (Resource Timin
   the whole study at reduced resolution long before all of it has arrived; every slice ends at
   full resolution, nothing fetched twice. The first ranges go first, as many at a time as OHIF's
   prefetch pool allows; the rests run in a pool of their own, `REST_STREAMS` at a time until every
-  first range is in, then as many as the prefetch pool. The first-range pass waits on the decode
-  worker more than on the link, so the rests take the link it leaves idle (an alternating run of
+  first range is in, then as many as the prefetch pool. The first-range pass alone leaves the
+  link partly idle (its small requests each pay the link's latency), so the rests take what it
+  leaves (an alternating run of
   4 + 4 page loads at 20 Mbit/s: all frames 21.6 s against 23.0 s with every rest after every
   first range);
 - faster: one stage, each slice whole and uncompressed (the PS3.18 `accept` query parameter asks
