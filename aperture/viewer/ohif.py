@@ -38,9 +38,8 @@ depends on the link, judged from the largest frame answer so far (Resource Timin
   prefetch pool allows; the rests run in a pool of their own, `REST_STREAMS` at a time until every
   first range is in, then as many as the prefetch pool. The first-range pass alone leaves the
   link partly idle (its small requests each pay the link's latency), so the rests take what it
-  leaves (an alternating run of
-  4 + 4 page loads at 20 Mbit/s: all frames 21.6 s against 23.0 s with every rest after every
-  first range);
+  leaves (an alternating run of 4 + 4 page loads at 20 Mbit/s: all frames 21.6 s against 23.0 s
+  with every rest after every first range);
 - faster: one stage, each slice whole and uncompressed (the PS3.18 `accept` query parameter asks
   for Explicit VR Little Endian): there the browser's decode worker, not the link, is the limit
   (OHIF runs one worker on a 2-CPU machine; an HTJ2K 512×512 decode costs it about 30 ms).
